@@ -1,0 +1,197 @@
+// Validation of the ops' arguments and the per-item global-token tables, shared
+// by the CPU and CUDA kernels (and the test-only host emulator). Host code on
+// ATen only; the tables are built with device-agnostic tensor ops.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/OpMathType.h>
+
+#include <optional>
+
+#include "band_kernels.h"
+#include "checks.h"
+
+namespace pyattn {
+
+// Everything a kernel needs, validated. Tensors are kept alive here; the
+// raw BandParams point into them.
+struct Prepared {
+  at::Tensor local, global;        // global is undefined when X == 0
+  at::Tensor slot_of;              // (B, N) int64
+  at::Tensor global_pos;           // (B, X) int64
+  at::Tensor head_weights;         // (H,) acc type, or undefined
+  at::Tensor row_weights;          // (B, N) acc type, or undefined
+  int64_t B = 0, H = 0, N = 0, X = 0, w = 0;
+};
+
+inline Prepared prepare(const at::Tensor& local_attn,
+                        const std::optional<at::Tensor>& global_attn,
+                        const std::optional<at::Tensor>& global_attention_mask,
+                        const std::optional<at::Tensor>& head_weights,
+                        const std::optional<at::Tensor>& row_weights) {
+  Prepared p;
+  // 1. dimensions
+  PYATTN_CHECK_DIM(local_attn, "local_attn", 4, "(B, H, N, X + w + 1)");
+  const bool has_global = global_attn.has_value() && global_attn->defined();
+  if (has_global) {
+    PYATTN_CHECK_DIM(*global_attn, "global_attn", 4, "(B, H, N_pad, X)");
+  }
+  const bool has_mask =
+      global_attention_mask.has_value() && global_attention_mask->defined();
+  if (has_mask) {
+    PYATTN_CHECK_DIM(*global_attention_mask, "global_attention_mask", 2,
+                     "(B, N)");
+  }
+  // 2. sizes
+  p.B = local_attn.size(0);
+  p.H = local_attn.size(1);
+  p.N = local_attn.size(2);
+  p.X = has_global ? global_attn->size(3) : 0;
+  const int64_t D = local_attn.size(3);
+  p.w = D - p.X - 1;
+  TORCH_CHECK(p.w >= 2 && p.w % 2 == 0,
+              "local_attn's last dimension must be X + w + 1 for an even "
+              "window w >= 2, with X = ", p.X,
+              " global slots (global_attn.size(3)); got last dimension ", D,
+              " (local_attn shape ", local_attn.sizes(), "), which leaves w = ",
+              p.w);
+  if (has_global) {
+    PYATTN_CHECK_SIZE(*global_attn, "global_attn", 0, p.B, "batch B");
+    PYATTN_CHECK_SIZE(*global_attn, "global_attn", 1, p.H, "heads H");
+    TORCH_CHECK(global_attn->size(2) >= p.N, "global_attn has shape ",
+                global_attn->sizes(), " but its dimension 2 (N_pad) must be "
+                "at least N = ", p.N, ", the sequence length of local_attn");
+  }
+  if (has_mask) {
+    PYATTN_CHECK_SIZE(*global_attention_mask, "global_attention_mask", 0, p.B,
+                      "batch B");
+    PYATTN_CHECK_SIZE(*global_attention_mask, "global_attention_mask", 1, p.N,
+                      "sequence length N");
+  } else {
+    TORCH_CHECK(p.X == 0, "global_attention_mask is required when "
+                "global_attn has X = ", p.X, " global slots (shape ",
+                global_attn->sizes(), "): it says which positions are global");
+  }
+  if (head_weights.has_value() && head_weights->defined()) {
+    TORCH_CHECK(head_weights->dim() == 1 && head_weights->size(0) == p.H,
+                "head_weights must have shape (H,) = (", p.H,
+                ",) to match local_attn's heads, got shape ",
+                head_weights->sizes());
+  }
+  if (row_weights.has_value() && row_weights->defined()) {
+    TORCH_CHECK(row_weights->dim() == 2 && row_weights->size(0) == p.B &&
+                    row_weights->size(1) == p.N,
+                "row_weights must have shape (B, N) = (", p.B, ", ", p.N,
+                ") to match local_attn, got shape ", row_weights->sizes());
+  }
+  // 3. dtypes
+  PYATTN_CHECK_FLOATING(local_attn, "local_attn");
+  if (has_global) {
+    TORCH_CHECK(global_attn->scalar_type() == local_attn.scalar_type(),
+                "global_attn has dtype ", global_attn->scalar_type(),
+                " but local_attn has ", local_attn.scalar_type(),
+                "; they must match");
+  }
+  if (has_mask) {
+    const auto mt = global_attention_mask->scalar_type();
+    TORCH_CHECK(mt == at::kBool || at::isIntegralType(mt, /*includeBool=*/true),
+                "global_attention_mask must be bool or integer (1 = global), "
+                "got ", mt);
+  }
+  if (head_weights.has_value() && head_weights->defined()) {
+    PYATTN_CHECK_FLOATING(*head_weights, "head_weights");
+  }
+  if (row_weights.has_value() && row_weights->defined()) {
+    PYATTN_CHECK_FLOATING(*row_weights, "row_weights");
+  }
+  // 4. devices
+  if (has_global) PYATTN_CHECK_SAME_DEVICE(*global_attn, "global_attn", local_attn);
+  if (has_mask) {
+    PYATTN_CHECK_SAME_DEVICE(*global_attention_mask, "global_attention_mask",
+                             local_attn);
+  }
+  if (head_weights.has_value() && head_weights->defined()) {
+    PYATTN_CHECK_SAME_DEVICE(*head_weights, "head_weights", local_attn);
+  }
+  if (row_weights.has_value() && row_weights->defined()) {
+    PYATTN_CHECK_SAME_DEVICE(*row_weights, "row_weights", local_attn);
+  }
+
+  // The global-token tables: slot_of[b, i] = m for the m-th global position of
+  // item b (ascending), else -1; global_pos[b, m] = that position, else -1.
+  const auto opts = local_attn.options().dtype(at::kLong);
+  p.local = local_attn;
+  if (has_global && p.X > 0) p.global = *global_attn;
+  if (has_mask && p.B > 0 && p.N > 0) {
+    const at::Tensor is_global = global_attention_mask->ne(0);
+    const at::Tensor counts = is_global.sum(1);
+    const int64_t most = counts.max().item<int64_t>();
+    if (most > p.X) {
+      const int64_t item = counts.argmax().item<int64_t>();
+      TORCH_CHECK(false, "global_attention_mask marks ", most,
+                  " global tokens in item ", item, " but global_attn has only X = ",
+                  p.X, " global slots (global_attn shape ",
+                  has_global ? global_attn->sizes() : at::IntArrayRef{},
+                  "); pass the mask the model was run with");
+    }
+    const at::Tensor slot = is_global.cumsum(1) - 1;
+    p.slot_of = at::where(is_global, slot, at::full({}, -1, opts)).contiguous();
+    // Scatter position i into column slot[i]; non-global positions go to a
+    // spare column X, dropped afterwards.
+    at::Tensor pos = at::full({p.B, p.X + 1}, -1, opts);
+    const at::Tensor target = at::where(is_global, slot, at::full({}, p.X, opts));
+    pos.scatter_(1, target, at::arange(p.N, opts).expand({p.B, p.N}));
+    p.global_pos = pos.narrow(1, 0, p.X).contiguous();
+  } else {
+    p.slot_of = at::full({p.B, p.N}, -1, opts);
+    p.global_pos = at::full({p.B, p.X}, -1, opts);
+  }
+  const auto acc_type = at::toOpMathType(local_attn.scalar_type());
+  if (head_weights.has_value() && head_weights->defined()) {
+    p.head_weights = head_weights->to(acc_type).contiguous();
+  }
+  if (row_weights.has_value() && row_weights->defined()) {
+    p.row_weights = row_weights->to(acc_type).contiguous();
+  }
+  return p;
+}
+
+template <typename scalar_t, typename acc_t>
+BandParams<scalar_t, acc_t> band_params(const Prepared& p) {
+  BandParams<scalar_t, acc_t> r{};
+  r.local = p.local.const_data_ptr<scalar_t>();
+  r.ls_b = p.local.stride(0);
+  r.ls_h = p.local.stride(1);
+  r.ls_i = p.local.stride(2);
+  r.ls_k = p.local.stride(3);
+  if (p.global.defined()) {
+    r.global = p.global.const_data_ptr<scalar_t>();
+    r.gs_b = p.global.stride(0);
+    r.gs_h = p.global.stride(1);
+    r.gs_j = p.global.stride(2);
+    r.gs_m = p.global.stride(3);
+  }
+  r.slot_of = p.slot_of.const_data_ptr<int64_t>();
+  r.global_pos = p.global_pos.const_data_ptr<int64_t>();
+  r.head_weights = p.head_weights.defined()
+                       ? p.head_weights.const_data_ptr<acc_t>()
+                       : nullptr;
+  r.row_weights = p.row_weights.defined()
+                      ? p.row_weights.const_data_ptr<acc_t>()
+                      : nullptr;
+  r.B = p.B;
+  r.H = p.H;
+  r.N = p.N;
+  r.X = p.X;
+  r.w = p.w;
+  r.hw = p.w / 2;
+  return r;
+}
+
+// Shape of attention_received's output: (B, H, N), or (B, N) with head weights.
+inline std::vector<int64_t> received_shape(const Prepared& p) {
+  if (p.head_weights.defined()) return {p.B, p.N};
+  return {p.B, p.H, p.N};
+}
+
+}  // namespace pyattn

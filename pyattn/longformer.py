@@ -1,0 +1,226 @@
+"""Model level: every layer of a Longformer output through the compiled ops.
+
+A Longformer model called with ``output_attentions=True`` returns per layer
+``attentions[l]`` ``(B, H, N, X + w_l + 1)`` (windows may differ per layer, so
+the tuple cannot always be stacked) and ``global_attentions[l]``
+``(B, H, N_pad, X)``, or ``global_attentions=None`` when no token is global.
+
+Layers are numbered from 1 as in the original notebooks ("layer 12" is the
+last layer of a 12-layer model); ``-1`` is the last layer too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from pyattn.ops import attention_received, band_to_dense
+
+__all__ = ["AttentionReceived", "DenseTooLarge", "layer_attention_received", "layer_to_dense", "DEFAULT_DENSE_LIMIT_BYTES"]
+
+#: Default cap on the output of :func:`layer_to_dense` (2 GiB).
+DEFAULT_DENSE_LIMIT_BYTES = 2 * 1024**3
+
+
+class DenseTooLarge(MemoryError):
+    """The dense matrix asked for is larger than the configured limit."""
+
+
+def _layers_of(attentions: Any, global_attentions: Any) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
+    """Normalise model-output forms into per-layer lists."""
+    if hasattr(attentions, "attentions"):  # a model output object
+        output = attentions
+        attentions = output.attentions
+        if global_attentions is None:
+            global_attentions = getattr(output, "global_attentions", None)
+    if attentions is None:
+        raise ValueError(
+            "no attentions were given: run the model with output_attentions=True "
+            "and pass output.attentions (and output.global_attentions)"
+        )
+    local = list(attentions.unbind(0)) if isinstance(attentions, torch.Tensor) else list(attentions)
+    if not local:
+        raise ValueError("attentions is empty: expected one (B, H, N, X + w + 1) tensor per layer")
+    if global_attentions is None:
+        glob: list[torch.Tensor | None] = [None] * len(local)
+    else:
+        glob = list(global_attentions.unbind(0)) if isinstance(global_attentions, torch.Tensor) else list(global_attentions)
+        if len(glob) != len(local):
+            raise ValueError(
+                f"attentions has {len(local)} layers but global_attentions has {len(glob)}; "
+                "pass both tuples from the same model output"
+            )
+    return local, glob
+
+
+def _layer_index(layer: int, num_layers: int) -> int:
+    """1-based (or negative) layer number -> 0-based index."""
+    if not isinstance(layer, int) or isinstance(layer, bool):
+        raise TypeError(f"layer must be an int (1..{num_layers}, or -1 for the last), got {layer!r}")
+    if 1 <= layer <= num_layers:
+        return layer - 1
+    if -num_layers <= layer <= -1:
+        return num_layers + layer
+    raise IndexError(f"layer {layer} is out of range: layers are numbered 1..{num_layers} (or -1..-{num_layers})")
+
+
+def _check_head_importance(head_importance: torch.Tensor | None, num_layers: int, num_heads: int) -> torch.Tensor | None:
+    if head_importance is None:
+        return None
+    head_importance = torch.as_tensor(head_importance)
+    if tuple(head_importance.shape) != (num_layers, num_heads):
+        raise ValueError(
+            f"head_importance must have shape (L, H) = ({num_layers}, {num_heads}) "
+            f"to match the model's layers and heads, got {tuple(head_importance.shape)}"
+        )
+    return head_importance
+
+
+@dataclass
+class AttentionReceived:
+    """Attention received per token, per layer.
+
+    Attributes
+    ----------
+    per_layer:
+        ``(L, B, N)``: heads summed (weighted by head importance when
+        ``head_weighted``), or ``(L, B, H, N)`` when ``per_head``.
+    head_weighted:
+        Whether heads were scaled by head importance.
+    per_head:
+        Whether the head dimension was kept.
+    """
+
+    per_layer: torch.Tensor
+    head_weighted: bool
+    per_head: bool
+
+    @property
+    def num_layers(self) -> int:
+        return self.per_layer.shape[0]
+
+    @property
+    def final_layer(self) -> torch.Tensor:
+        """The last layer: ``(B, N)`` (``(B, H, N)`` per head)."""
+        return self.per_layer[-1]
+
+    @property
+    def all_layers(self) -> torch.Tensor:
+        """Sum over all layers: ``(B, N)`` (``(B, H, N)`` per head)."""
+        return self.per_layer.sum(0)
+
+    def layer_range(self, first: int, last: int) -> torch.Tensor:
+        """Sum over layers ``first..last``, 1-based and inclusive (``(1, 6)`` is
+        the lower half of a 12-layer model)."""
+        lo, hi = _layer_index(first, self.num_layers), _layer_index(last, self.num_layers)
+        if lo > hi:
+            raise ValueError(f"layer range {first}-{last} is empty: first must not come after last")
+        return self.per_layer[lo : hi + 1].sum(0)
+
+    def select(self, layers: str | int | tuple[int, int]) -> torch.Tensor:
+        """``"final"``, ``"all"``, a layer number, ``"7-12"`` or ``(7, 12)``."""
+        if isinstance(layers, str):
+            name = layers.strip().lower()
+            if name in ("final", "last"):
+                return self.final_layer
+            if name == "all":
+                return self.all_layers
+            if "-" in name:
+                first, last = name.split("-", 1)
+                return self.layer_range(int(first), int(last))
+            return self.per_layer[_layer_index(int(name), self.num_layers)]
+        if isinstance(layers, tuple):
+            return self.layer_range(*layers)
+        return self.per_layer[_layer_index(layers, self.num_layers)]
+
+
+def layer_attention_received(
+    attentions: Sequence[torch.Tensor] | torch.Tensor | Any,
+    global_attentions: Sequence[torch.Tensor] | torch.Tensor | None = None,
+    global_attention_mask: torch.Tensor | None = None,
+    head_importance: torch.Tensor | None = None,
+    per_head: bool = False,
+) -> AttentionReceived:
+    """Attention received per token for every layer of a Longformer output.
+
+    Parameters
+    ----------
+    attentions:
+        ``output.attentions``: L tensors ``(B, H, N, X + w_l + 1)`` (or the
+        model output itself).
+    global_attentions:
+        ``output.global_attentions``: L tensors ``(B, H, N_pad, X)``, or None
+        when no token is global.
+    global_attention_mask:
+        ``(B, N)``, the mask the model ran with (including the CLS token that
+        ``LongformerForSequenceClassification`` makes global by itself).
+    head_importance:
+        ``(L, H)``, optional: each head's contribution is scaled by it.
+    per_head:
+        Keep the head dimension.
+
+    Returns
+    -------
+    AttentionReceived
+        ``per_layer`` ``(L, B, N)``, or ``(L, B, H, N)`` with ``per_head``;
+        ``final_layer``, ``all_layers`` and ``layer_range(first, last)``.
+    """
+    local, glob = _layers_of(attentions, global_attentions)
+    num_heads = local[0].shape[1] if local[0].dim() == 4 else -1
+    weights = _check_head_importance(head_importance, len(local), num_heads)
+    out = []
+    for index, (band, global_attn) in enumerate(zip(local, glob)):
+        try:
+            if per_head:
+                received = attention_received(band, global_attn, global_attention_mask)
+                if weights is not None:
+                    received = received * weights[index].to(received)[None, :, None]
+            else:
+                w = torch.ones(band.shape[1]) if weights is None else weights[index]
+                received = attention_received(band, global_attn, global_attention_mask, w.to(band.device))
+        except RuntimeError as error:
+            raise type(error)(f"layer {index + 1}: {error}") from error
+        out.append(received)
+    return AttentionReceived(torch.stack(out), head_weighted=weights is not None, per_head=per_head)
+
+
+def layer_to_dense(
+    attentions: Sequence[torch.Tensor] | torch.Tensor | Any,
+    global_attentions: Sequence[torch.Tensor] | torch.Tensor | None = None,
+    global_attention_mask: torch.Tensor | None = None,
+    layer: int = -1,
+    heads: Sequence[int] | int | None = None,
+    max_bytes: int | None = DEFAULT_DENSE_LIMIT_BYTES,
+) -> torch.Tensor:
+    """The dense attention of one layer (optionally some heads).
+
+    Returns ``(B, len(heads), N, N)`` (all heads when ``heads`` is None).
+    Refuses, with :class:`DenseTooLarge`, an output over ``max_bytes``
+    (default 2 GiB; ``None`` lifts the limit): 12 heads x 4096^2 float32 is
+    805 MB for one layer of one document.
+    """
+    local, glob = _layers_of(attentions, global_attentions)
+    index = _layer_index(layer, len(local))
+    band, global_attn = local[index], glob[index]
+    if band.dim() != 4:
+        raise ValueError(f"layer {index + 1}: attentions must be 4-D (B, H, N, X + w + 1), got shape {tuple(band.shape)}")
+    B, H, N, _ = band.shape
+    if heads is not None:
+        heads = [heads] if isinstance(heads, int) else list(heads)
+        bad = [h for h in heads if not -H <= h < H]
+        if bad:
+            raise IndexError(f"heads {bad} out of range: the layer has heads 0..{H - 1}")
+        band = band[:, heads]
+        if global_attn is not None:
+            global_attn = global_attn[:, heads]
+    size = B * band.shape[1] * N * N * band.element_size()
+    if max_bytes is not None and size > max_bytes:
+        raise DenseTooLarge(
+            f"the dense attention of layer {index + 1} would be {size / 1024**2:,.1f} MiB "
+            f"(B={B} x heads={band.shape[1]} x {N} x {N} x {band.element_size()} bytes), over the "
+            f"limit of {max_bytes / 1024**2:,.1f} MiB; pick fewer heads, raise max_bytes, or use "
+            "attention_received, which never builds it"
+        )
+    return band_to_dense(band, global_attn, global_attention_mask)
