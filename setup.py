@@ -83,7 +83,7 @@ def extensions():
     with_cuda = _want_cuda()
     sources = [os.path.join("csrc", "pyattn.cpp")]
     sources += sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
-    cxx = ["-O3", "-std=c++17", *_openmp_flags()]
+    cxx = ["-O3", *_openmp_flags()]
     define_macros = []
     if with_cuda:
         home = _cuda_home()
@@ -99,7 +99,7 @@ def extensions():
                 "pyattn._C",
                 sources,
                 define_macros=define_macros,
-                extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "-std=c++17", "-lineinfo"]},
+                extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "-lineinfo"]},
             )
         ]
     return [

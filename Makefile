@@ -1,0 +1,55 @@
+# pyattn: `make demo` runs the main job, `make test` the tests, on a fresh
+# machine: each creates the virtual environment it needs.
+PYTHON ?= python3
+VENV ?= .venv
+CUDA_VENV ?= .venv-cuda
+TORCH_CPU ?= torch==2.13.0
+TORCH_CUDA ?= torch==2.14.1
+TORCH_CUDA_ARCH_LIST ?= 8.0;9.0
+CUDA_HOME ?= /usr/local/cuda
+
+PY := $(VENV)/bin/python
+SOURCES := setup.py pyproject.toml $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/*.cpp csrc/cuda/*.cu)
+
+.PHONY: test build bench cuda-check clean
+
+# torch first (the CPU wheel on disk), then pyattn with its test extras,
+# built against that torch (no build isolation).
+$(VENV)/.torch:
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q "$(TORCH_CPU)"
+	touch $@
+
+$(VENV)/.built: $(VENV)/.torch $(SOURCES)
+	$(VENV)/bin/pip install -q ninja setuptools wheel
+	$(VENV)/bin/pip install -q --no-build-isolation -e ".[test]"
+	touch $@
+
+build: $(VENV)/.built
+
+test: build
+	$(PY) -m pytest tests -q
+
+bench: build
+	$(PY) -m pytest benchmarks --benchmark-only --benchmark-columns=min,median,max,rounds -q
+
+# Prove the CUDA kernels compile and link: torch 2.14.1 (CUDA 13.0 build),
+# nvcc from PATH, an explicit arch list, a plain (non-editable) install from a
+# copy of the tree, then check every op has a CUDA kernel. No GPU needed.
+$(CUDA_VENV)/.torch:
+	$(PYTHON) -m venv $(CUDA_VENV)
+	$(CUDA_VENV)/bin/pip install -q --upgrade pip
+	$(CUDA_VENV)/bin/pip install -q "$(TORCH_CUDA)" numpy ninja setuptools wheel
+	touch $@
+
+cuda-check: $(CUDA_VENV)/.torch
+	rm -rf build/cuda-src && mkdir -p build/cuda-src
+	git ls-files -z | xargs -0 cp --parents -t build/cuda-src
+	cd build/cuda-src && FORCE_CUDA=1 CUDA_HOME="$(CUDA_HOME)" \
+		TORCH_CUDA_ARCH_LIST="$(TORCH_CUDA_ARCH_LIST)" MAX_JOBS=2 \
+		../../$(CUDA_VENV)/bin/pip install -q --no-build-isolation --no-deps .
+	cd build && ../$(CUDA_VENV)/bin/python ../tests/check_cuda_build.py
+
+clean:
+	rm -rf build *.egg-info pyattn/_C*.so

@@ -1,0 +1,195 @@
+"""The compiled ops against the readable reference (pyattn.reference): property
+tests over random shapes, every dtype, non-contiguous inputs; opcheck; the
+vectorised pure-PyTorch competitor; build facts."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import pyattn
+from pyattn import reference
+from conftest import DEVICES, DTYPES
+
+TOLERANCE = {
+    torch.float32: dict(atol=1e-5, rtol=1e-5),
+    torch.float64: dict(atol=1e-12, rtol=1e-12),
+    torch.float16: dict(atol=2e-3, rtol=2e-3),
+    torch.bfloat16: dict(atol=2e-2, rtol=1e-2),
+}
+
+
+def make_inputs(B, H, N, X, w, counts, seed, dtype=torch.float32, device="cpu", pad_extra=3, non_contiguous=False):
+    """Random band/global tensors in the model's layout, and a mask with
+    counts[b] <= X global tokens for item b at random positions."""
+    generator = torch.Generator().manual_seed(seed)
+    local = torch.rand(B, H, N, X + w + 1, generator=generator, dtype=torch.float64)
+    global_attn = torch.rand(B, H, N + pad_extra, X, generator=generator, dtype=torch.float64) if X > 0 else None
+    mask = torch.zeros(B, N, dtype=torch.long)
+    for b, count in enumerate(counts):
+        mask[b, torch.randperm(N, generator=generator)[:count]] = 1
+    if non_contiguous:
+        # Same values, other strides: stored in another dimension order, every
+        # other element of the last dimension.
+        spread = local.new_zeros(local.shape[:-1] + (2 * local.shape[-1],))
+        spread[..., ::2] = local
+        local = spread.permute(3, 0, 2, 1).contiguous().permute(1, 3, 2, 0)[..., ::2]
+        if global_attn is not None:
+            global_attn = global_attn.transpose(-1, -2).contiguous().transpose(-1, -2)
+        assert not local.is_contiguous() and local.stride(-1) == 2 * B * N * H
+    local = local.to(dtype=dtype, device=device)
+    if global_attn is not None:
+        global_attn = global_attn.to(dtype=dtype, device=device)
+    return local, global_attn, (mask.to(device) if X > 0 or any(counts) else None)
+
+
+@st.composite
+def layouts(draw):
+    B = draw(st.integers(1, 3))
+    H = draw(st.integers(1, 3))
+    N = draw(st.integers(1, 40))
+    w = 2 * draw(st.integers(1, 12))  # N < w happens often
+    X = draw(st.integers(0, 3))
+    X = min(X, N)
+    counts = [draw(st.integers(0, X)) for _ in range(B)]
+    if X > 0:
+        counts[draw(st.integers(0, B - 1))] = X  # X is the batch's largest count
+    return B, H, N, X, w, counts
+
+
+def reference_inputs(local, global_attn, mask):
+    """The reference on float64 CPU copies."""
+    return (
+        local.double().cpu(),
+        None if global_attn is None else global_attn.double().cpu(),
+        None if mask is None else mask.cpu(),
+    )
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@given(layout=layouts(), dtype=st.sampled_from(DTYPES), non_contiguous=st.booleans(), seed=st.integers(0, 2**16))
+def test_band_to_dense_matches_reference(device, layout, dtype, non_contiguous, seed):
+    B, H, N, X, w, counts = layout
+    local, global_attn, mask = make_inputs(B, H, N, X, w, counts, seed, dtype, device, non_contiguous=non_contiguous)
+    dense = pyattn.band_to_dense(local, global_attn, mask)
+    assert dense.shape == (B, H, N, N) and dense.dtype == dtype and dense.device == local.device
+    expected = reference.band_to_dense(*reference_inputs(local, global_attn, mask))
+    torch.testing.assert_close(dense.double().cpu(), expected, **TOLERANCE[dtype])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@given(
+    layout=layouts(),
+    dtype=st.sampled_from(DTYPES),
+    non_contiguous=st.booleans(),
+    fused=st.booleans(),
+    weighted_rows=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_attention_received_matches_reference(device, layout, dtype, non_contiguous, fused, weighted_rows, seed):
+    B, H, N, X, w, counts = layout
+    local, global_attn, mask = make_inputs(B, H, N, X, w, counts, seed, dtype, device, non_contiguous=non_contiguous)
+    generator = torch.Generator().manual_seed(seed + 1)
+    head_weights = torch.rand(H, generator=generator).to(device) if fused else None
+    row_weights = torch.rand(B, N, generator=generator).to(device) if weighted_rows else None
+    received = pyattn.attention_received(local, global_attn, mask, head_weights, row_weights)
+    assert received.shape == ((B, N) if fused else (B, H, N))
+    assert received.dtype == dtype and received.device == local.device
+    expected = reference.attention_received(
+        *reference_inputs(local, global_attn, mask),
+        None if head_weights is None else head_weights.double().cpu(),
+        None if row_weights is None else row_weights.double().cpu(),
+    )
+    # Sums over up to w + X + 1 entries: scale the tolerance by the magnitude.
+    tol = TOLERANCE[dtype]
+    torch.testing.assert_close(received.double().cpu(), expected, atol=tol["atol"] * (w + X + 2), rtol=tol["rtol"] * 4)
+
+
+@given(layout=layouts(), fused=st.booleans(), seed=st.integers(0, 2**16))
+def test_vectorised_pure_pytorch_matches_reference(layout, fused, seed):
+    B, H, N, X, w, counts = layout
+    local, global_attn, mask = make_inputs(B, H, N, X, w, counts, seed, torch.float64)
+    head_weights = torch.rand(H, dtype=torch.float64) if fused else None
+    got = reference.attention_received_banded(local, global_attn, mask, head_weights)
+    torch.testing.assert_close(got, reference.attention_received(local, global_attn, mask, head_weights))
+
+
+def test_received_is_column_sum_of_dense_on_longformer_shapes():
+    """A 514-wide band (w = 512, X = 1) as Longformer-base returns it, N not a
+    multiple of the column block."""
+    local, global_attn, mask = make_inputs(1, 2, 700, 1, 512, [1], seed=7)
+    dense = pyattn.band_to_dense(local, global_attn, mask)
+    torch.testing.assert_close(pyattn.attention_received(local, global_attn, mask), dense.sum(2), atol=1e-4, rtol=1e-5)
+
+
+def test_unused_global_slots_are_ignored():
+    """Junk in an item's unused slots must not leak into its output."""
+    local, global_attn, mask = make_inputs(2, 2, 12, 3, 4, [3, 1], seed=3)
+    junk_local, junk_global = local.clone(), global_attn.clone()
+    junk_local[1, :, :, 1:3] = 1e6
+    junk_global[1, :, :, 1:3] = 1e6
+    torch.testing.assert_close(pyattn.band_to_dense(junk_local, junk_global, mask), pyattn.band_to_dense(local, global_attn, mask))
+    torch.testing.assert_close(
+        pyattn.attention_received(junk_local, junk_global, mask), pyattn.attention_received(local, global_attn, mask)
+    )
+
+
+def test_empty_inputs():
+    local = torch.zeros(0, 2, 5, 9)
+    assert pyattn.band_to_dense(local).shape == (0, 2, 5, 5)
+    assert pyattn.attention_received(local).shape == (0, 2, 5)
+    local = torch.zeros(1, 2, 0, 9)
+    assert pyattn.band_to_dense(local).shape == (1, 2, 0, 0)
+    assert pyattn.attention_received(local, head_weights=torch.ones(2)).shape == (1, 0)
+
+
+def opcheck_samples():
+    samples = []
+    for B, H, N, X, w, counts in [(2, 3, 11, 2, 4, [2, 1]), (1, 2, 5, 0, 8, [0]), (2, 1, 9, 1, 2, [1, 0])]:
+        local, global_attn, mask = make_inputs(B, H, N, X, w, counts, seed=N)
+        samples.append((local, global_attn, mask, B, H, N))
+    return samples
+
+
+@pytest.mark.parametrize("sample", range(3))
+def test_opcheck(sample):
+    local, global_attn, mask, B, H, N = opcheck_samples()[sample]
+    torch.library.opcheck(torch.ops.pyattn.band_to_dense.default, (local, global_attn, mask))
+    torch.library.opcheck(torch.ops.pyattn.attention_received.default, (local, global_attn, mask, None, None))
+    torch.library.opcheck(
+        torch.ops.pyattn.attention_received.default, (local, global_attn, mask, torch.rand(H), torch.rand(B, N))
+    )
+
+
+def test_ops_compile_with_fake_kernels():
+    local, global_attn, mask, *_ = opcheck_samples()[0]
+
+    def analysis(local, global_attn, mask):
+        return pyattn.attention_received(local, global_attn, mask).sum(1) * 2
+
+    compiled = torch.compile(analysis, backend="eager", fullgraph=True)
+    torch.testing.assert_close(compiled(local, global_attn, mask), analysis(local, global_attn, mask))
+
+
+def test_build_reports_cuda_kernels_consistently():
+    has_cuda = pyattn.has_cuda_kernels()
+    assert isinstance(has_cuda, bool)
+    assert torch._C._dispatch_has_kernel_for_dispatch_key("pyattn::attention_received", "CPU")
+    assert torch._C._dispatch_has_kernel_for_dispatch_key("pyattn::attention_received", "CUDA") == has_cuda
+    assert torch._C._dispatch_has_kernel_for_dispatch_key("pyattn::band_to_dense", "CUDA") == has_cuda
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two cores to see two threads")
+def test_cpu_kernels_run_in_parallel():
+    """Built with OpenMP: at::parallel_for inside the extension uses more than
+    one thread (without -fopenmp it silently runs on one)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert torch.ops.pyattn.parallel_threads_used(64) == 2
+    finally:
+        torch.set_num_threads(previous)
