@@ -141,6 +141,24 @@ PYATTN_HD void received_band_thread(const BandParams<scalar_t, acc_t>& p,
 
 // Rows one thread of the global-column kernel sums.
 constexpr int kGlobalChunk = 64;
+constexpr int kGlobalColumnThreads = 256;
+
+// Launch shapes, shared by the CUDA launchers and the host emulator.
+// received_band: grid (column blocks, H, B) x kReceivedBlock threads.
+PYATTN_HD int64_t received_column_blocks(int64_t N) {
+  return (N + kReceivedBlock - 1) / kReceivedBlock;
+}
+// received_global_column: one thread per (b, h, m, chunk of rows).
+PYATTN_HD int64_t global_column_threads(int64_t B, int64_t H, int64_t X,
+                                        int64_t N) {
+  return B * H * X * ((N + kGlobalChunk - 1) / kGlobalChunk);
+}
+// dense: a grid-stride loop over B * H * N * N elements.
+constexpr int kDenseThreads = 256;
+PYATTN_HD int64_t dense_blocks(int64_t total) {
+  const int64_t blocks = (total + kDenseThreads - 1) / kDenseThreads;
+  return blocks < 65535 * 32 ? blocks : 65535 * 32;
+}
 
 // Attention received by global column g_m from the non-global rows
 // [c * kGlobalChunk, (c + 1) * kGlobalChunk), for the flat thread index

@@ -79,9 +79,19 @@ def has_cuda_kernels() -> bool:
     return bool(torch.ops.pyattn.has_cuda_kernels())
 
 
+def _check_devices(local_attn: torch.Tensor, **others: torch.Tensor | None) -> None:
+    for name, tensor in others.items():
+        if tensor is not None and tensor.device != local_attn.device:
+            raise RuntimeError(
+                f"{name} is on {tensor.device} but local_attn is on {local_attn.device}; "
+                "all arguments must be on one device"
+            )
+
+
 @torch.library.register_fake("pyattn::band_to_dense")
 def _band_to_dense_fake(local_attn, global_attn, global_attention_mask):
     torch._check(local_attn.dim() == 4, lambda: "local_attn must be 4-D (B, H, N, X + w + 1)")
+    _check_devices(local_attn, global_attn=global_attn, global_attention_mask=global_attention_mask)
     B, H, N, _ = local_attn.shape
     return local_attn.new_empty((B, H, N, N))
 
@@ -89,6 +99,13 @@ def _band_to_dense_fake(local_attn, global_attn, global_attention_mask):
 @torch.library.register_fake("pyattn::attention_received")
 def _attention_received_fake(local_attn, global_attn, global_attention_mask, head_weights, row_weights):
     torch._check(local_attn.dim() == 4, lambda: "local_attn must be 4-D (B, H, N, X + w + 1)")
+    _check_devices(
+        local_attn,
+        global_attn=global_attn,
+        global_attention_mask=global_attention_mask,
+        head_weights=head_weights,
+        row_weights=row_weights,
+    )
     B, H, N, _ = local_attn.shape
     if head_weights is not None:
         return local_attn.new_empty((B, N))

@@ -15,8 +15,6 @@
 namespace pyattn {
 namespace {
 
-constexpr int kDenseThreads = 256;
-
 template <typename scalar_t, typename acc_t>
 __global__ void received_band_kernel(const BandParams<scalar_t, acc_t> p, acc_t* out) {
   received_band_thread(p, out, blockIdx.x, blockIdx.y, blockIdx.z, threadIdx.x);
@@ -55,15 +53,14 @@ at::Tensor attention_received_cuda(const at::Tensor& local_attn,
       at::kHalf, at::kBFloat16, local_attn.scalar_type(), "attention_received_cuda", [&] {
         using acc_t = at::opmath_type<scalar_t>;
         const auto p = band_params<scalar_t, acc_t>(prep);
-        const dim3 grid((prep.N + kReceivedBlock - 1) / kReceivedBlock, prep.H, prep.B);
+        const dim3 grid(received_column_blocks(prep.N), prep.H, prep.B);
         received_band_kernel<<<grid, kReceivedBlock, 0, stream>>>(
             p, acc.mutable_data_ptr<acc_t>());
         C10_CUDA_KERNEL_LAUNCH_CHECK();
         if (prep.X > 0) {
-          const int64_t chunks = (prep.N + kGlobalChunk - 1) / kGlobalChunk;
-          const int64_t total = prep.B * prep.H * prep.X * chunks;
-          const int64_t blocks = (total + 255) / 256;
-          received_global_column_kernel<<<blocks, 256, 0, stream>>>(
+          const int64_t total = global_column_threads(prep.B, prep.H, prep.X, prep.N);
+          const int64_t blocks = (total + kGlobalColumnThreads - 1) / kGlobalColumnThreads;
+          received_global_column_kernel<<<blocks, kGlobalColumnThreads, 0, stream>>>(
               p, acc.mutable_data_ptr<acc_t>(), total);
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         }
@@ -84,9 +81,7 @@ at::Tensor band_to_dense_cuda(const at::Tensor& local_attn,
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, local_attn.scalar_type(), "band_to_dense_cuda", [&] {
         using acc_t = at::opmath_type<scalar_t>;
-        const int64_t blocks =
-            std::min<int64_t>((total + kDenseThreads - 1) / kDenseThreads, 65535 * 32);
-        dense_kernel<<<blocks, kDenseThreads, 0, stream>>>(
+        dense_kernel<<<dense_blocks(total), kDenseThreads, 0, stream>>>(
             band_params<scalar_t, acc_t>(prep), out.mutable_data_ptr<scalar_t>(), total);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });

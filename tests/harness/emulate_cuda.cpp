@@ -1,0 +1,78 @@
+// Test-only host emulator of the CUDA kernels: compiled by g++ (no CUDA), it
+// runs the very per-thread functions of csrc/band_kernels.h that the
+// __global__ kernels in csrc/cuda/band_cuda.cu call, for every block and
+// thread of the same launch shapes. None of the kernels synchronise within a
+// block, so threads run one after another; atomics become plain adds.
+#include <torch/extension.h>
+
+#include "prepare.h"
+
+namespace pyattn {
+
+at::Tensor emulate_attention_received(const at::Tensor& local_attn,
+                                      const std::optional<at::Tensor>& global_attn,
+                                      const std::optional<at::Tensor>& global_attention_mask,
+                                      const std::optional<at::Tensor>& head_weights,
+                                      const std::optional<at::Tensor>& row_weights) {
+  const Prepared prep = prepare(local_attn, global_attn, global_attention_mask,
+                                head_weights, row_weights);
+  const auto acc_type = at::toOpMathType(local_attn.scalar_type());
+  at::Tensor acc = at::zeros(received_shape(prep), local_attn.options().dtype(acc_type));
+  if (acc.numel() == 0) return acc.to(local_attn.scalar_type());
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, local_attn.scalar_type(), "emulate_attention_received", [&] {
+        using acc_t = at::opmath_type<scalar_t>;
+        const auto p = band_params<scalar_t, acc_t>(prep);
+        acc_t* out = acc.mutable_data_ptr<acc_t>();
+        // received_band_kernel<<<(column blocks, H, B), kReceivedBlock>>>
+        for (int64_t z = 0; z < prep.B; ++z)
+          for (int64_t y = 0; y < prep.H; ++y)
+            for (int64_t x = 0; x < received_column_blocks(prep.N); ++x)
+              for (int64_t t = 0; t < kReceivedBlock; ++t)
+                received_band_thread(p, out, x, y, z, t);
+        if (prep.X > 0) {
+          // received_global_column_kernel<<<blocks, kGlobalColumnThreads>>>
+          const int64_t total = global_column_threads(prep.B, prep.H, prep.X, prep.N);
+          const int64_t blocks = (total + kGlobalColumnThreads - 1) / kGlobalColumnThreads;
+          for (int64_t block = 0; block < blocks; ++block)
+            for (int64_t t = 0; t < kGlobalColumnThreads; ++t) {
+              const int64_t index = block * kGlobalColumnThreads + t;
+              if (index < total) received_global_column_thread(p, out, index);
+            }
+        }
+      });
+  return acc.to(local_attn.scalar_type());
+}
+
+at::Tensor emulate_band_to_dense(const at::Tensor& local_attn,
+                                 const std::optional<at::Tensor>& global_attn,
+                                 const std::optional<at::Tensor>& global_attention_mask) {
+  const Prepared prep = prepare(local_attn, global_attn, global_attention_mask,
+                                std::nullopt, std::nullopt);
+  // NaN-filled, so an element no thread writes shows up.
+  at::Tensor out = at::full({prep.B, prep.H, prep.N, prep.N},
+                            std::numeric_limits<double>::quiet_NaN(), local_attn.options());
+  const int64_t total = out.numel();
+  if (total == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, local_attn.scalar_type(), "emulate_band_to_dense", [&] {
+        using acc_t = at::opmath_type<scalar_t>;
+        const auto p = band_params<scalar_t, acc_t>(prep);
+        scalar_t* o = out.mutable_data_ptr<scalar_t>();
+        // dense_kernel<<<dense_blocks(total), kDenseThreads>>>, grid-stride loop
+        const int64_t blocks = dense_blocks(total);
+        const int64_t stride = blocks * kDenseThreads;
+        for (int64_t block = 0; block < blocks; ++block)
+          for (int64_t t = 0; t < kDenseThreads; ++t)
+            for (int64_t e = block * kDenseThreads + t; e < total; e += stride)
+              dense_thread(p, o, e);
+      });
+  return out;
+}
+
+}  // namespace pyattn
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("attention_received", &pyattn::emulate_attention_received);
+  m.def("band_to_dense", &pyattn::emulate_band_to_dense);
+}

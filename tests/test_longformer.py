@@ -1,0 +1,103 @@
+"""Model level: all layers of a Longformer output (windows differ per layer),
+head importance, the original notebooks' summaries, layer ranges, and the
+dense conversion of one layer under a memory limit."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import pyattn
+from pyattn import reference
+
+
+def reference_per_head(run) -> torch.Tensor:
+    """(L, B, H, N) column sums of the reference dense matrices."""
+    out = run.output
+    return torch.stack(
+        [
+            reference.attention_received(band.double(), glob.double(), run.global_attention_mask)
+            for band, glob in zip(out.attentions, out.global_attentions)
+        ]
+    )
+
+
+def test_windows_differ_per_layer(longformer_run):
+    widths = {a.shape[-1] for a in longformer_run.output.attentions}
+    assert len(widths) == 3  # the tuple cannot be stacked
+
+
+def test_per_layer_per_head_and_summaries(longformer_run):
+    expected = reference_per_head(longformer_run)  # (L, B, H, N)
+    per_head = pyattn.layer_attention_received(longformer_run.output, global_attention_mask=longformer_run.global_attention_mask, per_head=True)
+    assert per_head.per_layer.shape == (3, 2, 4, 37) and not per_head.head_weighted
+    torch.testing.assert_close(per_head.per_layer.double(), expected, atol=1e-5, rtol=1e-5)
+
+    fused = pyattn.layer_attention_received(
+        longformer_run.output.attentions, longformer_run.output.global_attentions, longformer_run.global_attention_mask
+    )
+    summed = expected.sum(2)  # heads summed, as the original notebooks did
+    assert fused.per_layer.shape == (3, 2, 37)
+    torch.testing.assert_close(fused.per_layer.double(), summed, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fused.final_layer.double(), summed[2], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fused.all_layers.double(), summed.sum(0), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fused.layer_range(1, 2).double(), summed[:2].sum(0), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fused.select("2-3"), fused.layer_range(2, 3))
+    torch.testing.assert_close(fused.select((1, 1)), fused.per_layer[0])
+    torch.testing.assert_close(fused.select("final"), fused.final_layer)
+    torch.testing.assert_close(fused.select("all"), fused.all_layers)
+    torch.testing.assert_close(fused.select(-1), fused.final_layer)
+    torch.testing.assert_close(fused.select(2), fused.per_layer[1])
+    with pytest.raises(ValueError, match="empty"):
+        fused.layer_range(3, 1)
+
+
+def test_head_importance_scales_each_head(longformer_run):
+    importance = torch.rand(3, 4, generator=torch.Generator().manual_seed(0))
+    expected = reference_per_head(longformer_run) * importance.double()[:, None, :, None]
+    mask = longformer_run.global_attention_mask
+    fused = pyattn.layer_attention_received(longformer_run.output, global_attention_mask=mask, head_importance=importance)
+    assert fused.head_weighted
+    torch.testing.assert_close(fused.per_layer.double(), expected.sum(2), atol=1e-5, rtol=1e-5)
+    per_head = pyattn.layer_attention_received(longformer_run.output, global_attention_mask=mask, head_importance=importance, per_head=True)
+    torch.testing.assert_close(per_head.per_layer.double(), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_stacked_layers_as_the_notebooks_kept_them():
+    """Layers of one window stacked into (L, B, H, N, D) work too."""
+    from conftest import run_longformer, tiny_longformer
+
+    model = tiny_longformer(windows=(8, 8), seed=5)
+    ids = torch.randint(3, 64, (1, 19), generator=torch.Generator().manual_seed(0))
+    mask = torch.zeros_like(ids)
+    mask[0, 0] = 1
+    run = run_longformer(model, ids, torch.ones_like(ids), mask)
+    stacked = pyattn.layer_attention_received(torch.stack(run.output.attentions), torch.stack(run.output.global_attentions), mask)
+    tupled = pyattn.layer_attention_received(run.output.attentions, run.output.global_attentions, mask)
+    torch.testing.assert_close(stacked.per_layer, tupled.per_layer)
+
+
+def test_layer_to_dense_heads_and_limit(longformer_run):
+    out, mask = longformer_run.output, longformer_run.global_attention_mask
+    full = pyattn.layer_to_dense(out, global_attention_mask=mask, layer=2)
+    torch.testing.assert_close(full, pyattn.band_to_dense(out.attentions[1], out.global_attentions[1], mask))
+    some = pyattn.layer_to_dense(out, global_attention_mask=mask, layer=2, heads=[3, 1])
+    torch.testing.assert_close(some, full[:, [3, 1]])
+    one = pyattn.layer_to_dense(out, global_attention_mask=mask, layer=-1, heads=0)
+    assert one.shape == (2, 1, 37, 37)
+
+    size = 2 * 4 * 37 * 37 * 4
+    with pytest.raises(pyattn.DenseTooLarge, match=rf"layer 2 would be .* MiB \(B=2 x heads=4 x 37 x 37 x 4 bytes\), over the limit"):
+        pyattn.layer_to_dense(out, global_attention_mask=mask, layer=2, max_bytes=size - 1)
+    assert pyattn.layer_to_dense(out, global_attention_mask=mask, layer=2, max_bytes=size).shape == (2, 4, 37, 37)
+    assert pyattn.layer_to_dense(out, global_attention_mask=mask, layer=2, max_bytes=None).shape == (2, 4, 37, 37)
+
+
+def test_default_limit_refuses_a_whole_base_model_layer_of_a_long_document():
+    """12 heads x 16384^2 float32 = 12 GiB for one layer: refused before any
+    allocation, the message naming the size."""
+    band = torch.zeros(1).expand(1, 12, 16384, 514)  # stride-0 views: no memory
+    glob = torch.zeros(1).expand(1, 12, 16384, 1)
+    mask = torch.zeros(1, 16384, dtype=torch.long)
+    with pytest.raises(pyattn.DenseTooLarge, match=r"12,288.0 MiB"):
+        pyattn.layer_to_dense([band], [glob], mask, layer=1)
