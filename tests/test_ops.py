@@ -193,3 +193,23 @@ def test_cpu_kernels_run_in_parallel():
         assert torch.ops.pyattn.parallel_threads_used(64) == 2
     finally:
         torch.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("fused", [False, True])
+def test_received_split_into_row_chunks(threads, fused):
+    """Long enough that the CPU kernel splits rows into chunks summed
+    afterwards, with global tokens in different chunks."""
+    local, global_attn, mask = make_inputs(2, 3, 1100, 2, 64, [2, 1], seed=11, dtype=torch.float64)
+    mask.zero_()
+    mask[0, [5, 900]] = 1
+    mask[1, 600] = 1
+    head_weights = torch.tensor([0.5, 2.0, 1.0], dtype=torch.float64) if fused else None
+    row_weights = torch.rand(2, 1100, dtype=torch.float64)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = pyattn.attention_received(local, global_attn, mask, head_weights, row_weights)
+    finally:
+        torch.set_num_threads(previous)
+    torch.testing.assert_close(got, reference.attention_received(local, global_attn, mask, head_weights, row_weights))
