@@ -11,7 +11,7 @@ CUDA_HOME ?= /usr/local/cuda
 PY := $(VENV)/bin/python
 SOURCES := setup.py pyproject.toml $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/*.cpp csrc/cuda/*.cu)
 
-.PHONY: test build bench cuda-check clean
+.PHONY: demo test build bench cuda-check clean
 
 # torch first (the CPU wheel on disk), then pyattn with its test extras,
 # built against that torch (no build isolation).
@@ -28,11 +28,18 @@ $(VENV)/.built: $(VENV)/.torch $(SOURCES)
 
 build: $(VENV)/.built
 
+demo: build
+	$(VENV)/bin/pyattn demo
+
 test: build
 	$(PY) -m pytest tests -q
 
 bench: build
-	$(PY) -m pytest benchmarks --benchmark-only --benchmark-columns=min,median,max,rounds -q
+	mkdir -p build
+	$(PY) -m pytest benchmarks --benchmark-only --benchmark-columns=min,median,max,rounds \
+		--benchmark-json=build/bench.json -q
+	$(PY) benchmarks/report.py build/bench.json
+	$(PY) benchmarks/memory.py
 
 # Prove the CUDA kernels compile and link: torch 2.14.1 (CUDA 13.0 build),
 # nvcc from PATH, an explicit arch list, a plain (non-editable) install from a

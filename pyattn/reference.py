@@ -5,8 +5,8 @@
 build the ``N x N`` matrix and are meant for tests and small inputs.
 
 ``attention_received_banded`` is the fastest pure-PyTorch way we know to get
-the same column sums without the ``N x N`` matrix (a sheared strided view of
-the band): a fallback where the extension is unavailable and the honest
+the same column sums without the ``N x N`` matrix (the band skewed into dense
+tiles by a strided view): a fallback where the extension is unavailable and the honest
 competitor in ``benchmarks/``.
 
 Shapes are those of :mod:`pyattn.ops`.
@@ -83,44 +83,60 @@ def attention_received(
     return received.to(local_attn.dtype)
 
 
+def _band_column_sums(band: torch.Tensor, row_weights: torch.Tensor) -> torch.Tensor:
+    """Column sums of the window part: band ``(B, H, N, w + 1)`` (row ``i``,
+    entry ``k`` is column ``i + k - w/2``), each row scaled by
+    ``row_weights`` ``(B, 1, N, 1)``; returns ``(B, H, N)``.
+
+    Rows are taken in blocks of ``T``; each block is skewed into a dense
+    ``(T, T + w)`` tile without a copy (pad every row with ``T`` zeros, then
+    read the flat buffer with row length ``T + w``: row ``i`` moves ``i``
+    places right), the tiles are summed over their rows, and the per-block
+    sums, which overlap by ``w``, are added at their offsets.
+    """
+    B, H, N, K = band.shape
+    w = K - 1
+    T = max(d for d in range(1, min(w, 32) + 1) if w % d == 0)  # T divides w
+    blocks = -(-N // T)
+    L = K + T
+    padded = band.new_zeros((B, H, blocks * T, L))
+    torch.mul(band, row_weights, out=padded[:, :, :N, :K])
+    tiles = padded.view(B, H, blocks, T * L)[..., : T * (L - 1)].view(B, H, blocks, T, L - 1)
+    sums = tiles.sum(3).view(B, H, blocks, (T + w) // T, T)  # block n, column c: n*T + c - w/2
+    out = band.new_zeros((B, H, (blocks + (T + w) // T) * T))
+    for s in range((T + w) // T):
+        out[..., s * T : (s + blocks) * T] += sums[:, :, :, s, :].reshape(B, H, blocks * T)
+    return out[..., w // 2 : w // 2 + N]
+
+
 def attention_received_banded(
     local_attn: torch.Tensor,
     global_attn: torch.Tensor | None = None,
     global_attention_mask: torch.Tensor | None = None,
     head_weights: torch.Tensor | None = None,
+    row_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Column sums from the band in a few vectorised passes, no ``N x N``.
-
-    The band element of column ``j`` on row ``i`` sits at ``k = j - i + w/2``.
-    Copy the band (global rows zeroed) into a buffer ``P`` with ``w/2`` zero
-    rows above and below; then entry ``(j, t)`` of the strided view with
-    offset ``w`` and strides ``(w + 1, w)`` is ``P[j + t, w - t]``, the element
-    of row ``j - w/2 + t`` that lands in column ``j``, and a sum over ``t``
-    gives the column sums. Computed in float32 (float64 for float64 input).
-    """
+    """Column sums from the band in a few vectorised passes, no ``N x N``:
+    the same result as :func:`attention_received`, computed in float32
+    (float64 for float64 input). See ``_band_column_sums`` for the trick."""
     B, H, N, _ = local_attn.shape
     X, w = _layout(local_attn, global_attn)
-    half = w // 2
     acc = torch.float64 if local_attn.dtype == torch.float64 else torch.float32
     is_global = torch.zeros(B, N, dtype=torch.bool, device=local_attn.device)
     if global_attention_mask is not None:
         is_global = global_attention_mask != 0
-    keep = (~is_global).to(acc)[:, None, :, None]  # non-global rows
-    padded = local_attn.new_zeros((B, H, N + w, w + 1), dtype=acc)
-    padded[:, :, half : half + N] = local_attn[..., X:] * keep
-    s = w + 1
-    sheared = padded.as_strided((B, H, N, w + 1), (padded.stride(0), padded.stride(1), s, s - 1), padded.storage_offset() + w)
-    received = sheared.sum(-1)
+    weights = torch.ones(B, N, dtype=acc, device=local_attn.device) if row_weights is None else row_weights.to(acc)
+    keep = (weights * ~is_global)[:, None, :, None]  # global rows come from global_attn
+    received = _band_column_sums(local_attn[..., X:].to(acc), keep)
     if X > 0:
         slots = is_global.long().cumsum(1) - 1
-        g_local = local_attn[..., :X].to(acc) * keep  # (B, H, N, X)
-        column_sums = g_local.sum(2)  # (B, H, X)
+        column_sums = (local_attn[..., :X].to(acc) * keep).sum(2)  # (B, H, X)
         global_rows = global_attn[:, :, :N, :].to(acc)  # (B, H, N, X)
         for b in range(B):
             positions = torch.nonzero(is_global[b]).flatten()
             m = slots[b, positions]
             received[b, :, positions] += column_sums[b][:, m]
-            received[b] += global_rows[b][:, :, m].sum(-1)
+            received[b] += (global_rows[b][:, :, m] * weights[b, positions]).sum(-1)
     if head_weights is not None:
         received = torch.einsum("bhj,h->bj", received, head_weights.to(acc))
     return received.to(local_attn.dtype)

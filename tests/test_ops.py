@@ -109,13 +109,14 @@ def test_attention_received_matches_reference(device, layout, dtype, non_contigu
     torch.testing.assert_close(received.double().cpu(), expected, atol=tol["atol"] * (w + X + 2), rtol=tol["rtol"] * 4)
 
 
-@given(layout=layouts(), fused=st.booleans(), seed=st.integers(0, 2**16))
-def test_vectorised_pure_pytorch_matches_reference(layout, fused, seed):
+@given(layout=layouts(), fused=st.booleans(), weighted_rows=st.booleans(), seed=st.integers(0, 2**16))
+def test_vectorised_pure_pytorch_matches_reference(layout, fused, weighted_rows, seed):
     B, H, N, X, w, counts = layout
     local, global_attn, mask = make_inputs(B, H, N, X, w, counts, seed, torch.float64)
     head_weights = torch.rand(H, dtype=torch.float64) if fused else None
-    got = reference.attention_received_banded(local, global_attn, mask, head_weights)
-    torch.testing.assert_close(got, reference.attention_received(local, global_attn, mask, head_weights))
+    row_weights = torch.rand(B, N, dtype=torch.float64) if weighted_rows else None
+    got = reference.attention_received_banded(local, global_attn, mask, head_weights, row_weights)
+    torch.testing.assert_close(got, reference.attention_received(local, global_attn, mask, head_weights, row_weights))
 
 
 def test_received_is_column_sum_of_dense_on_longformer_shapes():

@@ -1,0 +1,48 @@
+"""Markdown table of a pytest-benchmark JSON run: median per route, and its
+ratio to the floor of its group (the .sum() pass, or the zero-fill) and, for
+attention received, to the vectorised pure-PyTorch version.
+
+Run: python benchmarks/report.py build/bench.json
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections import defaultdict
+
+FLOORS = ("floor",)
+
+
+def main(path: str) -> None:
+    with open(path) as f:
+        data = json.load(f)
+    groups: dict[str, dict[str, float]] = defaultdict(dict)
+    for bench in data["benchmarks"]:
+        route = re.sub(r"^test_(received|dense|scaling)_|\[.*\]$", "", bench["name"])
+        groups[bench["group"]][route] = bench["stats"]["median"]
+    machine = data.get("machine_info", {})
+    print(f"Machine: {machine.get('cpu', {}).get('brand_raw', '?')}, {machine.get('cpu', {}).get('count', '?')} cores; "
+          f"{data.get('datetime', '')}\n")
+
+    def key(group: str):
+        kind, n = group.rsplit("-", 1)
+        return kind, int(n)
+
+    for group in sorted(groups, key=key):
+        routes = groups[group]
+        floor = next((t for r, t in routes.items() if r.startswith(FLOORS)), None)
+        vectorised = routes.get("vectorised_pytorch")
+        print(f"**{group}**\n")
+        print("| route | median | x floor | x vectorised PyTorch |")
+        print("|---|---:|---:|---:|")
+        for route, t in sorted(routes.items(), key=lambda kv: kv[1]):
+            x_floor = f"{t / floor:,.2f}" if floor else "-"
+            x_vec = f"{t / vectorised:,.3f}" if vectorised else "-"
+            print(f"| {route} | {t * 1e3:,.2f} ms | {x_floor} | {x_vec} |")
+        print()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "build/bench.json")
