@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch  # noqa: F401  (the extension needs torch's libraries loaded first)
 
 from pyattn.ops import attention_received, band_to_dense, has_cuda_kernels
+from pyattn.attribution import Attribution, attribute, attribute_many, auto_batch_size
 from pyattn.longformer import (
     AttentionReceived,
     DenseTooLarge,
@@ -21,6 +22,10 @@ from pyattn.longformer import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "Attribution",
+    "attribute",
+    "attribute_many",
+    "auto_batch_size",
     "AttentionReceived",
     "DenseTooLarge",
     "attention_received",

@@ -109,3 +109,48 @@ def pytest_report_header(config):
     import pyattn
 
     return f"pyattn {pyattn.__version__}: torch {torch.__version__}, CUDA kernels built: {pyattn.has_cuda_kernels()}, devices: {DEVICES}, threads: {torch.get_num_threads()}, cores: {os.cpu_count()}"
+
+
+WORDS = (
+    "the a of and to in is for on with model models learning neural network training data gradient loss "
+    "program programs language languages compiler type types semantics syntax parser runtime memory "
+    "proof analysis static dynamic function functions paper we show results method"
+).split()
+
+
+def tiny_tokenizer(style: str = "roberta"):
+    """A word-level tokenizer (built here, no download): RoBERTa-style
+    (<s>=0, <pad>=1, </s>=2, <unk>=3) or BERT-style ([PAD]=0, [UNK]=1,
+    [CLS]=2, [SEP]=3)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    if style == "roberta":
+        specials = dict(bos_token="<s>", pad_token="<pad>", eos_token="</s>", unk_token="<unk>", cls_token="<s>", sep_token="</s>")
+        order = ["<s>", "<pad>", "</s>", "<unk>"]
+    else:
+        specials = dict(pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]")
+        order = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
+    vocab = {token: index for index, token in enumerate(order + WORDS)}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token=specials["unk_token"]))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, **specials)
+
+
+def tiny_classifier(kind: str, seed: int = 0, num_labels: int = 3):
+    """Tiny seeded RoBERTa or BERT sequence classifiers (vocab 64)."""
+    from transformers import BertConfig, BertForSequenceClassification, RobertaConfig, RobertaForSequenceClassification
+
+    torch.manual_seed(seed)
+    common = dict(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, num_labels=num_labels)
+    if kind == "roberta":
+        config = RobertaConfig(max_position_embeddings=130, pad_token_id=1, bos_token_id=0, eos_token_id=2, **common)
+        return RobertaForSequenceClassification(config).eval()
+    config = BertConfig(max_position_embeddings=128, pad_token_id=0, **common)
+    return BertForSequenceClassification(config).eval()
+
+
+def sample_text(n_words: int, seed: int = 0) -> str:
+    generator = torch.Generator().manual_seed(seed)
+    picks = torch.randint(0, len(WORDS), (n_words,), generator=generator).tolist()
+    return " ".join(WORDS[i] for i in picks)
