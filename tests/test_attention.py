@@ -1,0 +1,87 @@
+"""Attention from a model: the model's own CLS default made explicit, streamed
+equal to collected, full-attention models through the same API."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import pyattn
+from pyattn.attention import attention, attention_from_inputs
+from conftest import sample_text, tiny_classifier, tiny_longformer, tiny_tokenizer
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_longformer(seed=11)
+
+
+def test_default_global_mask_is_the_models_cls(model):
+    ids = torch.randint(3, 64, (2, 30), generator=torch.Generator().manual_seed(0))
+    result = attention_from_inputs(model, ids)
+    assert result.global_attention_mask.tolist() == [[1] + [0] * 29] * 2
+    with torch.no_grad():
+        plain = model(input_ids=ids, output_attentions=True)  # the model's own default
+    torch.testing.assert_close(result.logits, plain.logits)
+    expected = pyattn.layer_attention_received(plain, global_attention_mask=result.global_attention_mask)
+    torch.testing.assert_close(result.received.per_layer, expected.per_layer)
+    assert result.windows == [4, 16, 8]
+    # every valid row sums to 1, so each layer's total is heads x tokens
+    torch.testing.assert_close(result.received.per_layer.sum(-1), torch.full((3, 2), 4 * 30.0))
+
+
+@pytest.mark.parametrize("per_head", [False, True])
+def test_streamed_equals_collected(model, per_head):
+    ids = torch.randint(3, 64, (2, 37), generator=torch.Generator().manual_seed(1))
+    attention_mask = torch.ones_like(ids)
+    attention_mask[1, 25:] = 0
+    mask = torch.zeros_like(ids)
+    mask[0, [0, 4]] = 1
+    mask[1, 0] = 1
+    importance = torch.rand(3, 4, generator=torch.Generator().manual_seed(2))
+    collected = attention_from_inputs(model, ids, attention_mask, mask, importance, per_head=per_head)
+    streamed = attention_from_inputs(model, ids, attention_mask, mask, importance, per_head=per_head, stream=True)
+    torch.testing.assert_close(streamed.received.per_layer, collected.received.per_layer)
+    torch.testing.assert_close(streamed.logits, collected.logits)
+    assert streamed.attentions is None
+    with pytest.raises(ValueError, match="streamed"):
+        streamed.dense(1)
+    dense = collected.dense(layer=2, heads=[1])
+    assert dense.shape == (2, 1, 37, 37)
+
+
+def test_no_global_tokens(model):
+    ids = torch.randint(3, 64, (1, 20), generator=torch.Generator().manual_seed(3))
+    result = attention_from_inputs(model, ids, global_attention_mask=torch.zeros_like(ids), stream=True)
+    torch.testing.assert_close(result.received.per_layer.sum(-1), torch.full((3, 1), 4 * 20.0))
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta"])
+def test_full_attention_models(kind):
+    model = tiny_classifier(kind, seed=4)
+    model.config._attn_implementation = "eager"
+    tokenizer = tiny_tokenizer("bert" if kind == "bert" else "roberta")
+    text = sample_text(20, seed=2)
+    importance = torch.rand(2, 4, generator=torch.Generator().manual_seed(5))
+    result = attention(model, tokenizer, text, head_importance=importance, per_head=True)
+    assert result.windows is None and result.received.per_layer.shape == (2, 1, 4, 22)
+    dense = result.dense(layer=1)
+    torch.testing.assert_close(dense.sum(-1), torch.ones(1, 4, 22))
+    expected = dense.sum(2) * importance[0][None, :, None]
+    torch.testing.assert_close(result.received.per_layer[0], expected)
+    with pytest.raises(ValueError, match="full attention"):
+        attention(model, tokenizer, text, stream=True)
+
+
+def test_positions_line_up_with_attribution(model):
+    tokenizer = tiny_tokenizer("roberta")
+    text = sample_text(33, seed=6)
+    result = attention(model, tokenizer, text)
+    scores = pyattn.attribute(model, tokenizer, text, n_steps=4)
+    assert result.received.final_layer.shape == (1, len(scores.tokens))
+
+
+def test_head_importance_shape_checked(model):
+    ids = torch.randint(3, 64, (1, 10))
+    with pytest.raises(ValueError, match=r"head_importance must have shape \(L, H\) = \(3, 4\)"):
+        attention_from_inputs(model, ids, head_importance=torch.ones(12, 12))
