@@ -1,0 +1,221 @@
+"""Head importance, ``(L, H)``: how much each attention head matters to the
+model's loss on a dataset.
+
+- :func:`taylor_importance`, as T3-Vis computes it: per head, the sum of
+  ``(gradient x parameter)^2`` over the head's rows of the query, key and value
+  weights and biases and its columns of the attention output weight,
+  accumulated over the dataset (one backward pass per document, squares
+  summed), then min-max normalised over all layers x heads. Longformer's
+  ``query_global`` / ``key_global`` / ``value_global`` are left out by default,
+  as T3-Vis did; ``include_global=True`` adds them.
+- :func:`head_gate_importance`, Michel et al. (2019): a gate ``g_h = 1``
+  multiplies each head's output; importance is ``|dL/dg_h|`` per document,
+  summed, then L2-normalised within each layer. transformers 5 no longer takes
+  ``head_mask`` for Longformer (the argument is ignored and no gradient
+  arrives), so the gates go in with forward hooks on the self-attention
+  modules.
+
+Both read the model's attention modules at ``base_model.encoder.layer[l]
+.attention.self`` (``query``, ``key``, ``value``) and ``.attention.output
+.dense``: the layout of BERT, RoBERTa and Longformer.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from pyattn.inputs import encode
+
+__all__ = [
+    "taylor_importance",
+    "head_gate_importance",
+    "save_head_importance",
+    "load_head_importance",
+]
+
+
+def _attention_layers(model) -> list:
+    try:
+        layers = list(model.base_model.encoder.layer)
+        for layer in layers:
+            layer.attention.self.query, layer.attention.output.dense  # noqa: B018
+    except AttributeError as error:
+        raise ValueError(
+            f"{type(model).__name__} does not have the BERT/RoBERTa/Longformer layout "
+            "(base_model.encoder.layer[l].attention.self.query / .attention.output.dense) "
+            "that head importance reads"
+        ) from error
+    return layers
+
+
+def _documents(model, tokenizer, texts: Iterable[str], labels: Sequence[int], max_length):
+    texts = list(texts)
+    if len(texts) != len(labels):
+        raise ValueError(f"got {len(texts)} texts but {len(labels)} labels")
+    if not texts:
+        raise ValueError("head importance needs at least one labelled document")
+    for text, label in zip(texts, labels):
+        yield encode(model, tokenizer, text, max_length), int(label)
+
+
+def _loss(model, document, label: int, device) -> torch.Tensor:
+    kwargs = {k: v.to(device) for k, v in document.forward_kwargs().items()}
+    logits = model(**kwargs).logits
+    return torch.nn.functional.cross_entropy(logits, torch.tensor([label], device=device))
+
+
+def taylor_importance(
+    model,
+    tokenizer,
+    texts: Iterable[str],
+    labels: Sequence[int],
+    include_global: bool = False,
+    max_length: int | None = None,
+    normalise: bool = True,
+    progress: bool = True,
+) -> torch.Tensor:
+    """T3-Vis Taylor head importance over a labelled dataset: ``(L, H)``,
+    min-max normalised to [0, 1] over all heads unless ``normalise=False``."""
+    from tqdm.auto import tqdm
+
+    layers = _attention_layers(model)
+    heads = model.config.num_attention_heads
+    head_dim = model.config.hidden_size // heads
+    device = next(model.parameters()).device
+    projections = ["query", "key", "value"] + (["query_global", "key_global", "value_global"] if include_global else [])
+    if include_global and not hasattr(layers[0].attention.self, "query_global"):
+        raise ValueError(f"include_global=True needs Longformer's *_global projections; {type(model).__name__} has none")
+    scores = torch.zeros(len(layers), heads, dtype=torch.float64)
+    model.eval()
+    documents = list(_documents(model, tokenizer, texts, labels, max_length))
+    for document, label in tqdm(documents, desc="taylor importance", unit="doc", disable=not progress):
+        model.zero_grad(set_to_none=True)
+        _loss(model, document, label, device).backward()
+        with torch.no_grad():
+            _accumulate_taylor(scores, layers, projections, heads, head_dim)
+    model.zero_grad(set_to_none=True)
+    if normalise:
+        low, high = scores.min(), scores.max()
+        scores = (scores - low) / (high - low) if high > low else torch.zeros_like(scores)
+    return scores.float()
+
+
+def _accumulate_taylor(scores, layers, projections, heads: int, head_dim: int) -> None:
+    """Add each head's sum of (grad x param)^2 to scores (L, H)."""
+    for index, layer in enumerate(layers):
+        for name in projections:
+            linear = getattr(layer.attention.self, name)
+            weight = (linear.weight.grad * linear.weight).double() ** 2  # (hidden, hidden): rows per head
+            scores[index] += weight.view(heads, head_dim, -1).sum((1, 2)).cpu()
+            if linear.bias is not None:
+                bias = (linear.bias.grad * linear.bias).double() ** 2
+                scores[index] += bias.view(heads, head_dim).sum(1).cpu()
+        dense = layer.attention.output.dense
+        columns = (dense.weight.grad * dense.weight).double() ** 2  # (hidden, hidden): columns per head
+        scores[index] += columns.view(-1, heads, head_dim).sum((0, 2)).cpu()
+
+
+class _HeadGates:
+    """Per-layer gates (B, H) multiplying each head's self-attention output."""
+
+    def __init__(self, layers, heads: int, batch: int, device):
+        self.gates = [torch.ones(batch, heads, device=device, requires_grad=True) for _ in layers]
+        self.layers = layers
+        self.heads = heads
+        self.handles = []
+
+    def __enter__(self):
+        for layer, gate in zip(self.layers, self.gates):
+            self.handles.append(layer.attention.self.register_forward_hook(self._hook(gate)))
+        return self
+
+    def __exit__(self, *exc):
+        for handle in self.handles:
+            handle.remove()
+
+    def _hook(self, gate):
+        heads = self.heads
+
+        def hook(module, args, output):
+            context = output[0] if isinstance(output, tuple) else output  # (B, N, hidden)
+            B, N, hidden = context.shape
+            gated = (context.view(B, N, heads, hidden // heads) * gate[:, None, :, None].to(context.dtype)).view(B, N, hidden)
+            return (gated,) + tuple(output[1:]) if isinstance(output, tuple) else gated
+
+        return hook
+
+
+def head_gate_importance(
+    model,
+    tokenizer,
+    texts: Iterable[str],
+    labels: Sequence[int],
+    max_length: int | None = None,
+    normalise_layers: bool = True,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Michel et al. (2019) head importance: ``(L, H)``, the sum over
+    documents of ``|dL/dg_h|``, L2-normalised within each layer unless
+    ``normalise_layers=False``."""
+    from tqdm.auto import tqdm
+
+    layers = _attention_layers(model)
+    heads = model.config.num_attention_heads
+    device = next(model.parameters()).device
+    scores = torch.zeros(len(layers), heads, dtype=torch.float64)
+    model.eval()
+    documents = list(_documents(model, tokenizer, texts, labels, max_length))
+    for document, label in tqdm(documents, desc="head-gate importance", unit="doc", disable=not progress):
+        with _HeadGates(layers, heads, 1, device) as gates:
+            loss = _loss(model, document, label, device)
+            grads = torch.autograd.grad(loss, gates.gates)
+        scores += torch.stack([g[0].abs().double().cpu() for g in grads])
+    if normalise_layers:
+        norms = scores.norm(dim=1, keepdim=True)
+        scores = torch.where(norms > 0, scores / norms.clamp_min(1e-300), scores)
+    return scores.float()
+
+
+def save_head_importance(importance: torch.Tensor, path: str | os.PathLike) -> None:
+    """Save an ``(L, H)`` importance as ``.pt`` (a tensor) or ``.npy``."""
+    path = os.fspath(path)
+    importance = torch.as_tensor(importance).detach().cpu()
+    if importance.dim() != 2:
+        raise ValueError(f"head importance must be 2-D (L, H), got shape {tuple(importance.shape)}")
+    if path.endswith(".npy"):
+        np.save(path, importance.numpy())
+    elif path.endswith(".pt"):
+        torch.save(importance, path)
+    else:
+        raise ValueError(f"unknown head-importance file type for {path!r}: use .pt or .npy")
+
+
+def load_head_importance(path: str | os.PathLike, model=None) -> torch.Tensor:
+    """Load an ``(L, H)`` importance from ``.pt`` (loaded with
+    ``weights_only=True``: a tensor or array, no code) or ``.npy``; with
+    ``model``, its shape is checked against the model's layers and heads."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"head-importance file {path!r} does not exist")
+    if path.endswith(".npy"):
+        importance = torch.from_numpy(np.load(path, allow_pickle=False))
+    elif path.endswith(".pt"):
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        importance = torch.as_tensor(np.asarray(loaded) if not isinstance(loaded, torch.Tensor) else loaded)
+    else:
+        raise ValueError(f"unknown head-importance file type for {path!r}: use .pt or .npy")
+    importance = importance.float()
+    if importance.dim() != 2:
+        raise ValueError(f"{path!r} holds an array of shape {tuple(importance.shape)}; head importance must be 2-D (L, H)")
+    if model is not None:
+        expected = (model.config.num_hidden_layers, model.config.num_attention_heads)
+        if tuple(importance.shape) != expected:
+            raise ValueError(
+                f"{path!r} holds head importance of shape {tuple(importance.shape)} but the model has "
+                f"{expected[0]} layers x {expected[1]} heads"
+            )
+    return importance
