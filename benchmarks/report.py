@@ -19,9 +19,14 @@ def main(path: str) -> None:
     with open(path) as f:
         data = json.load(f)
     groups: dict[str, dict[str, float]] = defaultdict(dict)
+    notes: dict[tuple[str, str], str] = {}
     for bench in data["benchmarks"]:
-        route = re.sub(r"^test_(received|dense|scaling)_|\[.*\]$", "", bench["name"])
+        route = re.sub(r"^test_(received|dense|scaling|attribution)_|\[.*\]$", "", bench["name"])
         groups[bench["group"]][route] = bench["stats"]["median"]
+        extra = bench.get("extra_info") or {}
+        notes[bench["group"], route] = ", ".join(
+            f"{k.replace('_', ' ')} {v:.2%}" if k == "relative_error" else f"{k.replace('_', ' ')} {v}" for k, v in extra.items()
+        )
     machine = data.get("machine_info", {})
     print(f"Machine: {machine.get('cpu', {}).get('brand_raw', '?')}, {machine.get('cpu', {}).get('count', '?')} cores; "
           f"{data.get('datetime', '')}\n")
@@ -35,12 +40,12 @@ def main(path: str) -> None:
         floor = next((t for r, t in routes.items() if r.startswith(FLOORS)), None)
         vectorised = routes.get("vectorised_pytorch")
         print(f"**{group}**\n")
-        print("| route | median | x floor | x vectorised PyTorch |")
-        print("|---|---:|---:|---:|")
+        print("| route | median | x floor | x vectorised PyTorch | notes |")
+        print("|---|---:|---:|---:|---|")
         for route, t in sorted(routes.items(), key=lambda kv: kv[1]):
             x_floor = f"{t / floor:,.2f}" if floor else "-"
             x_vec = f"{t / vectorised:,.3f}" if vectorised else "-"
-            print(f"| {route} | {t * 1e3:,.2f} ms | {x_floor} | {x_vec} |")
+            print(f"| {route} | {t * 1e3:,.2f} ms | {x_floor} | {x_vec} | {notes.get((group, route), '')} |")
         print()
 
 

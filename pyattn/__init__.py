@@ -3,7 +3,10 @@ its attention agree?
 
 The compiled core (``pyattn._C``) turns Longformer's banded attention into dense
 matrices on request and into attention received per token without ever
-building the ``N x N`` matrix.
+building the ``N x N`` matrix. On top of it: Captum attributions done right
+(:func:`attribute`), attention from a model (:func:`attention`), head
+importance (:mod:`pyattn.importance`) and a shipped demo model
+(:func:`load_demo`).
 """
 
 from __future__ import annotations
@@ -11,27 +14,39 @@ from __future__ import annotations
 import torch  # noqa: F401  (the extension needs torch's libraries loaded first)
 
 from pyattn.ops import attention_received, band_to_dense, has_cuda_kernels
-from pyattn.attribution import Attribution, attribute, attribute_many, auto_batch_size
 from pyattn.longformer import (
     AttentionReceived,
     DenseTooLarge,
     layer_attention_received,
     layer_to_dense,
 )
+from pyattn.attribution import Attribution, attribute, attribute_many, auto_batch_size
+from pyattn.attention import ModelAttention, attention, attention_from_inputs
+from pyattn.importance import head_gate_importance, load_head_importance, save_head_importance, taylor_importance
+from pyattn.demo import demo_documents, load_demo
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AttentionReceived",
     "Attribution",
+    "DenseTooLarge",
+    "ModelAttention",
+    "attention",
+    "attention_from_inputs",
+    "attention_received",
     "attribute",
     "attribute_many",
     "auto_batch_size",
-    "AttentionReceived",
-    "DenseTooLarge",
-    "attention_received",
     "band_to_dense",
+    "demo_documents",
     "has_cuda_kernels",
+    "head_gate_importance",
     "layer_attention_received",
     "layer_to_dense",
+    "load_demo",
+    "load_head_importance",
+    "save_head_importance",
+    "taylor_importance",
     "__version__",
 ]

@@ -172,3 +172,12 @@ def test_many_texts(longformer, roberta_tokenizer):
 def test_auto_batch_size_fits_memory(longformer):
     assert pyattn.auto_batch_size(longformer, 4096, 64) >= 1
     assert pyattn.auto_batch_size(longformer, 32, 7) == 7  # tiny: all steps at once
+
+
+def test_autocast_runs_and_stays_close(longformer, roberta_tokenizer):
+    """bfloat16 autocast on the CPU: same shapes, scores near the float32 ones."""
+    text = sample_text(20, seed=8)
+    exact = pyattn.attribute(longformer, roberta_tokenizer, text, n_steps=16)
+    fast = pyattn.attribute(longformer, roberta_tokenizer, text, n_steps=16, autocast=True)
+    assert fast.scores.shape == exact.scores.shape and np.isfinite(fast.scores).all()
+    assert np.corrcoef(fast.scores, exact.scores)[0, 1] > 0.9

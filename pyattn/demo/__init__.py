@@ -1,0 +1,34 @@
+"""The shipped demo: a small Longformer classifier of two generated topics
+(machine learning vs programming languages), its tokenizer and documents.
+
+``load_demo()`` returns ``(model, tokenizer)`` from files inside the package,
+offline. ``demo_documents(split)`` returns labelled documents. The model was
+trained by ``python -m pyattn.demo.train`` (see README).
+"""
+
+from __future__ import annotations
+
+import os
+
+from pyattn.demo.data import LABEL_WORDS, LABELS, SHARED_WORDS, DemoDocument, demo_documents
+
+__all__ = ["load_demo", "demo_documents", "DemoDocument", "LABELS", "LABEL_WORDS", "SHARED_WORDS", "MODEL_DIR"]
+
+#: Where the shipped model, config and tokenizer live.
+MODEL_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model")
+
+
+def load_demo(device=None):
+    """The shipped demo model (``LongformerForSequenceClassification``, eval
+    mode) and its tokenizer, loaded from the package without network."""
+    from transformers import AutoTokenizer, LongformerForSequenceClassification
+
+    if not os.path.exists(os.path.join(MODEL_DIR, "model.safetensors")):
+        raise FileNotFoundError(
+            f"the demo model is missing from {MODEL_DIR}: reinstall pyattn, or train it with `python -m pyattn.demo.train`"
+        )
+    tokenizer = AutoTokenizer.from_pretrained(MODEL_DIR, local_files_only=True)
+    model = LongformerForSequenceClassification.from_pretrained(MODEL_DIR, local_files_only=True).eval()
+    if device is not None:
+        model = model.to(device)
+    return model, tokenizer
