@@ -40,6 +40,7 @@ bench: build
 		--benchmark-json=build/bench.json -q
 	$(PY) benchmarks/report.py build/bench.json
 	$(PY) benchmarks/memory.py
+	cd benchmarks && ../$(PY) memory_attention.py
 
 # Prove the CUDA kernels compile and link: torch 2.14.1 (CUDA 13.0 build),
 # nvcc from PATH, an explicit arch list, a plain (non-editable) install from a
