@@ -1,0 +1,167 @@
+"""Faithfulness: does the model depend on the tokens a ranking puts first?
+
+For a ranking of a document's tokens (by attribution, by attention received,
+at random) and a share ``k`` of the text tokens, with ``p(y | x)`` the
+model's probability of the target class (ERASER, DeYoung et al. 2020; ferret,
+Attanasio et al. 2023):
+
+- comprehensiveness(k) = ``p(y | x) - p(y | x without its top-k% tokens)``:
+  high when removing what the ranking calls important hurts;
+- sufficiency(k) = ``p(y | x) - p(y | only the top-k% tokens)``: low when
+  what the ranking calls important is enough on its own.
+
+AOPC is the mean over the ``k`` values. Removal deletes tokens from the
+sequence by default (``mode="delete"``, as ERASER and ferret do); ``mode="mask"``
+replaces them by the mask (or pad) token instead. [CLS] and [SEP] are never
+removed or ranked. All variants of a document run in batches.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from pyattn.inputs import EncodedDocument, encode, position_ids_for
+
+__all__ = ["faithfulness", "DEFAULT_PERCENTS"]
+
+DEFAULT_PERCENTS = (1, 5, 10, 20, 50)
+
+
+def _variant(document: EncodedDocument, keep: np.ndarray, mode: str, mask_id: int) -> list[int]:
+    """Input ids keeping the text positions where keep is True."""
+    ids = document.input_ids[0].tolist()
+    inner = ids[1:-1]
+    if mode == "delete":
+        body = [t for t, k in zip(inner, keep) if k]
+    else:
+        body = [t if k else mask_id for t, k in zip(inner, keep)]
+    return [ids[0], *body, ids[-1]]
+
+
+@torch.no_grad()
+def _probabilities(model, document: EncodedDocument, variants: list[list[int]], target: int, batch_size: int, pad_id: int) -> np.ndarray:
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(variants), batch_size):
+        chunk = variants[start : start + batch_size]
+        length = max(len(v) for v in chunk)
+        ids = torch.full((len(chunk), length), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros_like(ids)
+        for row, variant in enumerate(chunk):
+            ids[row, : len(variant)] = torch.tensor(variant)
+            attention_mask[row, : len(variant)] = 1
+        kwargs = dict(input_ids=ids.to(device), attention_mask=attention_mask.to(device), position_ids=position_ids_for(model, ids).to(device))
+        if document.global_attention_mask is not None:
+            global_mask = torch.zeros_like(ids)
+            global_mask[:, 0] = 1
+            kwargs["global_attention_mask"] = global_mask.to(device)
+        out.append(model(**kwargs).logits.float().softmax(-1)[:, target].cpu().numpy())
+    return np.concatenate(out)
+
+
+def faithfulness(
+    model,
+    tokenizer,
+    text: str,
+    rankings: Mapping[str, object],
+    target: int | None = None,
+    percents: Sequence[float] = DEFAULT_PERCENTS,
+    mode: str = "delete",
+    random_rankings: int = 3,
+    seed: int = 0,
+    batch_size: int = 8,
+    max_length: int | None = None,
+):
+    """Comprehensiveness and sufficiency of each ranking, per k and as AOPC.
+
+    Parameters
+    ----------
+    rankings:
+        Name -> per-token scores ``(N,)`` over the encoded document ([CLS] and
+        [SEP] included, as :func:`pyattn.attribute` and :func:`pyattn.attention`
+        return them); larger means more important.
+    target:
+        Class whose probability is tracked; None: the predicted class.
+    random_rankings:
+        How many random rankings to average as the ``"random"`` baseline (0:
+        none).
+
+    Returns
+    -------
+    (per_k, aopc): pandas DataFrames. ``per_k`` has ranking, percent,
+    removed (tokens), comprehensiveness, sufficiency; ``aopc`` has ranking,
+    comprehensiveness_aopc, sufficiency_aopc, and the full-input probability.
+    """
+    import pandas as pd
+
+    if mode not in ("delete", "mask"):
+        raise ValueError(f'mode must be "delete" or "mask", got {mode!r}')
+    document = encode(model, tokenizer, text, max_length)
+    n = document.input_ids.shape[1]
+    inner = n - 2
+    if inner < 1:
+        raise ValueError("the document has no text tokens to remove")
+    bad = [p for p in percents if not 0 < p <= 100]
+    if bad:
+        raise ValueError(f"percents must be in (0, 100], got {bad}")
+    pad_id = tokenizer.pad_token_id
+    mask_id = tokenizer.mask_token_id if tokenizer.mask_token_id is not None else pad_id
+
+    orders: dict[str, list[np.ndarray]] = {}
+    for name, scores in rankings.items():
+        values = np.asarray(scores.detach().cpu().double().numpy() if isinstance(scores, torch.Tensor) else scores, dtype=np.float64)
+        if values.shape != (n,):
+            raise ValueError(f"ranking {name!r} has shape {values.shape} but the document has {n} tokens ([CLS] and [SEP] included)")
+        text_values = values[1:-1]
+        orders[name] = [np.lexsort((np.arange(inner), -text_values))]
+    rng = np.random.default_rng(seed)
+    if random_rankings > 0:
+        orders["random"] = [rng.permutation(inner) for _ in range(random_rankings)]
+
+    variants, index = [], []
+    for name, name_orders in orders.items():
+        for draw, order in enumerate(name_orders):
+            for percent in percents:
+                k = max(1, math.ceil(percent / 100.0 * inner))
+                top = np.zeros(inner, bool)
+                top[order[:k]] = True
+                variants.append(_variant(document, ~top, mode, mask_id))  # without the top k
+                variants.append(_variant(document, top, mode, mask_id))  # only the top k
+                index.append((name, draw, percent, k))
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        full = model(**{key: value.to(device) for key, value in document.forward_kwargs().items()}).logits.float().softmax(-1)[0]
+    if target is None:
+        target = int(full.argmax())
+    if not 0 <= int(target) < full.shape[0]:
+        raise ValueError(f"target must be a class index in 0..{full.shape[0] - 1}, got {target}")
+    p_full = float(full[target])
+    probabilities = _probabilities(model, document, variants, target, batch_size, pad_id)
+
+    rows = []
+    for position, (name, draw, percent, k) in enumerate(index):
+        rows.append(
+            {
+                "ranking": name,
+                "draw": draw,
+                "percent": percent,
+                "removed": k,
+                "comprehensiveness": p_full - float(probabilities[2 * position]),
+                "sufficiency": p_full - float(probabilities[2 * position + 1]),
+            }
+        )
+    per_draw = pd.DataFrame(rows)
+    per_k = per_draw.groupby(["ranking", "percent", "removed"], sort=False)[["comprehensiveness", "sufficiency"]].mean().reset_index()
+    aopc = (
+        per_k.groupby("ranking", sort=False)[["comprehensiveness", "sufficiency"]]
+        .mean()
+        .rename(columns={"comprehensiveness": "comprehensiveness_aopc", "sufficiency": "sufficiency_aopc"})
+        .reset_index()
+    )
+    aopc["probability"] = p_full
+    aopc["target"] = target
+    return per_k, aopc
