@@ -1,0 +1,175 @@
+"""HTML reports: one self-contained file per document (plots embedded as
+PNG), written without a notebook.
+
+Every token and text goes through Jinja2's autoescaping: a document that
+contains ``<script>`` shows it as text. (Captum's ``visualize_text`` inserts
+tokens unescaped, so pyattn draws its own heat map in the same colours:
+green for positive attribution, red for negative.)
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from pyattn.report.plots import head_importance_png, per_head_png, per_layer_png, scatter_png
+from pyattn.similarity import display_token
+
+__all__ = ["document_report", "bertviz_head_view_data"]
+
+_TEMPLATE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
+<style>
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1400px; }
+h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 1.6em; }
+.maps { display: flex; gap: 1.5em; }
+.map { flex: 1; line-height: 1.9; border: 1px solid #ddd; padding: 0.8em; max-height: 32em; overflow-y: auto; }
+.map mark { padding: 0.05em 0.15em; border-radius: 3px; color: #000; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
+td, th { border: 1px solid #ccc; padding: 0.2em 0.5em; text-align: right; }
+th { background: #f3f3f3; } td.text { text-align: left; }
+.facts td { text-align: left; }
+.plots img { max-width: 48%; margin: 0.5em 1% 0 0; border: 1px solid #eee; }
+.tables { display: flex; gap: 2em; flex-wrap: wrap; }
+</style></head><body>
+<h1>{{ title }}</h1>
+<table class="facts">
+{% for key, value in facts %}<tr><th>{{ key }}</th><td>{{ value }}</td></tr>
+{% endfor %}</table>
+<h2>Tokens: attribution and attention received</h2>
+<div class="maps">
+  <div class="map" id="attribution-map"><b>attribution</b> (green: toward the target class, red: away)<br>
+  {% for token, color, value in attribution_marks %}<mark style="background-color: {{ color }}" title="{{ value }}">{{ token }}</mark> {% endfor %}</div>
+  <div class="map" id="attention-map"><b>attention received</b> ({{ attention_name }})<br>
+  {% for token, color, value in attention_marks %}<mark style="background-color: {{ color }}" title="{{ value }}">{{ token }}</mark> {% endfor %}</div>
+</div>
+{% if metrics_html %}<h2>Similarity</h2>{{ metrics_html }}{% endif %}
+<h2>Top tokens</h2>
+<div class="tables">{% for name, table in top_tables %}<div><b>{{ name }}</b>{{ table }}</div>{% endfor %}</div>
+{% if plots %}<h2>Plots</h2><div class="plots">{% for alt, data in plots %}<img alt="{{ alt }}" src="data:image/png;base64,{{ data }}">{% endfor %}</div>{% endif %}
+</body></html>
+"""
+
+
+def _attribution_color(value: float) -> str:
+    """Captum's visualize_text colours: value in [-1, 1]."""
+    value = max(-1.0, min(1.0, value))
+    if value > 0:
+        return f"hsl(120, 75%, {100 - int(50 * value)}%)"
+    return f"hsl(0, 75%, {100 - int(-40 * value)}%)"
+
+
+def _attention_color(value: float) -> str:
+    value = max(0.0, min(1.0, value))
+    return f"hsl(210, 80%, {100 - int(50 * value)}%)"
+
+
+def _table_html(frame, digits: int = 3) -> str:
+    # pandas escapes cell text by default (escape=True).
+    return frame.to_html(index=False, float_format=lambda v: f"{v:.{digits}f}", border=0, escape=True)
+
+
+def document_report(
+    path: str | os.PathLike,
+    tokens: Sequence[str],
+    attribution,
+    attentions: Mapping[str, object],
+    title: str = "pyattn report",
+    facts: Mapping[str, object] | None = None,
+    special_tokens: Sequence[str] = (),
+    per_layer: Sequence[object] | None = None,
+    per_head: np.ndarray | None = None,
+    head_importance: np.ndarray | None = None,
+    top_k: int = 15,
+) -> str:
+    """Write one document's report to ``path`` (HTML) and return the path.
+
+    ``attribution``: per-token scores ``(N,)``. ``attentions``: name ->
+    attention received ``(N,)``; the first is the one drawn as a heat map
+    (e.g. ``{"final": ..., "all": ...}``). ``per_layer``: attention received
+    of each layer, to plot similarity per layer. ``per_head``: ``(H, N)`` of
+    one layer. ``head_importance``: ``(L, H)``. ``facts``: lines shown at the
+    top (prediction, label, steps, ...).
+    """
+    import jinja2
+
+    from pyattn.similarity import compare, similarity
+    from pyattn.tokens import top_tokens
+
+    def array(values) -> np.ndarray:
+        try:
+            import torch
+
+            if isinstance(values, torch.Tensor):
+                return values.detach().cpu().double().numpy().reshape(-1)
+        except ImportError:  # pragma: no cover
+            pass
+        return np.asarray(values, dtype=np.float64).reshape(-1)
+
+    scores = array(attribution)
+    if len(scores) != len(tokens):
+        raise ValueError(f"got {len(tokens)} tokens but {len(scores)} attribution scores")
+    if not attentions:
+        raise ValueError("attentions is empty: give at least one attention-received vector")
+    named = {name: array(values) for name, values in attentions.items()}
+    first_name, first = next(iter(named.items()))
+    shown = [display_token(t) for t in tokens]
+    scale = float(np.max(np.abs(scores))) or 1.0
+    attention_scale = float(np.max(first)) or 1.0
+    attribution_marks = [(t, _attribution_color(v / scale), f"{v:.4g}") for t, v in zip(shown, scores)]
+    attention_marks = [(t, _attention_color(v / attention_scale), f"{v:.4g}") for t, v in zip(shown, first)]
+
+    metrics = compare(scores, named, tokens, special_tokens=special_tokens)
+    top_tables = [("by attribution", _table_html(top_tokens(tokens, scores, top_k)[["rank", "token", "position", "score"]], 4))]
+    for name, values in named.items():
+        top_tables.append((f"by attention received ({name})", _table_html(top_tokens(tokens, values, top_k)[["rank", "token", "position", "score"]], 4)))
+
+    plots = [("attribution vs attention", scatter_png(scores, first, f"attention received ({first_name})"))]
+    if per_layer is not None:
+        layers = [array(v) for v in per_layer]
+        series = {key: [similarity(scores, layer)[key] for layer in layers] for key in ("spearman_rho", "kendall_tau", "cosine_minmax")}
+        plots.append(("similarity per layer", per_layer_png(series)))
+    if head_importance is not None:
+        plots.append(("head importance", head_importance_png(np.asarray(head_importance))))
+    if per_head is not None:
+        plots.append(("attention received per head", per_head_png(np.asarray(per_head))))
+
+    environment = jinja2.Environment(autoescape=True)
+    html = environment.from_string(_TEMPLATE).render(
+        title=title,
+        facts=list((facts or {}).items()),
+        attribution_marks=attribution_marks,
+        attention_marks=attention_marks,
+        attention_name=first_name,
+        metrics_html=jinja2.utils.markupsafe.Markup(_table_html(metrics)),
+        top_tables=[(name, jinja2.utils.markupsafe.Markup(table)) for name, table in top_tables],
+        plots=[(alt, base64.b64encode(data).decode()) for alt, data in plots],
+    )
+    path = os.fspath(path)
+    directory = os.path.dirname(path)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as out:
+        out.write(html)
+    return path
+
+
+def bertviz_head_view_data(dense_layers: Sequence[object], tokens: Sequence[str]) -> dict:
+    """Dense attention in the form ``bertviz.head_view(attention, tokens)``
+    takes: ``{"attention": tuple of (1, H, N, N) tensors, one per layer,
+    "tokens": list of N strings}``. Build the dense layers with
+    :func:`pyattn.layer_to_dense` (one item of the batch)."""
+    import torch
+
+    layers = []
+    for index, layer in enumerate(dense_layers):
+        tensor = torch.as_tensor(layer)
+        if tensor.dim() == 3:
+            tensor = tensor[None]
+        if tensor.dim() != 4 or tensor.shape[0] != 1 or tensor.shape[-1] != tensor.shape[-2] or tensor.shape[-1] != len(tokens):
+            raise ValueError(f"layer {index + 1}: expected a (1, H, {len(tokens)}, {len(tokens)}) dense attention, got {tuple(tensor.shape)}")
+        layers.append(tensor.float().cpu())
+    return {"attention": tuple(layers), "tokens": [display_token(t) for t in tokens]}

@@ -1,0 +1,77 @@
+"""Matplotlib figures for reports, returned as PNG bytes (Agg backend, no
+screen needed)."""
+
+from __future__ import annotations
+
+import io
+from typing import Mapping, Sequence
+
+import numpy as np
+
+__all__ = ["scatter_png", "per_layer_png", "head_importance_png", "per_head_png"]
+
+
+def _figure(width: float = 5.0, height: float = 3.6):
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(width, height), dpi=110)
+
+
+def _png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def scatter_png(attribution: np.ndarray, attention: np.ndarray, attention_name: str = "attention received") -> bytes:
+    """Attribution (x) against attention received (y), one point per token."""
+    fig, ax = _figure()
+    ax.scatter(attribution, attention, s=8, alpha=0.6, color="#3b6ea8")
+    ax.axvline(0, color="#999", linewidth=0.8)
+    ax.set_xlabel("attribution")
+    ax.set_ylabel(attention_name)
+    ax.set_title("attribution vs attention, per token")
+    return _png(fig)
+
+
+def per_layer_png(values: Mapping[str, Sequence[float]], ylabel: str = "similarity") -> bytes:
+    """One line per metric over layers 1..L."""
+    fig, ax = _figure()
+    for name, series in values.items():
+        ax.plot(np.arange(1, len(series) + 1), series, marker="o", label=name)
+    ax.set_xlabel("layer")
+    ax.set_ylabel(ylabel)
+    ax.set_title("attribution vs attention received, per layer")
+    ax.axhline(0, color="#999", linewidth=0.8)
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def head_importance_png(importance: np.ndarray) -> bytes:
+    """(L, H) head importance as a heat map."""
+    fig, ax = _figure()
+    image = ax.imshow(np.asarray(importance), aspect="auto", cmap="viridis")
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    ax.set_yticks(range(importance.shape[0]), [str(i + 1) for i in range(importance.shape[0])])
+    ax.set_title("head importance")
+    fig.colorbar(image, ax=ax)
+    return _png(fig)
+
+
+def per_head_png(per_head: np.ndarray, layer_name: str = "final layer") -> bytes:
+    """(H, N) attention received per head as a heat map over positions."""
+    fig, ax = _figure(7.0, 3.0)
+    image = ax.imshow(np.asarray(per_head), aspect="auto", cmap="magma", interpolation="nearest")
+    ax.set_xlabel("token position")
+    ax.set_ylabel("head")
+    ax.set_title(f"attention received per head, {layer_name}")
+    fig.colorbar(image, ax=ax)
+    return _png(fig)
