@@ -43,10 +43,10 @@ th { background: #f3f3f3; } td.text { text-align: left; }
 <div class="maps">
   <div class="map" id="attribution-map"><b>attribution</b> (green: toward the target class, red: away)<br>
   {% for token, color, value in attribution_marks %}<mark style="background-color: {{ color }}" title="{{ value }}">{{ token }}</mark> {% endfor %}</div>
-  <div class="map" id="attention-map"><b>attention received</b> ({{ attention_name }})<br>
+  <div class="map" id="attention-map"><b>attention received</b> ({{ attention_name }}; colour scale without special tokens)<br>
   {% for token, color, value in attention_marks %}<mark style="background-color: {{ color }}" title="{{ value }}">{{ token }}</mark> {% endfor %}</div>
 </div>
-{% if metrics_html %}<h2>Similarity</h2>{{ metrics_html }}{% endif %}
+{% if metrics_html %}<h2>Similarity</h2><div style="overflow-x: auto">{{ metrics_html }}</div>{% endif %}
 <h2>Top tokens</h2>
 <div class="tables">{% for name, table in top_tables %}<div><b>{{ name }}</b>{{ table }}</div>{% endfor %}</div>
 {% if plots %}<h2>Plots</h2><div class="plots">{% for alt, data in plots %}<img alt="{{ alt }}" src="data:image/png;base64,{{ data }}">{% endfor %}</div>{% endif %}
@@ -117,8 +117,13 @@ def document_report(
     named = {name: array(values) for name, values in attentions.items()}
     first_name, first = next(iter(named.items()))
     shown = [display_token(t) for t in tokens]
-    scale = float(np.max(np.abs(scores))) or 1.0
-    attention_scale = float(np.max(first)) or 1.0
+    # Colour scales ignore special tokens: [CLS], global in Longformer,
+    # receives far more attention than any word and would wash out the rest.
+    ordinary = np.array([t not in set(special_tokens) for t in tokens]) if special_tokens else np.ones(len(tokens), bool)
+    if not ordinary.any():
+        ordinary[:] = True
+    scale = float(np.max(np.abs(scores[ordinary]))) or 1.0
+    attention_scale = float(np.max(first[ordinary])) or 1.0
     attribution_marks = [(t, _attribution_color(v / scale), f"{v:.4g}") for t, v in zip(shown, scores)]
     attention_marks = [(t, _attention_color(v / attention_scale), f"{v:.4g}") for t, v in zip(shown, first)]
 
