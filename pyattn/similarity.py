@@ -39,6 +39,8 @@ __all__ = [
     "METRICS",
     "similarity",
     "compare",
+    "attention_choices",
+    "dataset_similarity",
     "token_masks",
     "rank_biased_overlap",
     "minmax",
@@ -255,3 +257,42 @@ def compare(
             metrics = similarity(a[keep], r[keep], top_percent, rbo_p) if keep.sum() >= 2 else dict.fromkeys(METRICS, float("nan"))
             rows.append({"attention": name, "mask": mask_name, "tokens": int(keep.sum()), **metrics})
     return pd.DataFrame(rows)
+
+
+def attention_choices(received, scaled=None, ranges: Sequence[tuple[int, int]] = (), item: int = 0) -> dict[str, np.ndarray]:
+    """The attention vectors to compare, by name, for one item of the batch:
+    ``final`` and ``all`` layers and each 1-based layer range (``"1-6"``) of
+    ``received`` (a :class:`pyattn.AttentionReceived`), and the same with
+    ``", scaled"`` from ``scaled`` (head-importance weighted) when given."""
+    choices: dict[str, np.ndarray] = {}
+    for suffix, source in (("", received), (", scaled", scaled)):
+        if source is None:
+            continue
+        if source.per_head:
+            raise ValueError("attention_choices needs heads summed (per_head=False)")
+        choices[f"final{suffix}"] = source.final_layer[item].detach().cpu().double().numpy()
+        choices[f"all{suffix}"] = source.all_layers[item].detach().cpu().double().numpy()
+        for first, last in ranges:
+            choices[f"{first}-{last}{suffix}"] = source.layer_range(first, last)[item].detach().cpu().double().numpy()
+    return choices
+
+
+def dataset_similarity(tables: Sequence[object], document_ids: Sequence[object] | None = None):
+    """Dataset-level similarity from per-document :func:`compare` tables.
+
+    Returns ``(per_document, means)``: every document's rows with a
+    ``document`` column, and the mean (and standard deviation, and count of
+    documents with a value) of each metric per attention choice x mask, as
+    one table."""
+    import pandas as pd
+
+    if not tables:
+        raise ValueError("no per-document tables to aggregate")
+    ids = list(range(len(tables))) if document_ids is None else list(document_ids)
+    if len(ids) != len(tables):
+        raise ValueError(f"got {len(tables)} tables but {len(ids)} document ids")
+    per_document = pd.concat([table.assign(document=doc) for doc, table in zip(ids, tables)], ignore_index=True)
+    metrics = [m for m in METRICS if m in per_document.columns]
+    grouped = per_document.groupby(["attention", "mask"], sort=False)[metrics]
+    means = grouped.mean().add_suffix("_mean").join(grouped.std().add_suffix("_std")).join(grouped.count()[metrics[:1]].rename(columns={metrics[0]: "documents"}))
+    return per_document, means.reset_index()

@@ -107,3 +107,30 @@ def test_compare_table():
         compare(a, attentions, None, masks=["alphabetic"])
     with pytest.raises(ValueError, match="NaN"):
         similarity(np.array([1.0, np.nan]), np.array([1.0, 2.0]))
+
+
+def test_attention_choices_and_dataset_table(longformer_run):
+    import pyattn
+    from pyattn.similarity import attention_choices, dataset_similarity
+
+    out, mask = longformer_run.output, longformer_run.global_attention_mask
+    plain = pyattn.layer_attention_received(out, global_attention_mask=mask)
+    scaled = pyattn.layer_attention_received(out, global_attention_mask=mask, head_importance=torch_rand(3, 4))
+    choices = attention_choices(plain, scaled, ranges=[(1, 2)])
+    assert list(choices) == ["final", "all", "1-2", "final, scaled", "all, scaled", "1-2, scaled"]
+    np.testing.assert_allclose(choices["1-2"], (plain.per_layer[0, 0] + plain.per_layer[1, 0]).numpy(), rtol=1e-6)
+    rng = np.random.default_rng(3)
+    tables = [compare(rng.normal(size=37), choices, masks=["all"]) for _ in range(3)]
+    per_document, means = dataset_similarity(tables, ["a", "b", "c"])
+    assert len(per_document) == 18 and set(per_document["document"]) == {"a", "b", "c"}
+    row = means[(means.attention == "all, scaled") & (means["mask"] == "all")].iloc[0]
+    values = [t[t.attention == "all, scaled"]["kendall_tau"].iloc[0] for t in tables]
+    assert row["kendall_tau_mean"] == pytest.approx(np.mean(values))
+    assert row["kendall_tau_std"] == pytest.approx(np.std(values, ddof=1))
+    assert row["documents"] == 3
+
+
+def torch_rand(*shape):
+    import torch
+
+    return torch.rand(*shape, generator=torch.Generator().manual_seed(0))
