@@ -37,7 +37,7 @@ def main(path: str) -> None:
 
     for group in sorted(groups, key=key):
         routes = groups[group]
-        floor = next((t for r, t in routes.items() if r.startswith(FLOORS)), None)
+        floor = next((t for r, t in routes.items() if any(f in r for f in FLOORS)), None)
         vectorised = routes.get("vectorised_pytorch")
         print(f"**{group}**\n")
         print("| route | median | x floor | x vectorised PyTorch | notes |")

@@ -63,7 +63,7 @@ def model_like(n: int, layers: int = LAYERS):
     return _cache[key]
 
 
-def run(benchmark, fn, rounds=5):
+def run(benchmark, fn, rounds=20):
     def timed():
         out = fn()
         sync()
