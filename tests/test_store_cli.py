@@ -1,0 +1,122 @@
+"""Dataset runs from the command line: the results store, resume after
+SIGKILL, and the refusals that keep results safe."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import pyattn
+from pyattn.cli import main
+from pyattn.store import ResultsStore, StoreError
+
+
+@pytest.fixture(scope="module")
+def data_csv(tmp_path_factory):
+    documents = [d for d in pyattn.demo_documents("test") if len(d.text.split()) < 260][:10]
+    assert len(documents) == 10
+    rows = [{"doc": f"d{i}", "text": d.text, "label": d.label} for i, d in enumerate(documents)]
+    rows.insert(3, {"doc": "empty", "text": "   ", "label": 0})
+    rows.insert(6, {"doc": "missing", "text": None, "label": 1})
+    path = tmp_path_factory.mktemp("data") / "docs.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return str(path)
+
+
+def cli(*args):
+    return [sys.executable, "-m", "pyattn.cli", "attribute", "--model", "demo", "--id-column", "doc", "--device", "cpu", "--quiet", *args]
+
+
+def run_ok(*args):
+    result = subprocess.run(cli(*args), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(data_csv, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "whole"
+    run_ok("--data", data_csv, "--out", str(out))
+    return ResultsStore.open(str(out))
+
+
+def test_store_contents(uninterrupted):
+    records = uninterrupted.records()
+    assert len(records) == 10 and records["doc_id"].is_unique
+    assert {"empty", "missing"}.isdisjoint(records["doc_id"])
+    skipped = {e["doc_id"]: e["reason"] for e in uninterrupted.skipped()}
+    assert skipped == {"empty": "empty text", "missing": "not a string (float)"}
+    manifest = uninterrupted.manifest()
+    assert manifest["model"] == "demo" and manifest["settings"]["n_steps"] == "auto" and manifest["pyattn_version"] == pyattn.__version__
+    row = records.iloc[0]
+    assert len(row["tokens"]) == len(row["scores"]) == len(row["attention_per_layer"][0])
+    assert len(row["attention_per_layer"]) == 3 and row["converged"]
+    # each record's scores are what attribute() gives for that text
+    text = pd.read_csv(manifest["settings"]["data"]).set_index("doc").loc[row["doc_id"], "text"]
+    model, tokenizer = pyattn.load_demo()
+    np.testing.assert_allclose(row["scores"], pyattn.attribute(model, tokenizer, text, device="cpu").scores, atol=1e-6)
+
+
+def test_resume_after_sigkill(data_csv, uninterrupted, tmp_path):
+    out = tmp_path / "killed"
+    process = subprocess.Popen(cli("--data", data_csv, "--out", str(out), "--shard-size", "1"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    shards = out / "shards"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if shards.is_dir() and len([n for n in os.listdir(shards) if n.endswith(".parquet")]) >= 3:
+            break
+        if process.poll() is not None:
+            pytest.fail("the run finished before it could be killed")
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    store = ResultsStore.open(str(out))
+    finished = store.done_ids()  # every shard readable: none is half-written
+    assert 3 <= len(finished) < 10
+    run_ok("--data", data_csv, "--out", str(out), "--shard-size", "1", "--resume")
+    records = store.records()
+    assert records["doc_id"].is_unique and finished <= set(records["doc_id"]) and len(records) == 10
+    assert not [n for n in os.listdir(shards) if n.endswith(".tmp")]
+    whole = uninterrupted.records().set_index("doc_id")
+    for _, row in records.iterrows():
+        np.testing.assert_allclose(row["scores"], whole.loc[row["doc_id"], "scores"], atol=1e-6)
+        np.testing.assert_allclose(np.stack(row["attention_per_layer"]), np.stack(whole.loc[row["doc_id"], "attention_per_layer"]), atol=1e-5)
+
+
+def test_refusals(data_csv, uninterrupted, tmp_path, capsys):
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    assert main(["attribute", "--model", "demo", "--data", data_csv, "--out", str(foreign), "--id-column", "doc", "--quiet"]) == 2
+    assert "is not a pyattn results store" in capsys.readouterr().err
+    assert (foreign / "notes.txt").read_text() == "mine"
+    existing = uninterrupted.path
+    assert main(["attribute", "--model", "demo", "--data", data_csv, "--out", existing, "--id-column", "doc", "--quiet"]) == 2
+    assert "pass --resume" in capsys.readouterr().err
+    assert main(["attribute", "--model", "demo", "--data", data_csv, "--out", existing, "--id-column", "doc", "--steps", "32", "--resume", "--quiet"]) == 2
+    assert "the settings differ from its manifest (n_steps: 'auto' -> 32)" in capsys.readouterr().err
+    assert main(["attribute", "--model", "demo", "--data", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["attribute", "--model", "demo", "--data", data_csv, "--out", str(tmp_path / "o2"), "--text-column", "body", "--quiet"]) == 2
+    assert "has no column(s) ['body']" in capsys.readouterr().err
+
+
+def test_corrupt_shard_is_named(uninterrupted, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(uninterrupted.path, copy)
+    store = ResultsStore.open(str(copy))
+    victim = store.shard_paths()[0]
+    with open(victim, "r+b") as f:
+        f.truncate(20)
+    with pytest.raises(StoreError, match=r"shard .*part-000000.* is corrupt or unreadable .* move it out of the store and resume"):
+        store.done_ids()
