@@ -1,10 +1,14 @@
 """The ``pyattn`` command.
 
 ``pyattn demo`` runs the main job on the shipped default, the demo model and
-demo documents: for each document its prediction, token attributions
-(Layer Integrated Gradients, steps chosen for 1% completeness), attention
-received (final layer and all layers, streamed), the top tokens by each and
-their overlap; and a check of the kernels against the dense route.
+demo documents: for each document its prediction, token attributions (Layer
+Integrated Gradients, steps chosen for 1% completeness), attention received
+(final layer, all layers, head-importance scaled, rollout), similarity and
+faithfulness, an HTML report per document and an index page; and a check of
+the kernels against the dense route.
+
+``pyattn attribute`` runs attribution over a dataset file into a resumable
+results store (:mod:`pyattn.store`).
 """
 
 from __future__ import annotations
@@ -22,53 +26,102 @@ def _top(values, tokens, k: int) -> list[tuple[int, str]]:
     return [(int(i), tokens[int(i)].replace("Ġ", "")) for i in order]
 
 
+DEMO_MARKER = ".pyattn-demo"
+
+
 def demo(args: argparse.Namespace) -> int:
+    import pandas as pd
     import torch
 
     import pyattn
     from pyattn.demo import LABELS
+    from pyattn.faithfulness import faithfulness
+    from pyattn.report import document_report, index_report
+    from pyattn.rollout import attention_rollout
+    from pyattn.similarity import attention_choices, compare
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    out = args.out
+    if os.path.isdir(out) and os.listdir(out) and not os.path.exists(os.path.join(out, DEMO_MARKER)) and not args.force:
+        print(f"pyattn: {out} exists and was not written by `pyattn demo`; choose another --out or pass --force "
+              "(pyattn only writes its own document-N.html and index.html there)", file=sys.stderr)
+        return 2
+    os.makedirs(out, exist_ok=True)
+    open(os.path.join(out, DEMO_MARKER), "w").close()
+
     model, tokenizer = pyattn.load_demo()
     documents = [d for d in pyattn.demo_documents("test") if len(d.text.split()) <= args.max_words][: args.documents]
     print(f"pyattn {pyattn.__version__}: demo model ({model.config.num_hidden_layers} layers x "
           f"{model.config.num_attention_heads} heads, windows {model.config.attention_window}), "
-          f"{len(documents)} demo documents\n")
-    failures = 0
+          f"{len(documents)} demo documents -> {out}/index.html\n")
+    importance = pyattn.taylor_importance(model, tokenizer, [d.text for d in documents], [d.label for d in documents], progress=False)
+    special = tokenizer.all_special_tokens
+    rows, failures = [], 0
     for number, document in enumerate(documents, 1):
         start = time.perf_counter()
         scores = pyattn.attribute(model, tokenizer, document.text, device="cpu")
         attribution_s = time.perf_counter() - start
         start = time.perf_counter()
-        attention = pyattn.attention(model, tokenizer, document.text, stream=True)
+        plain = pyattn.attention(model, tokenizer, document.text, per_head=True, stream=True).received
         attention_s = time.perf_counter() - start
-        final = attention.received.final_layer[0].numpy()
-        all_layers = attention.received.all_layers[0].numpy()
-        n = len(scores.tokens)
+        scaled = pyattn.attention(model, tokenizer, document.text, head_importance=importance, stream=True).received
+        collected = pyattn.attention(model, tokenizer, document.text)
+        rollout = attention_rollout(collected.attentions, collected.global_attentions, collected.global_attention_mask)[0]
+        summed = pyattn.AttentionReceived(plain.per_layer.sum(2), head_weighted=False, per_head=False)
+        choices = attention_choices(summed, scaled)
+        choices["rollout"] = rollout.numpy()
+        metrics = compare(scores.scores, choices, scores.tokens, special_tokens=special, masks=["no_special"])
+        _, aopc = faithfulness(model, tokenizer, document.text,
+                               {"attribution": scores.scores, "attention (all)": choices["all"], "rollout": choices["rollout"]},
+                               target=scores.target, random_rankings=2)
+        name = f"document-{number}.html"
+        document_report(
+            os.path.join(out, name), scores.tokens, scores.scores, choices,
+            title=f"demo document {number}: {document.label_name}",
+            facts={"label": document.label_name, "predicted": f"{LABELS[scores.predicted_label]} (p = {scores.probabilities.max():.3f})",
+                   "integration steps": scores.n_steps, "completeness error": f"{scores.relative_error:.2%}",
+                   "comprehensiveness AOPC": ", ".join(f"{r}: {v:.3f}" for r, v in zip(aopc["ranking"], aopc["comprehensiveness_aopc"]))},
+            special_tokens=special, per_layer=list(summed.per_layer[:, 0]), per_head=plain.per_layer[-1, 0].numpy(),
+            head_importance=importance.numpy(),
+        )
+        by_metric = metrics.set_index("attention")
+        aopc_by = aopc.set_index("ranking")["comprehensiveness_aopc"]
+        rows.append({
+            "document": f"document {number}", "report": name, "label": document.label_name,
+            "predicted": LABELS[scores.predicted_label], "tokens": len(scores.tokens), "steps": scores.n_steps,
+            "completeness error": f"{scores.relative_error:.2%}",
+            "spearman, final": by_metric.loc["final", "spearman_rho"], "spearman, all": by_metric.loc["all", "spearman_rho"],
+            "spearman, rollout": by_metric.loc["rollout", "spearman_rho"],
+            "AOPC attribution": aopc_by["attribution"], "AOPC attention": aopc_by["attention (all)"],
+            "AOPC rollout": aopc_by["rollout"], "AOPC random": aopc_by["random"],
+        })
         k = args.top
-        by_attribution = _top(scores.scores, scores.tokens, k)
-        by_attention = _top(final, scores.tokens, k)
-        shared = {i for i, _ in by_attribution} & {i for i, _ in by_attention}
-        print(f"document {number}: {n} tokens, label '{LABELS[document.label]}', predicted "
+        print(f"document {number}: {len(scores.tokens)} tokens, label '{document.label_name}', predicted "
               f"'{LABELS[scores.predicted_label]}' (p = {scores.probabilities.max():.3f})")
         print(f"  attribution: {scores.n_steps} steps, {scores.model_evaluations} model evaluations, "
-              f"completeness error {scores.relative_error:.2%}{'' if scores.converged else ' (step cap reached)'}, {attribution_s:.1f} s")
-        print(f"  attention received: {attention_s * 1e3:.0f} ms for all layers (streamed)")
-        print(f"  top-{k} by attribution:        {', '.join(t for _, t in by_attribution)}")
-        print(f"  top-{k} by attention (final):  {', '.join(t for _, t in by_attention)}")
-        print(f"  top-{k} by attention (all):    {', '.join(t for _, t in _top(all_layers, scores.tokens, k))}")
-        print(f"  in both top-{k} lists (final layer): {len(shared)}\n")
+              f"completeness error {scores.relative_error:.2%}{'' if scores.converged else ' (step cap reached)'}, {attribution_s:.1f} s; "
+              f"attention received, all layers: {attention_s * 1e3:.0f} ms")
+        print(f"  top-{k} by attribution:        {', '.join(t for _, t in _top(scores.scores, scores.tokens, k))}")
+        print(f"  top-{k} by attention (final):  {', '.join(t for _, t in _top(choices['final'], scores.tokens, k))}")
+        print(f"  top-{k} by attention (all):    {', '.join(t for _, t in _top(choices['all'], scores.tokens, k))}")
+        print(f"  spearman vs attribution: final {by_metric.loc['final', 'spearman_rho']:.3f}, all {by_metric.loc['all', 'spearman_rho']:.3f}, "
+              f"rollout {by_metric.loc['rollout', 'spearman_rho']:.3f}; comprehensiveness AOPC: "
+              + ", ".join(f"{r} {v:.3f}" for r, v in aopc_by.items()) + "\n")
         failures += not scores.converged
+
+    index_report(os.path.join(out, "index.html"), pd.DataFrame(rows), title="pyattn demo",
+                 notes=[f"Demo model: {model.config.num_hidden_layers} layers x {model.config.num_attention_heads} heads, "
+                        f"windows {model.config.attention_window}. Spearman: attribution magnitude vs attention received "
+                        "(special tokens dropped). AOPC: comprehensiveness, higher = the model depends more on that ranking's top tokens."])
 
     # The kernel against the dense route on the last document: every row of
     # the attention sums to 1, so the column sums are the dense sums.
-    collected = pyattn.attention(model, tokenizer, documents[-1].text)
     dense = collected.dense(layer=-1)
     worst = float((dense.sum(2).sum(1)[0] - collected.received.final_layer[0]).abs().max())
     heads, n = dense.shape[1], dense.shape[-1]
     rows_ok = torch.allclose(dense.sum(-1), torch.ones(1, heads, n), atol=1e-4)
     print(f"checks: rows of the dense attention sum to 1: {'ok' if rows_ok else 'FAILED'}; "
           f"max |dense route - kernel| on the final layer: {worst:.1e}")
+    print(f"reports: {os.path.abspath(os.path.join(out, 'index.html'))}")
     return 0 if rows_ok and worst < 1e-3 * n else 1
 
 
@@ -170,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     demo_parser.add_argument("--documents", type=int, default=3, help="how many demo documents (default 3)")
     demo_parser.add_argument("--max-words", type=int, default=1200, help="take documents of at most this many words (default 1200)")
     demo_parser.add_argument("--top", type=int, default=8, help="tokens to list per ranking (default 8)")
+    demo_parser.add_argument("--out", default="pyattn-demo", help="where the HTML reports go (default ./pyattn-demo)")
+    demo_parser.add_argument("--force", action="store_true", help="write into an --out that holds other files")
     demo_parser.set_defaults(run=demo)
     args = parser.parse_args(argv)
     if args.command == "attribute":

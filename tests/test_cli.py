@@ -8,11 +8,24 @@ import sys
 from pyattn.cli import main
 
 
-def test_demo_runs_the_main_job(capsys):
-    assert main(["demo", "--documents", "1", "--max-words", "300", "--top", "5"]) == 0
+def test_demo_runs_the_main_job(capsys, tmp_path):
+    out_dir = tmp_path / "demo"
+    assert main(["demo", "--documents", "2", "--max-words", "300", "--top", "5", "--out", str(out_dir)]) == 0
     out = capsys.readouterr().out
     assert "document 1:" in out and "top-5 by attribution:" in out and "top-5 by attention (final):" in out
     assert "rows of the dense attention sum to 1: ok" in out
+    index = (out_dir / "index.html").read_text()
+    assert 'href="document-1.html"' in index and 'href="document-2.html"' in index and "AOPC rollout" in index
+    assert (out_dir / "document-2.html").stat().st_size > 10_000
+    # again into the same directory: fine, it is the demo's own
+    assert main(["demo", "--documents", "1", "--max-words", "300", "--out", str(out_dir)]) == 0
+
+
+def test_demo_refuses_a_foreign_directory(capsys, tmp_path):
+    (tmp_path / "index.html").write_text("not pyattn's")
+    assert main(["demo", "--documents", "1", "--out", str(tmp_path)]) == 2
+    assert "was not written by `pyattn demo`" in capsys.readouterr().err
+    assert (tmp_path / "index.html").read_text() == "not pyattn's"
 
 
 def test_console_script_help():

@@ -18,7 +18,7 @@ import numpy as np
 from pyattn.report.plots import head_importance_png, per_head_png, per_layer_png, scatter_png
 from pyattn.similarity import display_token
 
-__all__ = ["document_report", "bertviz_head_view_data"]
+__all__ = ["document_report", "index_report", "bertviz_head_view_data"]
 
 _TEMPLATE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
@@ -178,3 +178,45 @@ def bertviz_head_view_data(dense_layers: Sequence[object], tokens: Sequence[str]
             raise ValueError(f"layer {index + 1}: expected a (1, H, {len(tokens)}, {len(tokens)}) dense attention, got {tuple(tensor.shape)}")
         layers.append(tensor.float().cpu())
     return {"attention": tuple(layers), "tokens": [display_token(t) for t in tokens]}
+
+
+_INDEX = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
+<style>
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; font-size: 0.9em; }
+td, th { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th { background: #f3f3f3; } td.text { text-align: left; }
+</style></head><body>
+<h1>{{ title }}</h1>
+{% for line in notes %}<p>{{ line }}</p>{% endfor %}
+<table><tr>{% for column in columns %}<th>{{ column }}</th>{% endfor %}</tr>
+{% for row in rows %}<tr>{% for cell, link, is_text in row %}<td class="{{ 'text' if is_text else '' }}">{% if link %}<a href="{{ link }}">{{ cell }}</a>{% else %}{{ cell }}{% endif %}</td>{% endfor %}</tr>
+{% endfor %}</table>
+</body></html>
+"""
+
+
+def index_report(path: str | os.PathLike, table, link_column: str = "report", title: str = "pyattn results", notes: Sequence[str] = ()) -> str:
+    """A summary page for a set of documents: one row per document of
+    ``table`` (a pandas DataFrame); ``link_column`` holds each document
+    report's relative path and becomes a link on the first column."""
+    import jinja2
+
+    columns = [c for c in table.columns if c != link_column]
+    rows = []
+    for _, record in table.iterrows():
+        cells = []
+        for position, column in enumerate(columns):
+            value = record[column]
+            text = f"{value:.3f}" if isinstance(value, float) else str(value)
+            is_text = isinstance(value, str) and not value.rstrip("%").replace(".", "", 1).lstrip("-").isdigit()
+            cells.append((text, record[link_column] if position == 0 and link_column in table.columns else None, is_text))
+        rows.append(cells)
+    html = jinja2.Environment(autoescape=True).from_string(_INDEX).render(title=title, notes=list(notes), columns=columns, rows=rows)
+    path = os.fspath(path)
+    if os.path.dirname(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as out:
+        out.write(html)
+    return path
