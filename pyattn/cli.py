@@ -194,6 +194,94 @@ def attribute_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _special_tokens(tokenizer_name: str) -> list[str]:
+    import pyattn
+
+    if tokenizer_name == "demo":
+        return list(pyattn.load_demo()[1].all_special_tokens)
+    from transformers import AutoTokenizer
+
+    try:
+        return list(AutoTokenizer.from_pretrained(tokenizer_name).all_special_tokens)
+    except (OSError, ValueError):
+        return []
+
+
+def _ranges(text: str | None) -> list[tuple[int, int]]:
+    ranges = []
+    for part in (text or "").split(","):
+        if part.strip():
+            first, _, last = part.partition("-")
+            ranges.append((int(first), int(last or first)))
+    return ranges
+
+
+def compare_command(args: argparse.Namespace) -> int:
+    from pyattn.dataset import DataError, compare_results
+    from pyattn.importance import load_head_importance
+    from pyattn.store import ResultsStore, StoreError
+
+    try:
+        store = ResultsStore.open(args.results)
+        importance = load_head_importance(args.head_importance) if args.head_importance else None
+        special = _special_tokens(store.manifest().get("tokenizer", ""))
+        per_document, summary, tokens = compare_results(store, importance, _ranges(args.layers), special_tokens=special, progress=not args.quiet)
+    except (DataError, StoreError, ValueError, FileNotFoundError) as error:
+        print(f"pyattn: {error}", file=sys.stderr)
+        return 2
+    if not args.quiet:
+        columns = ["attention", "mask", "documents", "spearman_rho_mean", "kendall_tau_mean", "cosine_minmax_mean", "jaccard_top_mean"]
+        print(summary[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        print(f"\nwrote metrics.parquet, metrics_summary.csv, tokens.parquet, tokens.csv to {store.path}")
+    return 0
+
+
+def importance_command(args: argparse.Namespace) -> int:
+    import pyattn
+    from pyattn.dataset import DataError, load_documents
+
+    if os.path.exists(args.out) and not args.force:
+        print(f"pyattn: {args.out} exists; pass --force to overwrite it", file=sys.stderr)
+        return 2
+    try:
+        documents = [d for d in load_documents(args.data, args.text_column, args.label_column) if isinstance(d.text, str) and d.text.strip()]
+        if args.limit:
+            documents = documents[: args.limit]
+        if any(d.label is None for d in documents):
+            raise DataError("head importance needs a label for every document (--label-column)")
+    except DataError as error:
+        print(f"pyattn: {error}", file=sys.stderr)
+        return 2
+    model, tokenizer = _load_model(args.model, args.tokenizer, args.trust_remote_code, args.device)
+    compute = pyattn.taylor_importance if args.method == "taylor" else pyattn.head_gate_importance
+    importance = compute(model, tokenizer, [d.text for d in documents], [d.label for d in documents], progress=not args.quiet)
+    pyattn.save_head_importance(importance, args.out)
+    if not args.quiet:
+        print(f"{args.method} head importance of {len(documents)} documents, shape {tuple(importance.shape)} -> {args.out}")
+    return 0
+
+
+def report_command(args: argparse.Namespace) -> int:
+    from pyattn.dataset import DataError, report_results
+    from pyattn.importance import load_head_importance
+    from pyattn.store import ResultsStore, StoreError
+
+    try:
+        store = ResultsStore.open(args.results)
+        importance = load_head_importance(args.head_importance).numpy() if args.head_importance else None
+        manifest = store.manifest()
+        labels = None
+        if manifest.get("model") == "demo":
+            from pyattn.demo import LABELS as labels
+        index = report_results(store, args.out, importance, _special_tokens(manifest.get("tokenizer", "")), labels, progress=not args.quiet)
+    except (DataError, StoreError, ValueError, FileNotFoundError) as error:
+        print(f"pyattn: {error}", file=sys.stderr)
+        return 2
+    if not args.quiet:
+        print(f"reports: {os.path.abspath(index)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pyattn", description="Attributions vs. attention for long-document classifiers.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -219,6 +307,35 @@ def main(argv: list[str] | None = None) -> int:
     attribute_parser.add_argument("--quiet", action="store_true")
     attribute_parser.add_argument("--verbose", action="store_true")
     attribute_parser.set_defaults(run=attribute_command)
+
+    compare_parser = commands.add_parser("compare", help="similarity of attributions and attention over a results store")
+    compare_parser.add_argument("--results", required=True, help="a results directory written by `pyattn attribute`")
+    compare_parser.add_argument("--head-importance", help="(L, H) head importance (.pt or .npy) for the scaled choices")
+    compare_parser.add_argument("--layers", help="layer ranges to compare too, 1-based, e.g. 1-6,7-12")
+    compare_parser.add_argument("--quiet", action="store_true")
+    compare_parser.set_defaults(run=compare_command)
+
+    importance_parser = commands.add_parser("importance", help="head importance of a model over a labelled dataset")
+    importance_parser.add_argument("--model", required=True, help="a model path or name, or 'demo'")
+    importance_parser.add_argument("--tokenizer")
+    importance_parser.add_argument("--data", required=True)
+    importance_parser.add_argument("--out", required=True, help="where to save it: .pt or .npy")
+    importance_parser.add_argument("--method", choices=["taylor", "head-gate"], default="taylor")
+    importance_parser.add_argument("--text-column", default="text")
+    importance_parser.add_argument("--label-column", default="label")
+    importance_parser.add_argument("--limit", type=int, default=None)
+    importance_parser.add_argument("--device", default=None)
+    importance_parser.add_argument("--trust-remote-code", action="store_true")
+    importance_parser.add_argument("--force", action="store_true", help="overwrite --out")
+    importance_parser.add_argument("--quiet", action="store_true")
+    importance_parser.set_defaults(run=importance_command)
+
+    report_parser = commands.add_parser("report", help="HTML reports for a results store")
+    report_parser.add_argument("--results", required=True)
+    report_parser.add_argument("--out", default=None, help="where the reports go (default RESULTS/reports)")
+    report_parser.add_argument("--head-importance", help="(L, H) head importance to plot")
+    report_parser.add_argument("--quiet", action="store_true")
+    report_parser.set_defaults(run=report_command)
     demo_parser = commands.add_parser("demo", help="the main job on the shipped demo model and documents")
     demo_parser.add_argument("--documents", type=int, default=3, help="how many demo documents (default 3)")
     demo_parser.add_argument("--max-words", type=int, default=1200, help="take documents of at most this many words (default 1200)")

@@ -13,7 +13,7 @@ from typing import Any, Iterable, Sequence
 
 from pyattn.store import ResultsStore
 
-__all__ = ["Document", "load_documents", "run_attribution", "RunSummary", "DataError"]
+__all__ = ["Document", "load_documents", "run_attribution", "RunSummary", "DataError", "compare_results", "report_results"]
 
 
 class DataError(ValueError):
@@ -88,7 +88,7 @@ class RunSummary:
     not_converged: int = 0
 
 
-def _record(document: Document, attribution, per_layer) -> dict:
+def _record(document: Document, attribution, per_head) -> dict:
     return {
         "doc_id": document.doc_id,
         "index": document.index,
@@ -106,7 +106,9 @@ def _record(document: Document, attribution, per_layer) -> dict:
         "predicted_label": int(attribution.predicted_label),
         "target": int(attribution.target),
         "truncated_tokens": int(attribution.truncated_tokens),
-        "attention_per_layer": [[float(v) for v in layer] for layer in per_layer],
+        # attention received per layer and head, (L, H, N): heads can be
+        # summed or weighted by any head importance later
+        "attention_per_head": per_head.astype("float32").tolist(),
     }
 
 
@@ -141,7 +143,7 @@ def run_attribution(
             continue
         result = pyattn.attribute(model, tokenizer, document.text, **attribute_kwargs)
         try:
-            received = attention(model, tokenizer, document.text, max_length=attribute_kwargs.get("max_length"), stream=streamed).received
+            received = attention(model, tokenizer, document.text, max_length=attribute_kwargs.get("max_length"), per_head=True, stream=streamed).received
         except ValueError as error:
             raise DataError(f"the model gave no usable attentions for document {document.doc_id}: {error}") from error
         pending.append(_record(document, result, received.per_layer[:, 0].cpu().numpy()))
@@ -156,3 +158,84 @@ def run_attribution(
         store.add_skipped(summary.skipped)
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _per_head(record) -> "np.ndarray":
+    import numpy as np
+
+    return np.stack([np.stack(layer) for layer in record["attention_per_head"]]).astype(np.float64)  # (L, H, N)
+
+
+def compare_results(store: ResultsStore, head_importance=None, ranges=(), masks=("no_special", "alphabetic", "no_stopwords"), special_tokens=(), progress: bool = True):
+    """Similarity of every stored document's attributions to its attention
+    received: final layer, all layers, each 1-based layer range, and the same
+    scaled by ``head_importance`` ``(L, H)`` when given; for each mask.
+
+    Writes ``metrics.parquet`` (per document), ``metrics_summary.csv`` (means
+    per attention choice x mask), ``tokens.parquet`` / ``tokens.csv`` (token
+    types across the dataset) into the store and returns
+    ``(per_document, summary, tokens)``."""
+    import numpy as np
+    import torch
+    from tqdm.auto import tqdm
+
+    from pyattn.longformer import AttentionReceived
+    from pyattn.similarity import attention_choices, compare, dataset_similarity
+    from pyattn.tokens import dataset_token_table, export_table
+
+    records = store.records()
+    if records.empty:
+        raise DataError(f"{store.path} holds no results yet: run `pyattn attribute` first")
+    weights = None if head_importance is None else np.asarray(head_importance, dtype=np.float64)
+    tables, ids, token_docs = [], [], []
+    for _, record in tqdm(records.iterrows(), total=len(records), desc="comparing", unit="doc", disable=not progress):
+        per_head = _per_head(record)
+        if weights is not None and weights.shape != per_head.shape[:2]:
+            raise DataError(f"head importance has shape {weights.shape} but the stored attention has {per_head.shape[0]} layers x {per_head.shape[1]} heads")
+        plain = AttentionReceived(torch.from_numpy(per_head.sum(1))[:, None], head_weighted=False, per_head=False)
+        scaled = None if weights is None else AttentionReceived(torch.from_numpy((per_head * weights[:, :, None]).sum(1))[:, None], head_weighted=True, per_head=False)
+        choices = attention_choices(plain, scaled, ranges)
+        tokens = list(record["tokens"])
+        tables.append(compare(np.asarray(record["scores"]), choices, tokens, special_tokens=special_tokens, masks=masks))
+        ids.append(record["doc_id"])
+        token_docs.append((tokens, np.asarray(record["scores"])))
+    per_document, summary = dataset_similarity(tables, ids)
+    tokens_table = dataset_token_table(token_docs)
+    export_table(per_document, os.path.join(store.path, "metrics.parquet"))
+    export_table(summary, os.path.join(store.path, "metrics_summary.csv"))
+    export_table(tokens_table, os.path.join(store.path, "tokens.parquet"))
+    export_table(tokens_table, os.path.join(store.path, "tokens.csv"))
+    return per_document, summary, tokens_table
+
+
+def report_results(store: ResultsStore, out: str | None = None, head_importance=None, special_tokens=(), label_names=None, progress: bool = True) -> str:
+    """An HTML report per stored document and an ``index.html`` (in
+    ``STORE/reports`` unless ``out``); returns the index's path."""
+    import numpy as np
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from pyattn.report import document_report, index_report
+    from pyattn.similarity import similarity
+
+    out = out or os.path.join(store.path, "reports")
+    records = store.records()
+    if records.empty:
+        raise DataError(f"{store.path} holds no results yet: run `pyattn attribute` first")
+    rows = []
+    for _, record in tqdm(records.iterrows(), total=len(records), desc="reports", unit="doc", disable=not progress):
+        per_head = _per_head(record)
+        scores = np.asarray(record["scores"])
+        name = f"document-{record['index']}.html"
+        choices = {"final": per_head[-1].sum(0), "all": per_head.sum((0, 1))}
+        predicted = label_names[record["predicted_label"]] if label_names else record["predicted_label"]
+        document_report(
+            os.path.join(out, name), list(record["tokens"]), scores, choices, title=f"document {record['doc_id']}",
+            facts={"label": record["label"], "predicted": predicted, "steps": record["n_steps"], "completeness error": f"{record['relative_error']:.2%}"},
+            special_tokens=special_tokens, per_layer=list(per_head.sum(1)), per_head=per_head[-1], head_importance=head_importance,
+        )
+        metrics = similarity(scores, choices["all"])
+        rows.append({"document": str(record["doc_id"]), "report": name, "label": record["label"], "predicted": predicted,
+                     "tokens": len(scores), "steps": int(record["n_steps"]),
+                     "spearman, final": similarity(scores, choices["final"])["spearman_rho"], "spearman, all": metrics["spearman_rho"]})
+    return index_report(os.path.join(out, "index.html"), pd.DataFrame(rows), title=f"pyattn results: {store.manifest().get('model')}")

@@ -57,8 +57,8 @@ def test_store_contents(uninterrupted):
     manifest = uninterrupted.manifest()
     assert manifest["model"] == "demo" and manifest["settings"]["n_steps"] == "auto" and manifest["pyattn_version"] == pyattn.__version__
     row = records.iloc[0]
-    assert len(row["tokens"]) == len(row["scores"]) == len(row["attention_per_layer"][0])
-    assert len(row["attention_per_layer"]) == 3 and row["converged"]
+    per_head = np.stack([np.stack(layer) for layer in row["attention_per_head"]])
+    assert per_head.shape == (3, 4, len(row["tokens"])) and len(row["scores"]) == len(row["tokens"]) and row["converged"]
     # each record's scores are what attribute() gives for that text
     text = pd.read_csv(manifest["settings"]["data"]).set_index("doc").loc[row["doc_id"], "text"]
     model, tokenizer = pyattn.load_demo()
@@ -88,7 +88,9 @@ def test_resume_after_sigkill(data_csv, uninterrupted, tmp_path):
     whole = uninterrupted.records().set_index("doc_id")
     for _, row in records.iterrows():
         np.testing.assert_allclose(row["scores"], whole.loc[row["doc_id"], "scores"], atol=1e-6)
-        np.testing.assert_allclose(np.stack(row["attention_per_layer"]), np.stack(whole.loc[row["doc_id"], "attention_per_layer"]), atol=1e-5)
+        got = np.stack([np.stack(layer) for layer in row["attention_per_head"]])
+        expected = np.stack([np.stack(layer) for layer in whole.loc[row["doc_id"], "attention_per_head"]])
+        np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
 def test_refusals(data_csv, uninterrupted, tmp_path, capsys):
@@ -120,3 +122,33 @@ def test_corrupt_shard_is_named(uninterrupted, tmp_path):
         f.truncate(20)
     with pytest.raises(StoreError, match=r"shard .*part-000000.* is corrupt or unreadable .* move it out of the store and resume"):
         store.done_ids()
+
+
+def test_compare_importance_and_report_commands(uninterrupted, data_csv, tmp_path, capsys):
+    import shutil
+
+    from pyattn.importance import load_head_importance
+
+    store_dir = tmp_path / "store"
+    shutil.copytree(uninterrupted.path, store_dir)
+    importance_file = tmp_path / "importance.pt"
+    assert main(["importance", "--model", "demo", "--data", data_csv, "--out", str(importance_file), "--limit", "4", "--quiet"]) == 0
+    importance = load_head_importance(importance_file)
+    assert importance.shape == (3, 4) and float(importance.max()) == 1.0
+    assert main(["importance", "--model", "demo", "--data", data_csv, "--out", str(importance_file), "--quiet"]) == 2
+    assert main(["compare", "--results", str(store_dir), "--head-importance", str(importance_file), "--layers", "1-2"]) == 0
+    printed = capsys.readouterr().out
+    assert "all, scaled" in printed and "1-2" in printed
+    per_document = pd.read_parquet(store_dir / "metrics.parquet")
+    assert set(per_document["document"]) == set(uninterrupted.records()["doc_id"])
+    assert len(per_document) == 10 * 6 * 3  # documents x attention choices x masks
+    summary = pd.read_csv(store_dir / "metrics_summary.csv")
+    one = summary[(summary.attention == "final") & (summary["mask"] == "no_special")].iloc[0]
+    docs = per_document[(per_document.attention == "final") & (per_document["mask"] == "no_special")]
+    assert one["spearman_rho_mean"] == pytest.approx(docs["spearman_rho"].mean())
+    assert pd.read_csv(store_dir / "tokens.csv")["sum"].is_monotonic_decreasing
+    assert main(["report", "--results", str(store_dir), "--quiet"]) == 0
+    index = (store_dir / "reports" / "index.html").read_text()
+    assert index.count("<a href=") == 10
+    assert main(["compare", "--results", str(tmp_path / "nowhere")]) == 2
+    assert "is not a pyattn results store" in capsys.readouterr().err
