@@ -85,3 +85,19 @@ def test_head_importance_shape_checked(model):
     ids = torch.randint(3, 64, (1, 10))
     with pytest.raises(ValueError, match=r"head_importance must have shape \(L, H\) = \(3, 4\)"):
         attention_from_inputs(model, ids, head_importance=torch.ones(12, 12))
+
+
+def test_a_model_without_attentions_is_named():
+    from transformers.modeling_outputs import SequenceClassifierOutput
+
+    class NoAttentions(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.config = type("Config", (), {"num_attention_heads": 2, "num_hidden_layers": 1})()
+            self.linear = torch.nn.Linear(1, 2)
+
+        def forward(self, input_ids, output_attentions=False, **kwargs):
+            return SequenceClassifierOutput(logits=self.linear(input_ids[..., :1].float()), attentions=None)
+
+    with pytest.raises(ValueError, match="NoAttentions returned no attentions with output_attentions=True"):
+        attention_from_inputs(NoAttentions(), torch.ones(1, 5, dtype=torch.long))
