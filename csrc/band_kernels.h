@@ -99,6 +99,18 @@ PYATTN_HD void atomic_add(acc_t* address, acc_t value) {
 #endif
 }
 
+// Adds a head's partial column sum to the output: out[b, h, j], or
+// out[b, j] weighted by head_weights[h] when heads are fused.
+template <typename scalar_t, typename acc_t>
+PYATTN_HD void add_to_output(const BandParams<scalar_t, acc_t>& p, acc_t* out,
+                             int64_t b, int64_t h, int64_t j, acc_t value) {
+  if (p.head_weights) {
+    atomic_add(out + b * p.N + j, p.head_weights[h] * value);
+  } else {
+    atomic_add(out + (b * p.H + h) * p.N + j, value);
+  }
+}
+
 // Number of columns one block of the attention-received kernel owns.
 constexpr int kReceivedBlock = 256;
 
@@ -133,10 +145,7 @@ PYATTN_HD void received_band_thread(const BandParams<scalar_t, acc_t>& p,
     acc += row_weight(p, b, g) *
            load<scalar_t, acc_t>(global_ptr(p, b, h, j) + m * p.gs_m);
   }
-  const int64_t H_out = p.head_weights ? 1 : p.H;
-  const int64_t ho = p.head_weights ? 0 : h;
-  const acc_t scale = p.head_weights ? p.head_weights[h] : acc_t(1);
-  atomic_add(out + (b * H_out + ho) * p.N + j, scale * acc);
+  add_to_output(p, out, b, h, j, acc);
 }
 
 // Rows one thread of the global-column kernel sums.
@@ -183,10 +192,7 @@ PYATTN_HD void received_global_column_thread(
     acc += row_weight(p, b, i) *
            load<scalar_t, acc_t>(local_ptr(p, b, h, i) + m * p.ls_k);
   }
-  const int64_t H_out = p.head_weights ? 1 : p.H;
-  const int64_t ho = p.head_weights ? 0 : h;
-  const acc_t scale = p.head_weights ? p.head_weights[h] : acc_t(1);
-  atomic_add(out + (b * H_out + ho) * p.N + g, scale * acc);
+  add_to_output(p, out, b, h, g, acc);
 }
 
 // Dense conversion, one output element per flat index e over (b, h, i, j).

@@ -49,7 +49,8 @@ __all__ = [
 ]
 
 
-def _vector(values, name: str) -> np.ndarray:
+def as_vector(values, name: str) -> np.ndarray:
+    """A 1-D float64 numpy copy of a tensor, array or list; NaN/inf refused."""
     try:
         import torch
 
@@ -130,8 +131,8 @@ def similarity(
     """Every metric for one pair of vectors, as a dict (see :data:`METRICS`)."""
     from scipy import stats
 
-    a_raw = _vector(attribution, "attribution")
-    r = _vector(attention, "attention")
+    a_raw = as_vector(attribution, "attribution")
+    r = as_vector(attention, "attention")
     if a_raw.shape != r.shape:
         raise ValueError(f"attribution has {a_raw.shape[0]} tokens but attention has {r.shape[0]}; they must match")
     if len(a_raw) < 2:
@@ -240,7 +241,7 @@ def compare(
     """
     import pandas as pd
 
-    a = _vector(attribution, "attribution")
+    a = as_vector(attribution, "attribution")
     if tokens is not None and len(tokens) != len(a):
         raise ValueError(f"got {len(tokens)} tokens for {len(a)} attribution scores")
     available = token_masks(tokens, special_tokens) if tokens is not None else {"all": np.ones(len(a), bool)}
@@ -249,7 +250,7 @@ def compare(
         raise ValueError(f"unknown or unavailable masks {unknown}: choose from {sorted(available)} (masks other than 'all' need tokens)")
     rows = []
     for name, values in attentions.items():
-        r = _vector(values, f"attention {name!r}")
+        r = as_vector(values, f"attention {name!r}")
         if r.shape != a.shape:
             raise ValueError(f"attention {name!r} has {r.shape[0]} tokens but attribution has {a.shape[0]}")
         for mask_name in masks:

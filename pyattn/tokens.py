@@ -15,20 +15,13 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from pyattn.similarity import display_token, minmax, top_positions
+from pyattn.similarity import as_vector, display_token, minmax, top_positions
 
 __all__ = ["top_tokens", "bottom_tokens", "overlap_table", "token_type_totals", "dataset_token_table", "export_table"]
 
 
 def _scores(values, tokens: Sequence[str]) -> np.ndarray:
-    try:
-        import torch
-
-        if isinstance(values, torch.Tensor):
-            values = values.detach().cpu().double().numpy()
-    except ImportError:  # pragma: no cover
-        pass
-    array = np.asarray(values, dtype=np.float64)
+    array = as_vector(values, "scores")
     if array.shape != (len(tokens),):
         raise ValueError(f"got {len(tokens)} tokens but scores of shape {array.shape}; expected ({len(tokens)},)")
     return array
