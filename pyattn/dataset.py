@@ -88,7 +88,13 @@ class RunSummary:
     not_converged: int = 0
 
 
-def _record(document: Document, attribution, per_head) -> dict:
+def _record(document: Document, attribution, per_head, special_tokens) -> dict:
+    import json
+
+    from pyattn.similarity import compare
+
+    choices = {"final": per_head[-1].sum(0), "all": per_head.sum((0, 1))}
+    metrics = compare(attribution.scores, choices, attribution.tokens, special_tokens=special_tokens, masks=["no_special"])
     return {
         "doc_id": document.doc_id,
         "index": document.index,
@@ -109,6 +115,9 @@ def _record(document: Document, attribution, per_head) -> dict:
         # attention received per layer and head, (L, H, N): heads can be
         # summed or weighted by any head importance later
         "attention_per_head": per_head.astype("float32").tolist(),
+        # similarity to attention received (final layer, all layers; special
+        # tokens dropped), as JSON rows; `pyattn compare` computes every choice
+        "metrics": json.dumps(metrics.to_dict(orient="records")),
     }
 
 
@@ -146,7 +155,7 @@ def run_attribution(
             received = attention(model, tokenizer, document.text, max_length=attribute_kwargs.get("max_length"), per_head=True, stream=streamed).received
         except ValueError as error:
             raise DataError(f"the model gave no usable attentions for document {document.doc_id}: {error}") from error
-        pending.append(_record(document, result, received.per_layer[:, 0].cpu().numpy()))
+        pending.append(_record(document, result, received.per_layer[:, 0].cpu().numpy(), tokenizer.all_special_tokens))
         summary.processed += 1
         summary.not_converged += not result.converged
         if len(pending) >= shard_size:

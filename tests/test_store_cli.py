@@ -57,6 +57,8 @@ def test_store_contents(uninterrupted):
     manifest = uninterrupted.manifest()
     assert manifest["model"] == "demo" and manifest["settings"]["n_steps"] == "auto" and manifest["pyattn_version"] == pyattn.__version__
     row = records.iloc[0]
+    metrics = {m["attention"]: m for m in json.loads(row["metrics"])}
+    assert set(metrics) == {"final", "all"} and -1 <= metrics["all"]["spearman_rho"] <= 1
     per_head = np.stack([np.stack(layer) for layer in row["attention_per_head"]])
     assert per_head.shape == (3, 4, len(row["tokens"])) and len(row["scores"]) == len(row["tokens"]) and row["converged"]
     # each record's scores are what attribute() gives for that text
@@ -152,3 +154,20 @@ def test_compare_importance_and_report_commands(uninterrupted, data_csv, tmp_pat
     assert index.count("<a href=") == 10
     assert main(["compare", "--results", str(tmp_path / "nowhere")]) == 2
     assert "is not a pyattn results store" in capsys.readouterr().err
+
+
+def test_jsonl_and_parquet_inputs(tmp_path):
+    from pyattn.dataset import DataError, load_documents
+
+    frame = pd.DataFrame({"body": ["a text", "another"], "y": [1, 0], "key": ["k1", "k2"]})
+    frame.to_json(tmp_path / "d.jsonl", orient="records", lines=True)
+    frame.to_parquet(tmp_path / "d.parquet")
+    for name in ("d.jsonl", "d.parquet"):
+        documents = load_documents(str(tmp_path / name), "body", "y", "key")
+        assert [(d.doc_id, d.text, d.label) for d in documents] == [("k1", "a text", 1), ("k2", "another", 0)]
+    (tmp_path / "d.txt").write_text("x")
+    with pytest.raises(DataError, match="use a .csv, .jsonl or .parquet file"):
+        load_documents(str(tmp_path / "d.txt"))
+    pd.DataFrame({"key": ["a", "a"], "text": ["x", "y"]}).to_csv(tmp_path / "dup.csv", index=False)
+    with pytest.raises(DataError, match="not unique"):
+        load_documents(str(tmp_path / "dup.csv"), label_column=None, id_column="key")
