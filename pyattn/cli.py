@@ -126,23 +126,12 @@ def demo(args: argparse.Namespace) -> int:
 
 
 def _load_model(name: str, tokenizer_name: str | None, trust_remote_code: bool, device: str | None):
-    """`demo` is the shipped demo model; anything else goes to transformers
-    (a local path or a hub name), with remote code off unless asked for."""
-    import pyattn
+    from pyattn.dataset import DataError, load_model
 
-    if name == "demo":
-        model, tokenizer = pyattn.load_demo()
-    else:
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        try:
-            model = AutoModelForSequenceClassification.from_pretrained(name, trust_remote_code=trust_remote_code).eval()
-            tokenizer = AutoTokenizer.from_pretrained(tokenizer_name or name, trust_remote_code=trust_remote_code)
-        except (OSError, ValueError) as error:
-            raise SystemExit(f"pyattn: cannot load model {name!r}: {error}")
-    if device:
-        model = model.to(device)
-    return model, tokenizer
+    try:
+        return load_model(name, tokenizer_name, trust_remote_code, device)
+    except DataError as error:
+        raise SystemExit(f"pyattn: {error}")
 
 
 def attribute_command(args: argparse.Namespace) -> int:
@@ -176,11 +165,24 @@ def attribute_command(args: argparse.Namespace) -> int:
     except (DataError, StoreError) as error:
         print(f"pyattn: {error}", file=sys.stderr)
         return 2
-    model, tokenizer = _load_model(args.model, args.tokenizer, args.trust_remote_code, args.device)
     kwargs = {"n_steps": steps, "target": args.target, "max_length": args.max_length, "tol": args.tol,
               "internal_batch_size": args.batch_size, "device": args.device}
     try:
-        summary = run_attribution(model, tokenizer, documents, store, kwargs, shard_size=args.shard_size, progress=not args.quiet)
+        if args.engine == "ray":
+            from pyattn.ray_engine import RayUnavailable, run_attribution_ray
+
+            try:
+                summary = run_attribution_ray(
+                    args.model, documents, store, kwargs, tokenizer=args.tokenizer, trust_remote_code=args.trust_remote_code,
+                    device=args.device, address=args.address, num_workers=args.num_workers,
+                    gpus_per_worker=args.gpus_per_worker, shard_size=args.shard_size, progress=not args.quiet,
+                )
+            except RayUnavailable as error:
+                print(f"pyattn: {error}", file=sys.stderr)
+                return 2
+        else:
+            model, tokenizer = _load_model(args.model, args.tokenizer, args.trust_remote_code, args.device)
+            summary = run_attribution(model, tokenizer, documents, store, kwargs, shard_size=args.shard_size, progress=not args.quiet)
     except (DataError, StoreError) as error:
         print(f"pyattn: {error}", file=sys.stderr)
         return 1
@@ -304,6 +306,10 @@ def main(argv: list[str] | None = None) -> int:
     attribute_parser.add_argument("--resume", action="store_true", help="continue a run in an existing results store")
     attribute_parser.add_argument("--force", action="store_true", help="resume despite different settings, or use a non-empty --out")
     attribute_parser.add_argument("--trust-remote-code", action="store_true", help="let transformers run the model's own code (off by default)")
+    attribute_parser.add_argument("--engine", choices=["local", "ray"], default="local", help="local (one process, default) or ray")
+    attribute_parser.add_argument("--address", default=None, help="with --engine ray: a cluster to join (default: start a local one)")
+    attribute_parser.add_argument("--num-workers", type=int, default=2, help="with --engine ray: workers, each loading the model once (default 2)")
+    attribute_parser.add_argument("--gpus-per-worker", type=float, default=0, help="with --engine ray: GPUs per worker (default 0)")
     attribute_parser.add_argument("--quiet", action="store_true")
     attribute_parser.add_argument("--verbose", action="store_true")
     attribute_parser.set_defaults(run=attribute_command)

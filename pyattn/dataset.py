@@ -13,7 +13,18 @@ from typing import Any, Iterable, Sequence
 
 from pyattn.store import ResultsStore
 
-__all__ = ["Document", "load_documents", "run_attribution", "RunSummary", "DataError", "compare_results", "report_results"]
+__all__ = [
+    "Document",
+    "DataError",
+    "RunSummary",
+    "compare_results",
+    "load_documents",
+    "load_model",
+    "process_document",
+    "report_results",
+    "run_attribution",
+    "skip_reason",
+]
 
 
 class DataError(ValueError):
@@ -121,6 +132,66 @@ def _record(document: Document, attribution, per_head, special_tokens) -> dict:
     }
 
 
+def skip_reason(document: Document) -> str | None:
+    """Why a document cannot be attributed (None if it can)."""
+    if not isinstance(document.text, str):
+        return f"not a string ({type(document.text).__name__})"
+    if not document.text.strip():
+        return "empty text"
+    return None
+
+
+def process_document(model, tokenizer, document: Document, attribute_kwargs: dict) -> dict:
+    """Attribution and attention received of one document, as a store record."""
+    import pyattn
+    from pyattn.attention import attention
+
+    result = pyattn.attribute(model, tokenizer, document.text, **attribute_kwargs)
+    streamed = getattr(model.config, "attention_window", None) is not None
+    try:
+        received = attention(model, tokenizer, document.text, max_length=attribute_kwargs.get("max_length"), per_head=True, stream=streamed).received
+    except ValueError as error:
+        raise DataError(f"the model gave no usable attentions for document {document.doc_id}: {error}") from error
+    return _record(document, result, received.per_layer[:, 0].cpu().numpy(), tokenizer.all_special_tokens)
+
+
+def load_model(name: str, tokenizer_name: str | None = None, trust_remote_code: bool = False, device: str | None = None):
+    """``demo`` is the shipped demo model; anything else goes to transformers
+    (a local path or a hub name), with remote code off unless asked for."""
+    import pyattn
+
+    if name == "demo":
+        model, tokenizer = pyattn.load_demo()
+    else:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(name, trust_remote_code=trust_remote_code).eval()
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer_name or name, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError) as error:
+            raise DataError(f"cannot load model {name!r}: {error}") from error
+    if device:
+        model = model.to(device)
+    return model, tokenizer
+
+
+class _ShardWriter:
+    """Collects records and writes a shard every ``size`` of them."""
+
+    def __init__(self, store: ResultsStore, size: int):
+        self.store, self.size, self.pending = store, size, []
+
+    def add(self, record: dict) -> None:
+        self.pending.append(record)
+        if len(self.pending) >= self.size:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.store.write_shard(self.pending)
+            self.pending = []
+
+
 def run_attribution(
     model,
     tokenizer,
@@ -134,35 +205,22 @@ def run_attribution(
     ``shard_size`` documents as they finish. Returns a summary."""
     from tqdm.auto import tqdm
 
-    import pyattn
-    from pyattn.attention import attention
-
     attribute_kwargs = dict(attribute_kwargs or {})
     done = store.done_ids()
     todo = [d for d in documents if d.doc_id not in done]
     summary = RunSummary(total=len(documents), already_done=len(documents) - len(todo))
-    streamed = getattr(model.config, "attention_window", None) is not None
-    pending: list[dict] = []
+    writer = _ShardWriter(store, shard_size)
     start = time.perf_counter()
-    bar = tqdm(todo, desc="attributing", unit="doc", disable=not progress)
-    for document in bar:
-        if not isinstance(document.text, str) or not document.text.strip():
-            reason = "empty text" if isinstance(document.text, str) else f"not a string ({type(document.text).__name__})"
+    for document in tqdm(todo, desc="attributing", unit="doc", disable=not progress):
+        reason = skip_reason(document)
+        if reason:
             summary.skipped.append({"doc_id": document.doc_id, "index": document.index, "reason": reason})
             continue
-        result = pyattn.attribute(model, tokenizer, document.text, **attribute_kwargs)
-        try:
-            received = attention(model, tokenizer, document.text, max_length=attribute_kwargs.get("max_length"), per_head=True, stream=streamed).received
-        except ValueError as error:
-            raise DataError(f"the model gave no usable attentions for document {document.doc_id}: {error}") from error
-        pending.append(_record(document, result, received.per_layer[:, 0].cpu().numpy(), tokenizer.all_special_tokens))
+        record = process_document(model, tokenizer, document, attribute_kwargs)
+        writer.add(record)
         summary.processed += 1
-        summary.not_converged += not result.converged
-        if len(pending) >= shard_size:
-            store.write_shard(pending)
-            pending = []
-    if pending:
-        store.write_shard(pending)
+        summary.not_converged += not record["converged"]
+    writer.flush()
     if summary.skipped:
         store.add_skipped(summary.skipped)
     summary.seconds = time.perf_counter() - start
