@@ -21,19 +21,22 @@ def main(path: str) -> None:
     groups: dict[str, dict[str, float]] = defaultdict(dict)
     notes: dict[tuple[str, str], str] = {}
     for bench in data["benchmarks"]:
-        route = re.sub(r"^test_(received|dense|scaling|attribution)_|\[.*\]$", "", bench["name"])
+        route = re.sub(r"^test_(received|dense|scaling|attribution|throughput)_|\[.*\]$", "", bench["name"])
+        param = re.search(r"\[(.*)\]$", bench["name"])
+        if param and not bench["group"].endswith("-" + param.group(1)):
+            route = f"{route} ({param.group(1)})"
         groups[bench["group"]][route] = bench["stats"]["median"]
         extra = bench.get("extra_info") or {}
         notes[bench["group"], route] = ", ".join(
-            f"{k.replace('_', ' ')} {v:.2%}" if k == "relative_error" else f"{k.replace('_', ' ')} {v}" for k, v in extra.items()
+            f"{k.replace('_', ' ')} {v:.2%}" if k == "relative_error" else f"{k.replace('_', ' ')} {v:.3g}" if isinstance(v, float) else f"{k.replace('_', ' ')} {v}" for k, v in extra.items()
         )
     machine = data.get("machine_info", {})
     print(f"Machine: {machine.get('cpu', {}).get('brand_raw', '?')}, {machine.get('cpu', {}).get('count', '?')} cores; "
           f"{data.get('datetime', '')}\n")
 
     def key(group: str):
-        kind, n = group.rsplit("-", 1)
-        return kind, int(n)
+        kind, _, n = group.rpartition("-")
+        return (kind, int(n)) if n.isdigit() else (group, 0)
 
     for group in sorted(groups, key=key):
         routes = groups[group]
