@@ -188,10 +188,13 @@ BandParams<scalar_t, acc_t> band_params(const Prepared& p) {
   return r;
 }
 
-// Shape of attention_received's output: (B, H, N), or (B, N) with head weights.
-inline std::vector<int64_t> received_shape(const Prepared& p) {
-  if (p.head_weights.defined()) return {p.B, p.N};
-  return {p.B, p.H, p.N};
+// attention_received's zeroed accumulator: (B, H, N), or (B, N) with head
+// weights, in the accumulation type (float for half/bfloat16/float).
+inline at::Tensor received_accumulator(const Prepared& p) {
+  const auto acc_type = at::toOpMathType(p.local.scalar_type());
+  const auto options = p.local.options().dtype(acc_type);
+  if (p.head_weights.defined()) return at::zeros({p.B, p.N}, options);
+  return at::zeros({p.B, p.H, p.N}, options);
 }
 
 }  // namespace pyattn

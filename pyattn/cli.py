@@ -60,13 +60,15 @@ def demo(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         scores = pyattn.attribute(model, tokenizer, document.text, device="cpu")
         attribution_s = time.perf_counter() - start
-        start = time.perf_counter()
-        plain = pyattn.attention(model, tokenizer, document.text, per_head=True, stream=True).received
-        attention_s = time.perf_counter() - start
-        scaled = pyattn.attention(model, tokenizer, document.text, head_importance=importance, stream=True).received
+        # One forward pass with attentions serves everything below.
         collected = pyattn.attention(model, tokenizer, document.text)
-        rollout = attention_rollout(collected.attentions, collected.global_attentions, collected.global_attention_mask)[0]
+        start = time.perf_counter()
+        plain = pyattn.layer_attention_received(collected.attentions, collected.global_attentions,
+                                                collected.global_attention_mask, per_head=True)
+        attention_s = time.perf_counter() - start
         summed = pyattn.AttentionReceived(plain.per_layer.sum(2), head_weighted=False, per_head=False)
+        scaled = pyattn.AttentionReceived((plain.per_layer * importance[:, None, :, None]).sum(2), head_weighted=True, per_head=False)
+        rollout = attention_rollout(collected.attentions, collected.global_attentions, collected.global_attention_mask)[0]
         choices = attention_choices(summed, scaled)
         choices["rollout"] = rollout.numpy()
         metrics = compare(scores.scores, choices, scores.tokens, special_tokens=special, masks=["no_special"])
@@ -99,7 +101,7 @@ def demo(args: argparse.Namespace) -> int:
               f"'{LABELS[scores.predicted_label]}' (p = {scores.probabilities.max():.3f})")
         print(f"  attribution: {scores.n_steps} steps, {scores.model_evaluations} model evaluations, "
               f"completeness error {scores.relative_error:.2%}{'' if scores.converged else ' (step cap reached)'}, {attribution_s:.1f} s; "
-              f"attention received, all layers: {attention_s * 1e3:.0f} ms")
+              f"attention received (kernels, all layers and heads): {attention_s * 1e3:.2f} ms")
         print(f"  top-{k} by attribution:        {', '.join(t for _, t in _top(scores.scores, scores.tokens, k))}")
         print(f"  top-{k} by attention (final):  {', '.join(t for _, t in _top(choices['final'], scores.tokens, k))}")
         print(f"  top-{k} by attention (all):    {', '.join(t for _, t in _top(choices['all'], scores.tokens, k))}")

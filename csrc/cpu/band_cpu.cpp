@@ -154,9 +154,7 @@ at::Tensor attention_received_cpu(const at::Tensor& local_attn,
                                   const std::optional<at::Tensor>& row_weights) {
   const Prepared prep = prepare(local_attn, global_attn, global_attention_mask,
                                 head_weights, row_weights);
-  const auto acc_type = at::toOpMathType(local_attn.scalar_type());
-  at::Tensor acc = at::zeros(received_shape(prep),
-                             local_attn.options().dtype(acc_type));
+  at::Tensor acc = received_accumulator(prep);
   if (acc.numel() == 0) return acc.to(local_attn.scalar_type());
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, local_attn.scalar_type(), "attention_received_cpu", [&] {

@@ -45,8 +45,7 @@ at::Tensor attention_received_cuda(const at::Tensor& local_attn,
   const c10::cuda::CUDAGuard guard(local_attn.device());
   const Prepared prep = prepare(local_attn, global_attn, global_attention_mask,
                                 head_weights, row_weights);
-  const auto acc_type = at::toOpMathType(local_attn.scalar_type());
-  at::Tensor acc = at::zeros(received_shape(prep), local_attn.options().dtype(acc_type));
+  at::Tensor acc = received_accumulator(prep);
   if (acc.numel() == 0) return acc.to(local_attn.scalar_type());
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(
