@@ -73,6 +73,11 @@ def run(benchmark, fn, rounds=20):
     return benchmark.pedantic(timed, rounds=rounds, iterations=1)
 
 
+def per_layer(op, attentions, global_attentions, mask, importance):
+    """A one-layer pure-PyTorch route applied to every layer, stacked (L, B, N)."""
+    return torch.stack([op(a, g, mask, importance[layer]) for layer, (a, g) in enumerate(zip(attentions, global_attentions))])
+
+
 # --------------------------------------------------------------- received-N
 @pytest.mark.parametrize("n", SIZES)
 def test_received_floor_sum(benchmark, n):
@@ -95,12 +100,7 @@ def test_received_vectorised_pytorch(benchmark, n):
     benchmark.group = f"received-{n}"
 
     def vectorised():
-        return torch.stack(
-            [
-                reference.attention_received_banded(a, g, mask, importance[layer])
-                for layer, (a, g) in enumerate(zip(attentions, global_attentions))
-            ]
-        )
+        return per_layer(reference.attention_received_banded, attentions, global_attentions, mask, importance)
 
     out = run(benchmark, vectorised, rounds=3)
     expected = pyattn.layer_attention_received(attentions, global_attentions, mask, importance).per_layer
@@ -114,12 +114,7 @@ def test_received_reference(benchmark, n):
     benchmark.group = f"received-{n}"
 
     def readable():
-        return torch.stack(
-            [
-                reference.attention_received(a, g, mask, importance[layer])
-                for layer, (a, g) in enumerate(zip(attentions, global_attentions))
-            ]
-        )
+        return per_layer(reference.attention_received, attentions, global_attentions, mask, importance)
 
     run(benchmark, readable, rounds=1)
 

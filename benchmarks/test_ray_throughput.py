@@ -47,7 +47,7 @@ def test_throughput_single_process(benchmark, documents, tmp_path_factory):
 
     summary = benchmark.pedantic(run, rounds=1, iterations=1)
     store = _store(tmp_path_factory)
-    records = run_attribution(model, tokenizer, documents[:4], store, KWARGS, shard_size=4, progress=False)
+    run_attribution(model, tokenizer, documents[:4], store, KWARGS, shard_size=4, progress=False)
     start = time.perf_counter()
     store.write_shard(store.records().to_dict("records"))
     write_s = time.perf_counter() - start

@@ -9,7 +9,7 @@ import hashlib
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from pyattn.store import ResultsStore
 
@@ -227,7 +227,8 @@ def run_attribution(
     return summary
 
 
-def _per_head(record) -> "np.ndarray":
+def _per_head(record):
+    """A stored record's attention received, (L, H, N) float64."""
     import numpy as np
 
     return np.stack([np.stack(layer) for layer in record["attention_per_head"]]).astype(np.float64)  # (L, H, N)

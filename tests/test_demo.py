@@ -7,7 +7,6 @@ import os
 
 import numpy as np
 import pytest
-import torch
 
 import pyattn
 from pyattn.demo import LABEL_WORDS, MODEL_DIR, demo_documents, load_demo
@@ -15,7 +14,7 @@ from pyattn.demo.train import accuracy
 
 
 @pytest.fixture(scope="module")
-def demo(monkeypatch_module=None):
+def demo():
     os.environ["HF_HUB_OFFLINE"] = "1"  # prove no network is needed
     return load_demo()
 

@@ -87,7 +87,7 @@ def test_layer_to_dense_heads_and_limit(longformer_run):
     assert one.shape == (2, 1, 37, 37)
 
     size = 2 * 4 * 37 * 37 * 4
-    with pytest.raises(pyattn.DenseTooLarge, match=rf"layer 2 would be .* MiB \(B=2 x heads=4 x 37 x 37 x 4 bytes\), over the limit"):
+    with pytest.raises(pyattn.DenseTooLarge, match=r"layer 2 would be .* MiB \(B=2 x heads=4 x 37 x 37 x 4 bytes\), over the limit"):
         pyattn.layer_to_dense(out, global_attention_mask=mask, layer=2, max_bytes=size - 1)
     assert pyattn.layer_to_dense(out, global_attention_mask=mask, layer=2, max_bytes=size).shape == (2, 4, 37, 37)
     assert pyattn.layer_to_dense(out, global_attention_mask=mask, layer=2, max_bytes=None).shape == (2, 4, 37, 37)
