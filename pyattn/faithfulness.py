@@ -18,13 +18,13 @@ removed or ranked. All variants of a document run in batches.
 
 from __future__ import annotations
 
-import math
 from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 
 from pyattn.inputs import EncodedDocument, encode, position_ids_for
+from pyattn.similarity import top_k_count
 
 __all__ = ["faithfulness", "DEFAULT_PERCENTS"]
 
@@ -126,7 +126,7 @@ def faithfulness(
     for name, name_orders in orders.items():
         for draw, order in enumerate(name_orders):
             for percent in percents:
-                k = max(1, math.ceil(percent / 100.0 * inner))
+                k = top_k_count(percent, inner)
                 top = np.zeros(inner, bool)
                 top[order[:k]] = True
                 variants.append(_variant(document, ~top, mode, mask_id))  # without the top k

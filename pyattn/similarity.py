@@ -2,10 +2,16 @@
 tokens receive.
 
 All metrics compare two vectors over the same token positions: ``attribution``
-(per-token scores) and ``attention`` (attention received). Except for the raw
-cosine, attributions enter as magnitudes ``|attribution|``: a strongly
-negative token mattered too (it pushed toward another class), as the original
-notebooks argued.
+(per-token scores) and ``attention`` (attention received, never negative).
+
+Signed or magnitude, always said: by default (``attribution_as="magnitude"``)
+attributions enter every metric except ``cosine_raw`` as magnitudes
+``|attribution|`` -- a strongly negative token mattered too (it pushed toward
+another class), as the original notebooks argued, and attention has no sign to
+tell support from opposition. ``attribution_as="signed"`` compares the signed
+scores instead (a token that opposes the prediction then ranks last).
+``cosine_raw`` always uses the signed scores. Every table :func:`compare`
+returns carries an ``attribution_as`` column.
 
 Conventions, stated once:
 
@@ -30,6 +36,7 @@ Fixed from the original notebooks (``../shared/reference/``):
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from functools import lru_cache
 from typing import Mapping, Sequence
 
@@ -46,6 +53,9 @@ __all__ = [
     "minmax",
     "cosine",
     "top_positions",
+    "top_k_count",
+    "MASKS",
+    "MissingSpecialTokens",
 ]
 
 
@@ -80,10 +90,29 @@ def minmax(x: np.ndarray) -> np.ndarray:
     return (x - low) / (high - low) if high > low else np.zeros_like(x)
 
 
+def top_k_count(percent: float, n: int) -> int:
+    """How many of ``n`` positions make the top ``percent`` %: exactly
+    ``ceil(percent * n / 100)`` in exact arithmetic, and at least 1 when
+    ``n > 0``. (A float product is one too large for 7, 14, 28, ... % at some
+    ``n``: ``0.07 * 100`` is ``7.000000000000001``.) ``percent`` is read as the
+    decimal its ``repr`` shows (``12.5`` is exactly 12.5).
+
+    >>> top_k_count(7, 100), top_k_count(5, 21), top_k_count(0.1, 5)
+    (7, 2, 1)
+    """
+    if isinstance(percent, bool) or not isinstance(percent, (int, float, np.integer, np.floating)):
+        raise TypeError(f"percent must be a number in (0, 100], got {percent!r}")
+    if not (math.isfinite(percent) and 0 < percent <= 100):
+        raise ValueError(f"percent must be in (0, 100], got {percent!r}")
+    exact = Fraction(repr(float(percent))) if isinstance(percent, (float, np.floating)) else Fraction(int(percent))
+    count = math.ceil(exact * n / 100)
+    return max(1, count) if n > 0 else 0
+
+
 def top_positions(x: np.ndarray, percent: float) -> np.ndarray:
-    """Indices of the ``ceil(percent/100 * n)`` largest values (ties broken by
-    position, earlier first)."""
-    k = max(1, math.ceil(percent / 100.0 * len(x)))
+    """Indices of the :func:`top_k_count` ``(percent, n)`` largest values
+    (ties broken by position, earlier first), in position order."""
+    k = top_k_count(percent, len(x))
     order = np.lexsort((np.arange(len(x)), -x))
     return np.sort(order[:k])
 
@@ -122,29 +151,54 @@ def rank_biased_overlap(x: np.ndarray, y: np.ndarray, p: float = 0.9) -> float:
     return float((overlap / n) * p**n + (1 - p) / p * total)
 
 
+ATTRIBUTION_AS = ("magnitude", "signed")
+
+
+def _check_attribution_as(attribution_as: str) -> None:
+    if attribution_as not in ATTRIBUTION_AS:
+        raise ValueError(f'attribution_as must be "magnitude" (|attribution|) or "signed", got {attribution_as!r}')
+
+
 def similarity(
     attribution,
     attention,
     top_percent: float = 5.0,
     rbo_p: float = 0.9,
+    attribution_as: str = "magnitude",
 ) -> dict[str, float]:
-    """Every metric for one pair of vectors, as a dict (see :data:`METRICS`)."""
+    """Every metric for one pair of vectors, as a dict (see :data:`METRICS`).
+
+    Parameters
+    ----------
+    attribution, attention:
+        ``(N,)`` each, over the same positions.
+    attribution_as:
+        ``"magnitude"`` compares ``|attribution|`` (default), ``"signed"`` the
+        signed scores; ``cosine_raw`` always uses the signed scores.
+
+    >>> round(similarity([3.0, -2.0, 0.5], [0.7, 0.2, 0.1])["spearman_rho"], 3)
+    1.0
+    >>> round(similarity([3.0, -2.0, 0.5], [0.7, 0.2, 0.1], attribution_as="signed")["spearman_rho"], 3)
+    0.5
+    """
     from scipy import stats
 
+    _check_attribution_as(attribution_as)
     a_raw = as_vector(attribution, "attribution")
     r = as_vector(attention, "attention")
     if a_raw.shape != r.shape:
         raise ValueError(f"attribution has {a_raw.shape[0]} tokens but attention has {r.shape[0]}; they must match")
     if len(a_raw) < 2:
         raise ValueError(f"need at least 2 tokens to compare, got {len(a_raw)}")
-    a = minmax(np.abs(a_raw))
+    a_used = np.abs(a_raw) if attribution_as == "magnitude" else a_raw
+    a = minmax(a_used)
     b = minmax(r)
 
     def above(x: np.ndarray, threshold: float) -> np.ndarray:
         return np.where(x >= threshold, x, 0.0)
 
-    ranks_a, ranks_b = stats.rankdata(np.abs(a_raw)), stats.rankdata(r)
-    top_a, top_b = set(top_positions(np.abs(a_raw), top_percent)), set(top_positions(r, top_percent))
+    ranks_a, ranks_b = stats.rankdata(a_used), stats.rankdata(r)
+    top_a, top_b = set(top_positions(a_used, top_percent)), set(top_positions(r, top_percent))
 
     def quietly(fn, *args):
         with np.errstate(all="ignore"):
@@ -163,10 +217,10 @@ def similarity(
         "cosine_minmax_top": cosine(_keep_top(a, top_percent), _keep_top(b, top_percent)),
         "cosine_ranks": cosine(ranks_a, ranks_b),
         "cosine_ranks_top": cosine(_keep_top(ranks_a, top_percent), _keep_top(ranks_b, top_percent)),
-        "kendall_tau": quietly(stats.kendalltau, np.abs(a_raw), r),
-        "spearman_rho": quietly(stats.spearmanr, np.abs(a_raw), r),
-        "pearson_r": quietly(stats.pearsonr, np.abs(a_raw), r) if np.ptp(a_raw) > 0 and np.ptp(r) > 0 else float("nan"),
-        "rbo": rank_biased_overlap(np.abs(a_raw), r, rbo_p),
+        "kendall_tau": quietly(stats.kendalltau, a_used, r),
+        "spearman_rho": quietly(stats.spearmanr, a_used, r),
+        "pearson_r": quietly(stats.pearsonr, a_used, r) if np.ptp(a_used) > 0 and np.ptp(r) > 0 else float("nan"),
+        "rbo": rank_biased_overlap(a_used, r, rbo_p),
         "jaccard_top": len(top_a & top_b) / len(top_a | top_b),
     }
 
@@ -202,7 +256,12 @@ def display_token(token: str) -> str:
     return token.replace("Ġ", "").replace("▁", "").removeprefix("##")
 
 
-def token_masks(tokens: Sequence[str], special_tokens: Sequence[str] = ()) -> dict[str, np.ndarray]:
+class MissingSpecialTokens(ValueError):
+    """A mask that drops special tokens was asked for without the special
+    tokens: it would silently keep them."""
+
+
+def token_masks(tokens: Sequence[str], special_tokens: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     """Boolean masks over positions (True = kept):
 
     - ``all``: every position;
@@ -212,7 +271,17 @@ def token_masks(tokens: Sequence[str], special_tokens: Sequence[str] = ()) -> di
       numbers or specials);
     - ``no_stopwords``: alphabetic tokens that are not English stopwords (the
       list shipped in the ``stop-words`` package; nothing is downloaded).
+
+    Without ``special_tokens`` (None or empty) only ``all`` is returned: the
+    other masks would keep the special tokens while their names say they do
+    not. Asking :func:`compare` for one of them then raises
+    :class:`MissingSpecialTokens`.
+
+    >>> sorted(token_masks(["<s>", "Ġcat", ",", "</s>"], ["<s>", "</s>"])["no_special"].nonzero()[0])
+    [1, 2]
     """
+    if not special_tokens:
+        return {"all": np.ones(len(tokens), bool)}
     special = set(special_tokens)
     shown = [display_token(t) for t in tokens]
     no_special = np.array([t not in special for t in tokens])
@@ -222,32 +291,65 @@ def token_masks(tokens: Sequence[str], special_tokens: Sequence[str] = ()) -> di
     return {"all": np.ones(len(tokens), bool), "no_special": no_special, "alphabetic": alphabetic, "no_stopwords": no_stopwords}
 
 
+MASKS = ("all", "no_special", "alphabetic", "no_stopwords")
+
+
 def compare(
     attribution,
     attentions: Mapping[str, object],
     tokens: Sequence[str] | None = None,
-    special_tokens: Sequence[str] = (),
-    masks: Sequence[str] = ("all", "no_special", "alphabetic", "no_stopwords"),
+    special_tokens: Sequence[str] | None = None,
+    masks: Sequence[str] = MASKS,
     top_percent: float = 5.0,
     rbo_p: float = 0.9,
+    attribution_as: str = "magnitude",
 ):
     """A tidy table of every metric for one document.
 
-    ``attentions`` maps a name (e.g. ``"final"``, ``"all"``, ``"1-6"``,
-    ``"final, scaled"``) to an attention-received vector ``(N,)``. Returns a
-    pandas DataFrame with one row per (attention, mask): columns
-    ``attention``, ``mask``, ``tokens`` (how many positions the mask keeps)
-    and one column per metric. Masks other than ``all`` need ``tokens``.
+    Parameters
+    ----------
+    attribution:
+        ``(N,)`` per-token attributions.
+    attentions:
+        Name (e.g. ``"final"``, ``"all"``, ``"0-5"``, ``"final, scaled"``) ->
+        attention received ``(N,)``.
+    tokens, special_tokens:
+        Needed for every mask but ``all`` (see :func:`token_masks`); a mask
+        that drops special tokens without being told which they are raises
+        :class:`MissingSpecialTokens` rather than silently keeping them.
+    attribution_as:
+        ``"magnitude"`` or ``"signed"`` (see :func:`similarity`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (attention, mask): ``attention``, ``mask``, ``tokens``
+        (how many positions the mask keeps), ``attribution_as``, and one
+        column per metric in :data:`METRICS`.
+
+    >>> table = compare([0.5, -2.0, 1.0, 0.1], {"final": [0.1, 0.5, 0.3, 0.1]}, masks=["all"])
+    >>> table[["attention", "mask", "tokens", "attribution_as"]].values.tolist()
+    [['final', 'all', 4, 'magnitude']]
     """
     import pandas as pd
 
+    _check_attribution_as(attribution_as)
     a = as_vector(attribution, "attribution")
     if tokens is not None and len(tokens) != len(a):
         raise ValueError(f"got {len(tokens)} tokens for {len(a)} attribution scores")
-    available = token_masks(tokens, special_tokens) if tokens is not None else {"all": np.ones(len(a), bool)}
-    unknown = [m for m in masks if m not in available]
+    masks = [masks] if isinstance(masks, str) else list(masks)
+    unknown = [m for m in masks if m not in MASKS]
     if unknown:
-        raise ValueError(f"unknown or unavailable masks {unknown}: choose from {sorted(available)} (masks other than 'all' need tokens)")
+        raise ValueError(f"unknown masks {unknown}: choose from {list(MASKS)}")
+    if tokens is None and any(m != "all" for m in masks):
+        raise ValueError(f"masks {[m for m in masks if m != 'all']} need the document's tokens: pass tokens=")
+    available = token_masks(tokens, special_tokens) if tokens is not None else {"all": np.ones(len(a), bool)}
+    missing = [m for m in masks if m not in available]
+    if missing:
+        raise MissingSpecialTokens(
+            f"masks {missing} drop special tokens, but no special tokens were given: pass "
+            "special_tokens=tokenizer.all_special_tokens (or use masks=['all'])"
+        )
     rows = []
     for name, values in attentions.items():
         r = as_vector(values, f"attention {name!r}")
@@ -255,8 +357,12 @@ def compare(
             raise ValueError(f"attention {name!r} has {r.shape[0]} tokens but attribution has {a.shape[0]}")
         for mask_name in masks:
             keep = available[mask_name]
-            metrics = similarity(a[keep], r[keep], top_percent, rbo_p) if keep.sum() >= 2 else dict.fromkeys(METRICS, float("nan"))
-            rows.append({"attention": name, "mask": mask_name, "tokens": int(keep.sum()), **metrics})
+            metrics = (
+                similarity(a[keep], r[keep], top_percent, rbo_p, attribution_as)
+                if keep.sum() >= 2
+                else dict.fromkeys(METRICS, float("nan"))
+            )
+            rows.append({"attention": name, "mask": mask_name, "tokens": int(keep.sum()), "attribution_as": attribution_as, **metrics})
     return pd.DataFrame(rows)
 
 
@@ -294,6 +400,7 @@ def dataset_similarity(tables: Sequence[object], document_ids: Sequence[object] 
         raise ValueError(f"got {len(tables)} tables but {len(ids)} document ids")
     per_document = pd.concat([table.assign(document=doc) for doc, table in zip(ids, tables)], ignore_index=True)
     metrics = [m for m in METRICS if m in per_document.columns]
-    grouped = per_document.groupby(["attention", "mask"], sort=False)[metrics]
+    keys = [k for k in ("attention", "mask", "attribution_as") if k in per_document.columns]
+    grouped = per_document.groupby(keys, sort=False)[metrics]
     means = grouped.mean().add_suffix("_mean").join(grouped.std().add_suffix("_std")).join(grouped.count()[metrics[:1]].rename(columns={metrics[0]: "documents"}))
     return per_document, means.reset_index()

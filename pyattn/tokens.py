@@ -17,55 +17,130 @@ import numpy as np
 
 from pyattn.similarity import as_vector, display_token, minmax, top_positions
 
-__all__ = ["top_tokens", "bottom_tokens", "overlap_table", "token_type_totals", "dataset_token_table", "export_table"]
+__all__ = ["top_tokens", "supporting_tokens", "opposing_tokens", "overlap_table", "token_type_totals", "dataset_token_table", "export_table"]
 
 
-def _scores(values, tokens: Sequence[str]) -> np.ndarray:
-    array = as_vector(values, "scores")
+def _scores(values, tokens: Sequence[str], name: str = "scores") -> np.ndarray:
+    if isinstance(values, (list, tuple)) and values and isinstance(values[0], str):
+        raise TypeError(f"{name} must be numbers, got strings: token tables take the values first and tokens second, e.g. top_tokens(attribution, tokens)")
+    if isinstance(tokens, np.ndarray) and tokens.dtype.kind in "fiu":
+        raise TypeError("tokens must be strings, got numbers: token tables take the values first and tokens second, e.g. top_tokens(attribution, tokens)")
+    array = as_vector(values, name)
     if array.shape != (len(tokens),):
-        raise ValueError(f"got {len(tokens)} tokens but scores of shape {array.shape}; expected ({len(tokens)},)")
+        raise ValueError(f"got {len(tokens)} tokens but {name} of shape {array.shape}; expected ({len(tokens)},)")
     return array
 
 
-def _ranked(tokens, scores, k: int, largest: bool):
+def _table(tokens, values: np.ndarray, order: np.ndarray, by: str):
     import pandas as pd
 
-    values = _scores(scores, tokens)
-    order = np.lexsort((np.arange(len(values)), -values if largest else values))[:k]
     return pd.DataFrame(
         {
-            "rank": np.arange(1, len(order) + 1),
+            "rank": np.arange(1, len(order) + 1, dtype=np.int64),
             "token": [display_token(tokens[i]) for i in order],
             "raw_token": [tokens[i] for i in order],
-            "position": order,
+            "position": order.astype(np.int64),
             "score": values[order],
+            "by": by,
         }
     )
 
 
-def top_tokens(tokens: Sequence[str], scores, k: int = 10):
-    """The k highest-scoring tokens: rank, token (display form), raw_token,
-    position, score (pandas DataFrame)."""
-    return _ranked(tokens, scores, k, largest=True)
+def _check_k(k) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive number of tokens, got {k!r}")
+    return int(k)
 
 
-def bottom_tokens(tokens: Sequence[str], scores, k: int = 10):
-    """The k lowest-scoring (most negative) tokens, lowest first."""
-    return _ranked(tokens, scores, k, largest=False)
+RANKINGS = ("signed", "magnitude")
 
 
-def overlap_table(tokens: Sequence[str], attribution, attention, percent: float = 5.0):
-    """Tokens in the top ``percent`` % by attention only, by attribution
-    only, and by both. Returns ``(table, counts)``: ``table`` has one row per
-    such position with ``set`` (``"attention only"``, ``"attribution only"``,
-    ``"both"``), token, raw_token, position, the min-max normalised
-    |attribution| and attention, and both ranks (1 = largest); ``counts``
+def top_tokens(values, tokens: Sequence[str], k: int = 10, by: str = "signed"):
+    """The ``k`` highest-ranked tokens under a named convention.
+
+    Parameters
+    ----------
+    values:
+        ``(N,)`` per-token values (attribution or attention received).
+    tokens:
+        ``N`` token strings.
+    by:
+        ``"signed"``: largest value first (for attributions, the tokens that
+        most support the explained class); ``"magnitude"``: largest ``|value|``
+        first, support and opposition alike.
+
+    Returns
+    -------
+    pandas.DataFrame
+        rank (1 = first), token (display form), raw_token, position, score (the
+        value itself, signed), by (the convention). Ties go to the earlier
+        position.
+
+    >>> top_tokens([0.1, -0.9, 0.5], ["a", "b", "c"], k=2)["token"].tolist()
+    ['c', 'a']
+    >>> top_tokens([0.1, -0.9, 0.5], ["a", "b", "c"], k=2, by="magnitude")["token"].tolist()
+    ['b', 'c']
+    """
+    k = _check_k(k)
+    array = _scores(values, tokens, "values")
+    if by not in RANKINGS:
+        raise ValueError(f'by must be "signed" or "magnitude", got {by!r}')
+    key = array if by == "signed" else np.abs(array)
+    order = np.lexsort((np.arange(len(array)), -key))[:k]
+    return _table(tokens, array, order, by)
+
+
+def supporting_tokens(attribution, tokens: Sequence[str], k: int = 10):
+    """The up to ``k`` tokens with the largest *positive* attribution, largest
+    first: what pushes the model toward the explained class (the notebooks'
+    top-k). Fewer than ``k`` rows when fewer tokens have a positive score.
+    Columns as :func:`top_tokens`, ``by="supporting"``.
+
+    >>> supporting_tokens([0.1, -0.9, 0.5], ["a", "b", "c"], k=5)["token"].tolist()
+    ['c', 'a']
+    """
+    k = _check_k(k)
+    array = _scores(attribution, tokens, "attribution")
+    order = np.lexsort((np.arange(len(array)), -array))
+    order = order[array[order] > 0][:k]
+    return _table(tokens, array, order, "supporting")
+
+
+def opposing_tokens(attribution, tokens: Sequence[str], k: int = 10):
+    """The up to ``k`` tokens with the most *negative* attribution, most
+    negative first: what pushes the model away from the explained class (the
+    notebooks' bottom-k). Columns as :func:`top_tokens`, ``by="opposing"``.
+
+    >>> opposing_tokens([0.1, -0.9, 0.5], ["a", "b", "c"])["token"].tolist()
+    ['b']
+    """
+    k = _check_k(k)
+    array = _scores(attribution, tokens, "attribution")
+    order = np.lexsort((np.arange(len(array)), array))
+    order = order[array[order] < 0][:k]
+    return _table(tokens, array, order, "opposing")
+
+
+def overlap_table(attribution, attention, tokens: Sequence[str], percent: float = 5.0, attribution_as: str = "magnitude"):
+    """Tokens in the top ``percent`` % (:func:`pyattn.similarity.top_k_count`
+    of them) by attention only, by attribution only, and by both.
+
+    ``attribution_as``: ``"magnitude"`` ranks attributions by ``|attribution|``
+    (default, as the similarity metrics do), ``"signed"`` by the signed score.
+
+    Returns ``(table, counts)``: ``table`` has one row per such position with
+    ``set`` (``"attention only"``, ``"attribution only"``, ``"both"``), token,
+    raw_token, position, the min-max normalised attribution (as ranked) and
+    attention, both ranks (1 = largest) and ``attribution_as``; ``counts``
     counts each token type per set."""
     import pandas as pd
     from scipy import stats
 
-    a = np.abs(_scores(attribution, tokens))
-    r = _scores(attention, tokens)
+    if attribution_as not in ("magnitude", "signed"):
+        raise ValueError(f'attribution_as must be "magnitude" or "signed", got {attribution_as!r}')
+    a = _scores(attribution, tokens, "attribution")
+    a = np.abs(a) if attribution_as == "magnitude" else a
+    r = _scores(attention, tokens, "attention")
     top_a, top_r = set(top_positions(a, percent).tolist()), set(top_positions(r, percent).tolist())
     rank_a = len(a) + 1 - stats.rankdata(a, method="min")
     rank_r = len(r) + 1 - stats.rankdata(r, method="min")
@@ -83,14 +158,15 @@ def overlap_table(tokens: Sequence[str], attribution, attention, percent: float 
                     "attention_norm": norm_r[i],
                     "attribution_rank": int(rank_a[i]),
                     "attention_rank": int(rank_r[i]),
+                    "attribution_as": attribution_as,
                 }
             )
-    table = pd.DataFrame(rows, columns=["set", "token", "raw_token", "position", "attribution_norm", "attention_norm", "attribution_rank", "attention_rank"])
+    table = pd.DataFrame(rows, columns=["set", "token", "raw_token", "position", "attribution_norm", "attention_norm", "attribution_rank", "attention_rank", "attribution_as"])
     counts = table.groupby(["set", "token"]).size().rename("count").reset_index().sort_values(["set", "count", "token"], ascending=[True, False, True])
     return table, counts.reset_index(drop=True)
 
 
-def token_type_totals(tokens: Sequence[str], scores, merge_forms: bool = False):
+def token_type_totals(scores, tokens: Sequence[str], merge_forms: bool = False):
     """Per token type within one document: count and sum of scores, sorted by
     sum (largest first). ``type`` is the raw token, with its display form
     beside it; ``merge_forms=True`` groups by the display form instead."""

@@ -63,7 +63,8 @@ def test_demo_report_has_everything(demo_report):
     path, _, scores = demo_report
     html = open(path, encoding="utf-8").read()
     assert html.count("data:image/png;base64,") == 4
-    assert "spearman_rho" in html and "by attribution" in html and "by attention received (final)" in html
+    assert "spearman_rho" in html and "supporting the prediction" in html and "opposing the prediction" in html
+    assert "most attention received (final)" in html
     assert html.count("<mark") == 2 * len(scores.tokens)
 
 

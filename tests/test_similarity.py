@@ -53,6 +53,29 @@ def test_metrics_against_independent_computations(seed):
     assert got["rbo"] == pytest.approx(brute_force_rbo(np.abs(a), r, 0.9))
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_signed_attribution_against_scipy(seed):
+    rng = np.random.default_rng(seed)
+    a, r = rng.normal(size=120), rng.gamma(2.0, size=120)
+    signed = similarity(a, r, attribution_as="signed")
+    magnitude = similarity(a, r)
+    assert signed["spearman_rho"] == pytest.approx(stats.spearmanr(a, r).statistic)
+    assert signed["kendall_tau"] == pytest.approx(stats.kendalltau(a, r).statistic)
+    assert magnitude["spearman_rho"] == pytest.approx(stats.spearmanr(np.abs(a), r).statistic)
+    assert signed["cosine_raw"] == magnitude["cosine_raw"] == pytest.approx(cos(a, r))  # always signed
+    with pytest.raises(ValueError, match='attribution_as must be "magnitude"'):
+        similarity(a, r, attribution_as="abs")
+
+
+@pytest.mark.parametrize("n", [100, 200, 300, 1100])
+def test_top_sets_have_exactly_ceil_k_percent_members(n):
+    from pyattn.similarity import top_positions
+
+    x = np.random.default_rng(n).random(n)
+    for percent in (7, 14, 28, 29, 57, 58):
+        assert len(top_positions(x, percent)) == -(-percent * n // 100)  # exact integer ceiling
+
+
 def brute_force_rbo(x, y, p):
     """Webber et al. eq. 32 with the overlaps counted as set intersections."""
     order_x, order_y = list(np.argsort(-x, kind="stable")), list(np.argsort(-y, kind="stable"))
@@ -96,15 +119,23 @@ def test_compare_table():
     a = rng.normal(size=32)
     attentions = {"final": rng.random(32), "all": rng.random(32)}
     table = compare(a, attentions, tokens, special_tokens=["<s>", "</s>"])
-    assert list(table.columns[:3]) == ["attention", "mask", "tokens"] and list(table.columns[3:]) == list(METRICS)
+    assert list(table.columns[:4]) == ["attention", "mask", "tokens", "attribution_as"] and list(table.columns[4:]) == list(METRICS)
+    assert set(table["attribution_as"]) == {"magnitude"}
     assert len(table) == 8 and set(table["attention"]) == {"final", "all"}
     row = table[(table.attention == "all") & (table["mask"] == "no_special")].iloc[0]
     assert row["tokens"] == 30
     assert row["kendall_tau"] == pytest.approx(stats.kendalltau(np.abs(a[1:-1]), attentions["all"][1:-1]).statistic)
     with pytest.raises(ValueError, match="has 31 tokens but attribution has 32"):
-        compare(a, {"final": np.ones(31)}, tokens)
-    with pytest.raises(ValueError, match="masks other than 'all' need tokens"):
+        compare(a, {"final": np.ones(31)}, tokens, special_tokens=["<s>"])
+    with pytest.raises(ValueError, match="need the document's tokens"):
         compare(a, attentions, None, masks=["alphabetic"])
+    # Without special tokens, a mask named "no_special" would keep them: refused, not silent.
+    from pyattn.similarity import MissingSpecialTokens
+
+    for missing in (None, [], ()):
+        with pytest.raises(MissingSpecialTokens, match="no special tokens were given"):
+            compare(a, attentions, tokens, special_tokens=missing, masks=["no_special"])
+    assert set(compare(a, attentions, tokens, masks=["all"])["mask"]) == {"all"}
     with pytest.raises(ValueError, match="NaN"):
         similarity(np.array([1.0, np.nan]), np.array([1.0, 2.0]))
 

@@ -84,6 +84,8 @@ def document_report(
     per_head: np.ndarray | None = None,
     head_importance: np.ndarray | None = None,
     top_k: int = 15,
+    masks: Sequence[str] | None = None,
+    attribution_as: str = "magnitude",
 ) -> str:
     """Write one document's report to ``path`` (HTML) and return the path.
 
@@ -92,12 +94,16 @@ def document_report(
     (e.g. ``{"final": ..., "all": ...}``). ``per_layer``: attention received
     of each layer, to plot similarity per layer. ``per_head``: ``(H, N)`` of
     one layer. ``head_importance``: ``(L, H)``. ``facts``: lines shown at the
-    top (prediction, label, steps, ...).
+    top (prediction, label, steps, ...). ``masks``: token masks of the
+    similarity table (default: all four when ``special_tokens`` are given,
+    else ``["all"]``; the table's ``mask`` column says which).
+    ``attribution_as``: similarity on ``"magnitude"`` (default) or
+    ``"signed"`` attributions (the table says which).
     """
     import jinja2
 
-    from pyattn.similarity import compare, similarity
-    from pyattn.tokens import top_tokens
+    from pyattn.similarity import MASKS, compare, similarity
+    from pyattn.tokens import opposing_tokens, supporting_tokens, top_tokens
 
     def array(values) -> np.ndarray:
         try:
@@ -127,15 +133,21 @@ def document_report(
     attribution_marks = [(t, _attribution_color(v / scale), f"{v:.4g}") for t, v in zip(shown, scores)]
     attention_marks = [(t, _attention_color(v / attention_scale), f"{v:.4g}") for t, v in zip(shown, first)]
 
-    metrics = compare(scores, named, tokens, special_tokens=special_tokens)
-    top_tables = [("by attribution", _table_html(top_tokens(tokens, scores, top_k)[["rank", "token", "position", "score"]], 4))]
+    if masks is None:
+        masks = list(MASKS) if special_tokens else ["all"]
+    metrics = compare(scores, named, tokens, special_tokens=special_tokens, masks=masks, attribution_as=attribution_as)
+    columns = ["rank", "token", "position", "score"]
+    top_tables = [
+        ("supporting the prediction (largest positive attribution)", _table_html(supporting_tokens(scores, tokens, top_k)[columns], 4)),
+        ("opposing the prediction (most negative attribution)", _table_html(opposing_tokens(scores, tokens, top_k)[columns], 4)),
+    ]
     for name, values in named.items():
-        top_tables.append((f"by attention received ({name})", _table_html(top_tokens(tokens, values, top_k)[["rank", "token", "position", "score"]], 4)))
+        top_tables.append((f"most attention received ({name})", _table_html(top_tokens(values, tokens, top_k)[columns], 4)))
 
     plots = [("attribution vs attention", scatter_png(scores, first, f"attention received ({first_name})"))]
     if per_layer is not None:
         layers = [array(v) for v in per_layer]
-        series = {key: [similarity(scores, layer)[key] for layer in layers] for key in ("spearman_rho", "kendall_tau", "cosine_minmax")}
+        series = {key: [similarity(scores, layer, attribution_as=attribution_as)[key] for layer in layers] for key in ("spearman_rho", "kendall_tau", "cosine_minmax")}
         plots.append(("similarity per layer", per_layer_png(series)))
     if head_importance is not None:
         plots.append(("head importance", head_importance_png(np.asarray(head_importance))))

@@ -42,10 +42,10 @@ def scatter_png(attribution: np.ndarray, attention: np.ndarray, attention_name: 
 
 
 def per_layer_png(values: Mapping[str, Sequence[float]], ylabel: str = "similarity") -> bytes:
-    """One line per metric over layers 1..L."""
+    """One line per metric over layers 0..L-1 (layers are numbered from 0)."""
     fig, ax = _figure()
     for name, series in values.items():
-        ax.plot(np.arange(1, len(series) + 1), series, marker="o", label=name)
+        ax.plot(np.arange(len(series)), series, marker="o", label=name)
     ax.set_xlabel("layer")
     ax.set_ylabel(ylabel)
     ax.set_title("attribution vs attention received, per layer")
@@ -60,7 +60,7 @@ def head_importance_png(importance: np.ndarray) -> bytes:
     image = ax.imshow(np.asarray(importance), aspect="auto", cmap="viridis")
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
-    ax.set_yticks(range(importance.shape[0]), [str(i + 1) for i in range(importance.shape[0])])
+    ax.set_yticks(range(importance.shape[0]), [str(i) for i in range(importance.shape[0])])
     ax.set_title("head importance")
     fig.colorbar(image, ax=ax)
     return _png(fig)
