@@ -75,6 +75,7 @@ def faithfulness(
     seed: int = 0,
     batch_size: int = 8,
     max_length: int | None = None,
+    by: str = "signed",
 ):
     """Comprehensiveness and sufficiency of each ranking, per k and as AOPC.
 
@@ -83,7 +84,12 @@ def faithfulness(
     rankings:
         Name -> per-token scores ``(N,)`` over the encoded document ([CLS] and
         [SEP] included, as :func:`pyattn.attribute` and :func:`pyattn.attention`
-        return them); larger means more important.
+        return them).
+    by:
+        How scores rank tokens: ``"signed"`` (default, ERASER's convention:
+        largest first, so for attributions the tokens that most *support* the
+        target class are removed first) or ``"magnitude"`` (largest ``|score|``
+        first, support and opposition alike). The tables carry a ``by`` column.
     target:
         Class whose probability is tracked; None: the predicted class.
     random_rankings:
@@ -98,6 +104,8 @@ def faithfulness(
     """
     import pandas as pd
 
+    if by not in ("signed", "magnitude"):
+        raise ValueError(f'by must be "signed" or "magnitude", got {by!r}')
     if mode not in ("delete", "mask"):
         raise ValueError(f'mode must be "delete" or "mask", got {mode!r}')
     document = encode(model, tokenizer, text, max_length)
@@ -116,7 +124,9 @@ def faithfulness(
         values = np.asarray(scores.detach().cpu().double().numpy() if isinstance(scores, torch.Tensor) else scores, dtype=np.float64)
         if values.shape != (n,):
             raise ValueError(f"ranking {name!r} has shape {values.shape} but the document has {n} tokens ([CLS] and [SEP] included)")
-        text_values = values[1:-1]
+        if not np.all(np.isfinite(values)):
+            raise ValueError(f"ranking {name!r} contains NaN or infinite scores: cannot rank tokens by it")
+        text_values = values[1:-1] if by == "signed" else np.abs(values[1:-1])
         orders[name] = [np.lexsort((np.arange(inner), -text_values))]
     rng = np.random.default_rng(seed)
     if random_rankings > 0:
@@ -164,4 +174,6 @@ def faithfulness(
     )
     aopc["probability"] = p_full
     aopc["target"] = target
+    per_k["by"] = by
+    aopc["by"] = by
     return per_k, aopc

@@ -68,3 +68,21 @@ def test_attribution_beats_random_on_the_demo_model():
         table = aopc.set_index("ranking")
         gains.append(table.loc["attribution", "comprehensiveness_aopc"] - table.loc["random", "comprehensiveness_aopc"])
     assert np.mean(gains) > 0.05, gains
+
+
+def test_ranking_convention_is_named_and_magnitude_ranks_by_absolute_value():
+    model, tokenizer = tiny_longformer(seed=31), tiny_tokenizer("roberta")
+    text = sample_text(15, seed=6)
+    n = encode(model, tokenizer, text).input_ids.shape[1]
+    scores = np.random.default_rng(1).normal(size=n)  # signed, like attributions
+    kwargs = dict(target=1, percents=(10, 50), random_rankings=0)
+    _, by_magnitude = faithfulness(model, tokenizer, text, {"a": scores}, by="magnitude", **kwargs)
+    _, of_absolute = faithfulness(model, tokenizer, text, {"a": np.abs(scores)}, by="signed", **kwargs)
+    _, signed = faithfulness(model, tokenizer, text, {"a": scores}, **kwargs)
+    assert by_magnitude["comprehensiveness_aopc"].tolist() == pytest.approx(of_absolute["comprehensiveness_aopc"].tolist())
+    assert set(by_magnitude["by"]) == {"magnitude"} and set(signed["by"]) == {"signed"}
+    assert signed["comprehensiveness_aopc"].iloc[0] != pytest.approx(by_magnitude["comprehensiveness_aopc"].iloc[0])
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        faithfulness(model, tokenizer, text, {"a": np.full(n, np.nan)}, **kwargs)
+    with pytest.raises(ValueError, match='by must be "signed" or "magnitude"'):
+        faithfulness(model, tokenizer, text, {"a": scores}, by="abs", **kwargs)
