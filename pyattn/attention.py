@@ -90,12 +90,19 @@ class ModelAttention:
         return full
 
 
-def _full_attention_received(attentions, head_importance, per_head: bool) -> AttentionReceived:
-    """Column sums of ordinary (B, H, N, N) attention."""
+def _full_attention_received(attentions, head_importance, per_head: bool, attention_mask: torch.Tensor | None = None) -> AttentionReceived:
+    """Column sums of ordinary (B, H, N, N) attention over the rows of real
+    tokens: a padding position's query row (which the model computes but
+    nobody reads) is not counted, as for Longformer, whose padding rows are
+    zero."""
     weights = _check_head_importance(head_importance, len(attentions), attentions[0].shape[1])
+    rows = None
+    if attention_mask is not None:
+        rows = attention_mask.to(device=attentions[0].device, dtype=torch.float32)[:, None, :, None]  # (B, 1, N, 1)
     out = []
     for index, full in enumerate(attentions):
-        received = full.float().sum(2)  # (B, H, N)
+        full = full.float()
+        received = (full * rows).sum(2) if rows is not None else full.sum(2)  # (B, H, N)
         if weights is not None:
             received = received * weights[index].to(received)[None, :, None]
         out.append(received if per_head else received.sum(1))
@@ -196,7 +203,7 @@ def attention_from_inputs(
     if windows is not None:
         received = layer_attention_received(output.attentions, output.global_attentions, global_attention_mask, weights, per_head)
         return ModelAttention(received, global_attention_mask, windows, output.logits, output.attentions, output.global_attentions)
-    received = _full_attention_received(output.attentions, weights, per_head)
+    received = _full_attention_received(output.attentions, weights, per_head, kwargs.get("attention_mask"))
     return ModelAttention(received, None, None, output.logits, output.attentions, None)
 
 

@@ -73,6 +73,33 @@ def test_full_attention_models(kind):
         attention(model, tokenizer, text, stream=True)
 
 
+@pytest.mark.parametrize("kind", ["bert", "roberta"])
+def test_full_attention_padding_rows_are_not_counted(kind):
+    """A padded batch gives each document what it gets alone: the padding
+    positions' query rows (computed by the model, read by nobody) are not
+    counted, as Longformer's are zero."""
+    model = tiny_classifier(kind, seed=4)
+    model.config._attn_implementation = "eager"
+    pad = model.config.pad_token_id
+    generator = torch.Generator().manual_seed(3)
+    long_ids = torch.randint(5, 60, (1, 22), generator=generator)
+    short_ids = torch.randint(5, 60, (1, 12), generator=generator)
+    batch = torch.full((2, 22), pad)
+    batch[0], batch[1, :12] = long_ids[0], short_ids[0]
+    mask = (torch.arange(22)[None] < torch.tensor([[22], [12]])).long()
+    position_ids = None
+    if kind == "roberta":  # RoBERTa numbers positions from pad + 1 over real tokens
+        position_ids = (torch.cumsum(mask, 1) * mask + pad).long()
+    extra = {} if position_ids is None else {"position_ids": position_ids}
+    batched = attention_from_inputs(model, batch, attention_mask=mask, per_head=True, **extra).received.per_layer
+    alone = attention_from_inputs(model, short_ids, attention_mask=torch.ones_like(short_ids), per_head=True,
+                                  **({} if position_ids is None else {"position_ids": position_ids[1:, :12]})).received.per_layer
+    torch.testing.assert_close(batched[:, 1, :, :12], alone[:, 0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(batched[:, 1, :, 12:], torch.zeros(2, 4, 10), atol=1e-6, rtol=0)
+    # each layer and head: the real rows each sum to 1, so the columns sum to the real length
+    torch.testing.assert_close(batched[:, 1].sum(-1), torch.full((2, 4), 12.0))
+
+
 def test_positions_line_up_with_attribution(model):
     tokenizer = tiny_tokenizer("roberta")
     text = sample_text(33, seed=6)
