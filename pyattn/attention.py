@@ -76,7 +76,8 @@ class ModelAttention:
         return self.logits.softmax(-1)
 
     def dense(self, layer: int = -1, heads: Sequence[int] | int | None = None, max_bytes: int | None = DEFAULT_DENSE_LIMIT_BYTES) -> torch.Tensor:
-        """Dense attention ``(B, heads, N, N)`` of one layer (1-based, -1 the last)."""
+        """Dense attention ``(B, heads, N, N)`` of one layer (from 0; -1 the last)
+        and some heads (from 0; all when None)."""
         if self.attentions is None:
             raise ValueError("this attention was streamed (stream=True), so no layer's attention was kept: run again with stream=False to get dense matrices")
         if self.windows is not None:

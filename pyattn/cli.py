@@ -319,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     compare_parser = commands.add_parser("compare", help="similarity of attributions and attention over a results store")
     compare_parser.add_argument("--results", required=True, help="a results directory written by `pyattn attribute`")
     compare_parser.add_argument("--head-importance", help="(L, H) head importance (.pt or .npy) for the scaled choices")
-    compare_parser.add_argument("--layers", help="layer ranges to compare too, 1-based, e.g. 1-6,7-12")
+    compare_parser.add_argument("--layers", help="layer ranges to compare too, numbered from 0 and inclusive, e.g. 0-5,6-11")
     compare_parser.add_argument("--quiet", action="store_true")
     compare_parser.set_defaults(run=compare_command)
 

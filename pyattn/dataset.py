@@ -236,7 +236,7 @@ def _per_head(record):
 
 def compare_results(store: ResultsStore, head_importance=None, ranges=(), masks=("no_special", "alphabetic", "no_stopwords"), special_tokens=(), progress: bool = True):
     """Similarity of every stored document's attributions to its attention
-    received: final layer, all layers, each 1-based layer range, and the same
+    received: final layer, all layers, each layer range (numbered from 0, inclusive), and the same
     scaled by ``head_importance`` ``(L, H)`` when given; for each mask.
 
     Writes ``metrics.parquet`` (per document), ``metrics_summary.csv`` (means

@@ -5,8 +5,10 @@ A Longformer model called with ``output_attentions=True`` returns per layer
 the tuple cannot always be stacked) and ``global_attentions[l]``
 ``(B, H, N_pad, X)``, or ``global_attentions=None`` when no token is global.
 
-Layers are numbered from 1 as in the original notebooks ("layer 12" is the
-last layer of a 12-layer model); ``-1`` is the last layer too.
+Layers and heads are numbered from 0, as the tensors index them (layer 11 is
+the last of a 12-layer model; the original notebooks' "layer 12"); negative
+numbers count from the end (``-1`` is the last layer); ranges are inclusive
+(``"6-11"`` is the upper half of a 12-layer model).
 """
 
 from __future__ import annotations
@@ -56,14 +58,14 @@ def _layers_of(attentions: Any, global_attentions: Any) -> tuple[list[torch.Tens
 
 
 def _layer_index(layer: int, num_layers: int) -> int:
-    """1-based (or negative) layer number -> 0-based index."""
-    if not isinstance(layer, int) or isinstance(layer, bool):
-        raise TypeError(f"layer must be an int (1..{num_layers}, or -1 for the last), got {layer!r}")
-    if 1 <= layer <= num_layers:
-        return layer - 1
+    """Layer number (0-based, or negative from the end) -> 0-based index."""
+    if not isinstance(layer, (int,)) or isinstance(layer, bool):
+        raise TypeError(f"layer must be an int (0..{num_layers - 1}, or -1 for the last), got {layer!r}")
+    if 0 <= layer < num_layers:
+        return layer
     if -num_layers <= layer <= -1:
         return num_layers + layer
-    raise IndexError(f"layer {layer} is out of range: layers are numbered 1..{num_layers} (or -1..-{num_layers})")
+    raise IndexError(f"layer {layer} is out of range: layers are numbered 0..{num_layers - 1} (or -1..-{num_layers} from the end)")
 
 
 def _check_head_importance(head_importance: torch.Tensor | None, num_layers: int, num_heads: int) -> torch.Tensor | None:
@@ -76,6 +78,32 @@ def _check_head_importance(head_importance: torch.Tensor | None, num_layers: int
             f"to match the model's layers and heads, got {tuple(head_importance.shape)}"
         )
     return head_importance
+
+
+def parse_layer_range(text: str, num_layers: int) -> tuple[int, int]:
+    """``"6-11"`` -> ``(6, 11)``; ``"3"`` -> ``(3, 3)``. Layers are numbered
+    from 0 and must lie in ``0..num_layers - 1``; the range must not be empty.
+
+    >>> parse_layer_range("6-11", 12)
+    (6, 11)
+    """
+    text = str(text).strip()
+    parts = text.split("-")
+    try:
+        if len(parts) == 1:
+            first = last = int(parts[0])
+        elif len(parts) == 2:
+            first, last = int(parts[0]), int(parts[1])
+        else:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"layer range {text!r} is not understood: expected FIRST-LAST or one layer, numbered from 0 (e.g. 0-5)") from None
+    for value in (first, last):
+        if not 0 <= value < num_layers:
+            raise ValueError(f"layer range {text!r}: layer {value} does not exist; layers are numbered 0..{num_layers - 1}")
+    if first > last:
+        raise ValueError(f"layer range {text!r} is empty: first must not come after last")
+    return first, last
 
 
 @dataclass
@@ -112,25 +140,24 @@ class AttentionReceived:
         return self.per_layer.sum(0)
 
     def layer_range(self, first: int, last: int) -> torch.Tensor:
-        """Sum over layers ``first..last``, 1-based and inclusive (``(1, 6)`` is
-        the lower half of a 12-layer model)."""
+        """Sum over layers ``first..last``, numbered from 0 and inclusive
+        (``(0, 5)`` is the lower half of a 12-layer model)."""
         lo, hi = _layer_index(first, self.num_layers), _layer_index(last, self.num_layers)
         if lo > hi:
             raise ValueError(f"layer range {first}-{last} is empty: first must not come after last")
         return self.per_layer[lo : hi + 1].sum(0)
 
     def select(self, layers: str | int | tuple[int, int]) -> torch.Tensor:
-        """``"final"``, ``"all"``, a layer number, ``"7-12"`` or ``(7, 12)``."""
+        """``"final"``, ``"all"``, a layer number (from 0), ``"6-11"`` or
+        ``(6, 11)`` (inclusive)."""
         if isinstance(layers, str):
             name = layers.strip().lower()
             if name in ("final", "last"):
                 return self.final_layer
             if name == "all":
                 return self.all_layers
-            if "-" in name:
-                first, last = name.split("-", 1)
-                return self.layer_range(int(first), int(last))
-            return self.per_layer[_layer_index(int(name), self.num_layers)]
+            first, last = parse_layer_range(name, self.num_layers)
+            return self.layer_range(first, last)
         if isinstance(layers, tuple):
             return self.layer_range(*layers)
         return self.per_layer[_layer_index(layers, self.num_layers)]
@@ -181,7 +208,7 @@ def layer_attention_received(
                 w = torch.ones(band.shape[1]) if weights is None else weights[index]
                 received = attention_received(band, global_attn, global_attention_mask, w.to(band.device))
         except RuntimeError as error:
-            raise type(error)(f"layer {index + 1}: {error}") from error
+            raise type(error)(f"layer {index}: {error}") from error
         out.append(received)
     return AttentionReceived(torch.stack(out), head_weighted=weights is not None, per_head=per_head)
 
@@ -205,7 +232,7 @@ def layer_to_dense(
     index = _layer_index(layer, len(local))
     band, global_attn = local[index], glob[index]
     if band.dim() != 4:
-        raise ValueError(f"layer {index + 1}: attentions must be 4-D (B, H, N, X + w + 1), got shape {tuple(band.shape)}")
+        raise ValueError(f"layer {index}: attentions must be 4-D (B, H, N, X + w + 1), got shape {tuple(band.shape)}")
     B, H, N, _ = band.shape
     if heads is not None:
         heads = [heads] if isinstance(heads, int) else list(heads)
@@ -218,7 +245,7 @@ def layer_to_dense(
     size = B * band.shape[1] * N * N * band.element_size()
     if max_bytes is not None and size > max_bytes:
         raise DenseTooLarge(
-            f"the dense attention of layer {index + 1} would be {size / 1024**2:,.1f} MiB "
+            f"the dense attention of layer {index} would be {size / 1024**2:,.1f} MiB "
             f"(B={B} x heads={band.shape[1]} x {N} x {N} x {band.element_size()} bytes), over the "
             f"limit of {max_bytes / 1024**2:,.1f} MiB; pick fewer heads, raise max_bytes, or use "
             "attention_received, which never builds it"

@@ -368,7 +368,8 @@ def compare(
 
 def attention_choices(received, scaled=None, ranges: Sequence[tuple[int, int]] = (), item: int = 0) -> dict[str, np.ndarray]:
     """The attention vectors to compare, by name, for one item of the batch:
-    ``final`` and ``all`` layers and each 1-based layer range (``"1-6"``) of
+    ``final`` and ``all`` layers and each layer range (from 0, inclusive:
+    ``(0, 5)`` is named ``"0-5"``) of
     ``received`` (a :class:`pyattn.AttentionReceived`), and the same with
     ``", scaled"`` from ``scaled`` (head-importance weighted) when given."""
     choices: dict[str, np.ndarray] = {}

@@ -46,7 +46,7 @@ def test_streamed_equals_collected(model, per_head):
     assert streamed.attentions is None
     with pytest.raises(ValueError, match="streamed"):
         streamed.dense(1)
-    dense = collected.dense(layer=2, heads=[1])
+    dense = collected.dense(layer=1, heads=[1])
     assert dense.shape == (2, 1, 37, 37)
 
 
@@ -65,7 +65,7 @@ def test_full_attention_models(kind):
     importance = torch.rand(2, 4, generator=torch.Generator().manual_seed(5))
     result = attention(model, tokenizer, text, head_importance=importance, per_head=True)
     assert result.windows is None and result.received.per_layer.shape == (2, 1, 4, 22)
-    dense = result.dense(layer=1)
+    dense = result.dense(layer=0)  # layers are numbered from 0
     torch.testing.assert_close(dense.sum(-1), torch.ones(1, 4, 22))
     expected = dense.sum(2) * importance[0][None, :, None]
     torch.testing.assert_close(result.received.per_layer[0], expected)

@@ -123,9 +123,9 @@ def test_model_level_errors(longformer_run):
         pyattn.layer_attention_received(out.attentions, out.global_attentions[:2], mask)
     with pytest.raises(ValueError, match="output_attentions=True"):
         pyattn.layer_attention_received(None, None, mask)
-    with pytest.raises(RuntimeError, match=r"layer 1: global_attention_mask is required"):
+    with pytest.raises(RuntimeError, match=r"layer 0: global_attention_mask is required"):
         pyattn.layer_attention_received(out.attentions, out.global_attentions, None)
-    with pytest.raises(IndexError, match=r"layer 4 is out of range: layers are numbered 1..3"):
-        pyattn.layer_to_dense(out, global_attention_mask=mask, layer=4)
+    with pytest.raises(IndexError, match=r"layer 3 is out of range: layers are numbered 0..2"):
+        pyattn.layer_to_dense(out, global_attention_mask=mask, layer=3)
     with pytest.raises(IndexError, match=re.escape("heads [7] out of range")):
         pyattn.layer_to_dense(out, global_attention_mask=mask, layer=1, heads=[0, 7])

@@ -41,15 +41,22 @@ def test_per_layer_per_head_and_summaries(longformer_run):
     torch.testing.assert_close(fused.per_layer.double(), summed, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(fused.final_layer.double(), summed[2], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(fused.all_layers.double(), summed.sum(0), atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(fused.layer_range(1, 2).double(), summed[:2].sum(0), atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(fused.select("2-3"), fused.layer_range(2, 3))
-    torch.testing.assert_close(fused.select((1, 1)), fused.per_layer[0])
+    # layers are numbered from 0, ranges inclusive
+    torch.testing.assert_close(fused.layer_range(0, 1).double(), summed[:2].sum(0), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fused.select("1-2").double(), summed[1:3].sum(0), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fused.select((0, 0)), fused.per_layer[0])
     torch.testing.assert_close(fused.select("final"), fused.final_layer)
     torch.testing.assert_close(fused.select("all"), fused.all_layers)
     torch.testing.assert_close(fused.select(-1), fused.final_layer)
-    torch.testing.assert_close(fused.select(2), fused.per_layer[1])
+    torch.testing.assert_close(fused.select(1), fused.per_layer[1])
+    torch.testing.assert_close(fused.select("2"), fused.per_layer[2])
     with pytest.raises(ValueError, match="empty"):
-        fused.layer_range(3, 1)
+        fused.layer_range(2, 0)
+    with pytest.raises(IndexError, match=r"numbered 0\.\.2"):
+        fused.select(3)
+    for bad, message in [("2-0", "empty"), ("1-99", "layer 99 does not exist"), ("1--2", "not understood"), ("x", "not understood"), ("3", "layer 3 does not exist")]:
+        with pytest.raises(ValueError, match=message):
+            fused.select(bad)
 
 
 def test_head_importance_scales_each_head(longformer_run):
@@ -79,18 +86,18 @@ def test_stacked_layers_as_the_notebooks_kept_them():
 
 def test_layer_to_dense_heads_and_limit(longformer_run):
     out, mask = longformer_run.output, longformer_run.global_attention_mask
-    full = pyattn.layer_to_dense(out, global_attention_mask=mask, layer=2)
+    full = pyattn.layer_to_dense(out, global_attention_mask=mask, layer=1)  # layers from 0
     torch.testing.assert_close(full, pyattn.band_to_dense(out.attentions[1], out.global_attentions[1], mask))
-    some = pyattn.layer_to_dense(out, global_attention_mask=mask, layer=2, heads=[3, 1])
+    some = pyattn.layer_to_dense(out, global_attention_mask=mask, layer=1, heads=[3, 1])
     torch.testing.assert_close(some, full[:, [3, 1]])
     one = pyattn.layer_to_dense(out, global_attention_mask=mask, layer=-1, heads=0)
     assert one.shape == (2, 1, 37, 37)
 
     size = 2 * 4 * 37 * 37 * 4
-    with pytest.raises(pyattn.DenseTooLarge, match=r"layer 2 would be .* MiB \(B=2 x heads=4 x 37 x 37 x 4 bytes\), over the limit"):
-        pyattn.layer_to_dense(out, global_attention_mask=mask, layer=2, max_bytes=size - 1)
-    assert pyattn.layer_to_dense(out, global_attention_mask=mask, layer=2, max_bytes=size).shape == (2, 4, 37, 37)
-    assert pyattn.layer_to_dense(out, global_attention_mask=mask, layer=2, max_bytes=None).shape == (2, 4, 37, 37)
+    with pytest.raises(pyattn.DenseTooLarge, match=r"layer 1 would be .* MiB \(B=2 x heads=4 x 37 x 37 x 4 bytes\), over the limit"):
+        pyattn.layer_to_dense(out, global_attention_mask=mask, layer=1, max_bytes=size - 1)
+    assert pyattn.layer_to_dense(out, global_attention_mask=mask, layer=1, max_bytes=size).shape == (2, 4, 37, 37)
+    assert pyattn.layer_to_dense(out, global_attention_mask=mask, layer=1, max_bytes=None).shape == (2, 4, 37, 37)
 
 
 def test_default_limit_refuses_a_whole_base_model_layer_of_a_long_document():
@@ -100,4 +107,4 @@ def test_default_limit_refuses_a_whole_base_model_layer_of_a_long_document():
     glob = torch.zeros(1).expand(1, 12, 16384, 1)
     mask = torch.zeros(1, 16384, dtype=torch.long)
     with pytest.raises(pyattn.DenseTooLarge, match=r"12,288.0 MiB"):
-        pyattn.layer_to_dense([band], [glob], mask, layer=1)
+        pyattn.layer_to_dense([band], [glob], mask, layer=0)

@@ -147,9 +147,9 @@ def test_attention_choices_and_dataset_table(longformer_run):
     out, mask = longformer_run.output, longformer_run.global_attention_mask
     plain = pyattn.layer_attention_received(out, global_attention_mask=mask)
     scaled = pyattn.layer_attention_received(out, global_attention_mask=mask, head_importance=torch_rand(3, 4))
-    choices = attention_choices(plain, scaled, ranges=[(1, 2)])
-    assert list(choices) == ["final", "all", "1-2", "final, scaled", "all, scaled", "1-2, scaled"]
-    np.testing.assert_allclose(choices["1-2"], (plain.per_layer[0, 0] + plain.per_layer[1, 0]).numpy(), rtol=1e-6)
+    choices = attention_choices(plain, scaled, ranges=[(0, 1)])
+    assert list(choices) == ["final", "all", "0-1", "final, scaled", "all, scaled", "0-1, scaled"]
+    np.testing.assert_allclose(choices["0-1"], (plain.per_layer[0, 0] + plain.per_layer[1, 0]).numpy(), rtol=1e-6)
     rng = np.random.default_rng(3)
     tables = [compare(rng.normal(size=37), choices, masks=["all"]) for _ in range(3)]
     per_document, means = dataset_similarity(tables, ["a", "b", "c"])
