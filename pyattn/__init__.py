@@ -24,6 +24,7 @@ from pyattn.attribution import Attribution, attribute, attribute_many, auto_batc
 from pyattn.attention import ModelAttention, attention, attention_from_inputs
 from pyattn.importance import head_gate_importance, load_head_importance, save_head_importance, taylor_importance
 from pyattn.demo import demo_documents, load_demo
+from pyattn.explain import Explanation, attention_views, explain
 
 __version__ = "0.1.0"
 
@@ -31,15 +32,18 @@ __all__ = [
     "AttentionReceived",
     "Attribution",
     "DenseTooLarge",
+    "Explanation",
     "ModelAttention",
     "attention",
     "attention_from_inputs",
     "attention_received",
+    "attention_views",
     "attribute",
     "attribute_many",
     "auto_batch_size",
     "band_to_dense",
     "demo_documents",
+    "explain",
     "has_cuda_kernels",
     "head_gate_importance",
     "layer_attention_received",

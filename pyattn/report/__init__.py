@@ -18,7 +18,7 @@ import numpy as np
 from pyattn.report.plots import head_importance_png, per_head_png, per_layer_png, scatter_png
 from pyattn.similarity import display_token
 
-__all__ = ["document_report", "index_report", "bertviz_head_view_data"]
+__all__ = ["document_report", "render_document", "index_report", "bertviz_head_view_data"]
 
 _TEMPLATE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
@@ -72,8 +72,7 @@ def _table_html(frame, digits: int = 3) -> str:
     return frame.to_html(index=False, float_format=lambda v: f"{v:.{digits}f}", border=0, escape=True)
 
 
-def document_report(
-    path: str | os.PathLike,
+def render_document(
     tokens: Sequence[str],
     attribution,
     attentions: Mapping[str, object],
@@ -86,8 +85,12 @@ def document_report(
     top_k: int = 15,
     masks: Sequence[str] | None = None,
     attribution_as: str = "magnitude",
+    plots: bool = True,
+    metrics=None,
 ) -> str:
-    """Write one document's report to ``path`` (HTML) and return the path.
+    """One document's report as a self-contained HTML string (see
+    :func:`document_report`, which writes it to a file). ``plots=False``
+    leaves out the matplotlib plots (faster, e.g. for a notebook cell).
 
     ``attribution``: per-token scores ``(N,)``. ``attentions``: name ->
     attention received ``(N,)``; the first is the one drawn as a heat map
@@ -135,7 +138,8 @@ def document_report(
 
     if masks is None:
         masks = list(MASKS) if special_tokens else ["all"]
-    metrics = compare(scores, named, tokens, special_tokens=special_tokens, masks=masks, attribution_as=attribution_as)
+    if metrics is None:  # else: the caller's similarity table (e.g. an Explanation's)
+        metrics = compare(scores, named, tokens, special_tokens=special_tokens, masks=masks, attribution_as=attribution_as)
     columns = ["rank", "token", "position", "score"]
     top_tables = [
         ("supporting the prediction (largest positive attribution)", _table_html(supporting_tokens(scores, tokens, top_k)[columns], 4)),
@@ -144,15 +148,17 @@ def document_report(
     for name, values in named.items():
         top_tables.append((f"most attention received ({name})", _table_html(top_tokens(values, tokens, top_k)[columns], 4)))
 
-    plots = [("attribution vs attention", scatter_png(scores, first, f"attention received ({first_name})"))]
-    if per_layer is not None:
+    images = []
+    if plots:
+        images.append(("attribution vs attention", scatter_png(scores, first, f"attention received ({first_name})")))
+    if plots and per_layer is not None:
         layers = [array(v) for v in per_layer]
         series = {key: [similarity(scores, layer, attribution_as=attribution_as)[key] for layer in layers] for key in ("spearman_rho", "kendall_tau", "cosine_minmax")}
-        plots.append(("similarity per layer", per_layer_png(series)))
-    if head_importance is not None:
-        plots.append(("head importance", head_importance_png(np.asarray(head_importance))))
-    if per_head is not None:
-        plots.append(("attention received per head", per_head_png(np.asarray(per_head))))
+        images.append(("similarity per layer", per_layer_png(series)))
+    if plots and head_importance is not None:
+        images.append(("head importance", head_importance_png(np.asarray(head_importance))))
+    if plots and per_head is not None:
+        images.append(("attention received per head", per_head_png(np.asarray(per_head))))
 
     environment = jinja2.Environment(autoescape=True)
     html = environment.from_string(_TEMPLATE).render(
@@ -163,8 +169,20 @@ def document_report(
         attention_name=first_name,
         metrics_html=jinja2.utils.markupsafe.Markup(_table_html(metrics)),
         top_tables=[(name, jinja2.utils.markupsafe.Markup(table)) for name, table in top_tables],
-        plots=[(alt, base64.b64encode(data).decode()) for alt, data in plots],
+        plots=[(alt, base64.b64encode(data).decode()) for alt, data in images],
     )
+    return html
+
+
+def document_report(path: str | os.PathLike, tokens: Sequence[str], attribution, attentions: Mapping[str, object], **options) -> str:
+    """Write one document's report to ``path`` (HTML) and return the path.
+
+    ``tokens`` (N strings), ``attribution`` ``(N,)`` and ``attentions``
+    (name -> ``(N,)``) as in :func:`render_document`, whose keyword options
+    (title, facts, special_tokens, per_layer, per_head, head_importance, top_k,
+    masks, attribution_as, plots) it takes.
+    """
+    html = render_document(tokens, attribution, attentions, **options)
     path = os.fspath(path)
     directory = os.path.dirname(path)
     if directory:

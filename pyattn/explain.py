@@ -1,0 +1,361 @@
+"""One call per document: :func:`explain` runs the whole comparison and
+returns an :class:`Explanation` that holds every number and renders itself.
+
+``pyattn demo``, the dataset commands and the reports are callers of the same
+pieces; a notebook user gets them in one object::
+
+    >>> import pyattn
+    >>> model, tokenizer = pyattn.load_demo()
+    >>> text = pyattn.demo_documents("test")[0].text
+    >>> result = pyattn.explain(model, tokenizer, text, faithfulness=False)  # doctest: +SKIP
+    >>> result.supporting(5)  # the 5 tokens that most support the prediction  # doctest: +SKIP
+    >>> result                # in a notebook: the heat maps, inline          # doctest: +SKIP
+
+Conventions: per-document vectors are numpy arrays over the encoded document
+(special tokens included, as :func:`pyattn.attribute` returns them); tables
+are pandas DataFrames; layers and heads are numbered from 0; every ranking
+names its convention (see :mod:`pyattn.similarity` and :mod:`pyattn.tokens`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from pyattn.attribution import Attribution, attribute
+from pyattn.longformer import parse_layer_range
+
+__all__ = ["Explanation", "explain", "attention_views"]
+
+
+def _numpy(values: torch.Tensor) -> np.ndarray:
+    return values.detach().cpu().double().numpy()
+
+
+def attention_views(
+    per_head: torch.Tensor | np.ndarray,
+    head_importance: torch.Tensor | np.ndarray | None = None,
+    layer_ranges: Sequence[str | tuple[int, int]] = (),
+    item: int = 0,
+) -> dict[str, np.ndarray]:
+    """The attention-received vectors a comparison looks at, by name.
+
+    Parameters
+    ----------
+    per_head:
+        ``(L, B, H, N)`` attention received per layer and head (heads not
+        weighted), as ``AttentionReceived(per_head=True).per_layer``, or
+        ``(L, H, N)`` for one document.
+    head_importance:
+        ``(L, H)``: adds the same views with each head scaled by its
+        importance, named with the suffix ``", scaled"``.
+    layer_ranges:
+        ``"6-11"`` or ``(6, 11)``: layers numbered from 0, inclusive.
+
+    Returns
+    -------
+    dict
+        ``"final"`` (last layer, heads summed), ``"all"`` (all layers), each
+        range, then the scaled versions; each ``(N,)`` float64 numpy.
+
+    >>> views = attention_views(np.ones((2, 3, 5)), layer_ranges=["0-0"])
+    >>> {name: float(v.sum()) for name, v in views.items()}
+    {'final': 15.0, 'all': 30.0, '0-0': 15.0}
+    """
+    values = torch.as_tensor(per_head).double()
+    if values.dim() == 3:
+        values = values[:, None]
+    if values.dim() != 4:
+        raise ValueError(f"per_head must be (L, B, H, N) or (L, H, N), got shape {tuple(values.shape)}")
+    L, _, H, _ = values.shape
+    values = values[:, item]  # (L, H, N)
+    sources = [("", values)]
+    if head_importance is not None:
+        weights = torch.as_tensor(head_importance).double()
+        if tuple(weights.shape) != (L, H):
+            raise ValueError(f"head_importance must have shape (L, H) = ({L}, {H}), got {tuple(weights.shape)}")
+        if not torch.isfinite(weights).all() or (weights < 0).any():
+            raise ValueError("head_importance must be finite and non-negative: it scales attention, which is a probability")
+        sources.append((", scaled", values * weights[:, :, None]))
+    ranges = [parse_layer_range(r, L) if isinstance(r, str) else parse_layer_range(f"{r[0]}-{r[1]}", L) for r in layer_ranges]
+    views: dict[str, np.ndarray] = {}
+    for suffix, source in sources:
+        heads_summed = source.sum(1)  # (L, N)
+        views[f"final{suffix}"] = heads_summed[-1].numpy()
+        views[f"all{suffix}"] = heads_summed.sum(0).numpy()
+        for first, last in ranges:
+            views[f"{first}-{last}{suffix}"] = heads_summed[first : last + 1].sum(0).numpy()
+    return views
+
+
+@dataclass
+class Explanation:
+    """Everything pyattn says about one document.
+
+    Attributes
+    ----------
+    attribution:
+        The :class:`pyattn.Attribution` (integrated gradients, completeness,
+        steps); ``attribution.scores`` ``(N,)``.
+    tokens:
+        The ``N`` tokens of the encoded document, special tokens included.
+    attention:
+        Name -> attention received ``(N,)``: ``final``, ``all``, layer ranges,
+        ``", scaled"`` versions (when head importance was given) and
+        ``rollout`` (attention rollout from the first token).
+    per_head:
+        ``(L, H, N)`` attention received per layer and head (not weighted).
+    similarity:
+        :func:`pyattn.similarity.compare`'s table (one row per attention view
+        x token mask, ``attribution_as`` named).
+    faithfulness:
+        AOPC table (comprehensiveness and sufficiency per ranking, ``by``
+        named), or None when not asked for.
+    """
+
+    text: str
+    tokens: list[str]
+    attribution: Attribution
+    attention: dict[str, np.ndarray]
+    per_head: np.ndarray
+    similarity: Any
+    faithfulness: Any | None
+    head_importance: np.ndarray | None
+    special_tokens: list[str]
+    label_names: dict[int, str] = field(default_factory=dict)
+    masks: list[str] = field(default_factory=list)
+    attribution_as: str = "magnitude"
+
+    # -- the prediction -----------------------------------------------------
+    @property
+    def predicted_label(self) -> int:
+        return self.attribution.predicted_label
+
+    def label_name(self, index: int) -> str:
+        """The model's name for class ``index`` (``config.id2label``)."""
+        return self.label_names.get(int(index), str(index))
+
+    @property
+    def probability(self) -> float:
+        """The model's probability of its predicted class."""
+        return float(self.attribution.probabilities[self.predicted_label])
+
+    # -- token tables -------------------------------------------------------
+    def supporting(self, k: int = 10):
+        """The up to ``k`` tokens with the largest positive attribution (they
+        push toward the explained class), as a DataFrame."""
+        from pyattn.tokens import supporting_tokens
+
+        return supporting_tokens(self.attribution.scores, self.tokens, k)
+
+    def opposing(self, k: int = 10):
+        """The up to ``k`` tokens with the most negative attribution (they push
+        away from the explained class)."""
+        from pyattn.tokens import opposing_tokens
+
+        return opposing_tokens(self.attribution.scores, self.tokens, k)
+
+    def top_attention(self, view: str = "all", k: int = 10):
+        """The ``k`` tokens receiving most attention in one view."""
+        from pyattn.tokens import top_tokens
+
+        if view not in self.attention:
+            raise KeyError(f"no attention view {view!r}: choose from {list(self.attention)}")
+        return top_tokens(self.attention[view], self.tokens, k)
+
+    def to_frame(self):
+        """One row per token: position, token, special (bool), attribution,
+        and one ``attention: <view>`` column per attention view."""
+        import pandas as pd
+
+        from pyattn.similarity import display_token
+
+        special = set(self.special_tokens)
+        frame = pd.DataFrame(
+            {
+                "position": np.arange(len(self.tokens)),
+                "token": [display_token(t) for t in self.tokens],
+                "raw_token": self.tokens,
+                "special": [t in special for t in self.tokens],
+                "attribution": self.attribution.scores,
+            }
+        )
+        for name, values in self.attention.items():
+            frame[f"attention: {name}"] = values
+        return frame
+
+    # -- rendering ----------------------------------------------------------
+    def facts(self) -> dict[str, object]:
+        a = self.attribution
+        facts = {
+            "predicted": f"{self.label_name(self.predicted_label)} (p = {self.probability:.3f})",
+            "explained class": self.label_name(a.target),
+            "integration steps": f"{a.n_steps} ({a.model_evaluations} model evaluations)",
+            "completeness error": f"{a.relative_error:.2%} ({'converged' if a.converged else 'NOT converged'} at tolerance)",
+            "similarity": f"attributions as {self.attribution_as}; token masks: {', '.join(self.masks)}",
+        }
+        if self.faithfulness is not None:
+            facts["comprehensiveness AOPC"] = ", ".join(
+                f"{r}: {v:.3f}" for r, v in zip(self.faithfulness["ranking"], self.faithfulness["comprehensiveness_aopc"])
+            )
+        return facts
+
+    def _render(self, title: str | None, plots: bool) -> str:
+        from pyattn.report import render_document
+
+        return render_document(
+            self.tokens,
+            self.attribution.scores,
+            self.attention,
+            title=title or f"pyattn: predicted {self.label_name(self.predicted_label)}",
+            facts=self.facts(),
+            special_tokens=self.special_tokens,
+            per_layer=list(self.per_head.sum(1)) if plots else None,
+            per_head=self.per_head[-1] if plots else None,
+            head_importance=self.head_importance if plots else None,
+            masks=self.masks,
+            attribution_as=self.attribution_as,
+            plots=plots,
+            metrics=self.similarity,
+        )
+
+    def save_html(self, path: str | os.PathLike, title: str | None = None) -> str:
+        """Write the full report (heat maps, tables, plots) to ``path``."""
+        html = self._render(title, plots=True)
+        path = os.fspath(path)
+        directory = os.path.dirname(path)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        with open(path, "w", encoding="utf-8") as out:
+            out.write(html)
+        return path
+
+    def _repr_html_(self) -> str:
+        return self._render(None, plots=False)
+
+    def __repr__(self) -> str:
+        a = self.attribution
+        return (
+            f"Explanation({len(self.tokens)} tokens, predicted {self.label_name(self.predicted_label)!r} "
+            f"p={self.probability:.3f}, completeness error {a.relative_error:.2%}, views {list(self.attention)})"
+        )
+
+
+def _label_names(model) -> dict[int, str]:
+    id2label = getattr(getattr(model, "config", None), "id2label", None) or {}
+    return {int(k): str(v) for k, v in id2label.items()}
+
+
+def explain(
+    model: torch.nn.Module,
+    tokenizer,
+    text: str,
+    target: int | None = None,
+    *,
+    head_importance: torch.Tensor | np.ndarray | None = None,
+    layer_ranges: Sequence[str | tuple[int, int]] = (),
+    rollout: bool = True,
+    faithfulness: bool = True,
+    random_rankings: int = 2,
+    masks: Sequence[str] | None = None,
+    attribution_as: str = "magnitude",
+    special_tokens: Sequence[str] | None = None,
+    max_length: int | None = None,
+    device=None,
+    **attribute_kwargs: Any,
+) -> Explanation:
+    """Attribution, attention and their comparison for one document.
+
+    Parameters
+    ----------
+    model, tokenizer:
+        A Hugging Face sequence classifier (Longformer, or a full-attention
+        model such as BERT/RoBERTa loaded with ``attn_implementation="eager"``)
+        and its tokenizer.
+    text:
+        The document.
+    target:
+        Class to explain; None: the predicted class.
+    head_importance:
+        ``(L, H)``, optional: adds head-importance scaled attention views.
+    layer_ranges:
+        Extra attention views summed over layer ranges (``"0-5"``, numbered
+        from 0, inclusive).
+    rollout:
+        Add attention rollout from the first token (``"rollout"``).
+    faithfulness:
+        Compute AOPC comprehensiveness/sufficiency of the attribution, the
+        all-layers attention and rollout rankings (and ``random_rankings``
+        random ones); ranked by signed score.
+    masks:
+        Token masks of the similarity table; default: all four
+        (``all``, ``no_special``, ``alphabetic``, ``no_stopwords``) when the
+        tokenizer has special tokens.
+    attribution_as:
+        ``"magnitude"`` (default) or ``"signed"`` attributions in the
+        similarity metrics.
+    special_tokens:
+        Default: ``tokenizer.all_special_tokens``.
+    attribute_kwargs:
+        Passed to :func:`pyattn.attribute` (``n_steps``, ``tol``, ...).
+
+    Returns
+    -------
+    Explanation
+    """
+    from pyattn.attention import attention as model_attention
+    from pyattn.similarity import MASKS, compare
+
+    attribution = attribute(model, tokenizer, text, target=target, max_length=max_length, device=device, **attribute_kwargs)
+    collected = model_attention(model, tokenizer, text, max_length=max_length, per_head=True)
+    per_head = collected.received.per_layer  # (L, B, H, N)
+    n = len(attribution.tokens)
+    if per_head.shape[-1] != n:
+        raise RuntimeError(f"attention covers {per_head.shape[-1]} tokens but the attribution {n}: the encodings disagree")
+    views = attention_views(per_head, head_importance, layer_ranges)
+    if rollout:
+        views["rollout"] = _rollout(collected)
+    if special_tokens is None:
+        special_tokens = list(getattr(tokenizer, "all_special_tokens", []) or [])
+    special_tokens = list(special_tokens)
+    if masks is None:
+        masks = list(MASKS) if special_tokens else ["all"]
+    table = compare(attribution.scores, views, attribution.tokens, special_tokens=special_tokens, masks=masks, attribution_as=attribution_as)
+    aopc = None
+    if faithfulness:
+        from pyattn.faithfulness import faithfulness as run_faithfulness
+
+        rankings = {"attribution": attribution.scores, "attention (all)": views["all"]}
+        if "rollout" in views:
+            rankings["rollout"] = views["rollout"]
+        _, aopc = run_faithfulness(model, tokenizer, text, rankings, target=attribution.target,
+                                   random_rankings=random_rankings, max_length=max_length)
+    importance = None if head_importance is None else torch.as_tensor(head_importance).double().cpu().numpy()
+    return Explanation(
+        text=text,
+        tokens=list(attribution.tokens),
+        attribution=attribution,
+        attention=views,
+        per_head=_numpy(per_head[:, 0]),
+        similarity=table,
+        faithfulness=aopc,
+        head_importance=importance,
+        special_tokens=special_tokens,
+        label_names=_label_names(model),
+        masks=list(masks),
+        attribution_as=attribution_as,
+    )
+
+
+def _rollout(collected) -> np.ndarray:
+    """Attention rollout from the first token: banded for Longformer, dense
+    for full-attention models (their matrices are already there)."""
+    from pyattn.rollout import attention_rollout, dense_rollout
+
+    if collected.windows is not None:
+        return _numpy(attention_rollout(collected.attentions, collected.global_attentions, collected.global_attention_mask)[0])
+    return _numpy(dense_rollout([layer.float() for layer in collected.attentions])[0])
