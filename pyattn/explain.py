@@ -310,6 +310,11 @@ def explain(
     from pyattn.attention import attention as model_attention
     from pyattn.similarity import MASKS, compare
 
+    if attribution_as not in ("magnitude", "signed"):
+        raise ValueError(f'attribution_as must be "magnitude" or "signed", got {attribution_as!r}')
+    config = model.config
+    # Check head importance and layer ranges before any work (a dry run on zeros).
+    attention_views(torch.zeros(config.num_hidden_layers, config.num_attention_heads, 1), head_importance, layer_ranges)
     attribution = attribute(model, tokenizer, text, target=target, max_length=max_length, device=device, **attribute_kwargs)
     collected = model_attention(model, tokenizer, text, max_length=max_length, per_head=True)
     per_head = collected.received.per_layer  # (L, B, H, N)
