@@ -12,8 +12,10 @@ def test_demo_runs_the_main_job(capsys, tmp_path):
     out_dir = tmp_path / "demo"
     assert main(["demo", "--documents", "2", "--max-words", "300", "--top", "5", "--out", str(out_dir)]) == 0
     out = capsys.readouterr().out
-    assert "document 1:" in out and "top-5 by attribution:" in out and "top-5 by attention (final):" in out
-    assert "rows of the dense attention sum to 1: ok" in out
+    assert "document 1:" in out and "supporting the prediction (top-5 by signed attribution):" in out
+    assert "opposing the prediction (bottom-5 by signed attribution):" in out
+    assert "most attention received (all layers):" in out
+    assert "max |kernel - pure-PyTorch reference| over 3 layers" in out and ": ok" in out
     index = (out_dir / "index.html").read_text()
     assert 'href="document-1.html"' in index and 'href="document-2.html"' in index and "AOPC rollout" in index
     assert (out_dir / "document-2.html").stat().st_size > 10_000
