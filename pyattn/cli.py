@@ -183,9 +183,16 @@ def _special_tokens(tokenizer_name: str) -> list[str]:
     from transformers import AutoTokenizer
 
     try:
-        return list(AutoTokenizer.from_pretrained(tokenizer_name).all_special_tokens)
-    except (OSError, ValueError):
-        return []
+        special = list(AutoTokenizer.from_pretrained(tokenizer_name).all_special_tokens)
+    except (OSError, ValueError) as error:
+        # Never fall back to "no special tokens": the no_special mask would then keep them.
+        raise SystemExit(f"pyattn: cannot load the tokenizer {tokenizer_name!r} that the store was made with, so its special "
+                         f"tokens are unknown ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
+                         "make it available at that path and run again")
+    if not special:
+        raise SystemExit(f"pyattn: the tokenizer {tokenizer_name!r} declares no special tokens: the no_special mask "
+                         "cannot be computed")
+    return special
 
 
 def _ranges(text: str | None) -> list[tuple[int, int]]:
