@@ -1,0 +1,280 @@
+"""Head and layer agreement map: which heads' attention agrees with the
+attributions, across a dataset, and how sure is that?
+
+For every layer x head (both numbered from 0): the metric (default Spearman's
+rho of attention received by that head with |attribution|) in each document,
+its mean over documents with a bootstrap interval (documents resampled), and a
+permutation p-value for "this head's agreement is greater than chance" across
+the dataset, Holm-corrected over all L x H heads.
+
+How the per-document nulls are combined: each null draw permutes every
+document independently (circular shift or blocks, as in
+:mod:`pyattn.significance`, special tokens held in place) and takes the mean
+of the metric over documents; the p-value is
+``(1 + #{null means >= observed mean}) / (1 + n_perm)``, one-sided. This
+tests the dataset mean that the table reports, against the null that in no
+document does the head's attention agree with the attributions beyond what
+their local structure produces by chance (and it needs no assumption that the
+per-document p-values are continuous, as Fisher's or Stouffer's combinations
+do).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from pyattn.significance import null_permutations, similarity_batch, _check_special_mask, _TIE_TOLERANCE
+from pyattn.similarity import METRICS, as_vector
+from pyattn.uncertainty import _percentile_interval, _tail, bootstrap_weights, holm
+
+__all__ = ["head_agreement", "head_agreement_per_document"]
+
+_LINEAR_METRICS = ("spearman_rho", "pearson_r", "cosine_raw")
+
+
+def _attention_heads(values, n: int, index: int) -> np.ndarray:
+    try:
+        import torch
+
+        if isinstance(values, torch.Tensor):
+            values = values.detach().cpu().double().numpy()
+    except ImportError:  # pragma: no cover
+        pass
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != 3 or array.shape[2] != n:
+        raise ValueError(f"document {index}: attention must have shape (layers, heads, {n}) (per-head attention received, {n} tokens as in its attribution), got {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"document {index}: attention contains NaN or infinite values")
+    return array
+
+
+def _linear_statistics(a: np.ndarray, heads: np.ndarray, permutations: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """Observed (K,) and null (P, K) statistics for K heads, for a metric that
+    is a cosine of transformed vectors: permuting the attention by pi equals
+    permuting the attribution by pi's inverse, so the null is one matrix
+    product."""
+    from scipy import stats
+
+    magnitude = np.abs(a)
+    if metric == "spearman_rho":
+        x = stats.rankdata(magnitude)
+        rows = stats.rankdata(heads, axis=1)
+    elif metric == "pearson_r":
+        x, rows = magnitude, heads
+    else:  # cosine_raw: signed attribution, uncentred
+        x, rows = a, heads
+    if metric != "cosine_raw":
+        x = x - x.mean()
+        rows = rows - rows.mean(axis=1, keepdims=True)
+    norm_x = np.linalg.norm(x)
+    norm_rows = np.linalg.norm(rows, axis=1)
+    undefined = (norm_rows == 0) | (norm_x == 0)
+    with np.errstate(all="ignore"):
+        scale = 1.0 / (norm_x * norm_rows)
+        observed = rows @ x * scale
+        inverse = np.argsort(permutations, axis=1)
+        null = (x[inverse] @ rows.T) * scale[None, :]
+    observed[undefined] = np.nan
+    null[:, undefined] = np.nan
+    return observed, null
+
+
+def head_agreement_per_document(
+    attribution,
+    attention,
+    *,
+    metric: str = "spearman_rho",
+    null: str = "circular_shift",
+    n_perm: int = 999,
+    block_size: int | None = None,
+    special_mask=None,
+    top_percent: float = 5.0,
+    rbo_p: float = 0.9,
+    seed: int | np.random.Generator | None = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One document's agreement per head and its null draws.
+
+    Parameters
+    ----------
+    attribution : array-like, shape (N,)
+    attention : array-like, shape (L, H, N)
+        Attention received per layer and head.
+    metric : str
+        One of :data:`pyattn.similarity.METRICS`. ``spearman_rho``,
+        ``pearson_r`` and ``cosine_raw`` are computed for all heads and draws
+        in one matrix product; the others head by head.
+    null, n_perm, block_size, special_mask
+        As in :func:`pyattn.significance.permutation_test`.
+    top_percent, rbo_p
+        As in :func:`pyattn.similarity.similarity`.
+    seed : int or numpy Generator
+
+    Returns
+    -------
+    observed : numpy.ndarray, shape (L, H)
+    null : numpy.ndarray, shape (n_perm, L, H)
+        The metric on each null draw (the same draws for every head).
+    """
+    a = as_vector(attribution, "attribution")
+    heads = _attention_heads(attention, len(a), 0)
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}: choose from {list(METRICS)}")
+    L, H, N = heads.shape
+    flat = heads.reshape(L * H, N)
+    permutations = null_permutations(N, n_perm, null, block_size=block_size, special_mask=special_mask, seed=seed)
+    if metric in _LINEAR_METRICS:
+        observed, null_values = _linear_statistics(a, flat, permutations, metric)
+    else:
+        unique, inverse = np.unique(permutations, axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        observed = np.empty(L * H)
+        null_values = np.empty((n_perm, L * H))
+        for k, row in enumerate(flat):
+            observed[k] = similarity_batch(a, row[None, :], metrics=[metric], top_percent=top_percent, rbo_p=rbo_p)[metric][0]
+            null_values[:, k] = similarity_batch(a, row[unique], metrics=[metric], top_percent=top_percent, rbo_p=rbo_p)[metric][inverse]
+    return observed.reshape(L, H), null_values.reshape(n_perm, L, H)
+
+
+def head_agreement(
+    documents: Sequence[tuple[object, object]],
+    *,
+    metric: str = "spearman_rho",
+    null: str = "circular_shift",
+    n_perm: int = 999,
+    block_size: int | None = None,
+    special_masks: Sequence[object] | None = None,
+    n_boot: int = 2000,
+    confidence: float = 0.95,
+    method: str = "expanded_percentile",
+    alpha: float = 0.05,
+    top_percent: float = 5.0,
+    rbo_p: float = 0.9,
+    seed: int | None = 0,
+):
+    """Agreement of every head's attention received with the attributions,
+    across a dataset.
+
+    Parameters
+    ----------
+    documents : sequence of (attribution, attention)
+        Per document: ``attribution`` shape (N,), ``attention`` shape
+        (L, H, N) (attention received per layer and head, numpy or torch).
+        N may differ between documents; L and H may not.
+    metric : str
+        The agreement metric (default ``spearman_rho``), one of
+        :data:`pyattn.similarity.METRICS`.
+    null : {"circular_shift", "block", "naive_shuffle"}
+        Per-document null (see :mod:`pyattn.significance`).
+    n_perm : int
+        Null draws (each permutes every document).
+    block_size : int, optional
+        For ``null="block"``.
+    special_masks : sequence of boolean arrays (N,), optional
+        Per document, True at special tokens (held in place).
+    n_boot, confidence, method
+        Bootstrap over documents (see :func:`pyattn.uncertainty.bootstrap_mean_ci`).
+    alpha : float
+        Level for the ``significant`` column (Holm-adjusted p <= alpha).
+    top_percent, rbo_p
+        As in :func:`pyattn.similarity.similarity`.
+    seed : int
+        Seeds every draw.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per layer x head (layer-major, both from 0): ``layer``,
+        ``head``, ``metric``, ``mean`` (over documents with a value),
+        ``ci_low``, ``ci_high``, ``documents``, ``p_value`` (dataset-level
+        permutation test of the mean, one-sided "greater"), ``p_holm`` (Holm
+        over all heads with a p-value), ``significant`` (``p_holm <= alpha``),
+        ``share_documents_p05`` (share of documents whose own per-document
+        p-value, same draws, is <= 0.05), ``n_perm``, ``null``.
+
+    Example
+    -------
+    >>> table = head_agreement([(attribution, attention_per_head)], n_perm=199)  # doctest: +SKIP
+    >>> table.pivot(index="layer", columns="head", values="mean")  # doctest: +SKIP
+    """
+    import pandas as pd
+
+    if len(documents) == 0:
+        raise ValueError("documents is empty: give (attribution, attention per head) pairs")
+    if special_masks is not None and len(special_masks) != len(documents):
+        raise ValueError(f"got {len(special_masks)} special_masks for {len(documents)} documents")
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+    _tail(confidence, 2, method)
+    rng = np.random.default_rng(seed)
+    observed_all, null_sums, null_counts, per_doc_significant = [], None, None, None
+    shape = None
+    for d, pair in enumerate(documents):
+        if len(pair) != 2:
+            raise ValueError(f"document {d}: expected a pair (attribution, attention of shape (L, H, N)), got {len(pair)} items")
+        attribution, attention = pair
+        a = as_vector(attribution, f"document {d}: attribution")
+        heads = _attention_heads(attention, len(a), d)
+        if shape is None:
+            shape = heads.shape[:2]
+        elif heads.shape[:2] != shape:
+            raise ValueError(f"document {d}: attention has {heads.shape[0]} layers x {heads.shape[1]} heads, document 0 had {shape[0]} x {shape[1]}")
+        mask = None if special_masks is None else _check_special_mask(special_masks[d], len(a))
+        observed, null_values = head_agreement_per_document(
+            a, heads, metric=metric, null=null, n_perm=n_perm, block_size=block_size, special_mask=mask, top_percent=top_percent, rbo_p=rbo_p, seed=rng
+        )
+        has = ~np.isnan(observed)
+        if null_sums is None:
+            null_sums = np.zeros_like(null_values)
+            null_counts = np.zeros(shape)
+            per_doc_significant = np.zeros(shape)
+        null_sums += np.where(has[None], null_values, 0.0)
+        null_counts += has
+        tolerance = _TIE_TOLERANCE * np.maximum(1.0, np.abs(observed))
+        with np.errstate(invalid="ignore"):
+            p_document = (1 + (null_values >= (observed - tolerance)[None]).sum(axis=0)) / (1 + n_perm)
+        per_doc_significant += has & (p_document <= 0.05)
+        observed_all.append(observed)
+    values = np.stack(observed_all).reshape(len(documents), -1)  # (D, L*H)
+    has = ~np.isnan(values)
+    counts = has.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(counts > 0, np.nansum(values, axis=0) / np.maximum(counts, 1), np.nan)
+        null_means = (null_sums.reshape(n_perm, -1) / np.maximum(null_counts.reshape(-1), 1))
+        tolerance = _TIE_TOLERANCE * np.maximum(1.0, np.abs(mean))
+        p_value = (1 + (null_means >= (mean - tolerance)[None]).sum(axis=0)) / (1 + n_perm)
+    p_value = np.where(counts > 0, p_value, np.nan)
+    weights = bootstrap_weights(len(documents), n_boot, rng)
+    low = np.full(values.shape[1], np.nan)
+    high = np.full(values.shape[1], np.nan)
+    for k in range(values.shape[1]):
+        present = has[:, k]
+        if not present.any():
+            continue
+        w = weights[:, present]
+        totals = w.sum(axis=1)
+        resampled = (w[totals > 0] @ values[present, k]) / totals[totals > 0]
+        low[k], high[k] = _percentile_interval(resampled, confidence, int(present.sum()), method)
+    p_holm = holm(p_value)
+    L, H = shape
+    layer, head = np.divmod(np.arange(L * H), H)
+    with np.errstate(invalid="ignore"):
+        share = per_doc_significant.reshape(-1) / np.where(counts > 0, counts, np.nan)
+    return pd.DataFrame(
+        {
+            "layer": layer,
+            "head": head,
+            "metric": metric,
+            "mean": mean,
+            "ci_low": low,
+            "ci_high": high,
+            "documents": counts,
+            "p_value": p_value,
+            "p_holm": p_holm,
+            "significant": p_holm <= alpha,
+            "share_documents_p05": share,
+            "n_perm": n_perm,
+            "null": null,
+        }
+    )

@@ -1,0 +1,122 @@
+"""Heat map of the head agreement map (:func:`pyattn.agreement.head_agreement`),
+optionally beside head importance: do the important heads agree with the
+attributions?"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+__all__ = ["head_agreement_grid", "head_agreement_figure", "head_agreement_png"]
+
+
+def head_agreement_grid(table, value: str = "mean") -> np.ndarray:
+    """A column of a :func:`pyattn.agreement.head_agreement` table as an
+    (L, H) array (layer and head from 0; NaN where a cell is missing).
+
+    Example
+    -------
+    >>> head_agreement_grid(table, "p_holm").shape  # doctest: +SKIP
+    (12, 12)
+    """
+    for column in ("layer", "head", value):
+        if column not in table.columns:
+            raise ValueError(f"table has no {column!r} column (expected a head_agreement table); columns: {list(table.columns)}")
+    layers, heads = int(table["layer"].max()) + 1, int(table["head"].max()) + 1
+    grid = np.full((layers, heads), np.nan)
+    grid[table["layer"].to_numpy(int), table["head"].to_numpy(int)] = table[value].to_numpy(dtype=np.float64)
+    return grid
+
+
+def head_agreement_figure(table, *, head_importance=None, value: str = "mean", alpha: float = 0.05, title: str | None = None):
+    """Agreement per layer x head as a heat map, cells whose Holm-adjusted
+    p-value is ``<= alpha`` marked with a dot; with ``head_importance``
+    (L, H), a second panel beside it, and the Spearman correlation across
+    heads between importance and agreement in the title.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        From :func:`pyattn.agreement.head_agreement`.
+    head_importance : array-like, shape (L, H), optional
+    value : str
+        The column shown (default ``mean``).
+    alpha : float
+        Marks cells with ``p_holm <= alpha``.
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Example
+    -------
+    >>> fig = head_agreement_figure(table, head_importance=importance)  # doctest: +SKIP
+    >>> fig.savefig("heads.png")  # doctest: +SKIP
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from scipy import stats
+
+    grid = head_agreement_grid(table, value)
+    L, H = grid.shape
+    importance = None
+    if head_importance is not None:
+        try:
+            import torch
+
+            if isinstance(head_importance, torch.Tensor):
+                head_importance = head_importance.detach().cpu().double().numpy()
+        except ImportError:  # pragma: no cover
+            pass
+        importance = np.asarray(head_importance, dtype=np.float64)
+        if importance.shape != grid.shape:
+            raise ValueError(f"head_importance must have shape {grid.shape} (layers, heads) like the agreement table, got {importance.shape}")
+    panels = 2 if importance is not None else 1
+    fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels + 1.0, 0.32 * L + 1.8), dpi=110, squeeze=False)
+    ax = axes[0, 0]
+    limit = np.nanmax(np.abs(grid)) if np.isfinite(grid).any() else 1.0
+    image = ax.imshow(grid, aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
+    metric = str(table["metric"].iloc[0]) if "metric" in table.columns and len(table) else value
+    if "p_holm" in table.columns:
+        p = head_agreement_grid(table, "p_holm")
+        rows, cols = np.nonzero(p <= alpha)
+        ax.scatter(cols, rows, s=10, color="black", marker="o", label=f"Holm p <= {alpha:g}")
+        if len(rows):
+            ax.legend(loc="upper right", fontsize=7, framealpha=0.8)
+    ax.set_title(f"{metric} ({value}), per head", fontsize=9)
+    fig.colorbar(image, ax=ax)
+    if importance is not None:
+        ax2 = axes[0, 1]
+        image2 = ax2.imshow(importance, aspect="auto", cmap="viridis", interpolation="nearest")
+        ax2.set_title("head importance", fontsize=9)
+        fig.colorbar(image2, ax=ax2)
+        both = np.isfinite(grid) & np.isfinite(importance)
+        if both.sum() >= 3:
+            with np.errstate(all="ignore"):
+                rho = stats.spearmanr(importance[both], grid[both]).statistic
+            fig.suptitle(f"do the important heads agree? Spearman(importance, {value}) across heads = {rho:.2f}", fontsize=9)
+    for a in axes[0]:
+        a.set_xlabel("head")
+        a.set_ylabel("layer")
+        a.set_xticks(range(H))
+        a.set_yticks(range(L))
+        a.tick_params(labelsize=7)
+    if title:
+        axes[0, 0].set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def head_agreement_png(table, *, head_importance=None, value: str = "mean", alpha: float = 0.05) -> bytes:
+    """:func:`head_agreement_figure` as PNG bytes (for the HTML report)."""
+    import matplotlib.pyplot as plt
+
+    fig = head_agreement_figure(table, head_importance=head_importance, value=value, alpha=alpha)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()

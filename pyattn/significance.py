@@ -1,0 +1,523 @@
+"""Per-document significance of attribution-attention agreement.
+
+Is a Spearman of 0.19 between one document's attributions and the attention
+its tokens receive more than chance? Answered here by a permutation test whose
+null keeps the attention vector's local structure: banded attention received
+is locally autocorrelated (neighbouring tokens receive similar attention), and
+so are attributions, so a naive token shuffle, which destroys that structure,
+makes chance agreement look significant (it is *anti-conservative*; see
+``benchmarks/results/significance.md``).
+
+Nulls (``null=``), each a group of permutations of the *movable* positions
+(special tokens, given as a boolean ``special_mask``, are held in place):
+
+- ``"circular_shift"``: the attention vector rotated by a uniformly drawn
+  offset (0 .. m-1 over the m movable positions), keeping every neighbourhood
+  but one seam;
+- ``"block"``: the movable positions cut into consecutive blocks of
+  ``block_size`` tokens (the last one shorter when m is not a multiple), the
+  blocks put in a uniformly random order; keeps structure within blocks;
+- ``"naive_shuffle"``: a uniformly random permutation of the movable tokens.
+  Offered to show what it gets wrong; valid only when one of the two vectors
+  has no local structure.
+
+p-values are one-sided, for "agreement greater than chance" (every metric here
+is larger when the vectors agree more), Monte Carlo over ``n_perm`` draws
+(with replacement) from the null group:
+
+    p = (1 + #{null >= observed}) / (1 + n_perm)
+
+which is a valid p-value for any ``n_perm`` (never below 1 / (1 + n_perm)).
+Ties count as ``>=`` (a null value within 1e-12 relative of the observed one
+is a tie, so floating-point rounding can never make the test anti-conservative);
+with ``ties="randomized"`` the tied draws (and the observed value itself) are
+ranked at random instead, giving p-values that are exactly uniform under the
+null even for the discrete metrics (``jaccard_top`` and the top-k% cosines,
+which are often exactly 0 by chance).
+
+The metrics are those of :func:`pyattn.similarity.similarity`, with its
+conventions (attributions enter as magnitudes except in ``cosine_raw``),
+computed here for many permuted attention vectors at once
+(:func:`similarity_batch`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from pyattn.similarity import METRICS, as_vector
+
+__all__ = [
+    "NULLS",
+    "null_permutations",
+    "similarity_batch",
+    "permutation_p_value",
+    "permutation_test",
+    "document_significance",
+]
+
+#: The null models :func:`null_permutations` knows.
+NULLS = ("circular_shift", "block", "naive_shuffle")
+
+_TIE_TOLERANCE = 1e-12
+_KENDALL_PAIRWISE_LIMIT = 60_000  # above this many token pairs, Kendall runs per row through scipy
+_CHUNK_ELEMENTS = 4_000_000  # rows x tokens per chunk of permuted vectors
+
+
+def default_block_size(movable: int) -> int:
+    """Default block length for the ``"block"`` null: ``ceil(sqrt(m))`` for m
+    movable positions (about as many blocks as tokens per block)."""
+    return max(1, math.ceil(math.sqrt(movable)))
+
+
+def _check_special_mask(special_mask, n: int) -> np.ndarray:
+    if special_mask is None:
+        return np.zeros(n, bool)
+    mask = np.asarray(special_mask)
+    if mask.shape != (n,) or mask.dtype != bool:
+        raise ValueError(f"special_mask must be a boolean array of shape ({n},) (True = special token, held in place), got dtype {mask.dtype} and shape {mask.shape}")
+    return mask
+
+
+def null_permutations(
+    n: int,
+    n_perm: int,
+    null: str = "circular_shift",
+    *,
+    block_size: int | None = None,
+    special_mask=None,
+    seed: int | np.random.Generator | None = 0,
+) -> np.ndarray:
+    """Draws from a null group of permutations of ``n`` token positions.
+
+    Parameters
+    ----------
+    n : int
+        Number of tokens.
+    n_perm : int
+        Number of draws (uniform, with replacement, from the group; the
+        identity can be drawn).
+    null : {"circular_shift", "block", "naive_shuffle"}
+        The null model (see the module docstring).
+    block_size : int, optional
+        Tokens per block for ``"block"`` (default ``ceil(sqrt(m))`` for m
+        movable positions).
+    special_mask : array of bool, shape (n,), optional
+        True at special tokens, which every permutation holds in place.
+    seed : int or numpy Generator
+        Seeds the draws.
+
+    Returns
+    -------
+    numpy.ndarray of int64, shape (n_perm, n)
+        Row ``j`` is a permutation ``pi``; the permuted vector is ``x[pi]``.
+
+    Example
+    -------
+    >>> null_permutations(5, 2, "circular_shift", seed=1)  # doctest: +SKIP
+    array([[3, 4, 0, 1, 2], [1, 2, 3, 4, 0]])
+    """
+    if null not in NULLS:
+        raise ValueError(f"null must be one of {NULLS}, got {null!r}")
+    if not isinstance(n_perm, (int, np.integer)) or n_perm < 1:
+        raise ValueError(f"n_perm must be a positive integer, got {n_perm!r}")
+    special = _check_special_mask(special_mask, n)
+    movable = np.flatnonzero(~special)
+    m = len(movable)
+    if m < 2:
+        raise ValueError(f"need at least 2 movable (non-special) positions to permute, got {m} of {n}")
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    if null == "circular_shift":
+        shifts = rng.integers(0, m, size=n_perm)
+        order = (np.arange(m)[None, :] - shifts[:, None]) % m  # rolled right by the shift
+    elif null == "naive_shuffle":
+        order = rng.permuted(np.tile(np.arange(m), (n_perm, 1)), axis=1)
+    else:
+        size = default_block_size(m) if block_size is None else block_size
+        if not isinstance(size, (int, np.integer)) or not 1 <= size <= m:
+            raise ValueError(f"block_size must be an integer in [1, {m}] (the movable positions), got {block_size!r}")
+        starts = np.arange(0, m, size)
+        lengths = np.minimum(starts + size, m) - starts
+        block_order = rng.permuted(np.tile(np.arange(len(starts)), (n_perm, 1)), axis=1)
+        # concatenate the blocks of each row in their drawn order
+        first, length = starts[block_order].ravel(), lengths[block_order].ravel()
+        offsets = np.cumsum(length) - length  # where each block lands in the flattened rows
+        within = np.arange(n_perm * m) - np.repeat(offsets, length)
+        order = (np.repeat(first, length) + within).reshape(n_perm, m)
+    permutations = np.tile(np.arange(n, dtype=np.int64), (n_perm, 1))
+    permutations[:, movable] = movable[order]
+    return permutations
+
+
+# --------------------------------------------------------------------------
+# Every metric of pyattn.similarity.similarity, for a stack of attention rows
+
+
+def _rows_cosine(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Cosine of a vector (n,) with each row of (P, n); NaN for zero norms."""
+    nx = np.linalg.norm(x)
+    nr = np.linalg.norm(rows, axis=1)
+    with np.errstate(all="ignore"):
+        out = rows @ x / (nr * nx)
+    out[(nr == 0) | (nx == 0)] = np.nan
+    return out
+
+
+def _rows_minmax(rows: np.ndarray) -> np.ndarray:
+    low = rows.min(axis=1, keepdims=True)
+    span = rows.max(axis=1, keepdims=True) - low
+    with np.errstate(all="ignore"):
+        out = np.where(span > 0, (rows - low) / np.where(span > 0, span, 1.0), 0.0)
+    return out
+
+
+def _top_k(n: int, percent: float) -> int:
+    return max(1, math.ceil(percent / 100.0 * n))
+
+
+def _rows_top_mask(rows: np.ndarray, k: int) -> np.ndarray:
+    """True at each row's k largest values, ties broken by position (earlier
+    first), as :func:`pyattn.similarity.top_positions`."""
+    order = np.argsort(-rows, axis=1, kind="stable")[:, :k]
+    mask = np.zeros(rows.shape, bool)
+    np.put_along_axis(mask, order, True, axis=1)
+    return mask
+
+
+def _top_mask(x: np.ndarray, k: int) -> np.ndarray:
+    return _rows_top_mask(x[None, :], k)[0]
+
+
+def _rows_pearson(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    xc = x - x.mean()
+    rc = rows - rows.mean(axis=1, keepdims=True)
+    return _rows_cosine(xc, rc)
+
+
+def _rows_kendall_tau_b(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Kendall's tau-b of x with each row: (C - D) / sqrt((n0 - n1)(n0 - n2))
+    from the signs of all pairwise differences."""
+    n = len(x)
+    pairs = n * (n - 1) // 2
+    if pairs > _KENDALL_PAIRWISE_LIMIT:
+        from scipy import stats
+
+        out = np.empty(len(rows))
+        with np.errstate(all="ignore"):
+            for j, row in enumerate(rows):
+                out[j] = stats.kendalltau(x, row).statistic
+        return out
+    i, k = np.triu_indices(n, 1)
+    sign_x = np.sign(x[i] - x[k])
+    ties_x = float(sign_x @ sign_x)
+    out = np.empty(len(rows))
+    chunk = max(1, _CHUNK_ELEMENTS // max(pairs, 1))
+    for start in range(0, len(rows), chunk):
+        block = rows[start : start + chunk]
+        sign_r = np.sign(block[:, i] - block[:, k])
+        concordance = sign_r @ sign_x
+        norm_r = np.einsum("ij,ij->i", sign_r, sign_r)
+        with np.errstate(all="ignore"):
+            tau = concordance / np.sqrt(ties_x * norm_r)
+        tau[(norm_r == 0) | (ties_x == 0)] = np.nan
+        out[start : start + chunk] = tau
+    return out
+
+
+def _rows_rbo(x: np.ndarray, rows: np.ndarray, p: float) -> np.ndarray:
+    """Extrapolated RBO (as :func:`pyattn.similarity.rank_biased_overlap`) of
+    the ranking by x with the ranking by each row. The overlap of the top-d
+    prefixes counts the items whose depth in both rankings is below d."""
+    if not 0 < p < 1:
+        raise ValueError(f"rbo_p must be in (0, 1), got {p}")
+    P, n = rows.shape
+    depth_x = np.empty(n, np.int64)
+    depth_x[np.argsort(-x, kind="stable")] = np.arange(n)
+    order_r = np.argsort(-rows, axis=1, kind="stable")
+    depth_r = np.empty_like(order_r)
+    np.put_along_axis(depth_r, order_r, np.arange(n)[None, :].repeat(P, 0), axis=1)
+    entered = np.maximum(depth_x[None, :], depth_r)  # depth (0-based) at which each item is in both prefixes
+    counts = np.zeros((P, n), np.int64)
+    np.add.at(counts, (np.arange(P)[:, None].repeat(n, 1), entered), 1)
+    overlap = np.cumsum(counts, axis=1)  # A_d * d for d = 1..n
+    depths = np.arange(1, n + 1)
+    weights = p ** depths.astype(np.float64)
+    total = (overlap / depths) @ weights
+    return (overlap[:, -1] / n) * p**n + (1 - p) / p * total
+
+
+def similarity_batch(
+    attribution,
+    attentions,
+    *,
+    top_percent: float = 5.0,
+    rbo_p: float = 0.9,
+    metrics: Sequence[str] = METRICS,
+) -> dict[str, np.ndarray]:
+    """Every metric of :func:`pyattn.similarity.similarity` between one
+    attribution vector and many attention vectors at once.
+
+    Row ``j`` of each result equals ``similarity(attribution,
+    attentions[j])[metric]`` (same conventions: attributions as magnitudes
+    except for ``cosine_raw``; ties in top-k% sets broken by position).
+
+    Parameters
+    ----------
+    attribution : array-like, shape (N,)
+    attentions : array-like, shape (P, N)
+        Attention vectors (e.g. permutations of one), one per row.
+    top_percent, rbo_p : float
+        As in :func:`pyattn.similarity.similarity`.
+    metrics : sequence of str
+        Which metrics to compute (default all, :data:`pyattn.similarity.METRICS`).
+
+    Returns
+    -------
+    dict of str to numpy.ndarray, each of shape (P,)
+
+    Example
+    -------
+    >>> a = np.array([0.1, -2.0, 0.5, 0.0]); R = np.array([[1, 3, 2, 0], [3, 2, 1, 0.]])
+    >>> similarity_batch(a, R, metrics=["spearman_rho"])["spearman_rho"]  # doctest: +SKIP
+    array([0.8, 0.4])
+    """
+    from scipy import stats
+
+    a_raw = as_vector(attribution, "attribution")
+    rows = np.asarray(attentions, dtype=np.float64)
+    if rows.ndim != 2 or rows.shape[1] != len(a_raw):
+        raise ValueError(f"attentions must have shape (P, {len(a_raw)}) (one attention vector per row), got {rows.shape}")
+    if not np.all(np.isfinite(rows)):
+        raise ValueError("attentions contain NaN or infinite values")
+    if len(a_raw) < 2:
+        raise ValueError(f"need at least 2 tokens to compare, got {len(a_raw)}")
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metrics {unknown}: choose from {list(METRICS)}")
+    wanted = set(metrics)
+    n = len(a_raw)
+    k = _top_k(n, top_percent)
+    magnitude = np.abs(a_raw)
+    out: dict[str, np.ndarray] = {}
+
+    if wanted & {"cosine_raw"}:
+        out["cosine_raw"] = _rows_cosine(a_raw, rows)
+    minmax_names = {"cosine_minmax", "cosine_minmax_above_median", "cosine_minmax_above_mean", "cosine_minmax_above_p95", "cosine_minmax_top"}
+    if wanted & minmax_names:
+        a = _rows_minmax(magnitude[None, :])[0]
+        b = _rows_minmax(rows)
+        out["cosine_minmax"] = _rows_cosine(a, b)
+        for name, cut_a, cut_b in (
+            ("median", np.median(a), np.median(b, axis=1, keepdims=True)),
+            ("mean", np.mean(a), np.mean(b, axis=1, keepdims=True)),
+            ("p95", np.percentile(a, 95), np.percentile(b, 95, axis=1, keepdims=True)),
+        ):
+            out[f"cosine_minmax_above_{name}"] = _rows_cosine(np.where(a >= cut_a, a, 0.0), np.where(b >= cut_b, b, 0.0))
+        out["cosine_minmax_top"] = _rows_cosine(np.where(_top_mask(a, k), a, 0.0), np.where(_rows_top_mask(b, k), b, 0.0))
+    if wanted & {"cosine_ranks", "cosine_ranks_top", "spearman_rho"}:
+        ranks_a = stats.rankdata(magnitude)
+        ranks_b = stats.rankdata(rows, axis=1)
+        out["cosine_ranks"] = _rows_cosine(ranks_a, ranks_b)
+        out["cosine_ranks_top"] = _rows_cosine(np.where(_top_mask(ranks_a, k), ranks_a, 0.0), np.where(_rows_top_mask(ranks_b, k), ranks_b, 0.0))
+        out["spearman_rho"] = _rows_pearson(ranks_a, ranks_b)
+    if "kendall_tau" in wanted:
+        out["kendall_tau"] = _rows_kendall_tau_b(magnitude, rows)
+    if "pearson_r" in wanted:
+        out["pearson_r"] = _rows_pearson(magnitude, rows)
+    if "rbo" in wanted:
+        out["rbo"] = _rows_rbo(magnitude, rows, rbo_p)
+    if "jaccard_top" in wanted:
+        both = _rows_top_mask(rows, k) & _top_mask(magnitude, k)[None, :]
+        intersection = both.sum(axis=1)
+        out["jaccard_top"] = intersection / (2 * k - intersection)
+    return {name: out[name] for name in metrics}
+
+
+# --------------------------------------------------------------------------
+# p-values
+
+
+def permutation_p_value(null, observed: float, *, ties: str = "conservative", seed: int | np.random.Generator | None = 0) -> float:
+    """One-sided Monte Carlo permutation p-value for "greater than chance".
+
+    ``ties="conservative"`` (default): ``(1 + #{null >= observed}) / (1 + n_perm)``,
+    counting a null value within 1e-12 (relative) of the observed one as a tie,
+    hence as ``>=``.
+    ``ties="randomized"``: the observed value's rank among itself and the
+    tied null values is drawn uniformly, so the p-value is
+    ``(1 + #{null > observed} + U) / (1 + n_perm)`` with ``U`` uniform on
+    ``0 .. #{ties}``: exactly uniform under the null for discrete statistics.
+
+    Parameters
+    ----------
+    null : array-like, shape (n_perm,)
+        The statistic on each null draw; NaN draws are not allowed.
+    observed : float
+        The statistic on the data; NaN gives NaN.
+
+    Returns
+    -------
+    float in [1 / (1 + n_perm), 1]
+
+    Example
+    -------
+    >>> permutation_p_value([0.1, 0.5, 0.3, 0.5], 0.5)
+    0.6
+    """
+    values = np.asarray(null, dtype=np.float64)
+    if values.ndim != 1 or len(values) == 0:
+        raise ValueError(f"null must be a non-empty 1-D array of statistics, got shape {values.shape}")
+    if ties not in ("conservative", "randomized"):
+        raise ValueError(f"ties must be 'conservative' or 'randomized', got {ties!r}")
+    observed = float(observed)
+    if math.isnan(observed):
+        return float("nan")
+    if np.isnan(values).any():
+        raise ValueError("null contains NaN statistics while the observed one is a number")
+    tolerance = _TIE_TOLERANCE * max(1.0, abs(observed))
+    greater = int(np.count_nonzero(values > observed + tolerance))
+    tied = int(np.count_nonzero(np.abs(values - observed) <= tolerance))
+    if ties == "conservative":
+        return (1 + greater + tied) / (1 + len(values))
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    return (1 + greater + int(rng.integers(0, tied + 1))) / (1 + len(values))
+
+
+def _null_statistics(a, attention, permutations, metrics, top_percent, rbo_p) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Observed statistics and the statistic under each permutation (computed
+    once per distinct permutation)."""
+    unique, inverse = np.unique(permutations, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    rows_per_chunk = max(1, _CHUNK_ELEMENTS // len(attention))
+    values: dict[str, list[np.ndarray]] = {m: [] for m in metrics}
+    observed = similarity_batch(a, attention[None, :], top_percent=top_percent, rbo_p=rbo_p, metrics=metrics)
+    for start in range(0, len(unique), rows_per_chunk):
+        chunk = attention[unique[start : start + rows_per_chunk]]
+        for name, v in similarity_batch(a, chunk, top_percent=top_percent, rbo_p=rbo_p, metrics=metrics).items():
+            values[name].append(v)
+    null = {name: np.concatenate(parts)[inverse] for name, parts in values.items()}
+    return {name: float(v[0]) for name, v in observed.items()}, null
+
+
+def permutation_test(
+    attribution,
+    attention,
+    *,
+    null: str = "circular_shift",
+    n_perm: int = 999,
+    block_size: int | None = None,
+    special_mask=None,
+    metrics: Sequence[str] = METRICS,
+    top_percent: float = 5.0,
+    rbo_p: float = 0.9,
+    ties: str = "conservative",
+    seed: int | None = 0,
+    return_null: bool = False,
+):
+    """Per-document permutation test of every agreement metric.
+
+    The attention vector is permuted under ``null`` (special tokens held in
+    place) ``n_perm`` times; each metric's p-value is one-sided ("agreement
+    greater than chance"): ``(1 + #{null >= observed}) / (1 + n_perm)`` (see
+    :func:`permutation_p_value`). The same draws serve every metric.
+
+    Parameters
+    ----------
+    attribution : array-like, shape (N,)
+        Token attributions (signed; metrics take magnitudes as
+        :func:`pyattn.similarity.similarity` does).
+    attention : array-like, shape (N,)
+        Attention received per token.
+    null : {"circular_shift", "block", "naive_shuffle"}
+        Null model; ``"naive_shuffle"`` is anti-conservative for locally
+        autocorrelated vectors (offered for comparison).
+    n_perm : int
+        Number of null draws.
+    block_size : int, optional
+        Block length for ``"block"`` (default ``ceil(sqrt(movable tokens))``).
+    special_mask : array of bool, shape (N,), optional
+        True at special tokens (held in place).
+    metrics, top_percent, rbo_p
+        As in :func:`pyattn.similarity.similarity`.
+    ties : {"conservative", "randomized"}
+        How null values equal to the observed one count.
+    seed : int
+        Seeds the draws (and the randomized tie-breaking).
+    return_null : bool
+        Also return the null statistics ``{metric: (n_perm,)}``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per metric: ``metric``, ``observed``, ``p_value``,
+        ``null_mean``, ``null_std``, ``n_perm``, ``null``, ``block_size``
+        (NaN unless ``null="block"``), ``alternative`` (``"greater"``).
+        With ``return_null=True``, ``(table, null_statistics)``.
+
+    Example
+    -------
+    >>> table = permutation_test(attribution, attention, n_perm=199, seed=0)  # doctest: +SKIP
+    >>> table.set_index("metric").loc["spearman_rho", "p_value"]  # doctest: +SKIP
+    """
+    import pandas as pd
+
+    a = as_vector(attribution, "attribution")
+    r = as_vector(attention, "attention")
+    if a.shape != r.shape:
+        raise ValueError(f"attribution has {a.shape[0]} tokens but attention has {r.shape[0]}; they must match")
+    rng = np.random.default_rng(seed)
+    permutations = null_permutations(len(r), n_perm, null, block_size=block_size, special_mask=special_mask, seed=rng)
+    observed, null_values = _null_statistics(a, r, permutations, list(metrics), top_percent, rbo_p)
+    movable = len(r) - int(_check_special_mask(special_mask, len(r)).sum())
+    used_block = (default_block_size(movable) if block_size is None else block_size) if null == "block" else float("nan")
+    rows = []
+    for name in metrics:
+        v = null_values[name]
+        p = permutation_p_value(v, observed[name], ties=ties, seed=rng) if not np.isnan(v).any() else float("nan")
+        rows.append(
+            {
+                "metric": name,
+                "observed": observed[name],
+                "p_value": p,
+                "null_mean": float(np.mean(v)),
+                "null_std": float(np.std(v, ddof=1)) if len(v) > 1 else float("nan"),
+                "n_perm": n_perm,
+                "null": null,
+                "block_size": used_block,
+                "alternative": "greater",
+            }
+        )
+    table = pd.DataFrame(rows)
+    return (table, null_values) if return_null else table
+
+
+def document_significance(
+    attribution,
+    attentions: Mapping[str, object],
+    **options,
+):
+    """:func:`permutation_test` for each named attention vector of one
+    document (e.g. ``{"final": ..., "all": ...}`` from
+    :func:`pyattn.similarity.attention_choices`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        :func:`permutation_test`'s columns with ``attention`` first, one row
+        per attention choice x metric. Each choice gets its own draws from
+        the same seed.
+
+    Example
+    -------
+    >>> document_significance(attribution, {"final": final, "all": all_layers}, n_perm=199)  # doctest: +SKIP
+    """
+    import pandas as pd
+
+    if not attentions:
+        raise ValueError("attentions is empty: give at least one named attention vector")
+    tables = [permutation_test(attribution, values, **options).assign(attention=name) for name, values in attentions.items()]
+    table = pd.concat(tables, ignore_index=True)
+    return table[["attention"] + [c for c in table.columns if c != "attention"]]
