@@ -21,6 +21,8 @@ do).
 
 from __future__ import annotations
 
+import math
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -71,11 +73,14 @@ def _linear_statistics(a: np.ndarray, heads: np.ndarray, permutations: np.ndarra
     norm_x = np.linalg.norm(x)
     norm_rows = np.linalg.norm(rows, axis=1)
     undefined = (norm_rows == 0) | (norm_x == 0)
+    chunk = max(1, 4_000_000 // len(x))
+    null = np.empty((len(permutations), len(rows)))
     with np.errstate(all="ignore"):
         scale = 1.0 / (norm_x * norm_rows)
         observed = rows @ x * scale
-        inverse = np.argsort(permutations, axis=1)
-        null = (x[inverse] @ rows.T) * scale[None, :]
+        for start in range(0, len(permutations), chunk):
+            inverse = np.argsort(permutations[start : start + chunk], axis=1)
+            null[start : start + chunk] = (x[inverse] @ rows.T) * scale[None, :]
     observed[undefined] = np.nan
     null[:, undefined] = np.nan
     return observed, null
@@ -142,7 +147,7 @@ def head_agreement(
     *,
     metric: str = "spearman_rho",
     null: str = "circular_shift",
-    n_perm: int = 999,
+    n_perm: int | None = None,
     block_size: int | None = None,
     special_masks: Sequence[object] | None = None,
     n_boot: int = 2000,
@@ -167,8 +172,13 @@ def head_agreement(
         :data:`pyattn.similarity.METRICS`.
     null : {"circular_shift", "block", "naive_shuffle"}
         Per-document null (see :mod:`pyattn.significance`).
-    n_perm : int
-        Null draws (each permutes every document).
+    n_perm : int, optional
+        Null draws (each permutes every document). The smallest p-value is
+        ``1 / (1 + n_perm)`` and Holm multiplies it by the number of heads
+        K = L x H, so no head can be significant unless ``n_perm >= K /
+        alpha - 1`` (2,879 for 12 x 12 heads at 0.05); a smaller value
+        warns. Default: ``max(999, ceil(2 K / alpha) - 1)`` (5,759 for
+        12 x 12 heads), room for a Holm-adjusted p-value of alpha / 2.
     block_size : int, optional
         For ``null="block"``.
     special_masks : sequence of boolean arrays (N,), optional
@@ -207,6 +217,18 @@ def head_agreement(
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
     _tail(confidence, 2, method)
+    first = documents[0]
+    if len(first) != 2:
+        raise ValueError(f"document 0: expected a pair (attribution, attention of shape (L, H, N)), got {len(first)} items")
+    heads_total = int(np.prod(_attention_heads(first[1], len(as_vector(first[0], "document 0: attribution")), 0).shape[:2]))
+    if n_perm is None:
+        n_perm = max(999, math.ceil(2 * heads_total / alpha) - 1)
+    elif heads_total / (1 + n_perm) > alpha:
+        warnings.warn(
+            f"n_perm={n_perm} cannot give a Holm-adjusted p-value below {heads_total}/{n_perm + 1} = {heads_total / (n_perm + 1):.3g} "
+            f"over {heads_total} heads, above alpha={alpha}: no head can be significant; use n_perm >= {math.ceil(heads_total / alpha) - 1}",
+            stacklevel=2,
+        )
     rng = np.random.default_rng(seed)
     observed_all, null_sums, null_counts, per_doc_significant = [], None, None, None
     shape = None
