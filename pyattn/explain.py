@@ -115,6 +115,11 @@ class Explanation:
     faithfulness:
         AOPC table (comprehensiveness and sufficiency per ranking, ``by``
         named), or None when not asked for.
+    significance:
+        Per attention view x metric: observed value and one-sided permutation
+        p-value under a circular-shift null (:mod:`pyattn.significance`), over
+        the tokens of mask ``no_special`` (``all`` without special tokens);
+        None when not asked for.
     """
 
     text: str
@@ -129,6 +134,7 @@ class Explanation:
     label_names: dict[int, str] = field(default_factory=dict)
     masks: list[str] = field(default_factory=list)
     attribution_as: str = "magnitude"
+    significance: Any | None = None
 
     # -- the prediction -----------------------------------------------------
     @property
@@ -264,6 +270,7 @@ def explain(
     masks: Sequence[str] | None = None,
     attribution_as: str = "magnitude",
     special_tokens: Sequence[str] | None = None,
+    significance: int = 0,
     max_length: int | None = None,
     device=None,
     **attribute_kwargs: Any,
@@ -300,6 +307,10 @@ def explain(
         similarity metrics.
     special_tokens:
         Default: ``tokenizer.all_special_tokens``.
+    significance:
+        Number of permutations for per-document p-values of every metric
+        (circular-shift null, :func:`pyattn.significance.document_significance`);
+        0 (default) skips them. 999 gives p-values down to 0.001.
     attribute_kwargs:
         Passed to :func:`pyattn.attribute` (``n_steps``, ``tol``, ...).
 
@@ -310,6 +321,8 @@ def explain(
     from pyattn.attention import attention as model_attention
     from pyattn.similarity import MASKS, compare
 
+    if isinstance(significance, bool) or not isinstance(significance, int) or significance < 0:
+        raise ValueError(f"significance must be a number of permutations >= 0 (0: none), got {significance!r}")
     if attribution_as not in ("magnitude", "signed"):
         raise ValueError(f'attribution_as must be "magnitude" or "signed", got {attribution_as!r}')
     config = model.config
@@ -339,6 +352,13 @@ def explain(
             rankings["rollout"] = views["rollout"]
         _, aopc = run_faithfulness(model, tokenizer, text, rankings, target=attribution.target,
                                    random_rankings=random_rankings, max_length=max_length)
+    p_values = None
+    if significance:
+        from pyattn.significance import document_significance
+
+        keep = np.array([t not in set(special_tokens) for t in attribution.tokens]) if special_tokens else np.ones(n, bool)
+        p_values = document_significance(attribution.scores[keep], {k: v[keep] for k, v in views.items()}, n_perm=significance)
+        p_values.insert(1, "mask", "no_special" if special_tokens else "all")
     importance = None if head_importance is None else torch.as_tensor(head_importance).double().cpu().numpy()
     return Explanation(
         text=text,
@@ -353,6 +373,7 @@ def explain(
         label_names=_label_names(model),
         masks=list(masks),
         attribution_as=attribution_as,
+        significance=p_values,
     )
 
 

@@ -101,3 +101,20 @@ def test_bad_arguments_are_named():
         pyattn.explain(model, tokenizer, text, head_importance=-torch.ones(3, 4), n_steps=2, faithfulness=False)
     with pytest.raises(ValueError, match="layer 7 does not exist"):
         pyattn.explain(model, tokenizer, text, layer_ranges=["0-7"], n_steps=2, faithfulness=False)
+
+
+def test_significance_of_every_view_and_metric():
+    from pyattn.similarity import METRICS
+
+    model, tokenizer = tiny_longformer(seed=7), tiny_tokenizer("roberta")
+    result = pyattn.explain(model, tokenizer, sample_text(30, seed=5), n_steps=4, faithfulness=False, significance=49)
+    table = result.significance
+    assert len(table) == len(result.attention) * len(METRICS) and set(table["mask"]) == {"no_special"}
+    assert table["p_value"].between(1 / 50, 1).all()
+    # the observed values are the similarity table's (mask no_special), computed by an independent route
+    similarity = result.similarity[result.similarity["mask"] == "no_special"].set_index("attention")
+    for row in table.itertuples():
+        expected = similarity.loc[row.attention, row.metric]
+        assert row.observed == pytest.approx(expected, abs=1e-9) or (np.isnan(expected) and np.isnan(row.observed))
+    with pytest.raises(ValueError, match="significance must be a number of permutations"):
+        pyattn.explain(model, tokenizer, "a b c", significance=-1)
