@@ -227,7 +227,16 @@ class Explanation:
             attribution_as=self.attribution_as,
             plots=plots,
             metrics=self.similarity,
+            extra_tables=self._significance_tables(),
         )
+
+    def _significance_tables(self) -> list:
+        if self.significance is None:
+            return []
+        table = self.significance.pivot(index="attention", columns="metric", values="p_value").reset_index()
+        n_perm = int(self.significance["n_perm"].iloc[0])
+        return [(f"Permutation p-values (one-sided, circular-shift null, {n_perm} permutations, mask "
+                 f"{self.significance['mask'].iloc[0]})", table)]
 
     def save_html(self, path: str | os.PathLike, title: str | None = None) -> str:
         """Write the full report (heat maps, tables, plots) to ``path``."""

@@ -111,6 +111,7 @@ def test_significance_of_every_view_and_metric():
     table = result.significance
     assert len(table) == len(result.attention) * len(METRICS) and set(table["mask"]) == {"no_special"}
     assert table["p_value"].between(1 / 50, 1).all()
+    assert "Permutation p-values" in result._repr_html_()
     # the observed values are the similarity table's (mask no_special), computed by an independent route
     similarity = result.similarity[result.similarity["mask"] == "no_special"].set_index("attention")
     for row in table.itertuples():

@@ -47,6 +47,7 @@ th { background: #f3f3f3; } td.text { text-align: left; }
   {% for token, color, value in attention_marks %}<mark style="background-color: {{ color }}" title="{{ value }}">{{ token }}</mark> {% endfor %}</div>
 </div>
 {% if metrics_html %}<h2>Similarity</h2><div style="overflow-x: auto">{{ metrics_html }}</div>{% endif %}
+{% for name, table in extra_tables %}<h2>{{ name }}</h2><div style="overflow-x: auto">{{ table }}</div>{% endfor %}
 <h2>Top tokens</h2>
 <div class="tables">{% for name, table in top_tables %}<div><b>{{ name }}</b>{{ table }}</div>{% endfor %}</div>
 {% if plots %}<h2>Plots</h2><div class="plots">{% for alt, data in plots %}<img alt="{{ alt }}" src="data:image/png;base64,{{ data }}">{% endfor %}</div>{% endif %}
@@ -87,10 +88,13 @@ def render_document(
     attribution_as: str = "magnitude",
     plots: bool = True,
     metrics=None,
+    extra_tables: Sequence[tuple[str, object]] = (),
 ) -> str:
     """One document's report as a self-contained HTML string (see
     :func:`document_report`, which writes it to a file). ``plots=False``
     leaves out the matplotlib plots (faster, e.g. for a notebook cell).
+    ``extra_tables``: (heading, DataFrame) pairs shown after the similarity
+    table (e.g. permutation p-values).
 
     ``attribution``: per-token scores ``(N,)``. ``attentions``: name ->
     attention received ``(N,)``; the first is the one drawn as a heat map
@@ -169,6 +173,7 @@ def render_document(
         attention_name=first_name,
         metrics_html=jinja2.utils.markupsafe.Markup(_table_html(metrics)),
         top_tables=[(name, jinja2.utils.markupsafe.Markup(table)) for name, table in top_tables],
+        extra_tables=[(name, jinja2.utils.markupsafe.Markup(_table_html(table, 4))) for name, table in extra_tables],
         plots=[(alt, base64.b64encode(data).decode()) for alt, data in images],
     )
     return html
