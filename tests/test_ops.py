@@ -31,7 +31,12 @@ def make_inputs(B, H, N, X, w, counts, seed, dtype=torch.float32, device="cpu", 
     global_attn = torch.rand(B, H, N + pad_extra, X, generator=generator, dtype=torch.float64) if X > 0 else None
     mask = torch.zeros(B, N, dtype=torch.long)
     for b, count in enumerate(counts):
-        mask[b, torch.randperm(N, generator=generator)[:count]] = 1
+        positions = torch.randperm(N, generator=generator)[:count]
+        mask[b, positions] = 1
+        # Zeros where the model writes them: the local rows of the global
+        # tokens and the local columns of an item's unused global slots.
+        local[b, :, positions] = 0.0
+        local[b, :, :, count:X] = 0.0
     if non_contiguous:
         # Same values, other strides: stored in another dimension order, every
         # other element of the last dimension.
@@ -128,15 +133,19 @@ def test_received_is_column_sum_of_dense_on_longformer_shapes():
 
 
 def test_unused_global_slots_are_ignored():
-    """Junk in an item's unused slots must not leak into its output."""
+    """Junk in the global rows of an item's unused slots (the model writes
+    uniform 1/N_pad rows there) must not leak into its output."""
     local, global_attn, mask = make_inputs(2, 2, 12, 3, 4, [3, 1], seed=3)
-    junk_local, junk_global = local.clone(), global_attn.clone()
-    junk_local[1, :, :, 1:3] = 1e6
+    junk_global = global_attn.clone()
     junk_global[1, :, :, 1:3] = 1e6
-    torch.testing.assert_close(pyattn.band_to_dense(junk_local, junk_global, mask), pyattn.band_to_dense(local, global_attn, mask))
-    torch.testing.assert_close(
-        pyattn.attention_received(junk_local, junk_global, mask), pyattn.attention_received(local, global_attn, mask)
-    )
+    torch.testing.assert_close(pyattn.band_to_dense(local, junk_global, mask), pyattn.band_to_dense(local, global_attn, mask))
+    torch.testing.assert_close(pyattn.attention_received(local, junk_global, mask), pyattn.attention_received(local, global_attn, mask))
+    # Attention in an unused slot's local column says the model had more
+    # global tokens than the mask marks: refused, not ignored.
+    junk_local = local.clone()
+    junk_local[1, :, :, 1:3] = 1e6
+    with pytest.raises(RuntimeError, match=r"marks 1 global tokens in item 1 but local_attn's global slot 1 carries attention"):
+        pyattn.attention_received(junk_local, global_attn, mask)
 
 
 def test_empty_inputs():
@@ -205,6 +214,9 @@ def test_received_split_into_row_chunks(threads, fused):
     mask.zero_()
     mask[0, [5, 900]] = 1
     mask[1, 600] = 1
+    local = local.clone()
+    local[0, :, [5, 900]] = 0.0  # the model's zero local rows of global tokens
+    local[1, :, 600] = 0.0
     head_weights = torch.tensor([0.5, 2.0, 1.0], dtype=torch.float64) if fused else None
     row_weights = torch.rand(2, 1100, dtype=torch.float64)
     previous = torch.get_num_threads()
