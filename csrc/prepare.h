@@ -271,6 +271,21 @@ BandParams<scalar_t, acc_t> band_params(const Prepared& p) {
 
 // attention_received's zeroed accumulator: (B, H, N), or (B, N) with head
 // weights, in the accumulation type (float for half/bfloat16/float).
+// The dtype attention_received returns: out_dtype when given, else float32
+// for half and bfloat16 inputs (a column sum over N rows overflows float16 at
+// the CLS column for N of a few thousand), else the input's dtype.
+inline at::ScalarType received_out_dtype(const at::Tensor& local_attn,
+                                         std::optional<at::ScalarType> out_dtype) {
+  if (out_dtype.has_value()) {
+    TORCH_CHECK(at::isFloatingType(*out_dtype),
+                "out_dtype must be float16, bfloat16, float32 or float64, got ",
+                *out_dtype);
+    return *out_dtype;
+  }
+  const auto t = local_attn.scalar_type();
+  return (t == at::kHalf || t == at::kBFloat16) ? at::kFloat : t;
+}
+
 inline at::Tensor received_accumulator(const Prepared& p) {
   const auto acc_type = at::toOpMathType(p.local.scalar_type());
   const auto options = p.local.options().dtype(acc_type);

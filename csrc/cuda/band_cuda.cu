@@ -41,12 +41,13 @@ at::Tensor attention_received_cuda(const at::Tensor& local_attn,
                                    const std::optional<at::Tensor>& global_attn,
                                    const std::optional<at::Tensor>& global_attention_mask,
                                    const std::optional<at::Tensor>& head_weights,
-                                   const std::optional<at::Tensor>& row_weights) {
+                                   const std::optional<at::Tensor>& row_weights,
+    std::optional<at::ScalarType> out_dtype) {
   const c10::cuda::CUDAGuard guard(local_attn.device());
   const Prepared prep = prepare(local_attn, global_attn, global_attention_mask,
                                 head_weights, row_weights);
   at::Tensor acc = received_accumulator(prep);
-  if (acc.numel() == 0) return acc.to(local_attn.scalar_type());
+  if (acc.numel() == 0) return acc.to(received_out_dtype(local_attn, out_dtype));
   const auto stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, local_attn.scalar_type(), "attention_received_cuda", [&] {
@@ -64,7 +65,7 @@ at::Tensor attention_received_cuda(const at::Tensor& local_attn,
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         }
       });
-  return acc.to(local_attn.scalar_type());
+  return acc.to(received_out_dtype(local_attn, out_dtype));
 }
 
 at::Tensor band_to_dense_cuda(const at::Tensor& local_attn,

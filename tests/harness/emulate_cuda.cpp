@@ -14,10 +14,11 @@ at::Tensor emulate_attention_received(const at::Tensor& local_attn,
                                       const std::optional<at::Tensor>& global_attention_mask,
                                       const std::optional<at::Tensor>& head_weights,
                                       const std::optional<at::Tensor>& row_weights) {
+  const std::optional<at::ScalarType> out_dtype;  // the op's default
   const Prepared prep = prepare(local_attn, global_attn, global_attention_mask,
                                 head_weights, row_weights);
   at::Tensor acc = received_accumulator(prep);
-  if (acc.numel() == 0) return acc.to(local_attn.scalar_type());
+  if (acc.numel() == 0) return acc.to(received_out_dtype(local_attn, out_dtype));
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, local_attn.scalar_type(), "emulate_attention_received", [&] {
         using acc_t = at::opmath_type<scalar_t>;
@@ -40,7 +41,7 @@ at::Tensor emulate_attention_received(const at::Tensor& local_attn,
             }
         }
       });
-  return acc.to(local_attn.scalar_type());
+  return acc.to(received_out_dtype(local_attn, out_dtype));
 }
 
 at::Tensor emulate_band_to_dense(const at::Tensor& local_attn,
