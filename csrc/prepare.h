@@ -257,6 +257,7 @@ BandParams<scalar_t, acc_t> band_params(const Prepared& p) {
   r.head_weights = p.head_weights.defined()
                        ? p.head_weights.const_data_ptr<acc_t>()
                        : nullptr;
+  r.fused = p.head_weights.defined();
   r.row_weights = p.row_weights.defined()
                       ? p.row_weights.const_data_ptr<acc_t>()
                       : nullptr;

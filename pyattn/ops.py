@@ -19,7 +19,9 @@ import torch
 
 from pyattn import _C  # noqa: F401  (loads the library, registering the ops)
 
-__all__ = ["band_to_dense", "attention_received", "has_cuda_kernels"]
+__all__ = ["band_to_dense", "attention_received", "attention_received_layers", "global_tables", "has_cuda_kernels"]
+
+from typing import Sequence
 
 
 def band_to_dense(
@@ -86,6 +88,55 @@ def attention_received(
     """
     return torch.ops.pyattn.attention_received.default(
         local_attn, global_attn, global_attention_mask, head_weights, row_weights, out_dtype
+    )
+
+
+def attention_received_layers(
+    local_attn: Sequence[torch.Tensor],
+    global_attn: Sequence[torch.Tensor | None] | None = None,
+    global_attention_mask: torch.Tensor | None = None,
+    head_weights: torch.Tensor | None = None,
+    row_weights: torch.Tensor | None = None,
+    *,
+    out_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """:func:`attention_received` for every layer of a model output in one
+    call (windows may differ per layer). Layers are numbered from 0.
+
+    Parameters
+    ----------
+    local_attn:
+        L tensors ``(B, H, N, X + w_l + 1)`` (``output.attentions``).
+    global_attn:
+        L tensors ``(B, H, N_pad, X)`` (``output.global_attentions``), or None
+        when no token is global.
+    global_attention_mask:
+        ``(B, N)``, the mask the model ran with.
+    head_weights:
+        ``(L, H)``, optional: heads fused per layer as in
+        :func:`attention_received`.
+    row_weights:
+        ``(B, N)`` for every layer, or ``(L, B, N)``, optional.
+    out_dtype:
+        As in :func:`attention_received`.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(L, B, H, N)``, or ``(L, B, N)`` with ``head_weights``.
+        Differentiable like :func:`attention_received`.
+
+    Examples
+    --------
+    >>> out = model(ids, global_attention_mask=mask, output_attentions=True)  # doctest: +SKIP
+    >>> attention_received_layers(out.attentions, out.global_attentions, mask).shape  # (L, B, H, N)  # doctest: +SKIP
+    """
+    local = list(local_attn)
+    glob = [] if global_attn is None else list(global_attn)
+    if glob and all(g is None for g in glob):
+        glob = []
+    return torch.ops.pyattn.attention_received_layers.default(
+        local, glob, global_attention_mask, head_weights, row_weights, out_dtype
     )
 
 
@@ -194,9 +245,25 @@ def _attention_received_fake(local_attn, global_attn, global_attention_mask, hea
 # host synchronisation). ---------------------------------------------------
 
 
-def _global_tables(global_attention_mask, B: int, N: int, X: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(is_global (B, N) bool, global_pos (B, X) long with -1 for unused
-    slots), as csrc/prepare.h builds them."""
+def global_tables(
+    global_attention_mask: torch.Tensor | None, B: int, N: int, X: int, device: torch.device | str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The global-token tables the kernels use, built as ``csrc/prepare.h``
+    builds them (tensor ops only, no host synchronisation).
+
+    Returns
+    -------
+    (is_global, global_pos)
+        ``is_global`` ``(B, N)`` bool: position ``i`` of item ``b`` holds one
+        of the ``X`` global slots; ``global_pos`` ``(B, X)`` long: the
+        position of slot ``m`` of item ``b`` (ascending), -1 if unused.
+
+    Examples
+    --------
+    >>> is_global, pos = global_tables(torch.tensor([[1, 0, 1, 0]]), 1, 4, 3, "cpu")
+    >>> pos.tolist()
+    [[0, 2, -1]]
+    """
     if global_attention_mask is None:
         return torch.zeros(B, N, dtype=torch.bool, device=device), torch.full((B, X), -1, dtype=torch.long, device=device)
     is_global = global_attention_mask != 0
@@ -228,7 +295,7 @@ def _received_backward(ctx, grad):
     w = D - X - 1
     acc = torch.float64 if local_attn.dtype == torch.float64 else torch.float32
     device = local_attn.device
-    is_global, global_pos = _global_tables(mask, B, N, X, device)
+    is_global, global_pos = global_tables(mask, B, N, X, device)
     valid = global_pos >= 0  # (B, X)
     fused = head_weights is not None
     # The output gradient per head: (B, H, N).
@@ -278,7 +345,7 @@ def _dense_backward(ctx, grad):
     X = 0 if ctx.global_shape is None else ctx.global_shape[3]
     w = D - X - 1
     half = w // 2
-    is_global, global_pos = _global_tables(mask, B, N, X, grad.device)
+    is_global, global_pos = global_tables(mask, B, N, X, grad.device)
     valid = global_pos >= 0
     local_rows = (~is_global)[:, None, :, None]
     # Band: grad_local[i, X + k] = grad[i, i + k - half], 0 outside [0, N).

@@ -123,7 +123,7 @@ def test_model_level_errors(longformer_run):
         pyattn.layer_attention_received(out.attentions, out.global_attentions[:2], mask)
     with pytest.raises(ValueError, match="output_attentions=True"):
         pyattn.layer_attention_received(None, None, mask)
-    with pytest.raises(RuntimeError, match=r"layer 1: global_attention_mask is required"):
+    with pytest.raises(RuntimeError, match=r"layer 0 \(0-based; local_attn\[0\]\): global_attention_mask is required"):
         pyattn.layer_attention_received(out.attentions, out.global_attentions, None)
     with pytest.raises(IndexError, match=r"layer 4 is out of range: layers are numbered 1..3"):
         pyattn.layer_to_dense(out, global_attention_mask=mask, layer=4)

@@ -76,7 +76,7 @@ inline void scaled_add<double, double>(double* __restrict__ acc,
 // a plain sum over the band. Streaming whole rows reads at the floor.
 template <typename scalar_t, typename acc_t>
 void received_cpu_kernel(const BandParams<scalar_t, acc_t>& p, acc_t* out) {
-  const bool fused = p.head_weights != nullptr;
+  const bool fused = p.fused;
   const int64_t H_out = fused ? 1 : p.H;
   const int64_t groups = p.B * H_out;
   // Enough chunks to keep every thread busy, none shorter than kMinChunkRows.
