@@ -16,7 +16,7 @@ namespace {
 
 template <typename scalar_t, typename acc_t>
 __global__ void received_columns_kernel(const BandParams<scalar_t, acc_t> p, acc_t* out) {
-  extern __shared__ unsigned char shared_bytes[];
+  extern __shared__ __align__(16) unsigned char shared_bytes[];
   acc_t* shared = reinterpret_cast<acc_t*>(shared_bytes);
   received_stage_thread(p, shared, blockIdx.x, threadIdx.x);
   __syncthreads();
