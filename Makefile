@@ -11,7 +11,7 @@ CUDA_HOME ?= /usr/local/cuda
 PY := $(VENV)/bin/python
 SOURCES := setup.py pyproject.toml $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/*.cpp csrc/cuda/*.cu)
 
-.PHONY: demo test build bench cuda-check clean
+.PHONY: demo test build bench bench-attention cuda-check gpu-check clean
 
 # torch first (the CPU wheel on disk), then pyattn with its test extras,
 # built against that torch (no build isolation).
@@ -42,6 +42,15 @@ bench: build
 	$(PY) benchmarks/memory.py
 	cd benchmarks && ../$(PY) memory_attention.py
 
+# The attention-speed tables (benchmarks/results/attention.md), generated from
+# one run's JSON: attention received against its floors (.sum() and a
+# streaming copy of the same bytes), the dense conversion, the scaling.
+bench-attention: build
+	mkdir -p build benchmarks/results
+	$(PY) -m pytest benchmarks/test_attention_speed.py --benchmark-only -q \
+		--benchmark-json=build/bench-attention.json
+	$(PY) benchmarks/report.py build/bench-attention.json --out benchmarks/results/attention.md
+
 # Prove the CUDA kernels compile and link: torch 2.14.1 (CUDA 13.0 build),
 # nvcc from PATH, an explicit arch list, a plain (non-editable) install from a
 # copy of the tree, then check every op has a CUDA kernel. No GPU needed.
@@ -56,8 +65,27 @@ cuda-check: $(CUDA_VENV)/.torch
 	git ls-files -z | xargs -0 cp --parents -t build/cuda-src
 	cd build/cuda-src && FORCE_CUDA=1 CUDA_HOME="$(CUDA_HOME)" \
 		TORCH_CUDA_ARCH_LIST="$(TORCH_CUDA_ARCH_LIST)" MAX_JOBS=2 \
-		../../$(CUDA_VENV)/bin/pip install -q --no-build-isolation --no-deps .
-	cd build && ../$(CUDA_VENV)/bin/python ../tests/check_cuda_build.py
+		$(abspath $(CUDA_VENV))/bin/pip install -q --no-build-isolation --no-deps .
+	cd build && $(abspath $(CUDA_VENV))/bin/python ../tests/check_cuda_build.py
+
+# On a machine with a GPU: build against that machine's torch (GPU_PYTHON,
+# torch with CUDA already installed) with FORCE_CUDA=1, for the GPU's own
+# architecture, then run the CUDA tests, the kernels under compute-sanitizer
+# (where it is installed) and the GPU benchmark, which writes
+# benchmarks/results/gpu.md (and build/gpu.json) from one run. Needs nvcc,
+# ninja, pytest, hypothesis and transformers there (nothing is downloaded).
+GPU_PYTHON ?= python3
+
+gpu-check:
+	$(GPU_PYTHON) -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 'gpu-check needs a CUDA device and torch built with CUDA (torch ' + torch.__version__ + ')')"
+	FORCE_CUDA=1 CUDA_HOME="$(CUDA_HOME)" MAX_JOBS=8 $(GPU_PYTHON) setup.py build_ext --inplace
+	PYTHONPATH="$(CURDIR)" $(GPU_PYTHON) tests/check_cuda_build.py
+	PYTHONPATH="$(CURDIR)" $(GPU_PYTHON) -m pytest tests/test_cuda.py tests/test_ops.py tests/test_errors.py tests/test_longformer.py -q -rs
+	if command -v compute-sanitizer >/dev/null 2>&1; then \
+		PYTHONPATH="$(CURDIR)" compute-sanitizer --tool memcheck --error-exitcode 1 $(GPU_PYTHON) tests/harness/sanitize_cuda.py; \
+	else echo "compute-sanitizer not found: memcheck skipped"; fi
+	mkdir -p build
+	PYTHONPATH="$(CURDIR)" $(GPU_PYTHON) benchmarks/gpu_speed.py --json build/gpu.json --out benchmarks/results/gpu.md
 
 clean:
 	rm -rf build *.egg-info pyattn/_C*.so

@@ -81,7 +81,7 @@ def _openmp_flags() -> list[str]:
 
 def extensions():
     with_cuda = _want_cuda()
-    sources = [os.path.join("csrc", "pyattn.cpp")]
+    sources = [os.path.join("csrc", "pyattn.cpp"), os.path.join("csrc", "layers.cpp")]
     sources += sorted(glob.glob(os.path.join("csrc", "cpu", "*.cpp")))
     cxx = ["-O3", *_openmp_flags()]
     define_macros = []

@@ -2,12 +2,15 @@
 
 Run: make bench  (or: python -m pytest benchmarks --benchmark-only)
 Set PYATTN_BENCH_DEVICE=cuda to time on a GPU, PYATTN_BENCH_QUICK=1 for a
-short run. Results and ratios: benchmarks/README.md (benchmarks/report.py
-makes the table from pytest-benchmark's JSON).
+short run. Tables and ratios: benchmarks/results/attention.md, written by
+benchmarks/report.py from one run's pytest-benchmark JSON.
 
 Groups (each a column of the table):
 - received-N: attention received, 12 layers x 12 heads, heads weighted by
-  importance; the memory floor is one .sum() over the same band tensors.
+  importance. Two floors over the same band and global tensors, measured in
+  the same run: ``floor_sum`` (one .sum(): reads every byte once, as the
+  kernel must) and ``floor_copy`` (a streaming copy into preallocated
+  buffers: reads and writes every byte, the usual memory-bandwidth yardstick).
 - dense-N: band_to_dense of one layer (12 heads); the floor is zero-filling
   the (1, 12, N, N) output.
 - scaling-N: attention received of one layer vs the dense route (dense, then
@@ -83,7 +86,18 @@ def per_layer(op, attentions, global_attentions, mask, importance):
 def test_received_floor_sum(benchmark, n):
     attentions, global_attentions, mask, importance = model_like(n)
     benchmark.group = f"received-{n}"
+    benchmark.extra_info["bytes"] = sum(t.numel() * t.element_size() for t in list(attentions) + list(global_attentions))
     run(benchmark, lambda: [a.sum() + g.sum() for a, g in zip(attentions, global_attentions)])
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_received_floor_copy(benchmark, n):
+    attentions, global_attentions, mask, importance = model_like(n)
+    benchmark.group = f"received-{n}"
+    sources = list(attentions) + list(global_attentions)
+    targets = [torch.empty_like(t) for t in sources]
+    benchmark.extra_info["bytes"] = sum(t.numel() * t.element_size() for t in sources)
+    run(benchmark, lambda: [d.copy_(s) for d, s in zip(targets, sources)])
 
 
 @pytest.mark.parametrize("n", SIZES)

@@ -24,6 +24,91 @@ struct Prepared {
   int64_t B = 0, H = 0, N = 0, X = 0, w = 0;
 };
 
+// What the attention tensors reveal about the mask the model ran with
+// (../shared/LONGFORMER_LAYOUT.md; Hugging Face's Longformer writes exact
+// zeros in both places):
+//  1. no item has more global tokens than global_attn's X slots;
+//  2. slot m of an item with fewer than m + 1 global tokens is unused, so its
+//     local column local_attn[b, :, :, m] is 0 (the model gives an unused slot
+//     no attention): a nonzero value there means the model ran with more
+//     global tokens than the mask marks;
+//  3. the local row of a global token is 0 (its real row is in global_attn):
+//     a nonzero local row at a position the mask marks as global means the
+//     model did not treat that position as global.
+// On the CPU the check runs on the host and names the item, position and slot.
+// On other devices it is an asynchronous device-side assert (no host
+// synchronisation; the error surfaces at the next synchronising call).
+inline void check_mask_agrees(const at::Tensor& local_attn,
+                              const std::optional<at::Tensor>& global_attn,
+                              const at::Tensor& is_global, const Prepared& p) {
+  const at::Tensor counts = is_global.sum(1);  // (B,)
+  const at::Tensor slots = at::arange(p.X, counts.options());
+  // (B, X): slot m of item b is in use. Rows (B, H, X, D) of the global tokens.
+  const at::Tensor used = slots.unsqueeze(0).lt(counts.unsqueeze(1));
+  const at::Tensor rows = local_attn.gather(
+      2, p.global_pos.clamp_min(0)
+             .view({p.B, 1, p.X, 1})
+             .expand({p.B, p.H, p.X, local_attn.size(3)}));
+  const at::Tensor row_nonzero =  // (B, X): a marked global token's local row is not 0
+      rows.ne(0).any(3).any(1).logical_and(used);
+  if (local_attn.device().is_cpu()) {
+    const auto c = counts.accessor<int64_t, 1>();
+    for (int64_t b = 0; b < p.B; ++b) {
+      TORCH_CHECK(c[b] <= p.X, "global_attention_mask marks ", c[b],
+                  " global tokens in item ", b, " but global_attn has only X = ",
+                  p.X, " global slots (global_attn shape ",
+                  global_attn.has_value() && global_attn->defined()
+                      ? global_attn->sizes()
+                      : at::IntArrayRef{},
+                  "); pass the mask the model was run with");
+    }
+    for (int64_t b = 0; b < p.B; ++b) {
+      if (c[b] >= p.X) continue;
+      const at::Tensor unused = local_attn.select(0, b).narrow(2, c[b], p.X - c[b]);
+      const at::Tensor carries = unused.ne(0).any(0).any(0);  // (X - c_b,)
+      if (!carries.any().item<bool>()) continue;
+      const int64_t m = c[b] + carries.nonzero().min().item<int64_t>();
+      TORCH_CHECK(false, "global_attention_mask marks ", c[b],
+                  " global tokens in item ", b, " but local_attn's global slot ",
+                  m, " carries attention for that item (nonzero values in "
+                  "local_attn[", b, ", :, :, ", m, "]): the model ran with more "
+                  "global tokens; pass the mask the model was run with");
+    }
+    if (p.X > 0 && row_nonzero.any().item<bool>()) {
+      const at::Tensor where = row_nonzero.nonzero();  // (k, 2): (b, m)
+      const int64_t b = where[0][0].item<int64_t>();
+      const int64_t m = where[0][1].item<int64_t>();
+      const int64_t g = p.global_pos[b][m].item<int64_t>();
+      TORCH_CHECK(false, "global_attention_mask marks position ", g,
+                  " of item ", b, " as global but local_attn[", b, ", :, ", g,
+                  ", :] is not all zero, as the local row of a global token "
+                  "is: the model did not run with that position global; pass "
+                  "the mask the model was run with");
+    }
+    return;
+  }
+  at::_assert_async(
+      counts.gt(p.X).any().logical_not(),
+      "global_attention_mask marks more global tokens in an item than "
+      "global_attn has slots (X = global_attn.size(3)); pass the mask the "
+      "model was run with");
+  if (p.X == 0) return;
+  at::_assert_async(
+      local_attn.narrow(3, 0, p.X).ne(0).any(2).any(1)
+          .logical_and(used.logical_not())
+          .any()
+          .logical_not(),
+      "global_attention_mask marks fewer global tokens in an item than "
+      "local_attn's global slots that carry attention: the model ran with "
+      "more global tokens; pass the mask the model was run with");
+  at::_assert_async(
+      row_nonzero.any().logical_not(),
+      "global_attention_mask marks a position as global whose local_attn row "
+      "is not all zero, as the local row of a global token is: the model did "
+      "not run with that position global; pass the mask the model was run "
+      "with");
+}
+
 inline Prepared prepare(const at::Tensor& local_attn,
                         const std::optional<at::Tensor>& global_attn,
                         const std::optional<at::Tensor>& global_attention_mask,
@@ -119,29 +204,25 @@ inline Prepared prepare(const at::Tensor& local_attn,
 
   // The global-token tables: slot_of[b, i] = m for the m-th global position of
   // item b (ascending), else -1; global_pos[b, m] = that position, else -1.
+  // Built with tensor ops only (no host synchronisation on CUDA). Positions
+  // past X are left out of the tables, so that even a mask refused by the
+  // asynchronous device-side check below never makes a kernel read out of
+  // bounds.
   const auto opts = local_attn.options().dtype(at::kLong);
   p.local = local_attn;
   if (has_global && p.X > 0) p.global = *global_attn;
   if (has_mask && p.B > 0 && p.N > 0) {
     const at::Tensor is_global = global_attention_mask->ne(0);
-    const at::Tensor counts = is_global.sum(1);
-    const int64_t most = counts.max().item<int64_t>();
-    if (most > p.X) {
-      const int64_t item = counts.argmax().item<int64_t>();
-      TORCH_CHECK(false, "global_attention_mask marks ", most,
-                  " global tokens in item ", item, " but global_attn has only X = ",
-                  p.X, " global slots (global_attn shape ",
-                  has_global ? global_attn->sizes() : at::IntArrayRef{},
-                  "); pass the mask the model was run with");
-    }
     const at::Tensor slot = is_global.cumsum(1) - 1;
-    p.slot_of = at::where(is_global, slot, at::full({}, -1, opts)).contiguous();
-    // Scatter position i into column slot[i]; non-global positions go to a
-    // spare column X, dropped afterwards.
+    const at::Tensor in_table = is_global.logical_and(slot.lt(p.X));
+    p.slot_of = at::where(in_table, slot, at::full({}, -1, opts)).contiguous();
+    // Scatter position i into column slot[i]; other positions go to a spare
+    // column X, dropped afterwards.
     at::Tensor pos = at::full({p.B, p.X + 1}, -1, opts);
-    const at::Tensor target = at::where(is_global, slot, at::full({}, p.X, opts));
+    const at::Tensor target = at::where(in_table, slot, at::full({}, p.X, opts));
     pos.scatter_(1, target, at::arange(p.N, opts).expand({p.B, p.N}));
     p.global_pos = pos.narrow(1, 0, p.X).contiguous();
+    check_mask_agrees(local_attn, global_attn, is_global, p);
   } else {
     p.slot_of = at::full({p.B, p.N}, -1, opts);
     p.global_pos = at::full({p.B, p.X}, -1, opts);
@@ -176,6 +257,7 @@ BandParams<scalar_t, acc_t> band_params(const Prepared& p) {
   r.head_weights = p.head_weights.defined()
                        ? p.head_weights.const_data_ptr<acc_t>()
                        : nullptr;
+  r.fused = p.head_weights.defined();
   r.row_weights = p.row_weights.defined()
                       ? p.row_weights.const_data_ptr<acc_t>()
                       : nullptr;
@@ -190,6 +272,21 @@ BandParams<scalar_t, acc_t> band_params(const Prepared& p) {
 
 // attention_received's zeroed accumulator: (B, H, N), or (B, N) with head
 // weights, in the accumulation type (float for half/bfloat16/float).
+// The dtype attention_received returns: out_dtype when given, else float32
+// for half and bfloat16 inputs (a column sum over N rows overflows float16 at
+// the CLS column for N of a few thousand), else the input's dtype.
+inline at::ScalarType received_out_dtype(const at::Tensor& local_attn,
+                                         std::optional<at::ScalarType> out_dtype) {
+  if (out_dtype.has_value()) {
+    TORCH_CHECK(at::isFloatingType(*out_dtype),
+                "out_dtype must be float16, bfloat16, float32 or float64, got ",
+                *out_dtype);
+    return *out_dtype;
+  }
+  const auto t = local_attn.scalar_type();
+  return (t == at::kHalf || t == at::kBFloat16) ? at::kFloat : t;
+}
+
 inline at::Tensor received_accumulator(const Prepared& p) {
   const auto acc_type = at::toOpMathType(p.local.scalar_type());
   const auto options = p.local.options().dtype(acc_type);

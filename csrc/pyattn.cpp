@@ -50,7 +50,7 @@ TORCH_LIBRARY(pyattn, m) {
   m.def(
       "attention_received(Tensor local_attn, Tensor? global_attn, "
       "Tensor? global_attention_mask, Tensor? head_weights, "
-      "Tensor? row_weights) -> Tensor");
+      "Tensor? row_weights, ScalarType? out_dtype=None) -> Tensor");
   m.def("has_cuda_kernels() -> bool", &has_cuda_kernels);
   m.def("parallel_threads_used(int n) -> int", &parallel_threads_used);
 }

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import torch
 
-from pyattn.ops import attention_received, band_to_dense
+from pyattn.ops import attention_received_layers, band_to_dense
 
 __all__ = ["AttentionReceived", "DenseTooLarge", "layer_attention_received", "layer_to_dense", "DEFAULT_DENSE_LIMIT_BYTES"]
 
@@ -197,20 +197,16 @@ def layer_attention_received(
     local, glob = _layers_of(attentions, global_attentions)
     num_heads = local[0].shape[1] if local[0].dim() == 4 else -1
     weights = _check_head_importance(head_importance, len(local), num_heads)
-    out = []
-    for index, (band, global_attn) in enumerate(zip(local, glob)):
-        try:
-            if per_head:
-                received = attention_received(band, global_attn, global_attention_mask)
-                if weights is not None:
-                    received = received * weights[index].to(received)[None, :, None]
-            else:
-                w = torch.ones(band.shape[1]) if weights is None else weights[index]
-                received = attention_received(band, global_attn, global_attention_mask, w.to(band.device))
-        except RuntimeError as error:
-            raise type(error)(f"layer {index}: {error}") from error
-        out.append(received)
-    return AttentionReceived(torch.stack(out), head_weighted=weights is not None, per_head=per_head)
+    device = local[0].device
+    # One call for all layers (no host synchronisation on CUDA).
+    if per_head:
+        received = attention_received_layers(local, glob, global_attention_mask)
+        if weights is not None:
+            received = received * weights.to(received)[:, None, :, None]
+    else:
+        fused = torch.ones(len(local), num_heads, device=device) if weights is None else weights.to(device)
+        received = attention_received_layers(local, glob, global_attention_mask, fused)
+    return AttentionReceived(received, head_weighted=weights is not None, per_head=per_head)
 
 
 def layer_to_dense(

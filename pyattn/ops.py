@@ -19,7 +19,9 @@ import torch
 
 from pyattn import _C  # noqa: F401  (loads the library, registering the ops)
 
-__all__ = ["band_to_dense", "attention_received", "has_cuda_kernels"]
+__all__ = ["band_to_dense", "attention_received", "attention_received_layers", "global_tables", "has_cuda_kernels"]
+
+from typing import Sequence
 
 
 def band_to_dense(
@@ -49,6 +51,8 @@ def attention_received(
     global_attention_mask: torch.Tensor | None = None,
     head_weights: torch.Tensor | None = None,
     row_weights: torch.Tensor | None = None,
+    *,
+    out_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Attention each token receives: column sums of the dense matrix, computed
     from the band without building it.
@@ -63,20 +67,143 @@ def attention_received(
         ``R[b, h, j] = sum_i row_weights[b, i] * A[b, h, i, j]`` (a vector times
         the matrix; attention rollout is built from it).
 
+    out_dtype:
+        dtype of the result. Default: float32 for float16 and bfloat16 inputs
+        (a column sum over N rows overflows float16 at the CLS column for N of
+        a few thousand), else the dtype of ``local_attn``.
+
     Returns
     -------
     torch.Tensor
-        ``(B, H, N)``, or ``(B, N)`` with ``head_weights``; dtype and device of
-        ``local_attn`` (accumulated in float32, or float64 for float64 input).
+        ``(B, H, N)``, or ``(B, N)`` with ``head_weights``, on the device of
+        ``local_attn``; accumulated in float32 (float64 for float64 input).
+        Differentiable in ``local_attn``, ``global_attn``, ``head_weights``
+        and ``row_weights``.
+
+    Examples
+    --------
+    >>> out = model(ids, global_attention_mask=mask, output_attentions=True)  # doctest: +SKIP
+    >>> received = attention_received(out.attentions[-1], out.global_attentions[-1], mask)  # doctest: +SKIP
+    >>> received.shape  # (B, H, N)  # doctest: +SKIP
     """
     return torch.ops.pyattn.attention_received.default(
-        local_attn, global_attn, global_attention_mask, head_weights, row_weights
+        local_attn, global_attn, global_attention_mask, head_weights, row_weights, out_dtype
+    )
+
+
+def attention_received_layers(
+    local_attn: Sequence[torch.Tensor],
+    global_attn: Sequence[torch.Tensor | None] | None = None,
+    global_attention_mask: torch.Tensor | None = None,
+    head_weights: torch.Tensor | None = None,
+    row_weights: torch.Tensor | None = None,
+    *,
+    out_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """:func:`attention_received` for every layer of a model output in one
+    call (windows may differ per layer). Layers are numbered from 0.
+
+    Parameters
+    ----------
+    local_attn:
+        L tensors ``(B, H, N, X + w_l + 1)`` (``output.attentions``).
+    global_attn:
+        L tensors ``(B, H, N_pad, X)`` (``output.global_attentions``), or None
+        when no token is global.
+    global_attention_mask:
+        ``(B, N)``, the mask the model ran with.
+    head_weights:
+        ``(L, H)``, optional: heads fused per layer as in
+        :func:`attention_received`.
+    row_weights:
+        ``(B, N)`` for every layer, or ``(L, B, N)``, optional.
+    out_dtype:
+        As in :func:`attention_received`.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(L, B, H, N)``, or ``(L, B, N)`` with ``head_weights``.
+        Differentiable like :func:`attention_received`.
+
+    Examples
+    --------
+    >>> out = model(ids, global_attention_mask=mask, output_attentions=True)  # doctest: +SKIP
+    >>> attention_received_layers(out.attentions, out.global_attentions, mask).shape  # (L, B, H, N)  # doctest: +SKIP
+    """
+    local = list(local_attn)
+    glob = [] if global_attn is None else list(global_attn)
+    if glob and all(g is None for g in glob):
+        glob = []
+    return torch.ops.pyattn.attention_received_layers.default(
+        local, glob, global_attention_mask, head_weights, row_weights, out_dtype
     )
 
 
 def has_cuda_kernels() -> bool:
     """Whether this build of ``pyattn._C`` carries the CUDA kernels."""
     return bool(torch.ops.pyattn.has_cuda_kernels())
+
+
+# --- Fake (shape-only) kernels: the same shape, dtype and device checks as
+# csrc/prepare.h, with the same messages. ------------------------------------
+
+
+def _check_inputs(local_attn, global_attn, global_attention_mask, head_weights=None, row_weights=None) -> int:
+    """The checks of ``csrc/prepare.h`` that shapes, dtypes and devices
+    decide; returns the window ``w``. (What the mask's values say is checked
+    by the real kernels only.)"""
+
+    def fail(message: str):
+        raise RuntimeError(message)
+
+    if local_attn.dim() != 4:
+        fail(f"local_attn must be 4-D (B, H, N, X + w + 1), got {local_attn.dim()}-D tensor of shape {list(local_attn.shape)}")
+    if global_attn is not None and global_attn.dim() != 4:
+        fail(f"global_attn must be 4-D (B, H, N_pad, X), got {global_attn.dim()}-D tensor of shape {list(global_attn.shape)}")
+    if global_attention_mask is not None and global_attention_mask.dim() != 2:
+        fail(f"global_attention_mask must be 2-D (B, N), got {global_attention_mask.dim()}-D tensor of shape {list(global_attention_mask.shape)}")
+    B, H, N, D = local_attn.shape
+    X = 0 if global_attn is None else global_attn.shape[3]
+    w = D - X - 1
+    if w < 2 or w % 2:
+        fail(
+            f"local_attn's last dimension must be X + w + 1 for an even window w >= 2, with X = {X} global slots "
+            f"(global_attn.size(3)); got last dimension {D} (local_attn shape {list(local_attn.shape)}), which leaves w = {w}"
+        )
+    if global_attn is not None:
+        for d, expected, what in ((0, B, "batch B"), (1, H, "heads H")):
+            if global_attn.shape[d] != expected:
+                fail(f"global_attn has shape {list(global_attn.shape)} but its dimension {d} ({what}) must be {expected} to match local_attn")
+        if global_attn.shape[2] < N:
+            fail(f"global_attn has shape {list(global_attn.shape)} but its dimension 2 (N_pad) must be at least N = {N}, the sequence length of local_attn")
+    if global_attention_mask is not None:
+        for d, expected, what in ((0, B, "batch B"), (1, N, "sequence length N")):
+            if global_attention_mask.shape[d] != expected:
+                fail(f"global_attention_mask has shape {list(global_attention_mask.shape)} but its dimension {d} ({what}) must be {expected} to match local_attn")
+    elif X > 0:
+        fail(f"global_attention_mask is required when global_attn has X = {X} global slots: it says which positions are global")
+    if head_weights is not None and tuple(head_weights.shape) != (H,):
+        fail(f"head_weights must have shape (H,) = ({H},) to match local_attn's heads, got shape {list(head_weights.shape)}")
+    if row_weights is not None and tuple(row_weights.shape) != (B, N):
+        fail(f"row_weights must have shape (B, N) = ({B}, {N}) to match local_attn, got shape {list(row_weights.shape)}")
+    if not local_attn.dtype.is_floating_point:
+        fail(f"local_attn must be float16, bfloat16, float32 or float64, got {local_attn.dtype}")
+    if global_attn is not None and global_attn.dtype != local_attn.dtype:
+        fail(f"global_attn has dtype {global_attn.dtype} but local_attn has {local_attn.dtype}; they must match")
+    if global_attention_mask is not None and global_attention_mask.dtype.is_floating_point:
+        fail(f"global_attention_mask must be bool or integer (1 = global), got {global_attention_mask.dtype}")
+    for name, tensor in (("head_weights", head_weights), ("row_weights", row_weights)):
+        if tensor is not None and not tensor.dtype.is_floating_point:
+            fail(f"{name} must be float16, bfloat16, float32 or float64, got {tensor.dtype}")
+    _check_devices(
+        local_attn,
+        global_attn=global_attn,
+        global_attention_mask=global_attention_mask,
+        head_weights=head_weights,
+        row_weights=row_weights,
+    )
+    return w
 
 
 def _check_devices(local_attn: torch.Tensor, **others: torch.Tensor | None) -> None:
@@ -88,25 +215,152 @@ def _check_devices(local_attn: torch.Tensor, **others: torch.Tensor | None) -> N
             )
 
 
+def _received_dtype(local_attn: torch.Tensor, out_dtype: torch.dtype | None) -> torch.dtype:
+    if out_dtype is not None:
+        if not out_dtype.is_floating_point:
+            raise RuntimeError(f"out_dtype must be float16, bfloat16, float32 or float64, got {out_dtype}")
+        return out_dtype
+    return torch.float32 if local_attn.dtype in (torch.float16, torch.bfloat16) else local_attn.dtype
+
+
 @torch.library.register_fake("pyattn::band_to_dense")
 def _band_to_dense_fake(local_attn, global_attn, global_attention_mask):
-    torch._check(local_attn.dim() == 4, lambda: "local_attn must be 4-D (B, H, N, X + w + 1)")
-    _check_devices(local_attn, global_attn=global_attn, global_attention_mask=global_attention_mask)
+    _check_inputs(local_attn, global_attn, global_attention_mask)
     B, H, N, _ = local_attn.shape
     return local_attn.new_empty((B, H, N, N))
 
 
 @torch.library.register_fake("pyattn::attention_received")
-def _attention_received_fake(local_attn, global_attn, global_attention_mask, head_weights, row_weights):
-    torch._check(local_attn.dim() == 4, lambda: "local_attn must be 4-D (B, H, N, X + w + 1)")
-    _check_devices(
-        local_attn,
-        global_attn=global_attn,
-        global_attention_mask=global_attention_mask,
-        head_weights=head_weights,
-        row_weights=row_weights,
-    )
+def _attention_received_fake(local_attn, global_attn, global_attention_mask, head_weights, row_weights, out_dtype=None):
+    _check_inputs(local_attn, global_attn, global_attention_mask, head_weights, row_weights)
     B, H, N, _ = local_attn.shape
+    dtype = _received_dtype(local_attn, out_dtype)
     if head_weights is not None:
-        return local_attn.new_empty((B, N))
-    return local_attn.new_empty((B, H, N))
+        return local_attn.new_empty((B, N), dtype=dtype)
+    return local_attn.new_empty((B, H, N), dtype=dtype)
+
+
+# --- Autograd: both ops are linear in the band and the global attention, so
+# their backward passes are gathers, composed here from tensor ops (exact, no
+# host synchronisation). ---------------------------------------------------
+
+
+def global_tables(
+    global_attention_mask: torch.Tensor | None, B: int, N: int, X: int, device: torch.device | str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The global-token tables the kernels use, built as ``csrc/prepare.h``
+    builds them (tensor ops only, no host synchronisation).
+
+    Returns
+    -------
+    (is_global, global_pos)
+        ``is_global`` ``(B, N)`` bool: position ``i`` of item ``b`` holds one
+        of the ``X`` global slots; ``global_pos`` ``(B, X)`` long: the
+        position of slot ``m`` of item ``b`` (ascending), -1 if unused.
+
+    Examples
+    --------
+    >>> is_global, pos = global_tables(torch.tensor([[1, 0, 1, 0]]), 1, 4, 3, "cpu")
+    >>> pos.tolist()
+    [[0, 2, -1]]
+    """
+    if global_attention_mask is None:
+        return torch.zeros(B, N, dtype=torch.bool, device=device), torch.full((B, X), -1, dtype=torch.long, device=device)
+    is_global = global_attention_mask != 0
+    slot = is_global.long().cumsum(1) - 1
+    in_table = is_global & (slot < X)
+    pos = torch.full((B, X + 1), -1, dtype=torch.long, device=device)
+    target = torch.where(in_table, slot, torch.full_like(slot, X))
+    pos.scatter_(1, target, torch.arange(N, device=device).expand(B, N))
+    return in_table, pos[:, :X]
+
+
+def _band_gather(values: torch.Tensor, half: int) -> torch.Tensor:
+    """``values`` (..., N) -> (..., N, 2 * half + 1): entry [i, k] is
+    ``values[i + k - half]``, 0 outside [0, N)."""
+    padded = torch.nn.functional.pad(values, (half, half))
+    return padded.unfold(-1, 2 * half + 1, 1)
+
+
+def _received_setup_context(ctx, inputs, output):
+    local_attn, global_attn, global_attention_mask, head_weights, row_weights = inputs[:5]
+    ctx.save_for_backward(local_attn, global_attn, global_attention_mask, head_weights, row_weights)
+    ctx.num_inputs = len(inputs)  # out_dtype may be left out
+
+
+def _received_backward(ctx, grad):
+    local_attn, global_attn, mask, head_weights, row_weights = ctx.saved_tensors
+    B, H, N, D = local_attn.shape
+    X = 0 if global_attn is None else global_attn.shape[3]
+    w = D - X - 1
+    acc = torch.float64 if local_attn.dtype == torch.float64 else torch.float32
+    device = local_attn.device
+    is_global, global_pos = global_tables(mask, B, N, X, device)
+    valid = global_pos >= 0  # (B, X)
+    fused = head_weights is not None
+    # The output gradient per head: (B, H, N).
+    g = grad.to(acc)
+    g_heads = g[:, None, :] * head_weights.to(acc)[None, :, None] if fused else g
+    r = torch.ones(B, N, dtype=acc, device=device) if row_weights is None else row_weights.to(acc)
+    local_rows = (r * ~is_global)[:, None, :, None]  # (B, 1, N, 1): global rows come from global_attn
+    g_band = _band_gather(g_heads, w // 2)  # (B, H, N, w + 1)
+    g_slots = g_heads.gather(2, global_pos.clamp_min(0)[:, None, :].expand(B, H, X)) * valid[:, None, :]  # (B, H, X)
+    need_local, need_global, _, need_heads, need_rows = ctx.needs_input_grad[:5]
+    grad_local = grad_global = grad_heads = grad_rows = None
+    if need_local:
+        grad_local = torch.cat([g_slots[:, :, None, :].expand(B, H, N, X), g_band], -1) * local_rows
+        grad_local = grad_local.to(local_attn.dtype)
+    r_global = r.gather(1, global_pos.clamp_min(0)) * valid  # (B, X): weight of the row of slot m
+    if need_global and global_attn is not None:
+        grad_global = torch.zeros(global_attn.shape, dtype=acc, device=device)
+        grad_global[:, :, :N, :] = g_heads[..., None] * r_global[:, None, None, :]
+        grad_global = grad_global.to(global_attn.dtype)
+    if need_heads:
+        per_head = torch.ops.pyattn.attention_received.default(local_attn, global_attn, mask, None, row_weights, acc)
+        grad_heads = (per_head * g[:, None, :]).sum((0, 2)).to(head_weights.dtype)
+    if need_rows:
+        # d/dr_i: row i of each head's dense matrix dotted with the output gradient.
+        band = local_attn[..., X:].to(acc)
+        rows = (band * g_band).sum(-1)  # (B, H, N)
+        if X > 0:
+            rows = rows + (local_attn[..., :X].to(acc) * g_slots[:, :, None, :]).sum(-1)
+        rows = (rows * ~is_global[:, None, :]).sum(1)  # (B, N)
+        if X > 0:
+            global_rows = (global_attn[:, :, :N, :].to(acc) * g_heads[..., None]).sum((1, 2)) * valid  # (B, X)
+            rows = rows.scatter_add(1, global_pos.clamp_min(0), global_rows)
+        grad_rows = rows.to(row_weights.dtype)
+    return (grad_local, grad_global, None, grad_heads, grad_rows, None)[: ctx.num_inputs]
+
+
+def _dense_setup_context(ctx, inputs, output):
+    local_attn, global_attn, global_attention_mask = inputs
+    ctx.save_for_backward(global_attention_mask)
+    ctx.local_shape = tuple(local_attn.shape)
+    ctx.global_shape = None if global_attn is None else tuple(global_attn.shape)
+
+
+def _dense_backward(ctx, grad):
+    (mask,) = ctx.saved_tensors
+    B, H, N, D = ctx.local_shape
+    X = 0 if ctx.global_shape is None else ctx.global_shape[3]
+    w = D - X - 1
+    half = w // 2
+    is_global, global_pos = global_tables(mask, B, N, X, grad.device)
+    valid = global_pos >= 0
+    local_rows = (~is_global)[:, None, :, None]
+    # Band: grad_local[i, X + k] = grad[i, i + k - half], 0 outside [0, N).
+    padded = torch.nn.functional.pad(grad, (half, half))  # (B, H, N, N + w)
+    index = (torch.arange(N, device=grad.device)[:, None] + torch.arange(w + 1, device=grad.device)[None, :])
+    band = padded.gather(3, index.expand(B, H, N, w + 1))
+    columns = grad.gather(3, global_pos.clamp_min(0)[:, None, None, :].expand(B, H, N, X)) * valid[:, None, None, :]
+    grad_local = torch.cat([columns, band], -1) * local_rows
+    grad_global = None
+    if ctx.global_shape is not None:
+        grad_global = grad.new_zeros(ctx.global_shape)
+        rows = grad.gather(2, global_pos.clamp_min(0)[:, None, :, None].expand(B, H, X, N)) * valid[:, None, :, None]
+        grad_global[:, :, :N, :] = rows.transpose(2, 3)
+    return grad_local, grad_global, None
+
+
+torch.library.register_autograd("pyattn::attention_received", _received_backward, setup_context=_received_setup_context)
+torch.library.register_autograd("pyattn::band_to_dense", _dense_backward, setup_context=_dense_setup_context)

@@ -6,8 +6,11 @@ build the ``N x N`` matrix and are meant for tests and small inputs.
 
 ``attention_received_banded`` is the fastest pure-PyTorch way we know to get
 the same column sums without the ``N x N`` matrix (the band skewed into dense
-tiles by a strided view): a fallback where the extension is unavailable and the honest
-competitor in ``benchmarks/``.
+tiles by a strided view): the honest competitor in ``benchmarks/``.
+
+Nothing in the package falls back to these functions: pyattn needs its
+compiled extension (``pyattn._C``), and importing it fails with the
+extension's own error where it is missing or was built for another torch.
 
 Shapes are those of :mod:`pyattn.ops`.
 """

@@ -19,27 +19,27 @@ from typing import Any, Sequence
 import torch
 
 from pyattn.longformer import _check_head_importance, _layers_of
-from pyattn.ops import attention_received
+from pyattn.ops import attention_received, global_tables
 
 __all__ = ["attention_rollout", "dense_rollout"]
 
 
-def _row_sums(band: torch.Tensor, global_attn: torch.Tensor | None, is_global: torch.Tensor) -> torch.Tensor:
+def _row_sums(band: torch.Tensor, global_attn: torch.Tensor | None, is_global: torch.Tensor, global_pos: torch.Tensor) -> torch.Tensor:
     """Row sums of each head's dense matrix, (B, H, N), from the band: a
-    non-global row sums its band and its global slots; a global row sums its
-    column of global_attn."""
+    non-global row sums its band and its used global slots; a global row sums
+    its column of global_attn. ``is_global`` (B, N) and ``global_pos`` (B, X)
+    (-1 for an unused slot) are the ops' global-token tables. Tensor ops
+    only: no host synchronisation."""
+    B, H, N, _ = band.shape
     X = 0 if global_attn is None else global_attn.shape[-1]
     sums = band[..., X:].float().sum(-1)  # (B, H, N): the window part of local rows
     if X > 0:
-        N = band.shape[2]
-        counts = is_global.sum(1)  # an item's slots past its count are unused: junk
-        valid = (torch.arange(X, device=band.device)[None, :] < counts[:, None]).float()  # (B, X)
+        valid = (global_pos >= 0).float()  # an item's slots past its count are unused: junk
         sums = sums + (band[..., :X].float() * valid[:, None, None, :]).sum(-1)
         global_sums = global_attn[:, :, :N, :].float().sum(2)  # (B, H, X)
-        slots = is_global.long().cumsum(1) - 1
-        for b in range(band.shape[0]):
-            positions = torch.nonzero(is_global[b]).flatten()
-            sums[b][:, positions] = global_sums[b][:, slots[b, positions]]
+        slot_of = (is_global.long().cumsum(1) - 1).clamp(0, X - 1)  # (B, N)
+        placed = global_sums.gather(2, slot_of[:, None, :].expand(B, H, N))
+        sums = torch.where(is_global[:, None, :], placed, sums)
     return sums
 
 
@@ -61,7 +61,8 @@ def attention_rollout(
     B, H, N, _ = local[0].shape
     weights = _check_head_importance(head_importance, len(local), H)
     device = local[0].device
-    is_global = torch.zeros(B, N, dtype=torch.bool, device=device) if global_attention_mask is None else global_attention_mask.to(device) != 0
+    X = 0 if glob[0] is None else glob[0].shape[-1]
+    is_global, global_pos = global_tables(None if global_attention_mask is None else global_attention_mask.to(device), B, N, X, device)
     if not 0 <= start < N:
         raise IndexError(f"start position {start} is outside the sequence of {N} tokens")
     v = torch.zeros(B, N, device=device)
@@ -71,7 +72,7 @@ def attention_rollout(
         head_weights = torch.full((H,), 1.0 / H, device=device) if weights is None else weights[index].to(device).float()
         if weights is not None:
             head_weights = head_weights / head_weights.sum()
-        mixed_row_sums = (_row_sums(band, global_attn, is_global) * head_weights[None, :, None]).sum(1)  # (B, N)
+        mixed_row_sums = (_row_sums(band, global_attn, is_global, global_pos) * head_weights[None, :, None]).sum(1)  # (B, N)
         # Â = (1 - residual) Ā + residual I, each row divided by its sum.
         row_totals = (1 - residual) * mixed_row_sums + residual
         scaled = v / row_totals

@@ -38,7 +38,7 @@ def test_cuda_matches_cpu_and_reference(case, dtype, non_contiguous):
     for weights in [(None, None), (head_weights, None), (None, row_weights), (head_weights, row_weights)]:
         on_gpu = pyattn.attention_received(*cuda, *[None if t is None else t.cuda() for t in weights])
         on_cpu = pyattn.attention_received(local, global_attn, mask, *weights)
-        assert on_gpu.device.type == "cuda" and on_gpu.dtype == dtype
+        assert on_gpu.device.type == "cuda" and on_gpu.dtype == on_cpu.dtype
         torch.testing.assert_close(on_gpu.cpu().double(), on_cpu.double(), atol=tol["atol"] * (w + 4), rtol=tol["rtol"] * 4)
     if N <= 1024 and H * N * N * B <= 2**24:
         dense = pyattn.band_to_dense(*cuda)
@@ -62,3 +62,134 @@ def test_cuda_on_a_second_device_index_uses_that_device():
         pytest.skip("needs two GPUs")
     local, global_attn, mask = (t.to("cuda:1") for t in make_inputs(1, 2, 50, 1, 8, [1], seed=1))
     assert pyattn.attention_received(local, global_attn, mask).device == torch.device("cuda:1")
+
+
+
+# --- Extended GPU checks (issue 12), run by `make gpu-check` -----------------
+
+from pyattn.ops import attention_received_layers  # noqa: E402
+
+
+def _cpu_truth(local, global_attn, mask, head_weights=None, row_weights=None):
+    """The CPU kernel in float64 (itself checked against the readable
+    reference in test_ops.py)."""
+    return pyattn.attention_received(
+        local.double().cpu(),
+        None if global_attn is None else global_attn.double().cpu(),
+        None if mask is None else mask.cpu(),
+        None if head_weights is None else head_weights.double().cpu(),
+        None if row_weights is None else row_weights.double().cpu(),
+    )
+
+
+def test_cuda_on_the_hugging_face_layout():
+    """A real model's output on the GPU: cropped (N not a multiple of the
+    window) and strided views, windows differing per layer, X = 3 with
+    different counts per item."""
+    from conftest import tiny_longformer
+
+    model = tiny_longformer().cuda()
+    generator = torch.Generator().manual_seed(1)
+    ids = torch.randint(3, 64, (2, 37), generator=generator)
+    mask = torch.zeros(2, 37, dtype=torch.long)
+    mask[0, [0, 3, 10]] = 1
+    mask[1, 5] = 1
+    with torch.no_grad():
+        out = model(input_ids=ids.cuda(), global_attention_mask=mask.cuda(), output_attentions=True)
+    got = attention_received_layers(out.attentions, out.global_attentions, mask.cuda())
+    for layer, (band, glob) in enumerate(zip(out.attentions, out.global_attentions)):
+        expected = reference.attention_received(band.double().cpu(), glob.double().cpu(), mask)
+        torch.testing.assert_close(got[layer].cpu().double(), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("N", [4097, 16384, 65536])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_long_sequences(N, dtype):
+    local, global_attn, mask = make_inputs(1, 2, N, 2, 512, [2], seed=N, dtype=dtype)
+    cuda = [t.cuda() for t in (local, global_attn, mask)]
+    got = pyattn.attention_received(*cuda)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got.cpu().double(), _cpu_truth(local, global_attn, mask), atol=2e-3, rtol=2e-3 if dtype == torch.bfloat16 else 1e-5)
+
+
+def test_cuda_many_global_tokens_different_counts():
+    local, global_attn, mask = make_inputs(3, 4, 2048, 64, 64, [64, 17, 0], seed=3)
+    heads, rows = torch.rand(4), torch.rand(3, 2048)
+    cuda = [t.cuda() for t in (local, global_attn, mask)]
+    for weights in [(None, None), (heads, rows)]:
+        got = pyattn.attention_received(*cuda, *[None if t is None else t.cuda() for t in weights])
+        torch.testing.assert_close(got.cpu().double(), _cpu_truth(local, global_attn, mask, *weights), atol=1e-4, rtol=1e-5)
+
+
+def test_cuda_bitwise_repeatable_and_deterministic_mode():
+    local, global_attn, mask = (t.cuda() for t in make_inputs(2, 12, 4096, 3, 512, [3, 1], seed=4))
+    heads = torch.rand(12, device="cuda")
+    first = pyattn.attention_received(local, global_attn, mask, heads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        for _ in range(5):
+            assert torch.equal(pyattn.attention_received(local, global_attn, mask, heads), first)
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
+def test_cuda_non_default_stream():
+    local, global_attn, mask = (t.cuda() for t in make_inputs(2, 4, 3000, 2, 256, [2, 1], seed=5))
+    expected = pyattn.attention_received(local, global_attn, mask)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        got = pyattn.attention_received(local, global_attn, mask)
+    stream.synchronize()
+    assert torch.equal(got, expected)
+
+
+def test_cuda_no_host_synchronisation():
+    local, global_attn, mask = (t.cuda() for t in make_inputs(2, 4, 1000, 2, 64, [2, 1], seed=6))
+    heads = torch.rand(3, 4, device="cuda")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        pyattn.attention_received(local, global_attn, mask)
+        pyattn.attention_received(local, global_attn, mask, heads[0], torch.rand(2, 1000, device="cuda"))
+        attention_received_layers([local] * 3, [global_attn] * 3, mask, heads)
+        pyattn.band_to_dense(local[:, :, :50], global_attn, mask[:, :50])
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+def test_cuda_graph_capture():
+    local, global_attn, mask = (t.cuda() for t in make_inputs(1, 4, 2000, 1, 128, [1], seed=7))
+    heads = torch.rand(4, device="cuda")
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        pyattn.attention_received(local, global_attn, mask, heads)  # warm-up
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = pyattn.attention_received(local, global_attn, mask, heads)
+    local.mul_(2.0)  # replay must see the new values
+    graph.replay()
+    torch.cuda.synchronize()
+    torch.testing.assert_close(captured, pyattn.attention_received(local, global_attn, mask, heads))
+
+
+def test_cuda_mask_disagreement_is_a_device_side_error():
+    """The mask check on the GPU is an asynchronous device-side assert: run in
+    a child process, since it leaves the CUDA context unusable."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import torch, pyattn, sys; sys.path.insert(0, 'tests');"
+        "from test_ops import make_inputs;"
+        "local, glob, mask = (t.cuda() for t in make_inputs(2, 2, 50, 2, 8, [2, 1], seed=1));"
+        "mask = mask.clone(); mask[0] = 0;"
+        "r = pyattn.attention_received(local, glob, mask); torch.cuda.synchronize()"
+    )
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "global_attention_mask marks fewer global tokens" in result.stderr or "device-side assert" in result.stderr

@@ -67,3 +67,26 @@ def test_emulated_cuda_received_spans_several_column_blocks(emulator):
             reference.attention_received_banded(local, global_attn, mask, weights),
             atol=1e-4, rtol=1e-5,
         )
+
+
+def test_emulated_cuda_no_heads(emulator):
+    """H = 0: the fused output is all zeros (B, N), the per-head one empty."""
+    local = torch.zeros(2, 0, 7, 1 + 4 + 1)
+    global_attn = torch.zeros(2, 0, 8, 1)
+    mask = torch.zeros(2, 7, dtype=torch.long)
+    mask[:, 0] = 1
+    fused = emulator.attention_received(local, global_attn, mask, torch.ones(0), None)
+    assert fused.shape == (2, 7) and fused.abs().sum() == 0
+    assert emulator.attention_received(local, global_attn, mask, None, None).shape == (2, 0, 7)
+
+
+def test_emulated_cuda_batch_past_the_grid_z_limit(emulator):
+    """B = 65,537 items (over CUDA's 65,535 limit on grid.y and grid.z): the
+    launch folds items into grid.x."""
+    B, N = 65537, 3
+    local, global_attn, mask = make_inputs(1, 1, N, 1, 2, [1], seed=9)
+    local, global_attn, mask = local.expand(B, -1, -1, -1), global_attn.expand(B, -1, -1, -1), mask.expand(B, -1)
+    scale = torch.arange(1, B + 1, dtype=torch.float32)[:, None]  # distinct per item
+    got = emulator.attention_received(local, global_attn, mask, torch.ones(1), scale.expand(B, N).contiguous())
+    one = reference.attention_received(local[:1].double(), global_attn[:1].double(), mask[:1], torch.ones(1, dtype=torch.float64))
+    torch.testing.assert_close(got.double(), scale.double() * one, rtol=1e-6, atol=1e-3)

@@ -123,9 +123,64 @@ def test_model_level_errors(longformer_run):
         pyattn.layer_attention_received(out.attentions, out.global_attentions[:2], mask)
     with pytest.raises(ValueError, match="output_attentions=True"):
         pyattn.layer_attention_received(None, None, mask)
-    with pytest.raises(RuntimeError, match=r"layer 0: global_attention_mask is required"):
+    with pytest.raises(RuntimeError, match=r"layer 0 \(0-based; local_attn\[0\]\): global_attention_mask is required"):
         pyattn.layer_attention_received(out.attentions, out.global_attentions, None)
     with pytest.raises(IndexError, match=r"layer 3 is out of range: layers are numbered 0..2"):
         pyattn.layer_to_dense(out, global_attention_mask=mask, layer=3)
     with pytest.raises(IndexError, match=re.escape("heads [7] out of range")):
         pyattn.layer_to_dense(out, global_attention_mask=mask, layer=1, heads=[0, 7])
+
+
+# --- A mask that disagrees with the attention tensors is refused -----------
+# The truth is the mask the tiny model really ran with (longformer_run: item 0
+# global at 0, 3, 10; item 1 at 5; X = 3). Hugging Face's Longformer writes
+# exact zeros in the local rows of global tokens and in the local columns of
+# an item's unused global slots; every other mask contradicts those zeros.
+
+
+def _ops_on_every_layer(run, mask):
+    out = run.output
+    for band, global_attn in zip(out.attentions, out.global_attentions):
+        both_ops_raise((band, global_attn, mask), PATTERN_HOLDER[0])
+
+
+PATTERN_HOLDER = [""]
+
+
+@pytest.mark.parametrize(
+    "change, pattern",
+    [
+        # Fewer global tokens than the model used: item 0 loses position 10.
+        (lambda m: m.__setitem__((0, 10), 0), r"marks 2 global tokens in item 0 but local_attn's global slot 2 carries attention"),
+        # Item 1 (one global token) loses it: slot 0 carries attention.
+        (lambda m: m.__setitem__((1, 5), 0), r"marks 0 global tokens in item 1 but local_attn's global slot 0 carries attention"),
+        # Right count, wrong position: 5 -> 6 in item 1.
+        (lambda m: (m.__setitem__((1, 5), 0), m.__setitem__((1, 6), 1)), r"marks position 6 of item 1 as global but local_attn\[1, :, 6, :\] is not all zero"),
+        # More global tokens than the model used (still <= X): item 1 gains 7.
+        (lambda m: m.__setitem__((1, 7), 1), r"marks position 7 of item 1 as global but local_attn\[1, :, 7, :\] is not all zero"),
+        # More than X = 3.
+        (lambda m: m[0, 20:22].fill_(1), r"marks 5 global tokens in item 0 but global_attn has only X = 3 global slots"),
+        # No global token at all while the model had X = 3 slots.
+        (lambda m: m.zero_(), r"marks 0 global tokens in item 0 but local_attn's global slot 0 carries attention"),
+    ],
+)
+def test_mask_that_disagrees_with_the_model_run_is_refused(longformer_run, change, pattern):
+    mask = longformer_run.global_attention_mask.clone()
+    change(mask)
+    PATTERN_HOLDER[0] = pattern
+    _ops_on_every_layer(longformer_run, mask)
+    with pytest.raises(RuntimeError, match=pattern):
+        pyattn.layer_attention_received(longformer_run.output, global_attention_mask=mask)
+
+
+def test_mask_the_model_ran_with_is_accepted_also_for_one_item_of_a_batch(longformer_run):
+    """Item 1 taken alone keeps the batch's X = 3 slots with only one used:
+    consistent (its unused slots carry no attention), and its attention
+    received equals the batch's row for it."""
+    out, mask = longformer_run.output, longformer_run.global_attention_mask
+    for band, global_attn in zip(out.attentions, out.global_attentions):
+        batch = pyattn.attention_received(band, global_attn, mask)
+        alone = pyattn.attention_received(band[1:], global_attn[1:], mask[1:])
+        torch.testing.assert_close(alone[0], batch[1], rtol=0, atol=0)
+        dense = pyattn.band_to_dense(band[1:], global_attn[1:], mask[1:])
+        torch.testing.assert_close(dense.sum(2)[0], batch[1], rtol=1e-6, atol=1e-6)

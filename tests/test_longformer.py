@@ -108,3 +108,70 @@ def test_default_limit_refuses_a_whole_base_model_layer_of_a_long_document():
     mask = torch.zeros(1, 16384, dtype=torch.long)
     with pytest.raises(pyattn.DenseTooLarge, match=r"12,288.0 MiB"):
         pyattn.layer_to_dense([band], [glob], mask, layer=0)
+
+
+# --- One call for all layers (pyattn.ops.attention_received_layers) ----------
+
+
+def test_all_layers_in_one_call_against_the_reference(longformer_run):
+    """Windows 4, 16, 8 in one call; head weights (L, H) and row weights, both
+    (B, N) for every layer and (L, B, N), against the dense reference."""
+    from pyattn.ops import attention_received_layers
+
+    out, mask = longformer_run.output, longformer_run.global_attention_mask
+    generator = torch.Generator().manual_seed(7)
+    heads = torch.rand(3, 4, generator=generator)
+    rows = torch.rand(3, 2, 37, generator=generator)
+    got = attention_received_layers(out.attentions, out.global_attentions, mask, heads, rows)
+    assert got.shape == (3, 2, 37)
+    for layer, (band, glob) in enumerate(zip(out.attentions, out.global_attentions)):
+        expected = reference.attention_received(band.double(), glob.double(), mask, heads[layer].double(), rows[layer].double())
+        torch.testing.assert_close(got[layer].double(), expected, atol=1e-5, rtol=1e-5)
+    shared_rows = attention_received_layers(out.attentions, out.global_attentions, mask, None, rows[0])
+    assert shared_rows.shape == (3, 2, 4, 37)
+    for layer, (band, glob) in enumerate(zip(out.attentions, out.global_attentions)):
+        expected = reference.attention_received(band.double(), glob.double(), mask, None, rows[0].double())
+        torch.testing.assert_close(shared_rows[layer].double(), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_all_layers_errors_name_the_layer(longformer_run):
+    from pyattn.ops import attention_received_layers
+
+    out, mask = longformer_run.output, longformer_run.global_attention_mask
+    with pytest.raises(RuntimeError, match=r"local_attn has 3 layers but global_attn has 2"):
+        attention_received_layers(out.attentions, out.global_attentions[:2], mask)
+    with pytest.raises(RuntimeError, match=r"head_weights must have shape \(L, H\) with L = 3 layers, got shape \[2, 4\]"):
+        attention_received_layers(out.attentions, out.global_attentions, mask, torch.ones(2, 4))
+    with pytest.raises(RuntimeError, match=r"row_weights must have shape \(B, N\) \(every layer\) or \(L, B, N\)"):
+        attention_received_layers(out.attentions, out.global_attentions, mask, None, torch.ones(2, 2, 37))
+    bad = list(out.attentions)
+    bad[2] = bad[2][:, :3]
+    with pytest.raises(RuntimeError, match=r"layer 2 \(0-based; local_attn\[2\]\): global_attn has shape \[2, 4, 48, 3\] but its dimension 1 \(heads H\) must be 3"):
+        attention_received_layers(bad, out.global_attentions, mask)
+    wrong = mask.clone()
+    wrong[0, 10] = 0
+    with pytest.raises(RuntimeError, match=r"layer 0 \(0-based; local_attn\[0\]\): global_attention_mask marks 2 global tokens in item 0"):
+        attention_received_layers(out.attentions, out.global_attentions, wrong)
+
+
+def test_all_layers_gradients_and_opcheck(longformer_run):
+    """Gradients flow to every layer's band and global attention and to the
+    (L, H) head weights; opcheck on the composite op; torch.compile traces it."""
+    from pyattn.ops import attention_received_layers
+
+    out, mask = longformer_run.output, longformer_run.global_attention_mask
+    local = [a.double().requires_grad_() for a in out.attentions]
+    glob = [g.double().requires_grad_() for g in out.global_attentions]
+    heads = torch.rand(3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).requires_grad_()
+    total = attention_received_layers(local, glob, mask, heads).sum()
+    total.backward()
+    # d(sum)/d head_weights[l, h] = total attention of layer l, head h: the
+    # number of valid rows (every valid row sums to 1) = 37 + 30 rows.
+    torch.testing.assert_close(heads.grad, torch.full((3, 4), 67.0, dtype=torch.float64), atol=1e-5, rtol=1e-6)
+    assert all(t.grad is not None and t.grad.abs().sum() > 0 for t in local + glob)
+    torch.library.opcheck(
+        torch.ops.pyattn.attention_received_layers.default,
+        ([a.double() for a in out.attentions], [g.double() for g in out.global_attentions], mask, heads.detach(), None),
+    )
+    compiled = torch.compile(lambda a, g, m: attention_received_layers(a, g, m).sum(2), backend="eager", fullgraph=True)
+    torch.testing.assert_close(compiled(out.attentions, out.global_attentions, mask), attention_received_layers(out.attentions, out.global_attentions, mask).sum(2))

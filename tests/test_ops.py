@@ -31,7 +31,12 @@ def make_inputs(B, H, N, X, w, counts, seed, dtype=torch.float32, device="cpu", 
     global_attn = torch.rand(B, H, N + pad_extra, X, generator=generator, dtype=torch.float64) if X > 0 else None
     mask = torch.zeros(B, N, dtype=torch.long)
     for b, count in enumerate(counts):
-        mask[b, torch.randperm(N, generator=generator)[:count]] = 1
+        positions = torch.randperm(N, generator=generator)[:count]
+        mask[b, positions] = 1
+        # Zeros where the model writes them: the local rows of the global
+        # tokens and the local columns of an item's unused global slots.
+        local[b, :, positions] = 0.0
+        local[b, :, :, count:X] = 0.0
     if non_contiguous:
         # Same values, other strides: stored in another dimension order, every
         # other element of the last dimension.
@@ -98,7 +103,9 @@ def test_attention_received_matches_reference(device, layout, dtype, non_contigu
     row_weights = torch.rand(B, N, generator=generator).to(device) if weighted_rows else None
     received = pyattn.attention_received(local, global_attn, mask, head_weights, row_weights)
     assert received.shape == ((B, N) if fused else (B, H, N))
-    assert received.dtype == dtype and received.device == local.device
+    # Half inputs give float32 sums (no overflow); others keep their dtype.
+    assert received.dtype == (torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype)
+    assert received.device == local.device
     expected = reference.attention_received(
         *reference_inputs(local, global_attn, mask),
         None if head_weights is None else head_weights.double().cpu(),
@@ -128,15 +135,19 @@ def test_received_is_column_sum_of_dense_on_longformer_shapes():
 
 
 def test_unused_global_slots_are_ignored():
-    """Junk in an item's unused slots must not leak into its output."""
+    """Junk in the global rows of an item's unused slots (the model writes
+    uniform 1/N_pad rows there) must not leak into its output."""
     local, global_attn, mask = make_inputs(2, 2, 12, 3, 4, [3, 1], seed=3)
-    junk_local, junk_global = local.clone(), global_attn.clone()
-    junk_local[1, :, :, 1:3] = 1e6
+    junk_global = global_attn.clone()
     junk_global[1, :, :, 1:3] = 1e6
-    torch.testing.assert_close(pyattn.band_to_dense(junk_local, junk_global, mask), pyattn.band_to_dense(local, global_attn, mask))
-    torch.testing.assert_close(
-        pyattn.attention_received(junk_local, junk_global, mask), pyattn.attention_received(local, global_attn, mask)
-    )
+    torch.testing.assert_close(pyattn.band_to_dense(local, junk_global, mask), pyattn.band_to_dense(local, global_attn, mask))
+    torch.testing.assert_close(pyattn.attention_received(local, junk_global, mask), pyattn.attention_received(local, global_attn, mask))
+    # Attention in an unused slot's local column says the model had more
+    # global tokens than the mask marks: refused, not ignored.
+    junk_local = local.clone()
+    junk_local[1, :, :, 1:3] = 1e6
+    with pytest.raises(RuntimeError, match=r"marks 1 global tokens in item 1 but local_attn's global slot 1 carries attention"):
+        pyattn.attention_received(junk_local, global_attn, mask)
 
 
 def test_empty_inputs():
@@ -163,6 +174,19 @@ def test_opcheck(sample):
     torch.library.opcheck(torch.ops.pyattn.attention_received.default, (local, global_attn, mask, None, None))
     torch.library.opcheck(
         torch.ops.pyattn.attention_received.default, (local, global_attn, mask, torch.rand(H), torch.rand(B, N))
+    )
+    # Samples that require grad: opcheck then checks the autograd registration.
+    grad_local = local.double().requires_grad_()
+    grad_global = None if global_attn is None else global_attn.double().requires_grad_()
+    torch.library.opcheck(torch.ops.pyattn.band_to_dense.default, (grad_local, grad_global, mask))
+    torch.library.opcheck(
+        torch.ops.pyattn.attention_received.default,
+        (grad_local, grad_global, mask, torch.rand(H, dtype=torch.float64, requires_grad=True),
+         torch.rand(B, N, dtype=torch.float64, requires_grad=True)),
+    )
+    torch.library.opcheck(
+        torch.ops.pyattn.attention_received.default, (local.half(), None if global_attn is None else global_attn.half(), mask, None, None),
+        {"out_dtype": torch.float64},
     )
 
 
@@ -205,6 +229,9 @@ def test_received_split_into_row_chunks(threads, fused):
     mask.zero_()
     mask[0, [5, 900]] = 1
     mask[1, 600] = 1
+    local = local.clone()
+    local[0, :, [5, 900]] = 0.0  # the model's zero local rows of global tokens
+    local[1, :, 600] = 0.0
     head_weights = torch.tensor([0.5, 2.0, 1.0], dtype=torch.float64) if fused else None
     row_weights = torch.rand(2, 1100, dtype=torch.float64)
     previous = torch.get_num_threads()
@@ -214,3 +241,123 @@ def test_received_split_into_row_chunks(threads, fused):
     finally:
         torch.set_num_threads(previous)
     torch.testing.assert_close(got, reference.attention_received(local, global_attn, mask, head_weights, row_weights))
+
+
+# --- Autograd -----------------------------------------------------------------
+# gradcheck compares the registered backward with finite differences of the
+# op itself (an independent truth: the derivative's definition). The model
+# fixes some band entries at zero (global tokens' local rows, unused slots'
+# columns) and the ops refuse inputs where they are not; the checked function
+# keeps them at zero, so finite differences move only the free entries.
+
+
+def _model_zeros(local, mask, X):
+    keep = torch.ones_like(local)
+    if mask is not None:
+        for b in range(local.shape[0]):
+            positions = torch.nonzero(mask[b]).flatten()
+            keep[b, :, positions] = 0
+            keep[b, :, :, len(positions) : X] = 0
+    return keep
+
+
+GRAD_CASES = [
+    # B, H, N, X, w, counts
+    (2, 3, 9, 2, 4, [2, 1]),
+    (1, 2, 6, 0, 8, [0]),  # N < w, no global token
+    (2, 2, 7, 1, 2, [1, 0]),
+]
+
+
+@pytest.mark.parametrize("case", GRAD_CASES)
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("weighted_rows", [False, True])
+def test_attention_received_gradcheck(case, fused, weighted_rows):
+    B, H, N, X, w, counts = case
+    local, global_attn, mask = make_inputs(B, H, N, X, w, counts, seed=N, dtype=torch.float64)
+    keep = _model_zeros(local, mask, X)
+    generator = torch.Generator().manual_seed(3)
+    head_weights = torch.rand(H, generator=generator, dtype=torch.float64) if fused else None
+    row_weights = torch.rand(B, N, generator=generator, dtype=torch.float64) if weighted_rows else None
+    inputs = [t.clone().requires_grad_() for t in (local, global_attn, head_weights, row_weights) if t is not None]
+
+    def received(*tensors):
+        tensors = list(tensors)
+        band = tensors.pop(0) * keep
+        glob = tensors.pop(0) if global_attn is not None else None
+        heads = tensors.pop(0) if fused else None
+        rows = tensors.pop(0) if weighted_rows else None
+        return pyattn.attention_received(band, glob, mask, heads, rows)
+
+    assert torch.autograd.gradcheck(received, inputs)
+    # And the analytic gradient against the readable reference's autograd.
+    out = received(*inputs)
+    cotangent = torch.rand(out.shape, generator=generator, dtype=torch.float64)
+    mine = torch.autograd.grad(out, inputs, cotangent)
+    ref_inputs = [t.detach().clone().requires_grad_() for t in inputs]
+    rest = list(ref_inputs)
+    band = rest.pop(0) * keep
+    glob = rest.pop(0) if global_attn is not None else None
+    expected_out = reference.attention_received(band, glob, mask, rest.pop(0) if fused else None, rest.pop(0) if weighted_rows else None)
+    expected = torch.autograd.grad(expected_out, ref_inputs, cotangent)
+    for got, want in zip(mine, expected):
+        torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("case", GRAD_CASES)
+def test_band_to_dense_gradcheck(case):
+    B, H, N, X, w, counts = case
+    local, global_attn, mask = make_inputs(B, H, N, X, w, counts, seed=N + 1, dtype=torch.float64)
+    keep = _model_zeros(local, mask, X)
+    inputs = [t.clone().requires_grad_() for t in (local, global_attn) if t is not None]
+
+    def dense(band, glob=None):
+        return pyattn.band_to_dense(band * keep, glob, mask)
+
+    assert torch.autograd.gradcheck(dense, inputs)
+
+
+def test_gradients_reach_the_inputs():
+    """The failure issue 10 reports: x.grad stayed None. Every row of a
+    softmax-normalised band sums to 1, so d(sum of everything)/d band is 1 on
+    every entry that lands inside [0, N) of a local row, 0 elsewhere."""
+    local, global_attn, mask = make_inputs(1, 2, 12, 1, 4, [1], seed=4, dtype=torch.float64)
+    local.requires_grad_()
+    global_attn.requires_grad_()
+    pyattn.attention_received(local, global_attn, mask).sum().backward()
+    g = int(torch.nonzero(mask[0])[0])
+    rows = torch.arange(12)[:, None]
+    cols = rows + torch.arange(5)[None, :] - 2
+    inside = ((cols >= 0) & (cols < 12)).double().expand(2, 12, 5).clone()
+    inside[:, g] = 0  # the local row of the global token is not used
+    expected_band = inside
+    torch.testing.assert_close(local.grad[0, :, :, 1:], expected_band)
+    expected_slot = torch.ones(2, 12, dtype=torch.float64)
+    expected_slot[:, g] = 0
+    torch.testing.assert_close(local.grad[0, :, :, 0], expected_slot)
+    torch.testing.assert_close(global_attn.grad[0, :, :12], torch.ones(2, 12, 1, dtype=torch.float64))
+    assert global_attn.grad[0, :, 12:].abs().sum() == 0  # rows past N are not part of the matrix
+
+
+def test_half_inputs_return_float32_unless_asked():
+    local, global_attn, mask = make_inputs(1, 2, 20, 1, 4, [1], seed=2, dtype=torch.float16)
+    assert pyattn.attention_received(local, global_attn, mask).dtype == torch.float32
+    assert pyattn.attention_received(local.bfloat16(), global_attn.bfloat16(), mask).dtype == torch.float32
+    assert pyattn.attention_received(local, global_attn, mask, out_dtype=torch.float16).dtype == torch.float16
+    assert pyattn.attention_received(local.double(), global_attn.double(), mask).dtype == torch.float64
+    with pytest.raises(RuntimeError, match="out_dtype must be float16, bfloat16, float32 or float64, got Long"):
+        pyattn.attention_received(local, global_attn, mask, out_dtype=torch.long)
+
+
+def test_half_sums_do_not_overflow():
+    """65,536 rows all attending to the CLS token: the column sum is 65,536,
+    above float16's largest finite value (65,504)."""
+    N, w = 65536, 2
+    local = torch.zeros(1, 1, N, 1 + w + 1, dtype=torch.float16)
+    local[0, 0, 1:, 0] = 1.0  # every non-global row puts all its attention on CLS
+    global_attn = torch.zeros(1, 1, N, 1, dtype=torch.float16)
+    global_attn[0, 0, 0, 0] = 1.0  # CLS attends to itself
+    mask = torch.zeros(1, N, dtype=torch.long)
+    mask[0, 0] = 1
+    received = pyattn.attention_received(local, global_attn, mask)
+    assert received.dtype == torch.float32 and received[0, 0, 0].item() == 65536.0

@@ -76,7 +76,7 @@ inline void scaled_add<double, double>(double* __restrict__ acc,
 // a plain sum over the band. Streaming whole rows reads at the floor.
 template <typename scalar_t, typename acc_t>
 void received_cpu_kernel(const BandParams<scalar_t, acc_t>& p, acc_t* out) {
-  const bool fused = p.head_weights != nullptr;
+  const bool fused = p.fused;
   const int64_t H_out = fused ? 1 : p.H;
   const int64_t groups = p.B * H_out;
   // Enough chunks to keep every thread busy, none shorter than kMinChunkRows.
@@ -151,18 +151,19 @@ at::Tensor attention_received_cpu(const at::Tensor& local_attn,
                                   const std::optional<at::Tensor>& global_attn,
                                   const std::optional<at::Tensor>& global_attention_mask,
                                   const std::optional<at::Tensor>& head_weights,
-                                  const std::optional<at::Tensor>& row_weights) {
+                                  const std::optional<at::Tensor>& row_weights,
+    std::optional<at::ScalarType> out_dtype) {
   const Prepared prep = prepare(local_attn, global_attn, global_attention_mask,
                                 head_weights, row_weights);
   at::Tensor acc = received_accumulator(prep);
-  if (acc.numel() == 0) return acc.to(local_attn.scalar_type());
+  if (acc.numel() == 0) return acc.to(received_out_dtype(local_attn, out_dtype));
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, local_attn.scalar_type(), "attention_received_cpu", [&] {
         using acc_t = at::opmath_type<scalar_t>;
         received_cpu_kernel(band_params<scalar_t, acc_t>(prep),
                             acc.mutable_data_ptr<acc_t>());
       });
-  return acc.to(local_attn.scalar_type());
+  return acc.to(received_out_dtype(local_attn, out_dtype));
 }
 
 template <typename scalar_t, typename acc_t>

@@ -7,7 +7,6 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
-#include <ATen/cuda/Atomic.cuh>
 #include <torch/library.h>
 
 #include "../prepare.h"
@@ -16,15 +15,27 @@ namespace pyattn {
 namespace {
 
 template <typename scalar_t, typename acc_t>
-__global__ void received_band_kernel(const BandParams<scalar_t, acc_t> p, acc_t* out) {
-  received_band_thread(p, out, blockIdx.x, blockIdx.y, blockIdx.z, threadIdx.x);
+__global__ void received_columns_kernel(const BandParams<scalar_t, acc_t> p, acc_t* out) {
+  extern __shared__ __align__(16) unsigned char shared_bytes[];
+  acc_t* shared = reinterpret_cast<acc_t*>(shared_bytes);
+  received_stage_thread(p, shared, blockIdx.x, threadIdx.x);
+  __syncthreads();
+  received_columns_thread(p, shared, out, blockIdx.x, blockIdx.y, threadIdx.x);
 }
 
 template <typename scalar_t, typename acc_t>
-__global__ void received_global_column_kernel(const BandParams<scalar_t, acc_t> p,
-                                              acc_t* out, int64_t total) {
+__global__ void received_global_partial_kernel(const BandParams<scalar_t, acc_t> p,
+                                               acc_t* partial, int64_t total) {
   const int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (t < total) received_global_column_thread(p, out, t);
+  if (t < total) received_global_partial_thread(p, partial, t);
+}
+
+template <typename scalar_t, typename acc_t>
+__global__ void received_global_finish_kernel(const BandParams<scalar_t, acc_t> p,
+                                              const acc_t* partial, acc_t* out,
+                                              int64_t total) {
+  const int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (t < total) received_global_finish_thread(p, partial, out, t);
 }
 
 template <typename scalar_t, typename acc_t>
@@ -41,30 +52,48 @@ at::Tensor attention_received_cuda(const at::Tensor& local_attn,
                                    const std::optional<at::Tensor>& global_attn,
                                    const std::optional<at::Tensor>& global_attention_mask,
                                    const std::optional<at::Tensor>& head_weights,
-                                   const std::optional<at::Tensor>& row_weights) {
+                                   const std::optional<at::Tensor>& row_weights,
+    std::optional<at::ScalarType> out_dtype) {
   const c10::cuda::CUDAGuard guard(local_attn.device());
   const Prepared prep = prepare(local_attn, global_attn, global_attention_mask,
                                 head_weights, row_weights);
   at::Tensor acc = received_accumulator(prep);
-  if (acc.numel() == 0) return acc.to(local_attn.scalar_type());
+  if (acc.numel() == 0) return acc.to(received_out_dtype(local_attn, out_dtype));
   const auto stream = c10::cuda::getCurrentCUDAStream();
+  const int64_t H_out = prep.head_weights.defined() ? 1 : prep.H;
+  const int64_t column_blocks = received_column_blocks(prep.N) * prep.B;
+  TORCH_CHECK(column_blocks <= 0x7fffffff && H_out <= 65535,
+              "attention_received on CUDA supports at most 65,535 heads and "
+              "2^31 - 1 column blocks of ", kReceivedBlock, " columns per launch; got H = ",
+              prep.H, ", B = ", prep.B, ", N = ", prep.N);
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, local_attn.scalar_type(), "attention_received_cuda", [&] {
         using acc_t = at::opmath_type<scalar_t>;
         const auto p = band_params<scalar_t, acc_t>(prep);
-        const dim3 grid(received_column_blocks(prep.N), prep.H, prep.B);
-        received_band_kernel<<<grid, kReceivedBlock, 0, stream>>>(
+        const size_t shared = received_shared_count(prep.w, prep.X) * sizeof(acc_t);
+        TORCH_CHECK(shared <= 48 * 1024, "attention_received on CUDA stages ",
+                    received_shared_count(prep.w, prep.X), " row weights in shared memory, "
+                    "over 48 KiB for window w = ", prep.w, " and X = ", prep.X,
+                    " global slots");
+        const dim3 grid(static_cast<unsigned>(column_blocks), static_cast<unsigned>(H_out));
+        received_columns_kernel<<<grid, kReceivedBlock, shared, stream>>>(
             p, acc.mutable_data_ptr<acc_t>());
         C10_CUDA_KERNEL_LAUNCH_CHECK();
-        if (prep.X > 0) {
-          const int64_t total = global_column_threads(prep.B, prep.H, prep.X, prep.N);
-          const int64_t blocks = (total + kGlobalColumnThreads - 1) / kGlobalColumnThreads;
-          received_global_column_kernel<<<blocks, kGlobalColumnThreads, 0, stream>>>(
-              p, acc.mutable_data_ptr<acc_t>(), total);
+        const int64_t partials = global_partial_threads(prep.B, prep.H, prep.X, prep.N);
+        if (partials > 0) {
+          at::Tensor partial = at::empty({partials}, acc.options());
+          received_global_partial_kernel<<<(partials + kGlobalColumnThreads - 1) / kGlobalColumnThreads,
+                                           kGlobalColumnThreads, 0, stream>>>(
+              p, partial.mutable_data_ptr<acc_t>(), partials);
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+          const int64_t finishers = global_finish_threads(prep.B, H_out, prep.X);
+          received_global_finish_kernel<<<(finishers + kGlobalColumnThreads - 1) / kGlobalColumnThreads,
+                                          kGlobalColumnThreads, 0, stream>>>(
+              p, partial.const_data_ptr<acc_t>(), acc.mutable_data_ptr<acc_t>(), finishers);
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         }
       });
-  return acc.to(local_attn.scalar_type());
+  return acc.to(received_out_dtype(local_attn, out_dtype));
 }
 
 at::Tensor band_to_dense_cuda(const at::Tensor& local_attn,

@@ -2,8 +2,14 @@
 // runs the very per-thread functions of csrc/band_kernels.h that the
 // __global__ kernels in csrc/cuda/band_cuda.cu call, for every block and
 // thread of the same launch shapes. None of the kernels synchronise within a
-// block, so threads run one after another; atomics become plain adds.
+// block except at the __syncthreads() of received_columns_kernel, where every
+// thread of a block runs phase 1 before any runs phase 2. Scratch and shared
+// memory start as NaN, so a value read before it is written shows up.
 #include <torch/extension.h>
+
+#include <algorithm>
+#include <limits>
+#include <vector>
 
 #include "prepare.h"
 
@@ -14,33 +20,53 @@ at::Tensor emulate_attention_received(const at::Tensor& local_attn,
                                       const std::optional<at::Tensor>& global_attention_mask,
                                       const std::optional<at::Tensor>& head_weights,
                                       const std::optional<at::Tensor>& row_weights) {
+  const std::optional<at::ScalarType> out_dtype;  // the op's default
   const Prepared prep = prepare(local_attn, global_attn, global_attention_mask,
                                 head_weights, row_weights);
   at::Tensor acc = received_accumulator(prep);
-  if (acc.numel() == 0) return acc.to(local_attn.scalar_type());
+  if (acc.numel() == 0) return acc.to(received_out_dtype(local_attn, out_dtype));
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, local_attn.scalar_type(), "emulate_attention_received", [&] {
         using acc_t = at::opmath_type<scalar_t>;
         const auto p = band_params<scalar_t, acc_t>(prep);
         acc_t* out = acc.mutable_data_ptr<acc_t>();
-        // received_band_kernel<<<(column blocks, H, B), kReceivedBlock>>>
-        for (int64_t z = 0; z < prep.B; ++z)
-          for (int64_t y = 0; y < prep.H; ++y)
-            for (int64_t x = 0; x < received_column_blocks(prep.N); ++x)
-              for (int64_t t = 0; t < kReceivedBlock; ++t)
-                received_band_thread(p, out, x, y, z, t);
-        if (prep.X > 0) {
-          // received_global_column_kernel<<<blocks, kGlobalColumnThreads>>>
-          const int64_t total = global_column_threads(prep.B, prep.H, prep.X, prep.N);
-          const int64_t blocks = (total + kGlobalColumnThreads - 1) / kGlobalColumnThreads;
+        // The output starts as junk (NaN): every element must be written.
+        acc.fill_(std::numeric_limits<double>::quiet_NaN());
+        const int64_t H_out = prep.head_weights.defined() ? 1 : prep.H;
+        // received_columns_kernel<<<(column blocks x B, H_out), kReceivedBlock,
+        // shared>>>: per block, phase 1 (stage) for every thread, then, after
+        // __syncthreads(), phase 2 for every thread.
+        std::vector<acc_t> shared(received_shared_count(prep.w, prep.X),
+                                  std::numeric_limits<acc_t>::quiet_NaN());
+        for (int64_t y = 0; y < H_out; ++y)
+          for (int64_t x = 0; x < received_column_blocks(prep.N) * prep.B; ++x) {
+            std::fill(shared.begin(), shared.end(), std::numeric_limits<acc_t>::quiet_NaN());
+            for (int64_t t = 0; t < kReceivedBlock; ++t)
+              received_stage_thread(p, shared.data(), x, t);
+            for (int64_t t = 0; t < kReceivedBlock; ++t)
+              received_columns_thread(p, shared.data(), out, x, y, t);
+          }
+        const int64_t partials = global_partial_threads(prep.B, prep.H, prep.X, prep.N);
+        if (partials > 0) {
+          // received_global_partial_kernel, then received_global_finish_kernel.
+          std::vector<acc_t> partial(partials, std::numeric_limits<acc_t>::quiet_NaN());
+          const int64_t blocks = (partials + kGlobalColumnThreads - 1) / kGlobalColumnThreads;
           for (int64_t block = 0; block < blocks; ++block)
             for (int64_t t = 0; t < kGlobalColumnThreads; ++t) {
               const int64_t index = block * kGlobalColumnThreads + t;
-              if (index < total) received_global_column_thread(p, out, index);
+              if (index < partials) received_global_partial_thread(p, partial.data(), index);
+            }
+          const int64_t finishers = global_finish_threads(prep.B, H_out, prep.X);
+          const int64_t finish_blocks = (finishers + kGlobalColumnThreads - 1) / kGlobalColumnThreads;
+          for (int64_t block = 0; block < finish_blocks; ++block)
+            for (int64_t t = 0; t < kGlobalColumnThreads; ++t) {
+              const int64_t index = block * kGlobalColumnThreads + t;
+              if (index < finishers)
+                received_global_finish_thread(p, partial.data(), out, index);
             }
         }
       });
-  return acc.to(local_attn.scalar_type());
+  return acc.to(received_out_dtype(local_attn, out_dtype));
 }
 
 at::Tensor emulate_band_to_dense(const at::Tensor& local_attn,

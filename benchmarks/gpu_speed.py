@@ -1,0 +1,174 @@
+"""GPU benchmark of attention received for all layers of Longformer-base
+(12 layers x 12 heads, window 512, one global token), run by `make gpu-check`.
+
+Timed with CUDA events. For each dtype (float32, bfloat16) and N in
+1,024-16,384, it times
+
+- ``one call``: :func:`pyattn.ops.attention_received_layers` (all 12 layers,
+  heads fused with weights 1, the call ``layer_attention_received`` makes);
+- ``per layer``: :func:`pyattn.attention_received` in a Python loop;
+- ``copy``: ``dst.copy_(src)``, a device-to-device copy of a buffer of the
+  same bytes as the bands, in the same run (the bandwidth floor).
+
+Bandwidth is the bytes that must be read (every band and global column once)
+divided by the time; the copy's bandwidth counts its read and its write
+(``2 x bytes / time``), so "% of copy" compares read rates with a copy's
+read+write rate, the usual way to state a streaming kernel's efficiency.
+Several input sets are rotated so that each timed call reads memory that is
+not in L2 (the set size is reported; every one is far larger than L2).
+
+Writes the JSON (``--json``) and a Markdown table (``--out``, default
+benchmarks/results/gpu.md), both from this one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+import pyattn
+from pyattn.ops import attention_received_layers
+
+LAYERS, HEADS, WINDOW = 12, 12, 512
+SIZES = (1024, 2048, 4096, 8192, 16384)
+
+
+def make_layers(n: int, dtype: torch.dtype, seed: int):
+    generator = torch.Generator(device="cuda").manual_seed(seed)
+    local, glob = [], []
+    for _ in range(LAYERS):
+        band = torch.rand(1, HEADS, n, 1 + WINDOW + 1, device="cuda", dtype=dtype, generator=generator)
+        band[:, :, 0] = 0  # the global token's local row, as the model writes it
+        local.append(band)
+        glob.append(torch.rand(1, HEADS, n, 1, device="cuda", dtype=dtype, generator=generator))
+    mask = torch.zeros(1, n, dtype=torch.long, device="cuda")
+    mask[0, 0] = 1
+    return local, glob, mask
+
+
+def time_ms(fn, inputs, repeats: int) -> list[float]:
+    """Per-call times (ms) with CUDA events, cycling through the input sets."""
+    for args in inputs:  # warm-up (and kernel selection)
+        fn(*args)
+    torch.cuda.synchronize()
+    times = []
+    for r in range(repeats):
+        args = inputs[r % len(inputs)]
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn(*args)
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return times
+
+
+def run(repeats: int, sets: int) -> dict:
+    props = torch.cuda.get_device_properties(0)
+    l2 = getattr(props, "L2_cache_size", 0)
+    rows = []
+    heads = torch.ones(LAYERS, HEADS, device="cuda")
+    for dtype in (torch.float32, torch.bfloat16):
+        for n in SIZES:
+            inputs = [make_layers(n, dtype, seed) for seed in range(sets)]
+            read = sum(t.numel() * t.element_size() for t in inputs[0][0] + inputs[0][1])
+            one_call = time_ms(lambda a, g, m: attention_received_layers(a, g, m, heads), inputs, repeats)
+            per_layer = time_ms(
+                lambda a, g, m: [pyattn.attention_received(x, y, m, heads[i]) for i, (x, y) in enumerate(zip(a, g))],
+                inputs,
+                repeats,
+            )
+            elements = read // torch.empty((), dtype=dtype).element_size()
+            copies = [(torch.empty(elements, dtype=dtype, device="cuda"), torch.rand(elements, device="cuda").to(dtype)) for _ in range(2)]
+            copy = time_ms(lambda dst, src: dst.copy_(src), copies, repeats)
+            t_one, t_layer, t_copy = (statistics.median(x) for x in (one_call, per_layer, copy))
+            copy_gbs = 2 * read / t_copy / 1e6
+            rows.append(
+                dict(
+                    dtype=str(dtype).replace("torch.", ""),
+                    n=n,
+                    bytes_read=read,
+                    one_call_ms=t_one,
+                    per_layer_ms=t_layer,
+                    copy_ms=t_copy,
+                    one_call_gbs=read / t_one / 1e6,
+                    per_layer_gbs=read / t_layer / 1e6,
+                    copy_gbs=copy_gbs,
+                    one_call_pct_of_copy=100 * (read / t_one / 1e6) / copy_gbs,
+                    per_layer_pct_of_copy=100 * (read / t_layer / 1e6) / copy_gbs,
+                )
+            )
+            del inputs, copies
+            torch.cuda.empty_cache()
+    return dict(
+        device=torch.cuda.get_device_name(0),
+        l2_bytes=l2,
+        torch=torch.__version__,
+        cuda=torch.version.cuda,
+        python=platform.python_version(),
+        repeats=repeats,
+        input_sets=sets,
+        layers=LAYERS,
+        heads=HEADS,
+        window=WINDOW,
+        rows=rows,
+    )
+
+
+def markdown(result: dict) -> str:
+    lines = [
+        "# Attention received on the GPU (generated by benchmarks/gpu_speed.py; do not edit)",
+        "",
+        f"{result['device']}, L2 {result['l2_bytes'] / 2**20:.0f} MiB, torch {result['torch']} (CUDA {result['cuda']}). "
+        f"Longformer-base shape: {result['layers']} layers x {result['heads']} heads, window {result['window']}, one global token, B = 1. "
+        f"Median of {result['repeats']} calls timed with CUDA events, {result['input_sets']} input sets rotated "
+        "(each set is larger than L2). GB/s = bytes read / time; copy GB/s = (read + write) / time of a "
+        "device-to-device copy of the same bytes in the same run.",
+        "",
+        "| dtype | N | MB read | one call ms | GB/s | % of copy | per-layer loop ms | GB/s | % of copy | copy ms | copy GB/s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in result["rows"]:
+        lines.append(
+            f"| {r['dtype']} | {r['n']:,} | {r['bytes_read'] / 1e6:,.0f} | {r['one_call_ms']:.3f} | {r['one_call_gbs']:,.0f} | "
+            f"{r['one_call_pct_of_copy']:.0f}% | {r['per_layer_ms']:.3f} | {r['per_layer_gbs']:,.0f} | {r['per_layer_pct_of_copy']:.0f}% | "
+            f"{r['copy_ms']:.3f} | {r['copy_gbs']:,.0f} |"
+        )
+    goal = [r for r in result["rows"] if r["n"] == 4096]
+    lines += ["", "Goal (issue 12): at least 80% of copy bandwidth at N = 4,096 for all 12 layers in one call."]
+    for r in goal:
+        verdict = "met" if r["one_call_pct_of_copy"] >= 80 else "not met"
+        lines.append(f"- {r['dtype']}: {r['one_call_pct_of_copy']:.0f}% ({r['one_call_ms']:.3f} ms): {verdict}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--sets", type=int, default=2)
+    parser.add_argument("--json", type=Path, default=Path("build/gpu.json"))
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "gpu.md")
+    args = parser.parse_args(argv)
+    if not (torch.cuda.is_available() and pyattn.has_cuda_kernels()):
+        print("gpu_speed.py needs a CUDA device and pyattn built with CUDA kernels (FORCE_CUDA=1)", file=sys.stderr)
+        return 2
+    if args.repeats < 1 or args.sets < 1:
+        print(f"--repeats and --sets must be >= 1, got {args.repeats} and {args.sets}", file=sys.stderr)
+        return 2
+    result = run(args.repeats, args.sets)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(markdown(result))
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
