@@ -70,18 +70,18 @@ def test_demo_report_has_everything(demo_report):
 
 def test_bertviz_export(demo_report):
     _, attention, scores = demo_report
-    layers = [attention.dense(layer=l) for l in (1, 2, 3)]
+    layers = [attention.dense(layer=l) for l in (0, 1, 2)]
     data = bertviz_head_view_data(layers, scores.tokens)
     assert len(data["attention"]) == 3 and data["attention"][0].shape == (1, 4, len(scores.tokens), len(scores.tokens))
     assert data["tokens"][1] == scores.tokens[1].replace("Ġ", "")
-    with pytest.raises(ValueError, match="layer 1: expected a"):
+    with pytest.raises(ValueError, match="layer 0: expected a"):
         bertviz_head_view_data([torch.zeros(1, 4, 3, 3)], scores.tokens)
 
 
 def test_bertviz_accepts_the_export(demo_report):
     bertviz = pytest.importorskip("bertviz", reason="bertviz is optional (installed by the test extras)")
     _, attention, scores = demo_report
-    data = bertviz_head_view_data([attention.dense(layer=l) for l in (1, 2, 3)], scores.tokens)
+    data = bertviz_head_view_data([attention.dense(layer=l) for l in (0, 1, 2)], scores.tokens)
     html = bertviz.head_view(data["attention"], data["tokens"], html_action="return")
     assert len(html.data) > 1000 and data["tokens"][2] in html.data
 

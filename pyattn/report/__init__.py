@@ -210,7 +210,7 @@ def bertviz_head_view_data(dense_layers: Sequence[object], tokens: Sequence[str]
         if tensor.dim() == 3:
             tensor = tensor[None]
         if tensor.dim() != 4 or tensor.shape[0] != 1 or tensor.shape[-1] != tensor.shape[-2] or tensor.shape[-1] != len(tokens):
-            raise ValueError(f"layer {index + 1}: expected a (1, H, {len(tokens)}, {len(tokens)}) dense attention, got {tuple(tensor.shape)}")
+            raise ValueError(f"layer {index}: expected a (1, H, {len(tokens)}, {len(tokens)}) dense attention, got {tuple(tensor.shape)}")
         layers.append(tensor.float().cpu())
     return {"attention": tuple(layers), "tokens": [display_token(t) for t in tokens]}
 
