@@ -193,10 +193,28 @@ def _collate(examples: list[Example], indices, pad_id: int):
 
 @torch.no_grad()
 def predictions(model, tokenizer, documents) -> tuple[np.ndarray, np.ndarray]:
-    """Per document, the model's class probabilities on the text and on the
-    integrated-gradients baseline, each computed as :func:`pyattn.attribute`
-    does: one document at a time through :func:`pyattn.inputs.encode` and
-    ``model(**forward_kwargs).logits.softmax(-1)``. Shapes ``(D, C)``, ``(D, C)``."""
+    """The model's class probabilities on each document and on its
+    integrated-gradients baseline, computed as :func:`pyattn.attribute` does:
+    one document at a time through :func:`pyattn.inputs.encode`, then
+    ``model(**encoded.forward_kwargs(ids)).logits.softmax(-1)``.
+
+    Parameters
+    ----------
+    documents:
+        Sequence of D :class:`~pyattn.demo.DemoDocument` (or anything with ``.text``).
+
+    Returns
+    -------
+    on_text, on_baseline:
+        float64 arrays of shape ``(D, C)``.
+
+    Examples
+    --------
+    >>> model, tokenizer = pyattn.load_demo()
+    >>> on_text, on_baseline = predictions(model, tokenizer, pyattn.demo_documents("test", n=4))
+    >>> on_text.shape
+    (4, 2)
+    """
     model.eval()
     on_text, on_baseline = [], []
     for d in documents:
@@ -207,8 +225,16 @@ def predictions(model, tokenizer, documents) -> tuple[np.ndarray, np.ndarray]:
 
 
 def accuracy(model, tokenizer, documents) -> float:
-    """Share of documents whose predicted class (as :func:`predictions`
-    computes it, i.e. as pyattn feeds the model) is their label."""
+    """Share of ``documents`` (with ``.text`` and ``.label``) whose predicted
+    class, as :func:`predictions` computes it (as pyattn feeds the model),
+    is their label.
+
+    Examples
+    --------
+    >>> model, tokenizer = pyattn.load_demo()
+    >>> accuracy(model, tokenizer, pyattn.demo_documents("test"))  # 200 documents
+    0.995
+    """
     probabilities, _ = predictions(model, tokenizer, documents)
     return float(np.mean(probabilities.argmax(-1) == np.array([d.label for d in documents])))
 
