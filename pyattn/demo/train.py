@@ -4,10 +4,11 @@
     python -m pyattn.demo.train [--out DIR]     # retrain (seed 0): tokenizer, model, weights
 
 Retraining is seeded (``--seed``, default 0; the data splits are fixed by
-:mod:`pyattn.demo.data`) and takes about 5 minutes on 2 CPU cores; the shipped
-model came from ``python -m pyattn.demo.train`` with the defaults. (CPU
-kernels may sum in a different order with another thread count or torch
-build, so weights from another machine can differ in the last bits.)
+:mod:`pyattn.demo.data`) and single-threaded by default (``--threads 1``):
+run twice on one machine it wrote bit-identical files, the shipped ones,
+in 11-15 minutes each (1 thread on a shared, loaded 2-core machine). Another
+torch build or thread count may sum in another order and differ in the last
+bits.
 
 Training: a byte-level BPE tokenizer (RoBERTa-style, 'Ġ' marks a leading
 space; its post-processor adds ``<s>`` ... ``</s>``) trained on the training
