@@ -15,6 +15,7 @@ results store (:mod:`pyattn.store`).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -104,23 +105,111 @@ def demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def _load_model(name: str, tokenizer_name: str | None, trust_remote_code: bool, device: str | None):
-    from pyattn.dataset import DataError, load_model
+# ------------------------------------------------------------ flag checks
+class _Refused(Exception):
+    """A refusal before any work: printed as one line, exit status 2."""
+
+
+def _positive_int(flag: str, minimum: int = 1, maximum: int | None = None):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"{flag} must be a whole number, got {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            allowed = f"{minimum}..{maximum}" if maximum is not None else f"at least {minimum}"
+            raise argparse.ArgumentTypeError(f"{flag} must be {allowed}, got {value}")
+        return value
+
+    return parse
+
+
+def _finite_float(flag: str, low: float, high: float | None = None, low_open: bool = True, high_open: bool = True):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"{flag} must be a number, got {text!r}") from None
+        left = value > low if low_open else value >= low
+        right = high is None or (value < high if high_open else value <= high)
+        if not math.isfinite(value) or not (left and right):
+            interval = f"{'(' if low_open else '['}{low:g}, {'inf)' if high is None else f'{high:g}' + (')' if high_open else ']')}"
+            raise argparse.ArgumentTypeError(f"{flag} must be a finite number in {interval}, got {text}")
+        return value
+
+    return parse
+
+
+def _steps(text: str):
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'--steps must be "auto" or a whole number of steps 1..{MAX_STEPS}, got {text!r}') from None
+    if not 1 <= value <= MAX_STEPS:
+        raise argparse.ArgumentTypeError(f'--steps must be "auto" or a whole number of steps 1..{MAX_STEPS}, got {value}')
+    return value
+
+
+MAX_STEPS = 4096
+
+
+def _device(text: str) -> str:
+    from pyattn.runner import check_device
 
     try:
-        return load_model(name, tokenizer_name, trust_remote_code, device)
-    except DataError as error:
-        raise SystemExit(f"pyattn: {error}")
+        return check_device(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _fail(message: str, status: int = 2) -> int:
+    print(f"pyattn: {message}", file=sys.stderr)
+    return status
+
+
+def _check_new_file(path: str, force: bool, suffixes: tuple[str, ...], flag: str = "--out") -> None:
+    """Refuse, before any work, an output file pyattn cannot or may not write."""
+    if not path.lower().endswith(suffixes):
+        raise _Refused(f"{flag} {path!r} must end in {' or '.join(suffixes)}")
+    if os.path.isdir(path):
+        raise _Refused(f"{flag} {path!r} is a folder; give a file name")
+    if os.path.exists(path) and not force:
+        raise _Refused(f"{flag} {path} exists; pass --force to overwrite it")
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise _Refused(f"{flag} {path!r}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise _Refused(f"{flag} {path!r}: folder {parent} is not writable")
+
+
+# ------------------------------------------------------------------ commands
+def _check_model_limits(args, model, tokenizer) -> None:
+    from pyattn.inputs import default_max_length
+
+    classes = int(model.config.num_labels)
+    if args.target is not None and args.target >= classes:
+        raise _Refused(f"--target {args.target} does not exist: the model has {classes} classes, 0..{classes - 1}")
+    if args.max_length is not None:
+        limit = default_max_length(model, tokenizer)
+        if args.max_length > limit:
+            raise _Refused(f"--max-length {args.max_length} is over the model's limit of {limit} tokens")
 
 
 def attribute_command(args: argparse.Namespace) -> int:
     import pyattn
-    from pyattn.dataset import DataError, load_documents, run_attribution
+    from pyattn.dataset import DataError, load_documents
+    from pyattn.runner import Interrupted, label_names, load_model, plan_run, resolve_labels, run_attribution
     from pyattn.store import ResultsStore, StoreError
 
-    steps = args.steps if args.steps == "auto" else int(args.steps)
+    if args.engine != "ray":
+        used = [flag for flag, value in (("--address", args.address), ("--num-workers", args.num_workers), ("--gpus-per-worker", args.gpus_per_worker)) if value is not None]
+        if used:
+            return _fail(f"{', '.join(used)} only apply with --engine ray")
+    num_workers = 2 if args.num_workers is None else args.num_workers
     settings = {
-        "n_steps": steps,
+        "n_steps": args.steps,
         "target": args.target,
         "max_length": args.max_length,
         "tol": args.tol,
@@ -130,41 +219,62 @@ def attribute_command(args: argparse.Namespace) -> int:
         "data": os.path.abspath(args.data) if os.path.exists(args.data) else args.data,
     }
     try:
+        ResultsStore.check_target(args.out, resume=args.resume, force=args.force)
         documents = load_documents(args.data, args.text_column, args.label_column, args.id_column)
         if args.limit:
             documents = documents[: args.limit]
+        if not documents:
+            raise _Refused(f"{args.data} holds no documents")
+        model, tokenizer = load_model(args.model, args.tokenizer, args.trust_remote_code, args.device if args.engine == "local" else "cpu")
+        _check_model_limits(args, model, tokenizer)
+        resolve_labels(documents, model, args.label_column)
+        config = model.config
         manifest = {
             "model": args.model,
             "tokenizer": args.tokenizer or args.model,
             "settings": settings,
             "pyattn_version": pyattn.__version__,
             "command": "attribute",
+            "num_layers": int(config.num_hidden_layers),
+            "num_heads": int(config.num_attention_heads),
+            "id2label": {str(k): v for k, v in label_names(model).items()},
         }
         store = ResultsStore.create(args.out, manifest, resume=args.resume, force=args.force)
-    except (DataError, StoreError) as error:
-        print(f"pyattn: {error}", file=sys.stderr)
-        return 2
-    kwargs = {"n_steps": steps, "target": args.target, "max_length": args.max_length, "tol": args.tol,
+        try:
+            plan_run(store, resolve_labels(documents, model, args.label_column))  # refuses changed texts before any work
+        except BaseException:
+            store.close()
+            raise
+    except (DataError, StoreError, _Refused) as error:
+        return _fail(str(error))
+    kwargs = {"n_steps": args.steps, "target": args.target, "max_length": args.max_length, "tol": args.tol,
               "internal_batch_size": args.batch_size, "device": args.device}
     try:
         if args.engine == "ray":
-            from pyattn.ray_engine import RayUnavailable, run_attribution_ray
+            from pyattn.ray_engine import RayRunError, RayUnavailable, run_attribution_ray
 
             try:
                 summary = run_attribution_ray(
                     args.model, documents, store, kwargs, tokenizer=args.tokenizer, trust_remote_code=args.trust_remote_code,
-                    device=args.device, address=args.address, num_workers=args.num_workers,
-                    gpus_per_worker=args.gpus_per_worker, shard_size=args.shard_size, progress=not args.quiet,
+                    device=args.device, address=args.address, num_workers=num_workers,
+                    gpus_per_worker=args.gpus_per_worker or 0, shard_size=args.shard_size, progress=not args.quiet,
+                    flush_seconds=args.flush_seconds, force=args.force, loaded=(model, tokenizer), label_column=args.label_column,
                 )
             except RayUnavailable as error:
-                print(f"pyattn: {error}", file=sys.stderr)
-                return 2
+                return _fail(str(error))
+            except RayRunError as error:
+                return _fail(f"{error}; finished documents are kept in {store.path}: fix it and run again with --resume", 1)
         else:
-            model, tokenizer = _load_model(args.model, args.tokenizer, args.trust_remote_code, args.device)
-            summary = run_attribution(model, tokenizer, documents, store, kwargs, shard_size=args.shard_size, progress=not args.quiet)
+            summary = run_attribution(model, tokenizer, documents, store, kwargs, shard_size=args.shard_size, progress=not args.quiet,
+                                      flush_seconds=args.flush_seconds, force=args.force, label_column=args.label_column)
+    except Interrupted as stop:
+        done = stop.summary.already_done + stop.summary.processed
+        return _fail(f"interrupted: {done} of {stop.summary.total} documents are stored in {store.path}; "
+                     "run the same command with --resume to continue", 130)
     except (DataError, StoreError) as error:
-        print(f"pyattn: {error}", file=sys.stderr)
-        return 1
+        return _fail(f"{error}; finished documents are kept in {store.path}", 1)
+    finally:
+        store.close()
     if not args.quiet:
         print(f"{summary.processed} documents attributed in {summary.seconds:.1f} s "
               f"({summary.already_done} already done, {len(summary.skipped)} skipped) -> {store.path}")
@@ -180,46 +290,56 @@ def _special_tokens(tokenizer_name: str) -> list[str]:
 
     if tokenizer_name == "demo":
         return list(pyattn.load_demo()[1].all_special_tokens)
+    from pyattn.runner import _quiet_transformers
+
+    _quiet_transformers()
     from transformers import AutoTokenizer
 
     try:
         special = list(AutoTokenizer.from_pretrained(tokenizer_name).all_special_tokens)
-    except (OSError, ValueError) as error:
-        # Never fall back to "no special tokens": the no_special mask would then keep them.
-        raise SystemExit(f"pyattn: cannot load the tokenizer {tokenizer_name!r} that the store was made with, so its special "
-                         f"tokens are unknown ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
-                         "make it available at that path and run again")
+    except Exception as error:
+        raise _Refused(f"cannot load the tokenizer {tokenizer_name!r} named in the store's manifest ({type(error).__name__}), "
+                       "so special tokens cannot be told apart") from None
     if not special:
-        raise SystemExit(f"pyattn: the tokenizer {tokenizer_name!r} declares no special tokens: the no_special mask "
-                         "cannot be computed")
+        raise _Refused(f"the tokenizer {tokenizer_name!r} named in the store's manifest declares no special tokens, "
+                       "so the no_special mask cannot be computed")
     return special
 
 
-def _ranges(text: str | None) -> list[tuple[int, int]]:
-    ranges = []
-    for part in (text or "").split(","):
-        if part.strip():
-            first, _, last = part.partition("-")
-            ranges.append((int(first), int(last or first)))
-    return ranges
+def _store_and_importance(args):
+    """The store, its (layers, heads) and a checked head importance."""
+    from pyattn.importance import load_head_importance
+    from pyattn.runner import store_shape
+    from pyattn.store import ResultsStore
+
+    store = ResultsStore.open(args.results)
+    shape = store_shape(store)
+    if shape is None:
+        raise _Refused(f"{store.path} holds no results yet: run `pyattn attribute` first")
+    importance = None
+    if args.head_importance:
+        importance = load_head_importance(args.head_importance).numpy()
+        if tuple(importance.shape) != tuple(shape):
+            raise _Refused(f"--head-importance {args.head_importance} has shape {tuple(importance.shape)} "
+                           f"but the store's model has {shape[0]} layers x {shape[1]} heads")
+    return store, shape, importance
 
 
 def compare_command(args: argparse.Namespace) -> int:
-    from pyattn.dataset import DataError, compare_results
-    from pyattn.importance import load_head_importance
-    from pyattn.store import ResultsStore, StoreError
+    from pyattn.dataset import DataError
+    from pyattn.runner import compare_results, parse_layer_ranges
+    from pyattn.store import StoreError
 
     try:
-        store = ResultsStore.open(args.results)
-        importance = load_head_importance(args.head_importance) if args.head_importance else None
+        store, shape, importance = _store_and_importance(args)
+        ranges = parse_layer_ranges(args.layers, shape[0])
         special = _special_tokens(store.manifest().get("tokenizer", ""))
-        per_document, summary, tokens = compare_results(store, importance, _ranges(args.layers), special_tokens=special, progress=not args.quiet)
-    except (DataError, StoreError, ValueError, FileNotFoundError) as error:
-        print(f"pyattn: {error}", file=sys.stderr)
-        return 2
+        per_document, summary, tokens = compare_results(store, importance, ranges, special_tokens=special, progress=not args.quiet)
+    except (DataError, StoreError, ValueError, FileNotFoundError, _Refused) as error:
+        return _fail(str(error))
     if not args.quiet:
         columns = ["attention", "mask", "documents", "spearman_rho_mean", "kendall_tau_mean", "cosine_minmax_mean", "jaccard_top_mean"]
-        print(summary[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        print(summary[[c for c in columns if c in summary.columns]].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         print(f"\nwrote metrics.parquet, metrics_summary.csv, tokens.parquet, tokens.csv to {store.path}")
     return 0
 
@@ -227,20 +347,23 @@ def compare_command(args: argparse.Namespace) -> int:
 def importance_command(args: argparse.Namespace) -> int:
     import pyattn
     from pyattn.dataset import DataError, load_documents
+    from pyattn.runner import load_model, resolve_labels
 
-    if os.path.exists(args.out) and not args.force:
-        print(f"pyattn: {args.out} exists; pass --force to overwrite it", file=sys.stderr)
-        return 2
     try:
+        _check_new_file(args.out, args.force, (".pt", ".npy"))
         documents = [d for d in load_documents(args.data, args.text_column, args.label_column) if isinstance(d.text, str) and d.text.strip()]
         if args.limit:
             documents = documents[: args.limit]
-        if any(d.label is None for d in documents):
-            raise DataError("head importance needs a label for every document (--label-column)")
-    except DataError as error:
-        print(f"pyattn: {error}", file=sys.stderr)
-        return 2
-    model, tokenizer = _load_model(args.model, args.tokenizer, args.trust_remote_code, args.device)
+        if not documents:
+            raise _Refused(f"{args.data} holds no documents with text")
+        missing = [d for d in documents if d.label is None]
+        if missing:
+            raise _Refused(f"head importance needs a label for every document: row {missing[0].index} (id {missing[0].doc_id!r}) has none "
+                           f"in column {args.label_column!r}")
+        model, tokenizer = load_model(args.model, args.tokenizer, args.trust_remote_code, args.device)
+        documents = resolve_labels(documents, model, args.label_column)
+    except (DataError, _Refused) as error:
+        return _fail(str(error))
     compute = pyattn.taylor_importance if args.method == "taylor" else pyattn.head_gate_importance
     importance = compute(model, tokenizer, [d.text for d in documents], [d.label for d in documents], progress=not args.quiet)
     pyattn.save_head_importance(importance, args.out)
@@ -250,52 +373,70 @@ def importance_command(args: argparse.Namespace) -> int:
 
 
 def report_command(args: argparse.Namespace) -> int:
-    from pyattn.dataset import DataError, report_results
-    from pyattn.importance import load_head_importance
-    from pyattn.store import ResultsStore, StoreError
+    from pyattn.dataset import DataError
+    from pyattn.runner import check_report_dir, report_results
+    from pyattn.store import StoreError
 
     try:
-        store = ResultsStore.open(args.results)
-        importance = load_head_importance(args.head_importance).numpy() if args.head_importance else None
+        if args.out:
+            check_report_dir(args.out)
+        store, _, importance = _store_and_importance(args)
+        check_report_dir(args.out or os.path.join(store.path, "reports"))
         manifest = store.manifest()
-        labels = None
-        if manifest.get("model") == "demo":
+        labels = manifest.get("id2label")
+        if labels is None and manifest.get("model") == "demo":
             from pyattn.demo import LABELS as labels
         index = report_results(store, args.out, importance, _special_tokens(manifest.get("tokenizer", "")), labels, progress=not args.quiet)
-    except (DataError, StoreError, ValueError, FileNotFoundError) as error:
-        print(f"pyattn: {error}", file=sys.stderr)
-        return 2
+    except (DataError, StoreError, ValueError, FileNotFoundError, _Refused) as error:
+        return _fail(str(error))
     if not args.quiet:
         print(f"reports: {os.path.abspath(index)}")
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pyattn", description="Attributions vs. attention for long-document classifiers.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    attribute_parser = commands.add_parser("attribute", help="attribute every document of a dataset into a resumable results store")
+class _Parser(argparse.ArgumentParser):
+    """argparse, with errors in one line (and where to read the usage)."""
+
+    def error(self, message: str):
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="pyattn", description="Attributions vs. attention for long-document classifiers.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    attribute_parser = commands.add_parser(
+        "attribute", help="attribute every document of a dataset into a resumable results store",
+        description="Attribute every document of a dataset into a resumable results store. Each record keeps the "
+        "document's attention received per layer and head as Parquet list<float32>: 4 x layers x heads bytes per token "
+        "before compression (48 B on the demo model, 576 B on Longformer-base).")
     attribute_parser.add_argument("--model", required=True, help="a model path or name, or 'demo' for the shipped demo model")
-    attribute_parser.add_argument("--tokenizer", help="tokenizer path or name (default: the model's)")
+    attribute_parser.add_argument("--tokenizer", help="tokenizer path or name (default: the model's; not with --model demo)")
     attribute_parser.add_argument("--data", required=True, help="CSV, JSONL or Parquet file, or a Hugging Face dataset name:split")
     attribute_parser.add_argument("--out", required=True, help="results directory (created; an existing store needs --resume)")
     attribute_parser.add_argument("--text-column", default="text")
-    attribute_parser.add_argument("--label-column", default="label", help="label column ('' for none)")
-    attribute_parser.add_argument("--id-column", default=None, help="unique document ids (default: row numbers)")
-    attribute_parser.add_argument("--steps", default="auto", help='integration steps, or "auto" (default)')
-    attribute_parser.add_argument("--tol", type=float, default=0.01, help="completeness tolerance for --steps auto (default 0.01)")
-    attribute_parser.add_argument("--target", type=int, default=None, help="class to explain (default: the predicted class)")
-    attribute_parser.add_argument("--max-length", type=int, default=None)
-    attribute_parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the GPU when there is one)")
-    attribute_parser.add_argument("--batch-size", type=int, default=None, help="steps per forward pass (default: fitted to free memory)")
-    attribute_parser.add_argument("--shard-size", type=int, default=4, help="documents per results shard (default 4)")
-    attribute_parser.add_argument("--limit", type=int, default=None, help="only the first N documents")
+    attribute_parser.add_argument("--label-column", default="label", help="label column: class indices or the model's class names ('' for none)")
+    attribute_parser.add_argument("--id-column", default=None, help="unique document ids (default: row numbers from 0)")
+    attribute_parser.add_argument("--steps", type=_steps, default="auto", help=f'integration steps 1..{MAX_STEPS}, or "auto" (default)')
+    attribute_parser.add_argument("--tol", type=_finite_float("--tol", 0.0, 1.0), default=0.01,
+                                  help="completeness tolerance for --steps auto, in (0, 1) (default 0.01)")
+    attribute_parser.add_argument("--target", type=_positive_int("--target", 0), default=None, help="class to explain, from 0 (default: the predicted class)")
+    attribute_parser.add_argument("--max-length", type=_positive_int("--max-length", 3), default=None, help="longest input in tokens, [CLS] and [SEP] included (at least 3)")
+    attribute_parser.add_argument("--device", type=_device, default=None, help="cpu, cuda, cuda:1 ... (default: the GPU when there is one)")
+    attribute_parser.add_argument("--batch-size", type=_positive_int("--batch-size"), default=None, help="steps per forward pass (default: fitted to free memory)")
+    attribute_parser.add_argument("--shard-size", type=_positive_int("--shard-size"), default=4, help="documents per results shard at most (default 4)")
+    attribute_parser.add_argument("--flush-seconds", type=_finite_float("--flush-seconds", 0.0), default=60.0,
+                                  help="write finished documents at least this often, in seconds (default 60)")
+    attribute_parser.add_argument("--limit", type=_positive_int("--limit"), default=None, help="only the first N documents")
     attribute_parser.add_argument("--resume", action="store_true", help="continue a run in an existing results store")
     attribute_parser.add_argument("--force", action="store_true", help="resume despite different settings, or use a non-empty --out")
     attribute_parser.add_argument("--trust-remote-code", action="store_true", help="let transformers run the model's own code (off by default)")
     attribute_parser.add_argument("--engine", choices=["local", "ray"], default="local", help="local (one process, default) or ray")
     attribute_parser.add_argument("--address", default=None, help="with --engine ray: a cluster to join (default: start a local one)")
-    attribute_parser.add_argument("--num-workers", type=int, default=2, help="with --engine ray: workers, each loading the model once (default 2)")
-    attribute_parser.add_argument("--gpus-per-worker", type=float, default=0, help="with --engine ray: GPUs per worker (default 0)")
+    attribute_parser.add_argument("--num-workers", type=_positive_int("--num-workers", 1, 1024), default=None,
+                                  help="with --engine ray: workers, each loading the model once (default 2)")
+    attribute_parser.add_argument("--gpus-per-worker", type=_finite_float("--gpus-per-worker", 0.0, low_open=False), default=None,
+                                  help="with --engine ray: GPUs per worker (default 0)")
     attribute_parser.add_argument("--quiet", action="store_true")
     attribute_parser.add_argument("--verbose", action="store_true")
     attribute_parser.set_defaults(run=attribute_command)
@@ -303,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     compare_parser = commands.add_parser("compare", help="similarity of attributions and attention over a results store")
     compare_parser.add_argument("--results", required=True, help="a results directory written by `pyattn attribute`")
     compare_parser.add_argument("--head-importance", help="(L, H) head importance (.pt or .npy) for the scaled choices")
-    compare_parser.add_argument("--layers", help="layer ranges to compare too, numbered from 0 and inclusive, e.g. 0-5,6-11")
+    compare_parser.add_argument("--layers", help="layer ranges to compare too, numbered from 0 (-1 the last), inclusive, e.g. 0-5,6-11 or --layers=-3--1")
     compare_parser.add_argument("--quiet", action="store_true")
     compare_parser.set_defaults(run=compare_command)
 
@@ -315,8 +456,8 @@ def main(argv: list[str] | None = None) -> int:
     importance_parser.add_argument("--method", choices=["taylor", "head-gate"], default="taylor")
     importance_parser.add_argument("--text-column", default="text")
     importance_parser.add_argument("--label-column", default="label")
-    importance_parser.add_argument("--limit", type=int, default=None)
-    importance_parser.add_argument("--device", default=None)
+    importance_parser.add_argument("--limit", type=_positive_int("--limit"), default=None)
+    importance_parser.add_argument("--device", type=_device, default=None)
     importance_parser.add_argument("--trust-remote-code", action="store_true")
     importance_parser.add_argument("--force", action="store_true", help="overwrite --out")
     importance_parser.add_argument("--quiet", action="store_true")
@@ -324,25 +465,41 @@ def main(argv: list[str] | None = None) -> int:
 
     report_parser = commands.add_parser("report", help="HTML reports for a results store")
     report_parser.add_argument("--results", required=True)
-    report_parser.add_argument("--out", default=None, help="where the reports go (default RESULTS/reports)")
+    report_parser.add_argument("--out", default=None, help="where the reports go (default RESULTS/reports); a folder of other files is refused")
     report_parser.add_argument("--head-importance", help="(L, H) head importance to plot")
     report_parser.add_argument("--quiet", action="store_true")
     report_parser.set_defaults(run=report_command)
     demo_parser = commands.add_parser("demo", help="the main job on the shipped demo model and documents")
-    demo_parser.add_argument("--documents", type=int, default=3, help="how many demo documents (default 3)")
-    demo_parser.add_argument("--max-words", type=int, default=1200, help="take documents of at most this many words (default 1200)")
-    demo_parser.add_argument("--top", type=int, default=8, help="tokens to list per ranking (default 8)")
+    demo_parser.add_argument("--documents", type=_positive_int("--documents"), default=3, help="how many demo documents (default 3)")
+    demo_parser.add_argument("--max-words", type=_positive_int("--max-words"), default=1200, help="take documents of at most this many words (default 1200)")
+    demo_parser.add_argument("--top", type=_positive_int("--top"), default=8, help="tokens to list per ranking (default 8)")
     demo_parser.add_argument("--out", default="pyattn-demo", help="where the HTML reports go (default ./pyattn-demo)")
     demo_parser.add_argument("--force", action="store_true", help="write into an --out that holds other files")
     demo_parser.set_defaults(run=demo)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``pyattn`` command. Returns the exit status: 0 done, 1 a run that
+    failed part-way (finished documents kept), 2 refused before any work,
+    130 interrupted (Ctrl-C)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return int(exit_.code or 0) if isinstance(exit_.code, int) else 2
     if args.command == "attribute":
         args.label_column = args.label_column or None
-        if args.steps != "auto" and not args.steps.isdigit():
-            parser.error(f'--steps must be "auto" or a positive integer, got {args.steps!r}')
-    if args.command == "demo" and args.documents < 1:
-        parser.error(f"--documents must be at least 1, got {args.documents}")
-    return args.run(args)
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        print("pyattn: interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
+    except Exception as error:  # the last line of defence: one line, never a traceback
+        if os.environ.get("PYATTN_DEBUG"):
+            raise
+        text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        return _fail(f"{type(error).__name__}: {text[:300]} (set PYATTN_DEBUG=1 to see where)", 1)
 
 
 if __name__ == "__main__":

@@ -195,22 +195,60 @@ def save_head_importance(importance: torch.Tensor, path: str | os.PathLike) -> N
 
 
 def load_head_importance(path: str | os.PathLike, model=None) -> torch.Tensor:
-    """Load an ``(L, H)`` importance from ``.pt`` (loaded with
-    ``weights_only=True``: a tensor or array, no code) or ``.npy``; with
-    ``model``, its shape is checked against the model's layers and heads."""
+    """Load an ``(L, H)`` head importance saved by :func:`save_head_importance`.
+
+    ``.pt`` files are read with ``weights_only=True`` (a tensor or array, no
+    code) and ``.npy`` files without pickles; with ``model``, the shape is
+    checked against the model's layers and heads. A file that is not such an
+    array (garbage, a pickle of anything else), or whose values are not all
+    finite and non-negative, raises a one-line ``ValueError`` naming it.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(L, H)`` float32.
+
+    Example
+    -------
+    >>> importance = load_head_importance("importance.pt")  # doctest: +SKIP
+    """
+    import pickle
+    import zipfile
+
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"head-importance file {path!r} does not exist")
-    if path.endswith(".npy"):
-        importance = torch.from_numpy(np.load(path, allow_pickle=False))
-    elif path.endswith(".pt"):
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-        importance = torch.as_tensor(np.asarray(loaded) if not isinstance(loaded, torch.Tensor) else loaded)
-    else:
-        raise ValueError(f"unknown head-importance file type for {path!r}: use .pt or .npy")
-    importance = importance.float()
+    if os.path.isdir(path):
+        raise ValueError(f"head-importance file {path!r} is a folder")
+    try:
+        if path.endswith(".npy"):
+            importance = torch.from_numpy(np.array(np.load(path, allow_pickle=False), dtype=np.float64))
+        elif path.endswith(".pt"):
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+            if isinstance(loaded, torch.Tensor):
+                importance = loaded.detach().to(torch.float64)
+            else:
+                importance = torch.from_numpy(np.array(loaded, dtype=np.float64))
+        else:
+            raise ValueError(f"unknown head-importance file type for {path!r}: use .pt or .npy")
+    except ValueError as error:
+        if "unknown head-importance" in str(error):
+            raise
+        raise ValueError(f"{path!r} is not a head-importance array: it does not hold an (L, H) array of numbers") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, zipfile.BadZipFile, TypeError, AttributeError, KeyError, IndexError):
+        raise ValueError(
+            f"{path!r} is not a head-importance array: not a tensor file pyattn can read safely "
+            "(garbage, truncated, or a pickle with unsupported contents; pyattn never runs pickled code)"
+        ) from None
     if importance.dim() != 2:
         raise ValueError(f"{path!r} holds an array of shape {tuple(importance.shape)}; head importance must be 2-D (L, H)")
+    if importance.numel() == 0:
+        raise ValueError(f"{path!r} holds an empty array of shape {tuple(importance.shape)}; head importance must be (L, H) with L, H >= 1")
+    if not torch.isfinite(importance).all():
+        raise ValueError(f"{path!r} holds {int((~torch.isfinite(importance)).sum())} non-finite value(s) (NaN or inf); head importance must be finite")
+    if (importance < 0).any():
+        raise ValueError(f"{path!r} holds negative value(s) (min {float(importance.min()):g}); head importance must be >= 0")
+    importance = importance.float()
     if model is not None:
         expected = (model.config.num_hidden_layers, model.config.num_attention_heads)
         if tuple(importance.shape) != expected:

@@ -16,14 +16,42 @@ from __future__ import annotations
 import time
 from typing import Sequence
 
-from pyattn.dataset import Document, RunSummary, _ShardWriter, skip_reason
-from pyattn.store import ResultsStore
+from pyattn.dataset import DataError, Document
+from pyattn.runner import (
+    Interrupted,
+    RunProgress,
+    RunSummary,
+    _first_line,
+    finish_run,
+    label_names,
+    load_model,
+    plan_run,
+    resolve_labels,
+    token_counts,
+)
+from pyattn.store import ResultsStore, ShardWriter
 
-__all__ = ["run_attribution_ray", "RayUnavailable"]
+__all__ = ["run_attribution_ray", "RayUnavailable", "RayRunError"]
 
 
 class RayUnavailable(ImportError):
     """Ray is not installed."""
+
+
+class RayRunError(RuntimeError):
+    """A Ray worker failed; the message is the worker's error in one line."""
+
+
+def _worker_error(ray, error: BaseException) -> Exception:
+    """The error a worker raised, unwrapped from Ray's wrappers, in one line."""
+    cause = error
+    if isinstance(error, ray.exceptions.RayTaskError):
+        cause = getattr(error, "cause", None) or error
+    if isinstance(cause, DataError):
+        return type(cause)(_first_line(cause))
+    if isinstance(cause, ray.exceptions.RayActorError):
+        return RayRunError(f"a Ray worker died and could not be restarted: {_first_line(cause, 160)}")
+    return RayRunError(f"a Ray worker failed: {type(cause).__name__}: {_first_line(cause)}")
 
 
 def _ray():
@@ -44,7 +72,7 @@ def _worker_class(ray, gpus_per_worker: float):
 
             import torch
 
-            from pyattn.dataset import load_model
+            from pyattn.runner import load_model
 
             torch.set_num_threads(threads)
             if device is None and gpus_per_worker > 0 and torch.cuda.is_available():
@@ -53,7 +81,7 @@ def _worker_class(ray, gpus_per_worker: float):
             self.pid = os.getpid()
 
         def process(self, document: Document, attribute_kwargs: dict) -> dict:
-            from pyattn.dataset import process_document
+            from pyattn.runner import process_document
 
             return process_document(self.model, self.tokenizer, document, attribute_kwargs)
 
@@ -78,70 +106,96 @@ def run_attribution_ray(
     shard_size: int = 4,
     progress: bool = True,
     on_workers=None,
+    flush_seconds: float | None = 60.0,
+    force: bool = False,
+    loaded=None,
+    label_column: str | None = "label",
 ) -> RunSummary:
-    """:func:`pyattn.dataset.run_attribution` on Ray.
+    """:func:`pyattn.runner.run_attribution` on Ray, with the same plan, the
+    same records and the same store writer (only the driver writes).
 
     ``model``/``tokenizer`` are names or paths (``"demo"`` for the shipped
-    model) that each worker loads. ``address`` None starts a local Ray
-    cluster; otherwise it joins one (``"auto"`` or ``"ray://host:10001"``).
-    ``on_workers`` (for tests and monitoring) is called with the actor handles
-    once they are up. Results come back in completion order; the store sorts
-    them by input index when read.
+    model) that each worker loads; the driver loads and checks it first
+    (or takes ``loaded``, a ``(model, tokenizer)`` pair it already checked),
+    so a model that cannot run is refused before any worker starts.
+    ``address`` None starts a local Ray cluster; otherwise it joins one
+    (``"auto"`` or ``"ray://host:10001"``). ``on_workers`` (for tests and
+    monitoring) is called with the actor handles once they are up. Results
+    come back in completion order; the store sorts them by input index when
+    read. A worker's error ends the run with that error in one line
+    (:class:`RayRunError` or the worker's :class:`DataError`), after the
+    finished documents are written; Ctrl-C raises :class:`Interrupted` the
+    same way.
     """
-    from tqdm.auto import tqdm
-
     ray = _ray()
     if num_workers < 1:
         raise ValueError(f"num_workers must be at least 1, got {num_workers}")
+    driver_model, driver_tokenizer = loaded if loaded is not None else load_model(model, tokenizer, trust_remote_code, "cpu")
+    attribute_kwargs = dict(attribute_kwargs or {})
+    attribute_kwargs.setdefault("device", device)
+    documents = resolve_labels(documents, driver_model, label_column)
+    names = label_names(driver_model)
+    runnable, summary = plan_run(store, documents, force)
+    sizes = dict(zip((d.doc_id for d in runnable), token_counts(driver_tokenizer, runnable, attribute_kwargs.get("max_length"))))
+    del driver_model
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(address=address, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    writer = ShardWriter(store, shard_size, flush_seconds)
+    start = time.perf_counter()
+    bar = RunProgress(list(sizes.values()), progress, desc=f"attributing on {num_workers} Ray workers")
+    workers = []
     try:
-        attribute_kwargs = dict(attribute_kwargs or {})
-        attribute_kwargs.setdefault("device", device)
-        done = store.done_ids()
-        todo = [d for d in documents if d.doc_id not in done]
-        summary = RunSummary(total=len(documents), already_done=len(documents) - len(todo))
-        runnable = []
-        for document in todo:
-            reason = skip_reason(document)
-            if reason:
-                summary.skipped.append({"doc_id": document.doc_id, "index": document.index, "reason": reason})
-            else:
-                runnable.append(document)
         worker_class = _worker_class(ray, gpus_per_worker)
         workers = [worker_class.remote(model, tokenizer, trust_remote_code, device, threads_per_worker) for _ in range(num_workers)]
         if on_workers is not None:
             on_workers(workers)
-        writer = _ShardWriter(store, shard_size)
-        start = time.perf_counter()
         queue = list(runnable)
         in_flight = {}
-        bar = tqdm(total=len(runnable), desc=f"attributing on {num_workers} Ray workers", unit="doc", disable=not progress)
         # Two documents in flight per worker keep each busy while results travel.
         for worker in workers * 2:
             if queue:
                 document = queue.pop(0)
-                in_flight[worker.process.remote(document, attribute_kwargs)] = worker
+                in_flight[worker.process.remote(document, attribute_kwargs)] = (worker, document)
         while in_flight:
             ready, _ = ray.wait(list(in_flight), num_returns=1)
-            worker = in_flight.pop(ready[0])
-            record = ray.get(ready[0])
+            worker, document = in_flight.pop(ready[0])
+            try:
+                record = ray.get(ready[0])
+            except (ray.exceptions.RayError,) as error:
+                raise _worker_error(ray, error) from None
+            for key, value in (("label_name", names.get(record["label"]) if record["label"] is not None else None),
+                               ("predicted_label_name", names.get(record["predicted_label"])),
+                               ("target_name", names.get(record["target"]))):
+                record[key] = value
             writer.add(record)
             summary.processed += 1
             summary.not_converged += not record["converged"]
-            bar.update()
+            bar.update(sizes[document.doc_id])
             if queue:
                 document = queue.pop(0)
-                in_flight[worker.process.remote(document, attribute_kwargs)] = worker
+                in_flight[worker.process.remote(document, attribute_kwargs)] = (worker, document)
+    except KeyboardInterrupt:
         bar.close()
-        writer.flush()
-        if summary.skipped:
-            store.add_skipped(summary.skipped)
-        summary.seconds = time.perf_counter() - start
-        for worker in workers:
+        finish_run(store, writer, summary, start)
+        _stop(ray, workers, started_here)
+        raise Interrupted(summary) from None
+    except BaseException:
+        bar.close()
+        finish_run(store, writer, summary, start)
+        _stop(ray, workers, started_here)
+        raise
+    bar.close()
+    finish_run(store, writer, summary, start)
+    _stop(ray, workers, started_here)
+    return summary
+
+
+def _stop(ray, workers, started_here: bool) -> None:
+    for worker in workers:
+        try:
             ray.kill(worker)
-        return summary
-    finally:
-        if started_here:
-            ray.shutdown()
+        except Exception:  # already gone
+            pass
+    if started_here:
+        ray.shutdown()

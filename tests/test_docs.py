@@ -29,9 +29,10 @@ def test_every_public_name_is_documented(name):
 
 
 def test_a_tokenizer_that_cannot_load_stops_with_one_line(tmp_path):
-    from pyattn.cli import _special_tokens
+    from pyattn.cli import _Refused, _special_tokens
 
-    with pytest.raises(SystemExit) as stop:
+    with pytest.raises(_Refused) as stop:
         _special_tokens(str(tmp_path / "no-such-tokenizer"))
     message = str(stop.value)
-    assert message.startswith("pyattn: cannot load the tokenizer") and "\n" not in message
+    assert message.startswith("cannot load the tokenizer") and "special tokens cannot be told apart" in message
+    assert "\n" not in message

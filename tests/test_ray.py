@@ -53,7 +53,9 @@ def assert_same(records, expected):
 def test_two_workers_match_one_process(cluster, documents, single_process, tmp_path):
     store = ResultsStore.create(str(tmp_path / "out"), {"model": "demo", "settings": {}})
     summary = run_attribution_ray("demo", documents, store, KWARGS, num_workers=2, shard_size=3, progress=False)
-    assert summary.processed == 8 and [s["reason"] for s in summary.skipped] == ["not a string (float)"]  # "" reads as NaN
+    assert summary.processed == 8 and [s["reason"] for s in summary.skipped] == ["empty text"]
+    records = store.records()
+    assert (records["predicted_label_name"] == [pyattn.demo.LABELS[p] for p in records["predicted_label"]]).all()
     assert_same(store.records(), single_process)
 
 
@@ -75,6 +77,22 @@ def test_a_killed_worker_loses_nothing(cluster, documents, single_process, tmp_p
     assert killed, "the worker was not killed"
     assert summary.processed == 8
     assert_same(store.records(), single_process)
+
+
+def test_a_worker_error_is_one_line_and_finished_documents_are_kept(cluster, documents, tmp_path):
+    """A worker's failure ends the run with that error in one line (no Ray
+    traceback); what finished before is in the store."""
+    from pyattn.ray_engine import RayRunError
+
+    store = ResultsStore.create(str(tmp_path / "out"), {"model": "demo", "settings": {}})
+    try:
+        with pytest.raises(RayRunError) as caught:
+            run_attribution_ray("demo", documents, store, {"n_steps": -3, "device": "cpu"}, num_workers=1, shard_size=1, progress=False)
+    finally:
+        store.close()
+    message = str(caught.value)
+    assert message.startswith("a Ray worker failed: ") and "\n" not in message and "Traceback" not in message
+    assert store.records().empty or store.records()["doc_id"].is_unique
 
 
 def test_cli_says_how_to_install_ray(monkeypatch, tmp_path, capsys):

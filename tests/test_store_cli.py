@@ -16,6 +16,7 @@ import pytest
 
 import pyattn
 from pyattn.cli import main
+from pyattn.runner import stored_attention
 from pyattn.store import ResultsStore, StoreError
 
 
@@ -53,13 +54,18 @@ def test_store_contents(uninterrupted):
     assert len(records) == 10 and records["doc_id"].is_unique
     assert {"empty", "missing"}.isdisjoint(records["doc_id"])
     skipped = {e["doc_id"]: e["reason"] for e in uninterrupted.skipped()}
-    assert skipped == {"empty": "empty text", "missing": "not a string (float)"}
+    assert skipped == {"empty": "empty text", "missing": "empty text"}  # CSV cells are read as written: an empty cell is an empty text
     manifest = uninterrupted.manifest()
     assert manifest["model"] == "demo" and manifest["settings"]["n_steps"] == "auto" and manifest["pyattn_version"] == pyattn.__version__
     row = records.iloc[0]
     metrics = {m["attention"]: m for m in json.loads(row["metrics"])}
     assert set(metrics) == {"final", "all"} and -1 <= metrics["all"]["spearman_rho"] <= 1
-    per_head = np.stack([np.stack(layer) for layer in row["attention_per_head"]])
+    per_head = stored_attention(row)
+    assert row["label_name"] == pyattn.demo.LABELS[row["label"]] and row["predicted_label_name"] == pyattn.demo.LABELS[row["predicted_label"]]
+    # attention is stored as binary float32 arrays, 4 bytes x layers x heads per token
+    import pyarrow.parquet as pq
+
+    assert str(pq.read_schema(uninterrupted.shard_paths()[0]).field("attention_per_head").type) == "list<element: float>"
     assert per_head.shape == (3, 4, len(row["tokens"])) and len(row["scores"]) == len(row["tokens"]) and row["converged"]
     # each record's scores are what attribute() gives for that text
     text = pd.read_csv(manifest["settings"]["data"]).set_index("doc").loc[row["doc_id"], "text"]
@@ -90,8 +96,8 @@ def test_resume_after_sigkill(data_csv, uninterrupted, tmp_path):
     whole = uninterrupted.records().set_index("doc_id")
     for _, row in records.iterrows():
         np.testing.assert_allclose(row["scores"], whole.loc[row["doc_id"], "scores"], atol=1e-6)
-        got = np.stack([np.stack(layer) for layer in row["attention_per_head"]])
-        expected = np.stack([np.stack(layer) for layer in whole.loc[row["doc_id"], "attention_per_head"]])
+        got = stored_attention(row)
+        expected = stored_attention(whole.loc[row["doc_id"]])
         np.testing.assert_allclose(got, expected, atol=1e-5)
 
 

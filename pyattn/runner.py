@@ -1,0 +1,587 @@
+"""Running documents into a results store, and reading the store back.
+
+Both engines (one process here, Ray in :mod:`pyattn.ray_engine`) go through
+the same steps: the model is loaded and checked (:func:`load_model`), labels
+are resolved against it (:func:`resolve_labels`), :func:`plan_run` decides
+what is left to do (verifying on resume that every finished document's text
+is unchanged), each document becomes one record (:func:`process_document`)
+and one :class:`pyattn.store.ShardWriter` writes them, by count and by
+elapsed time. ``Ctrl-C`` stops a run cleanly: finished documents are written
+and :class:`Interrupted` says how many.
+
+A record holds the document's attention received per layer and head as a
+flat Parquet ``list<float32>`` (``attention_per_head``, shape in
+``attention_shape`` = ``[L, H, N]``): ``4 * L * H`` bytes per token before
+compression (48 B on the demo model, 576 B on Longformer-base).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from pyattn.dataset import DataError, Document, skip_reason
+from pyattn.store import ResultsStore, ShardWriter, StoreError
+
+__all__ = [
+    "Interrupted",
+    "ModelError",
+    "RunSummary",
+    "check_device",
+    "compare_results",
+    "label_names",
+    "load_model",
+    "plan_run",
+    "process_document",
+    "report_results",
+    "resolve_labels",
+    "run_attribution",
+    "text_hash",
+]
+
+
+class ModelError(DataError):
+    """The model cannot be explained as asked."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C after writing every finished document."""
+
+    def __init__(self, summary: "RunSummary"):
+        super().__init__(summary)
+        self.summary = summary
+
+
+@dataclass
+class RunSummary:
+    total: int
+    already_done: int
+    processed: int = 0
+    skipped: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    not_converged: int = 0
+
+
+def text_hash(text: str) -> str:
+    """SHA-1 of a document's UTF-8 text, as stored in ``text_sha1``."""
+    return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+# ----------------------------------------------------------------- devices
+def check_device(device: str | None) -> str | None:
+    """``device`` if it names a device this machine has, else a ValueError
+    naming it. None (the default device) passes."""
+    import torch
+
+    if device is None:
+        return None
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"--device {device!r} is not a device: use cpu, cuda, cuda:N or mps") from None
+    if parsed.type == "cpu":
+        return device
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device!r} does not exist: no CUDA GPU is visible on this machine (use cpu)")
+        count = torch.cuda.device_count()
+        if parsed.index is not None and parsed.index >= count:
+            raise ValueError(f"--device {device!r} does not exist: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}")
+        return device
+    if parsed.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"--device {device!r} does not exist: MPS is not available on this machine (use cpu)")
+        return device
+    raise ValueError(f"--device {device!r}: pyattn runs on cpu, cuda, cuda:N or mps")
+
+
+# ------------------------------------------------------------------ models
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def _first_line(error: BaseException, limit: int = 200) -> str:
+    text = str(error).strip()
+    line = text.splitlines()[0] if text else type(error).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+
+
+def check_model(model, tokenizer, name: str = "the model") -> None:
+    """Refuse a model pyattn cannot explain: no classification head of at
+    least two classes, or a tokenizer whose ids do not fit the model's
+    vocabulary."""
+    config = model.config
+    labels = int(getattr(config, "num_labels", 0) or 0)
+    if getattr(config, "problem_type", None) == "regression" or labels < 2:
+        raise ModelError(
+            f"{name} has a single-output (regression) head ({labels} output); pyattn explains a class probability "
+            "and needs a classifier with at least 2 classes"
+        )
+    vocab = int(getattr(config, "vocab_size", 0) or 0)
+    if vocab and len(tokenizer) > vocab:
+        raise ModelError(
+            f"the tokenizer has {len(tokenizer)} tokens but {name} has a vocabulary of {vocab}: they do not belong together "
+            "(pass the model's own tokenizer with --tokenizer)"
+        )
+    special = [i for i in (tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id) if i is not None]
+    if vocab and any(i >= vocab for i in special):
+        raise ModelError(f"the tokenizer's special token ids {sorted(set(special))} do not fit {name}'s vocabulary of {vocab}")
+
+
+def use_eager_attention(model) -> None:
+    """Switch a model to transformers' ``eager`` attention, the implementation
+    that returns attention probabilities (``sdpa``, the default for BERT and
+    RoBERTa in transformers 5, returns none)."""
+    implementation = getattr(model.config, "_attn_implementation", None)
+    if implementation not in (None, "eager") and hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation("eager")
+
+
+def load_model(name: str, tokenizer_name: str | None = None, trust_remote_code: bool = False, device: str | None = None):
+    """Load and check a sequence classifier and its tokenizer.
+
+    ``demo`` is the shipped demo model (``tokenizer_name`` must then be
+    None); anything else goes to transformers (a local folder or a hub
+    name) with remote code off unless asked for, the ``eager`` attention
+    (which returns attention probabilities) and pickled weights refused.
+    Every refusal is a one-line :class:`ModelError`: no classification head
+    (transformers would add a random one), a regression head, no tokenizer
+    files, a tokenizer that does not fit the model, unreadable weights.
+
+    Example
+    -------
+    >>> model, tokenizer = load_model("demo")  # doctest: +SKIP
+    """
+    import pyattn
+
+    if name == "demo":
+        if tokenizer_name:
+            raise ModelError(f"--tokenizer {tokenizer_name!r} cannot be used with --model demo (the demo model has its own tokenizer); drop --tokenizer")
+        model, tokenizer = pyattn.load_demo()
+    else:
+        _quiet_transformers()
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        tokenizer_source = tokenizer_name or name
+        if os.path.isdir(name):
+            if not os.path.isfile(os.path.join(name, "config.json")):
+                raise ModelError(f"model folder {name!r} has no config.json: it is not a saved transformers model")
+            if not any(os.path.exists(os.path.join(name, f)) for f in _WEIGHT_FILES):
+                raise ModelError(f"model folder {name!r} has no weights (model.safetensors or pytorch_model.bin)")
+        elif os.path.sep in name or name.startswith("."):
+            raise ModelError(f"model folder {name!r} does not exist")
+        if os.path.isdir(tokenizer_source) and not any(os.path.exists(os.path.join(tokenizer_source, f)) for f in _TOKENIZER_FILES):
+            where = "--tokenizer" if tokenizer_name else "model"
+            raise ModelError(
+                f"{where} folder {tokenizer_source!r} has no tokenizer files (tokenizer.json, vocab.txt, ...)"
+                + ("" if tokenizer_name else "; save the tokenizer there or pass --tokenizer")
+            )
+        try:
+            model, info = AutoModelForSequenceClassification.from_pretrained(
+                name, trust_remote_code=trust_remote_code, attn_implementation="eager", output_loading_info=True
+            )
+        except Exception as error:  # transformers, safetensors and torch.load raise many types
+            text = str(error)
+            if "Weights only load failed" in text or "UnpicklingError" in type(error).__name__:
+                raise ModelError(f"cannot load model {name!r}: its weights are a pickle that holds more than tensors; pyattn loads only safe weights") from None
+            if "trust_remote_code" in text:
+                raise ModelError(f"model {name!r} needs its own code to run; pass --trust-remote-code only if you trust its source") from None
+            raise ModelError(f"cannot load model {name!r}: {type(error).__name__}: {_first_line(error)}") from None
+        model = model.eval()
+        head = [key for key in info.get("missing_keys", ()) if not key.startswith(getattr(model, "base_model_prefix", "\0") + ".")]
+        if head:
+            raise ModelError(
+                f"model {name!r} has no trained classification head (missing {sorted(head)[:3]}): transformers would add a random one; "
+                "fine-tune it for classification first"
+            )
+        if info.get("mismatched_keys"):
+            raise ModelError(f"model {name!r} has weights of the wrong shape for its config: {sorted(info['mismatched_keys'])[:3]}")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, trust_remote_code=trust_remote_code)
+        except Exception as error:
+            raise ModelError(f"cannot load the tokenizer {tokenizer_source!r}: {type(error).__name__}: {_first_line(error)}") from None
+        check_model(model, tokenizer, f"model {name!r}")
+    use_eager_attention(model)
+    if device:
+        model = model.to(device)
+    return model, tokenizer
+
+
+def label_names(model) -> dict[int, str]:
+    """The model's class names by index (``config.id2label``)."""
+    id2label = getattr(model.config, "id2label", None) or {}
+    return {int(k): str(v) for k, v in id2label.items()}
+
+
+def resolve_labels(documents: Sequence[Document], model, column: str | None = "label") -> list[Document]:
+    """Labels as class indices of ``model``: class names mapped through its
+    ``label2id`` (case as written), indices checked against its classes.
+    With a label ``column``, every document with a text needs a label.
+    Anything else is a :class:`DataError` naming the row."""
+    classes = int(model.config.num_labels)
+    label2id = {str(k): int(v) for k, v in (getattr(model.config, "label2id", None) or {}).items()}
+    resolved = []
+    for document in documents:
+        label = document.label
+        where = f"row {document.index} (id {document.doc_id!r})"
+        if label is None and column is not None and skip_reason(document) is None:
+            raise DataError(f"{where}: no label in column {column!r}; fill it in, or pass --label-column '' to run without labels")
+        if isinstance(label, str):
+            if label not in label2id:
+                raise DataError(f"{where}: label {label!r} is not one of the model's class names {sorted(label2id)}")
+            label = label2id[label]
+        elif label is not None and not 0 <= label < classes:
+            raise DataError(f"{where}: label {label} is out of range: the model has {classes} classes, 0..{classes - 1}")
+        resolved.append(Document(document.doc_id, document.index, document.text, label))
+    return resolved
+
+
+# ----------------------------------------------------------------- records
+def _record(document: Document, attribution, per_head, special_tokens, names: dict[int, str]) -> dict:
+    import numpy as np
+
+    from pyattn.similarity import compare
+
+    per_head = np.asarray(per_head, dtype=np.float32)
+    choices = {"final": per_head[-1].sum(0, dtype=np.float64), "all": per_head.sum((0, 1), dtype=np.float64)}
+    metrics = compare(np.asarray(attribution.scores, dtype=np.float64), choices, attribution.tokens, special_tokens=special_tokens, masks=["no_special"])
+    return {
+        "doc_id": document.doc_id,
+        "index": document.index,
+        "label": document.label,
+        "label_name": names.get(document.label) if document.label is not None else None,
+        "text_sha1": text_hash(document.text),
+        "tokens": list(attribution.tokens),
+        "input_ids": [int(i) for i in attribution.input_ids],
+        "scores": [float(s) for s in attribution.scores],
+        "delta": float(attribution.delta),
+        "relative_error": float(attribution.relative_error),
+        "n_steps": int(attribution.n_steps),
+        "model_evaluations": int(attribution.model_evaluations),
+        "converged": bool(attribution.converged),
+        "probabilities": [float(p) for p in attribution.probabilities],
+        "predicted_label": int(attribution.predicted_label),
+        "predicted_label_name": names.get(int(attribution.predicted_label)),
+        "target": int(attribution.target),
+        "target_name": names.get(int(attribution.target)),
+        "truncated_tokens": int(attribution.truncated_tokens),
+        # attention received per layer and head, (L, H, N) flattened, float32:
+        # heads can be summed or weighted by any head importance later
+        "attention_shape": [int(s) for s in per_head.shape],
+        "attention_per_head": per_head.ravel().tolist(),
+        # similarity to attention received (final layer, all layers; special
+        # tokens dropped), as JSON rows; `pyattn compare` computes every choice
+        "metrics": json.dumps(metrics.to_dict(orient="records")),
+    }
+
+
+def process_document(model, tokenizer, document: Document, attribute_kwargs: dict, names: dict[int, str] | None = None) -> dict:
+    """Attribution and attention received of one document, as a store record."""
+    import warnings
+
+    import pyattn
+    from pyattn.attention import attention
+    from pyattn.inputs import TruncationWarning
+
+    use_eager_attention(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TruncationWarning)  # recorded in truncated_tokens
+        result = pyattn.attribute(model, tokenizer, document.text, **attribute_kwargs)
+        streamed = getattr(model.config, "attention_window", None) is not None
+        try:
+            received = attention(model, tokenizer, document.text, max_length=attribute_kwargs.get("max_length"), per_head=True, stream=streamed).received
+        except (ValueError, IndexError) as error:
+            raise ModelError(f"the model gave no usable attentions for document {document.doc_id}: {_first_line(error)}") from error
+    per_head = received.per_layer[:, 0].detach().cpu().numpy()
+    return _record(document, result, per_head, tokenizer.all_special_tokens, label_names(model) if names is None else names)
+
+
+def stored_attention(record):
+    """A stored record's attention received, ``(L, H, N)`` float64 (flat
+    ``list<float32>`` with ``attention_shape``, or the older nested lists)."""
+    import numpy as np
+
+    values = record["attention_per_head"]
+    shape = record.get("attention_shape") if hasattr(record, "get") else None
+    if shape is not None and not (isinstance(shape, float) and math.isnan(shape)):
+        return np.asarray(values, dtype=np.float64).reshape([int(s) for s in shape])
+    return np.stack([np.stack(layer) for layer in values]).astype(np.float64)
+
+
+# --------------------------------------------------------------------- runs
+def plan_run(store: ResultsStore, documents: Sequence[Document], force: bool = False) -> tuple[list[Document], RunSummary]:
+    """What is left to do in ``store``: the documents not yet stored (those
+    that cannot run go to ``summary.skipped``). A stored document whose text
+    has changed since is always refused (a :class:`StoreError` naming them):
+    its result would no longer describe its text. ``force`` is accepted for
+    the callers' sake and changes nothing here."""
+    done = store.done_hashes()
+    changed = [d for d in documents if d.doc_id in done and done[d.doc_id] is not None and isinstance(d.text, str) and text_hash(d.text) != done[d.doc_id]]
+    if changed:
+        names = ", ".join(f"{d.doc_id!r} (row {d.index})" for d in changed[:10]) + (f" and {len(changed) - 10} more" if len(changed) > 10 else "")
+        raise StoreError(f"cannot resume {store.path}: {len(changed)} finished document(s) have a different text now: {names}; use a new --out")
+    todo = [d for d in documents if d.doc_id not in done]
+    summary = RunSummary(total=len(documents), already_done=len(documents) - len(todo))
+    runnable = []
+    for document in todo:
+        reason = skip_reason(document)
+        if reason:
+            summary.skipped.append({"doc_id": document.doc_id, "index": document.index, "reason": reason})
+        else:
+            runnable.append(document)
+    return runnable, summary
+
+
+class RunProgress:
+    """A progress bar by tokens (so its ETA weighs long documents by their
+    length), with documents counted beside it."""
+
+    def __init__(self, sizes: Sequence[int], enabled: bool, desc: str = "attributing"):
+        from tqdm.auto import tqdm
+
+        self.documents = len(sizes)
+        self.done = 0
+        self.bar = tqdm(total=int(sum(sizes)), desc=desc, unit="tok", unit_scale=True, disable=not enabled, dynamic_ncols=True)
+        self.bar.set_postfix_str(f"0/{self.documents} docs")
+
+    def update(self, tokens: int) -> None:
+        self.done += 1
+        self.bar.update(int(tokens))
+        self.bar.set_postfix_str(f"{self.done}/{self.documents} docs")
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def token_counts(tokenizer, documents: Sequence[Document], max_length: int | None) -> list[int]:
+    """Each document's length in tokens as attributed ([CLS] and [SEP] in,
+    capped at ``max_length``)."""
+    counts = []
+    for document in documents:
+        n = len(tokenizer(document.text, add_special_tokens=False)["input_ids"]) + 2
+        counts.append(min(n, max_length) if max_length else n)
+    return counts
+
+
+def finish_run(store: ResultsStore, writer: ShardWriter, summary: RunSummary, start: float) -> None:
+    """Write what is pending and the skipped list (also after Ctrl-C)."""
+    writer.flush()
+    if summary.skipped:
+        store.add_skipped(summary.skipped)
+    summary.seconds = time.perf_counter() - start
+
+
+def run_attribution(
+    model,
+    tokenizer,
+    documents: Sequence[Document],
+    store: ResultsStore,
+    attribute_kwargs: dict | None = None,
+    shard_size: int = 4,
+    progress: bool = True,
+    flush_seconds: float | None = 60.0,
+    force: bool = False,
+    on_record: Callable[[dict], Any] | None = None,
+    label_column: str | None = "label",
+) -> RunSummary:
+    """Attribute every document not yet in ``store`` in this process; a shard
+    is written every ``shard_size`` documents or ``flush_seconds`` seconds.
+    Ctrl-C writes the finished documents and raises :class:`Interrupted`.
+    ``label_column`` None allows documents without labels."""
+    attribute_kwargs = dict(attribute_kwargs or {})
+    documents = resolve_labels(documents, model, label_column)
+    todo, summary = plan_run(store, documents, force)
+    names = label_names(model)
+    writer = ShardWriter(store, shard_size, flush_seconds)
+    start = time.perf_counter()
+    sizes = token_counts(tokenizer, todo, attribute_kwargs.get("max_length"))
+    bar = RunProgress(sizes, progress)
+    try:
+        for document, size in zip(todo, sizes):
+            record = process_document(model, tokenizer, document, attribute_kwargs, names)
+            writer.add(record)
+            summary.processed += 1
+            summary.not_converged += not record["converged"]
+            bar.update(size)
+            if on_record is not None:
+                on_record(record)
+    except KeyboardInterrupt:
+        bar.close()
+        finish_run(store, writer, summary, start)
+        raise Interrupted(summary) from None
+    except BaseException:
+        bar.close()
+        finish_run(store, writer, summary, start)  # finished documents are kept
+        raise
+    bar.close()
+    finish_run(store, writer, summary, start)
+    return summary
+
+
+# ------------------------------------------------------- reading the store
+def parse_layer_ranges(text: str | None, num_layers: int) -> list[tuple[int, int]]:
+    """``"0-5,6-11"`` -> ``[(0, 5), (6, 11)]``: layers numbered from 0,
+    negative numbers from the end (``-1`` the last), ranges inclusive; each
+    checked against ``num_layers``. Returns the ranges as 0-based indices."""
+    import re
+
+    ranges = []
+    for part in (text or "").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        match = re.fullmatch(r"(-?\d+)(?:\s*-\s*(-?\d+))?", part)
+        if not match:
+            raise ValueError(f"--layers {part!r} is not a layer or range: use e.g. 0-5,6-11 (layers numbered from 0, -1 the last)")
+        bounds = []
+        for value in (match.group(1), match.group(2) or match.group(1)):
+            number = int(value)
+            if not -num_layers <= number < num_layers:
+                raise ValueError(f"--layers {part!r}: layer {number} does not exist; the model has {num_layers} layers, 0..{num_layers - 1} (or -1..-{num_layers})")
+            bounds.append(number % num_layers)
+        if bounds[0] > bounds[1]:
+            raise ValueError(f"--layers {part!r} is empty: its first layer ({bounds[0]}) comes after its last ({bounds[1]})")
+        ranges.append((bounds[0], bounds[1]))
+    return ranges
+
+
+def _choices(per_head, weights=None, ranges=()):
+    import numpy as np
+
+    choices = {}
+    for suffix, source in (("", per_head), (", scaled", None if weights is None else per_head * weights[:, :, None])):
+        if source is None:
+            continue
+        by_layer = source.sum(1)  # (L, N)
+        choices[f"final{suffix}"] = by_layer[-1]
+        choices[f"all{suffix}"] = by_layer.sum(0)
+        for first, last in ranges:
+            choices[f"{first}-{last}{suffix}"] = by_layer[first : last + 1].sum(0)
+    return {k: np.asarray(v, dtype=np.float64) for k, v in choices.items()}
+
+
+def store_shape(store: ResultsStore) -> tuple[int, int] | None:
+    """(layers, heads) of the model that filled ``store`` (None if empty)."""
+    manifest = store.manifest()
+    if "num_layers" in manifest and "num_heads" in manifest:
+        return int(manifest["num_layers"]), int(manifest["num_heads"])
+    records = store.records()
+    if records.empty:
+        return None
+    shape = stored_attention(records.iloc[0]).shape
+    return shape[0], shape[1]
+
+
+def compare_results(store: ResultsStore, head_importance=None, ranges=(), masks=("no_special", "alphabetic", "no_stopwords"), special_tokens=(), progress: bool = True):
+    """Similarity of every stored document's attributions to its attention
+    received: final layer, all layers, each 0-based inclusive layer range
+    ``(first, last)``, and the same scaled by ``head_importance`` ``(L, H)``
+    when given; for each mask.
+
+    Writes ``metrics.parquet`` (per document), ``metrics_summary.csv`` (means
+    per attention choice x mask), ``tokens.parquet`` / ``tokens.csv`` (token
+    types across the dataset) into the store and returns
+    ``(per_document, summary, tokens)``."""
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from pyattn.similarity import compare, dataset_similarity
+    from pyattn.tokens import dataset_token_table, export_table
+
+    records = store.records()
+    if records.empty:
+        raise DataError(f"{store.path} holds no results yet: run `pyattn attribute` first")
+    weights = None if head_importance is None else np.asarray(head_importance, dtype=np.float64)
+    tables, ids, token_docs = [], [], []
+    for _, record in tqdm(records.iterrows(), total=len(records), desc="comparing", unit="doc", disable=not progress):
+        per_head = stored_attention(record)
+        if weights is not None and weights.shape != per_head.shape[:2]:
+            raise DataError(f"head importance has shape {weights.shape} but the stored attention has {per_head.shape[0]} layers x {per_head.shape[1]} heads")
+        scores = np.asarray(record["scores"], dtype=np.float64)
+        if not np.isfinite(scores).all():
+            raise DataError(f"document {record['doc_id']!r} has non-finite attribution scores in the store")
+        tokens = list(record["tokens"])
+        tables.append(compare(scores, _choices(per_head, weights, ranges), tokens, special_tokens=special_tokens, masks=masks))
+        ids.append(record["doc_id"])
+        token_docs.append((tokens, scores))
+    per_document, summary = dataset_similarity(tables, ids)
+    tokens_table = dataset_token_table(token_docs)
+    export_table(per_document, os.path.join(store.path, "metrics.parquet"))
+    export_table(summary, os.path.join(store.path, "metrics_summary.csv"))
+    export_table(tokens_table, os.path.join(store.path, "tokens.parquet"))
+    export_table(tokens_table, os.path.join(store.path, "tokens.csv"))
+    return per_document, summary, tokens_table
+
+
+REPORT_MARKER = ".pyattn-report"
+
+
+def check_report_dir(out: str) -> None:
+    """Refuse a report folder that holds files pyattn did not write there."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise StoreError(f"--out {out} is a file, not a folder")
+    if os.path.isdir(out) and os.listdir(out) and not os.path.exists(os.path.join(out, REPORT_MARKER)):
+        raise StoreError(f"{out} holds files pyattn did not write; choose another --out (pyattn never overwrites them)")
+
+
+def report_results(store: ResultsStore, out: str | None = None, head_importance=None, special_tokens=(), label_names=None, progress: bool = True) -> str:
+    """An HTML report per stored document (``document-<n>.html``, ``n`` its
+    position in the store, never a name taken from the store's contents) and
+    an ``index.html`` linking only those, in ``STORE/reports`` unless ``out``;
+    returns the index's path. A folder holding files pyattn did not write is
+    refused."""
+    import numpy as np
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from pyattn.report import document_report, index_report
+    from pyattn.similarity import similarity
+
+    out = out or os.path.join(store.path, "reports")
+    check_report_dir(out)
+    records = store.records()
+    if records.empty:
+        raise DataError(f"{store.path} holds no results yet: run `pyattn attribute` first")
+    os.makedirs(out, exist_ok=True)
+    open(os.path.join(out, REPORT_MARKER), "w").close()
+    names = {int(k): v for k, v in (label_names or {}).items()} if isinstance(label_names, dict) else dict(enumerate(label_names or []))
+
+    def name_of(record, column, index_column):
+        stored = record.get(column) if column in record else None
+        if isinstance(stored, str):
+            return stored
+        value = record.get(index_column)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return ""
+        return names.get(int(value), str(int(value)) if isinstance(value, (int, float, np.integer)) else str(value))
+
+    rows = []
+    for number, (_, record) in enumerate(tqdm(records.iterrows(), total=len(records), desc="reports", unit="doc", disable=not progress)):
+        per_head = stored_attention(record)
+        scores = np.asarray(record["scores"], dtype=np.float64)
+        name = f"document-{number}.html"
+        choices = {"final": per_head[-1].sum(0), "all": per_head.sum((0, 1))}
+        predicted = name_of(record, "predicted_label_name", "predicted_label")
+        label = name_of(record, "label_name", "label")
+        document_report(
+            os.path.join(out, name), list(record["tokens"]), scores, choices, title=f"document {record['doc_id']}",
+            facts={"label": label, "predicted": predicted, "steps": record["n_steps"], "completeness error": f"{record['relative_error']:.2%}"},
+            special_tokens=special_tokens, per_layer=list(per_head.sum(1)), per_head=per_head[-1], head_importance=head_importance,
+        )
+        metrics = similarity(scores, choices["all"])
+        rows.append({"document": str(record["doc_id"]), "report": name, "label": label, "predicted": predicted,
+                     "tokens": len(scores), "steps": int(record["n_steps"]),
+                     "spearman, final": similarity(scores, choices["final"])["spearman_rho"], "spearman, all": metrics["spearman_rho"]})
+    return index_report(os.path.join(out, "index.html"), pd.DataFrame(rows), title=f"pyattn results: {store.manifest().get('model')}")
