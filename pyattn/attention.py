@@ -30,7 +30,7 @@ from pyattn.longformer import (
 )
 from pyattn.ops import attention_received
 
-__all__ = ["ModelAttention", "attention_from_inputs", "attention", "default_global_attention_mask"]
+__all__ = ["ModelAttention", "attention_from_inputs", "attention", "default_global_attention_mask", "use_eager_attention"]
 
 
 def default_global_attention_mask(model: torch.nn.Module, input_ids: torch.Tensor) -> torch.Tensor | None:
@@ -44,6 +44,16 @@ def default_global_attention_mask(model: torch.nn.Module, input_ids: torch.Tenso
     if type(model).__name__ == "LongformerForSequenceClassification":
         mask[:, 0] = 1
     return mask
+
+
+def use_eager_attention(model) -> None:
+    """Switch a model to transformers' ``eager`` attention, the implementation
+    that returns attention probabilities (``sdpa``, the default for BERT and
+    RoBERTa in transformers 5, returns none). Same outputs, computed the
+    plain way; the model is changed in place."""
+    implementation = getattr(model.config, "_attn_implementation", None)
+    if implementation not in (None, "eager") and hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation("eager")
 
 
 def _windows(model) -> list[int] | None:
@@ -174,6 +184,8 @@ def attention_from_inputs(
     ``stream=True`` (Longformer only) keeps no layer's attention.
     """
     model.eval()
+    if not is_longformer(model):
+        use_eager_attention(model)  # sdpa returns no attention probabilities
     device = next(model.parameters()).device
     input_ids = input_ids.to(device)
     if input_ids.dim() == 1:

@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from pyattn.attention import use_eager_attention
 from pyattn.dataset import DataError, Document, skip_reason
 from pyattn.store import ResultsStore, ShardWriter, StoreError
 
@@ -138,15 +139,6 @@ def check_model(model, tokenizer, name: str = "the model") -> None:
     special = [i for i in (tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id) if i is not None]
     if vocab and any(i >= vocab for i in special):
         raise ModelError(f"the tokenizer's special token ids {sorted(set(special))} do not fit {name}'s vocabulary of {vocab}")
-
-
-def use_eager_attention(model) -> None:
-    """Switch a model to transformers' ``eager`` attention, the implementation
-    that returns attention probabilities (``sdpa``, the default for BERT and
-    RoBERTa in transformers 5, returns none)."""
-    implementation = getattr(model.config, "_attn_implementation", None)
-    if implementation not in (None, "eager") and hasattr(model, "set_attn_implementation"):
-        model.set_attn_implementation("eager")
 
 
 def load_model(name: str, tokenizer_name: str | None = None, trust_remote_code: bool = False, device: str | None = None):

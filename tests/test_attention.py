@@ -100,6 +100,23 @@ def test_full_attention_padding_rows_are_not_counted(kind):
     torch.testing.assert_close(batched[:, 1].sum(-1), torch.full((2, 4), 12.0))
 
 
+@pytest.mark.parametrize("kind", ["bert", "roberta"])
+def test_sdpa_models_are_switched_to_eager(kind):
+    """transformers 5 builds BERT/RoBERTa with sdpa attention, which returns no
+    attention probabilities: pyattn switches the model to eager (same outputs)."""
+    model = tiny_classifier(kind, seed=4)
+    model.set_attn_implementation("sdpa")
+    tokenizer = tiny_tokenizer("bert" if kind == "bert" else "roberta")
+    text = sample_text(15, seed=2)
+    with torch.no_grad():
+        before = model(**tokenizer(text, return_tensors="pt")).logits
+    result = attention(model, tokenizer, text, per_head=True)
+    assert model.config._attn_implementation == "eager"
+    torch.testing.assert_close(result.dense(layer=0).sum(-1), torch.ones(1, 4, result.received.per_layer.shape[-1]))
+    with torch.no_grad():
+        torch.testing.assert_close(model(**tokenizer(text, return_tensors="pt")).logits, before, atol=1e-5, rtol=1e-5)
+
+
 def test_positions_line_up_with_attribution(model):
     tokenizer = tiny_tokenizer("roberta")
     text = sample_text(33, seed=6)
