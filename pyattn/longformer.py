@@ -193,6 +193,9 @@ def layer_attention_received(
     AttentionReceived
         ``per_layer`` ``(L, B, N)``, or ``(L, B, H, N)`` with ``per_head``;
         ``final_layer``, ``all_layers`` and ``layer_range(first, last)``.
+        float32 for float16/bfloat16 attentions, else their dtype. All layers
+        go through one call of :func:`pyattn.ops.attention_received_layers`
+        (no host synchronisation on CUDA).
     """
     local, glob = _layers_of(attentions, global_attentions)
     num_heads = local[0].shape[1] if local[0].dim() == 4 else -1

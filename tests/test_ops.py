@@ -361,3 +361,16 @@ def test_half_sums_do_not_overflow():
     mask[0, 0] = 1
     received = pyattn.attention_received(local, global_attn, mask)
     assert received.dtype == torch.float32 and received[0, 0, 0].item() == 65536.0
+
+
+def test_no_heads():
+    """H = 0 (e.g. every head pruned): per-head output is empty, fused output
+    is all zeros, the dense matrix has no heads."""
+    local = torch.zeros(2, 0, 7, 1 + 4 + 1)
+    global_attn = torch.zeros(2, 0, 8, 1)
+    mask = torch.zeros(2, 7, dtype=torch.long)
+    mask[:, 0] = 1
+    assert pyattn.attention_received(local, global_attn, mask).shape == (2, 0, 7)
+    fused = pyattn.attention_received(local, global_attn, mask, torch.ones(0))
+    assert fused.shape == (2, 7) and fused.abs().sum() == 0
+    assert pyattn.band_to_dense(local, global_attn, mask).shape == (2, 0, 7, 7)
