@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch  # noqa: F401  (the extension needs torch's libraries loaded first)
 
-from pyattn.ops import attention_received, band_to_dense, has_cuda_kernels
+from pyattn.ops import attention_received, attention_received_layers, band_to_dense, has_cuda_kernels
 from pyattn.longformer import (
     AttentionReceived,
     DenseTooLarge,
@@ -37,6 +37,7 @@ __all__ = [
     "attention",
     "attention_from_inputs",
     "attention_received",
+    "attention_received_layers",
     "attention_views",
     "attribute",
     "attribute_many",
