@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch  # noqa: F401  (the extension needs torch's libraries loaded first)
 
 from pyattn.ops import attention_received, attention_received_layers, band_to_dense, has_cuda_kernels
-from pyattn.longformer import (
+from pyattn.layers import (
     AttentionReceived,
     DenseTooLarge,
     layer_attention_received,

@@ -19,13 +19,14 @@ from typing import Any, Sequence
 import torch
 
 from pyattn.inputs import encode, is_longformer
-from pyattn.longformer import (
+from pyattn.layers import (
     DEFAULT_DENSE_LIMIT_BYTES,
     AttentionReceived,
     DenseTooLarge,
-    _check_head_importance,
-    _layer_index,
+    check_head_importance,
+    full_attention_received,
     layer_attention_received,
+    layer_index,
     layer_to_dense,
 )
 from pyattn.ops import attention_received
@@ -92,32 +93,13 @@ class ModelAttention:
             raise ValueError("this attention was streamed (stream=True), so no layer's attention was kept: run again with stream=False to get dense matrices")
         if self.windows is not None:
             return layer_to_dense(self.attentions, self.global_attentions, self.global_attention_mask, layer, heads, max_bytes)
-        full = self.attentions[_layer_index(layer, len(self.attentions))]
+        full = self.attentions[layer_index(layer, len(self.attentions))]
         if heads is not None:
             full = full[:, [heads] if isinstance(heads, int) else list(heads)]
         size = full.numel() * full.element_size()
         if max_bytes is not None and size > max_bytes:
             raise DenseTooLarge(f"the dense attention asked for is {size / 1024**2:,.1f} MiB, over the limit of {max_bytes / 1024**2:,.1f} MiB")
         return full
-
-
-def _full_attention_received(attentions, head_importance, per_head: bool, attention_mask: torch.Tensor | None = None) -> AttentionReceived:
-    """Column sums of ordinary (B, H, N, N) attention over the rows of real
-    tokens: a padding position's query row (which the model computes but
-    nobody reads) is not counted, as for Longformer, whose padding rows are
-    zero."""
-    weights = _check_head_importance(head_importance, len(attentions), attentions[0].shape[1])
-    rows = None
-    if attention_mask is not None:
-        rows = attention_mask.to(device=attentions[0].device, dtype=torch.float32)[:, None, :, None]  # (B, 1, N, 1)
-    out = []
-    for index, full in enumerate(attentions):
-        full = full.float()
-        received = (full * rows).sum(2) if rows is not None else full.sum(2)  # (B, H, N)
-        if weights is not None:
-            received = received * weights[index].to(received)[None, :, None]
-        out.append(received if per_head else received.sum(1))
-    return AttentionReceived(torch.stack(out), head_weighted=weights is not None, per_head=per_head)
 
 
 class _StreamingHooks:
@@ -200,7 +182,7 @@ def attention_from_inputs(
         global_attention_mask = global_attention_mask.to(device)
         kwargs["global_attention_mask"] = global_attention_mask
     heads = model.config.num_attention_heads
-    weights = _check_head_importance(head_importance, model.config.num_hidden_layers, heads)
+    weights = check_head_importance(head_importance, model.config.num_hidden_layers, heads)
 
     if stream:
         if windows is None:
@@ -216,7 +198,7 @@ def attention_from_inputs(
     if windows is not None:
         received = layer_attention_received(output.attentions, output.global_attentions, global_attention_mask, weights, per_head)
         return ModelAttention(received, global_attention_mask, windows, output.logits, output.attentions, output.global_attentions)
-    received = _full_attention_received(output.attentions, weights, per_head, kwargs.get("attention_mask"))
+    received = full_attention_received(output.attentions, weights, per_head, kwargs.get("attention_mask"))
     return ModelAttention(received, None, None, output.logits, output.attentions, None)
 
 

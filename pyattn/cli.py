@@ -290,9 +290,9 @@ def _special_tokens(tokenizer_name: str) -> list[str]:
 
     if tokenizer_name == "demo":
         return list(pyattn.load_demo()[1].all_special_tokens)
-    from pyattn.runner import _quiet_transformers
+    from pyattn.runner import quiet_transformers
 
-    _quiet_transformers()
+    quiet_transformers()
     from transformers import AutoTokenizer
 
     try:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from pyattn.attribution import Attribution, attribute
-from pyattn.longformer import parse_layer_range
+from pyattn.layers import parse_layer_range
 
 __all__ = ["Explanation", "explain", "attention_views"]
 

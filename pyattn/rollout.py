@@ -18,7 +18,7 @@ from typing import Any, Sequence
 
 import torch
 
-from pyattn.longformer import _check_head_importance, _layers_of
+from pyattn.layers import check_head_importance, layers_of
 from pyattn.ops import attention_received, global_tables
 
 __all__ = ["attention_rollout", "dense_rollout"]
@@ -57,9 +57,9 @@ def attention_rollout(
     ``head_importance`` ``(L, H)`` weights the heads of each layer (normalised
     to sum 1) instead of averaging them.
     """
-    local, glob = _layers_of(attentions, global_attentions)
+    local, glob = layers_of(attentions, global_attentions)
     B, H, N, _ = local[0].shape
-    weights = _check_head_importance(head_importance, len(local), H)
+    weights = check_head_importance(head_importance, len(local), H)
     device = local[0].device
     X = 0 if glob[0] is None else glob[0].shape[-1]
     is_global, global_pos = global_tables(None if global_attention_mask is None else global_attention_mask.to(device), B, N, X, device)

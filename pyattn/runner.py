@@ -112,7 +112,7 @@ def _first_line(error: BaseException, limit: int = 200) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
-def _quiet_transformers() -> None:
+def quiet_transformers() -> None:
     from transformers.utils import logging
 
     logging.set_verbosity_error()
@@ -163,7 +163,7 @@ def load_model(name: str, tokenizer_name: str | None = None, trust_remote_code: 
             raise ModelError(f"--tokenizer {tokenizer_name!r} cannot be used with --model demo (the demo model has its own tokenizer); drop --tokenizer")
         model, tokenizer = pyattn.load_demo()
     else:
-        _quiet_transformers()
+        quiet_transformers()
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         tokenizer_source = tokenizer_name or name

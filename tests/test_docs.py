@@ -11,7 +11,7 @@ import pytest
 
 import pyattn
 
-MODULES_WITH_EXAMPLES = ["pyattn.similarity", "pyattn.tokens", "pyattn.explain", "pyattn.longformer"]
+MODULES_WITH_EXAMPLES = ["pyattn.similarity", "pyattn.tokens", "pyattn.explain", "pyattn.layers"]
 
 
 @pytest.mark.parametrize("name", MODULES_WITH_EXAMPLES)

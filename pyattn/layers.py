@@ -1,4 +1,16 @@
-"""Model level: every layer of a Longformer output through the compiled ops.
+"""Layers: a model's attention outputs, every layer, reduced to attention
+received per token (and, on request, one layer's dense matrix).
+
+The ladder of attention received, one home per rung:
+
+- :mod:`pyattn.ops`: one layer's band (or all layers in one call), the
+  compiled kernels;
+- this module: a model *output* (``output.attentions`` and, for Longformer,
+  ``output.global_attentions``), any attention kind: Longformer's banded
+  attention through the ops (:func:`layer_attention_received`), ordinary full
+  ``(B, H, N, N)`` attention by column sums over the real rows
+  (:func:`full_attention_received`);
+- :mod:`pyattn.attention`: text (or input ids) through the model.
 
 A Longformer model called with ``output_attentions=True`` returns per layer
 ``attentions[l]`` ``(B, H, N, X + w_l + 1)`` (windows may differ per layer, so
@@ -20,7 +32,18 @@ import torch
 
 from pyattn.ops import attention_received_layers, band_to_dense
 
-__all__ = ["AttentionReceived", "DenseTooLarge", "layer_attention_received", "layer_to_dense", "DEFAULT_DENSE_LIMIT_BYTES"]
+__all__ = [
+    "AttentionReceived",
+    "DenseTooLarge",
+    "DEFAULT_DENSE_LIMIT_BYTES",
+    "check_head_importance",
+    "full_attention_received",
+    "layer_attention_received",
+    "layer_index",
+    "layer_to_dense",
+    "layers_of",
+    "parse_layer_range",
+]
 
 #: Default cap on the output of :func:`layer_to_dense` (2 GiB).
 DEFAULT_DENSE_LIMIT_BYTES = 2 * 1024**3
@@ -30,7 +53,7 @@ class DenseTooLarge(MemoryError):
     """The dense matrix asked for is larger than the configured limit."""
 
 
-def _layers_of(attentions: Any, global_attentions: Any) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
+def layers_of(attentions: Any, global_attentions: Any) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
     """Normalise model-output forms into per-layer lists."""
     if hasattr(attentions, "attentions"):  # a model output object
         output = attentions
@@ -57,7 +80,7 @@ def _layers_of(attentions: Any, global_attentions: Any) -> tuple[list[torch.Tens
     return local, glob
 
 
-def _layer_index(layer: int, num_layers: int) -> int:
+def layer_index(layer: int, num_layers: int) -> int:
     """Layer number (0-based, or negative from the end) -> 0-based index."""
     if not isinstance(layer, (int,)) or isinstance(layer, bool):
         raise TypeError(f"layer must be an int (0..{num_layers - 1}, or -1 for the last), got {layer!r}")
@@ -68,7 +91,7 @@ def _layer_index(layer: int, num_layers: int) -> int:
     raise IndexError(f"layer {layer} is out of range: layers are numbered 0..{num_layers - 1} (or -1..-{num_layers} from the end)")
 
 
-def _check_head_importance(head_importance: torch.Tensor | None, num_layers: int, num_heads: int) -> torch.Tensor | None:
+def check_head_importance(head_importance: torch.Tensor | None, num_layers: int, num_heads: int) -> torch.Tensor | None:
     if head_importance is None:
         return None
     head_importance = torch.as_tensor(head_importance)
@@ -142,7 +165,7 @@ class AttentionReceived:
     def layer_range(self, first: int, last: int) -> torch.Tensor:
         """Sum over layers ``first..last``, numbered from 0 and inclusive
         (``(0, 5)`` is the lower half of a 12-layer model)."""
-        lo, hi = _layer_index(first, self.num_layers), _layer_index(last, self.num_layers)
+        lo, hi = layer_index(first, self.num_layers), layer_index(last, self.num_layers)
         if lo > hi:
             raise ValueError(f"layer range {first}-{last} is empty: first must not come after last")
         return self.per_layer[lo : hi + 1].sum(0)
@@ -160,7 +183,7 @@ class AttentionReceived:
             return self.layer_range(first, last)
         if isinstance(layers, tuple):
             return self.layer_range(*layers)
-        return self.per_layer[_layer_index(layers, self.num_layers)]
+        return self.per_layer[layer_index(layers, self.num_layers)]
 
 
 def layer_attention_received(
@@ -197,9 +220,9 @@ def layer_attention_received(
         go through one call of :func:`pyattn.ops.attention_received_layers`
         (no host synchronisation on CUDA).
     """
-    local, glob = _layers_of(attentions, global_attentions)
+    local, glob = layers_of(attentions, global_attentions)
     num_heads = local[0].shape[1] if local[0].dim() == 4 else -1
-    weights = _check_head_importance(head_importance, len(local), num_heads)
+    weights = check_head_importance(head_importance, len(local), num_heads)
     device = local[0].device
     # One call for all layers (no host synchronisation on CUDA).
     if per_head:
@@ -210,6 +233,47 @@ def layer_attention_received(
         fused = torch.ones(len(local), num_heads, device=device) if weights is None else weights.to(device)
         received = attention_received_layers(local, glob, global_attention_mask, fused)
     return AttentionReceived(received, head_weighted=weights is not None, per_head=per_head)
+
+
+def full_attention_received(attentions, head_importance, per_head: bool, attention_mask: torch.Tensor | None = None) -> AttentionReceived:
+    """Attention received from ordinary full attention (BERT, RoBERTa):
+    column sums of each layer's ``(B, H, N, N)`` matrix over the rows of real
+    tokens. A padding position's query row (which the model computes but
+    nobody reads) is not counted, as for Longformer, whose padding rows are
+    zero.
+
+    Parameters
+    ----------
+    attentions:
+        ``output.attentions``: L tensors ``(B, H, N, N)``.
+    head_importance:
+        ``(L, H)``, optional: each head scaled by it.
+    per_head:
+        Keep the head dimension.
+    attention_mask:
+        ``(B, N)``, 1 for real tokens; None counts every row.
+
+    Returns
+    -------
+    AttentionReceived
+        ``per_layer`` ``(L, B, N)`` or ``(L, B, H, N)``, float32.
+
+    >>> A = torch.full((1, 1, 2, 2), 0.5)
+    >>> full_attention_received([A], None, False).per_layer.tolist()
+    [[[1.0, 1.0]]]
+    """
+    weights = check_head_importance(head_importance, len(attentions), attentions[0].shape[1])
+    rows = None
+    if attention_mask is not None:
+        rows = attention_mask.to(device=attentions[0].device, dtype=torch.float32)[:, None, :, None]  # (B, 1, N, 1)
+    out = []
+    for index, full in enumerate(attentions):
+        full = full.float()
+        received = (full * rows).sum(2) if rows is not None else full.sum(2)  # (B, H, N)
+        if weights is not None:
+            received = received * weights[index].to(received)[None, :, None]
+        out.append(received if per_head else received.sum(1))
+    return AttentionReceived(torch.stack(out), head_weighted=weights is not None, per_head=per_head)
 
 
 def layer_to_dense(
@@ -227,8 +291,8 @@ def layer_to_dense(
     (default 2 GiB; ``None`` lifts the limit): 12 heads x 4096^2 float32 is
     805 MB for one layer of one document.
     """
-    local, glob = _layers_of(attentions, global_attentions)
-    index = _layer_index(layer, len(local))
+    local, glob = layers_of(attentions, global_attentions)
+    index = layer_index(layer, len(local))
     band, global_attn = local[index], glob[index]
     if band.dim() != 4:
         raise ValueError(f"layer {index}: attentions must be 4-D (B, H, N, X + w + 1), got shape {tuple(band.shape)}")
