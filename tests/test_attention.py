@@ -8,7 +8,7 @@ import torch
 
 import pyattn
 from pyattn.attention import attention, attention_from_inputs
-from conftest import sample_text, tiny_classifier, tiny_longformer, tiny_tokenizer
+from testing import sample_text, tiny_classifier, tiny_longformer, tiny_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import torch
 
 import pyattn
 from pyattn.inputs import TruncationWarning, encode, position_ids_for
-from conftest import sample_text, tiny_classifier, tiny_longformer, tiny_tokenizer
+from testing import sample_text, tiny_classifier, tiny_longformer, tiny_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import sample_text, tiny_classifier, tiny_longformer, tiny_tokenizer
+from testing import sample_text, tiny_classifier, tiny_longformer, tiny_tokenizer
 from pyattn.cli import main
 from pyattn.store import ResultsStore
 

@@ -9,7 +9,7 @@ import torch
 
 import pyattn
 from pyattn import reference
-from test_ops import DTYPES, TOLERANCE, make_inputs
+from testing import DTYPES, TOLERANCE, make_inputs
 
 pytestmark = pytest.mark.skipif(
     not (torch.cuda.is_available() and pyattn.has_cuda_kernels()),
@@ -86,7 +86,7 @@ def test_cuda_on_the_hugging_face_layout():
     """A real model's output on the GPU: cropped (N not a multiple of the
     window) and strided views, windows differing per layer, X = 3 with
     different counts per item."""
-    from conftest import tiny_longformer
+    from testing import tiny_longformer
 
     model = tiny_longformer().cuda()
     generator = torch.Generator().manual_seed(1)
@@ -184,7 +184,7 @@ def test_cuda_mask_disagreement_is_a_device_side_error():
 
     code = (
         "import torch, pyattn, sys; sys.path.insert(0, 'tests');"
-        "from test_ops import make_inputs;"
+        "from testing import make_inputs;"
         "local, glob, mask = (t.cuda() for t in make_inputs(2, 2, 50, 2, 8, [2, 1], seed=1));"
         "mask = mask.clone(); mask[0] = 0;"
         "r = pyattn.attention_received(local, glob, mask); torch.cuda.synchronize()"

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pyattn import reference
-from test_ops import DTYPES, TOLERANCE, layouts, make_inputs
+from testing import DTYPES, TOLERANCE, layouts, make_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 

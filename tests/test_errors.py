@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import pyattn
-from test_ops import make_inputs
+from testing import make_inputs
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from scipy import stats
 import pyattn
 from pyattn import reference
 from pyattn.rollout import dense_rollout
-from conftest import sample_text, tiny_classifier, tiny_longformer, tiny_tokenizer
+from testing import sample_text, tiny_classifier, tiny_longformer, tiny_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import torch
 import pyattn
 from pyattn.faithfulness import faithfulness
 from pyattn.inputs import encode
-from conftest import sample_text, tiny_longformer, tiny_tokenizer
+from testing import sample_text, tiny_longformer, tiny_tokenizer
 
 
 def test_against_written_out_removal():

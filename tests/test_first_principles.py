@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import pyattn
-from conftest import run_longformer, tiny_longformer
+from testing import run_longformer, tiny_longformer
 
 
 def recompute_attention(run, layer_index: int) -> torch.Tensor:

@@ -9,7 +9,7 @@ import torch
 
 from pyattn.importance import head_gate_importance, load_head_importance, save_head_importance, taylor_importance
 from pyattn.inputs import encode
-from conftest import sample_text, tiny_classifier, tiny_longformer, tiny_tokenizer
+from testing import sample_text, tiny_classifier, tiny_longformer, tiny_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -72,7 +72,7 @@ def test_head_importance_scales_each_head(longformer_run):
 
 def test_stacked_layers_as_the_notebooks_kept_them():
     """Layers of one window stacked into (L, B, H, N, D) work too."""
-    from conftest import run_longformer, tiny_longformer
+    from testing import run_longformer, tiny_longformer
 
     model = tiny_longformer(windows=(8, 8), seed=5)
     ids = torch.randint(3, 64, (1, 19), generator=torch.Generator().manual_seed(0))

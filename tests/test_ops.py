@@ -13,66 +13,14 @@ from hypothesis import strategies as st
 
 import pyattn
 from pyattn import reference
-from conftest import DEVICES, DTYPES
-
-TOLERANCE = {
-    torch.float32: dict(atol=1e-5, rtol=1e-5),
-    torch.float64: dict(atol=1e-12, rtol=1e-12),
-    torch.float16: dict(atol=2e-3, rtol=2e-3),
-    torch.bfloat16: dict(atol=2e-2, rtol=1e-2),
-}
+from testing import DEVICES, DTYPES, TOLERANCE, layouts, make_inputs, reference_inputs
 
 
-def make_inputs(B, H, N, X, w, counts, seed, dtype=torch.float32, device="cpu", pad_extra=3, non_contiguous=False):
-    """Random band/global tensors in the model's layout, and a mask with
-    counts[b] <= X global tokens for item b at random positions."""
-    generator = torch.Generator().manual_seed(seed)
-    local = torch.rand(B, H, N, X + w + 1, generator=generator, dtype=torch.float64)
-    global_attn = torch.rand(B, H, N + pad_extra, X, generator=generator, dtype=torch.float64) if X > 0 else None
-    mask = torch.zeros(B, N, dtype=torch.long)
-    for b, count in enumerate(counts):
-        positions = torch.randperm(N, generator=generator)[:count]
-        mask[b, positions] = 1
-        # Zeros where the model writes them: the local rows of the global
-        # tokens and the local columns of an item's unused global slots.
-        local[b, :, positions] = 0.0
-        local[b, :, :, count:X] = 0.0
-    if non_contiguous:
-        # Same values, other strides: stored in another dimension order, every
-        # other element of the last dimension.
-        spread = local.new_zeros(local.shape[:-1] + (2 * local.shape[-1],))
-        spread[..., ::2] = local
-        local = spread.permute(3, 0, 2, 1).contiguous().permute(1, 3, 2, 0)[..., ::2]
-        if global_attn is not None:
-            global_attn = global_attn.transpose(-1, -2).contiguous().transpose(-1, -2)
-        assert not local.is_contiguous() and local.stride(-1) == 2 * B * N * H
-    local = local.to(dtype=dtype, device=device)
-    if global_attn is not None:
-        global_attn = global_attn.to(dtype=dtype, device=device)
-    return local, global_attn, (mask.to(device) if X > 0 or any(counts) else None)
 
 
-@st.composite
-def layouts(draw):
-    B = draw(st.integers(1, 3))
-    H = draw(st.integers(1, 3))
-    N = draw(st.integers(1, 40))
-    w = 2 * draw(st.integers(1, 12))  # N < w happens often
-    X = draw(st.integers(0, 3))
-    X = min(X, N)
-    counts = [draw(st.integers(0, X)) for _ in range(B)]
-    if X > 0:
-        counts[draw(st.integers(0, B - 1))] = X  # X is the batch's largest count
-    return B, H, N, X, w, counts
 
 
-def reference_inputs(local, global_attn, mask):
-    """The reference on float64 CPU copies."""
-    return (
-        local.double().cpu(),
-        None if global_attn is None else global_attn.double().cpu(),
-        None if mask is None else mask.cpu(),
-    )
+
 
 
 @pytest.mark.parametrize("device", DEVICES)

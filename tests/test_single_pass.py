@@ -16,7 +16,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import sample_text, tiny_classifier, tiny_longformer, tiny_tokenizer
+from testing import sample_text, tiny_classifier, tiny_longformer, tiny_tokenizer
 
 from pyattn.inputs import encode, position_ids_for
 from pyattn.single_pass import band_gradient, single_pass, single_pass_from_inputs

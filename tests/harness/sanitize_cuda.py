@@ -10,7 +10,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pyattn  # noqa: E402
-from test_ops import make_inputs  # noqa: E402
+from testing import make_inputs  # noqa: E402
 
 for B, H, N, X, w, counts in [(2, 3, 300, 3, 64, [3, 1]), (1, 2, 5, 0, 16, [0]), (3, 1, 600, 1, 512, [1, 0, 1])]:
     local, global_attn, mask = (None if t is None else t.cuda() for t in make_inputs(B, H, N, X, w, counts, seed=N))
