@@ -80,7 +80,7 @@ gpu-check:
 	$(GPU_PYTHON) -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 'gpu-check needs a CUDA device and torch built with CUDA (torch ' + torch.__version__ + ')')"
 	FORCE_CUDA=1 CUDA_HOME="$(CUDA_HOME)" MAX_JOBS=8 $(GPU_PYTHON) setup.py build_ext --inplace
 	PYTHONPATH="$(CURDIR)" $(GPU_PYTHON) tests/check_cuda_build.py
-	PYTHONPATH="$(CURDIR)" $(GPU_PYTHON) -m pytest tests/test_cuda.py tests/test_ops.py tests/test_errors.py tests/test_longformer.py -q -rs
+	PYTHONPATH="$(CURDIR)" $(GPU_PYTHON) -m pytest tests/test_cuda.py tests/test_ops.py tests/test_errors.py tests/test_layers.py -q -rs
 	if command -v compute-sanitizer >/dev/null 2>&1; then \
 		PYTHONPATH="$(CURDIR)" compute-sanitizer --tool memcheck --error-exitcode 1 $(GPU_PYTHON) tests/harness/sanitize_cuda.py; \
 	else echo "compute-sanitizer not found: memcheck skipped"; fi
