@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from functools import lru_cache
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -160,7 +161,7 @@ def null_permutations(
         units = len(unit_start)
     # orders of the units (tokens or blocks): all of them, or a sample, without the identity when the group is small
     if units <= _ENUMERABLE_UNITS:
-        all_orders = np.array(list(itertools.permutations(range(units))), dtype=np.int64)  # row 0 is the identity
+        all_orders = _all_orders(units)  # row 0 is the identity
         unit_order = all_orders[_draw_group_elements(len(all_orders), n_perm, rng, replace)]
     else:  # m! or (blocks)! > 40,320: draws with replacement, the identity among them with chance below 1/40,000
         unit_order = rng.permuted(np.tile(np.arange(units), (n_perm, 1)), axis=1)
@@ -174,6 +175,13 @@ def null_permutations(
 
 
 _ENUMERABLE_UNITS = 8  # 8! = 40,320 orders
+
+
+@lru_cache(maxsize=None)
+def _all_orders(units: int) -> np.ndarray:
+    orders = np.array(list(itertools.permutations(range(units))), dtype=np.int64)
+    orders.setflags(write=False)
+    return orders
 
 
 def _draw_group_elements(size: int, n_perm: int, rng: np.random.Generator, replace: bool) -> np.ndarray:
