@@ -11,12 +11,15 @@ makes chance agreement look significant (it is *anti-conservative*; see
 Nulls (``null=``), each a group of permutations of the *movable* positions
 (special tokens, given as a boolean ``special_mask``, are held in place):
 
-- ``"circular_shift"``: the attention vector rotated by a uniformly drawn
-  offset (0 .. m-1 over the m movable positions), keeping every neighbourhood
-  but one seam;
+- ``"circular_shift"`` (the default, recommended): the attention vector
+  rotated by an offset (1 .. m-1 over the m movable positions), keeping every
+  neighbourhood but one seam;
 - ``"block"``: the movable positions cut into consecutive blocks of
   ``block_size`` tokens (the last one shorter when m is not a multiple), the
-  blocks put in a uniformly random order; keeps structure within blocks;
+  blocks put in a random order; keeps structure within blocks only, so the
+  blocks must be longer than the vectors' autocorrelation (with the default
+  ``ceil(sqrt(m))`` on strongly autocorrelated vectors it rejects too often:
+  see the table);
 - ``"naive_shuffle"``: a uniformly random permutation of the movable tokens.
   Offered to show what it gets wrong; valid only when one of the two vectors
   has no local structure.
@@ -28,7 +31,10 @@ group, without replacement and excluding the identity:
     p = (1 + #{null >= observed}) / (1 + n_perm)
 
 which is exact (uniform on {1, ..., 1 + n_perm} / (1 + n_perm) under the
-null for a continuous statistic) for any ``n_perm``, never below
+null, for a continuous statistic) for any ``n_perm`` when the pair's joint
+distribution is unchanged by the null's permutations; local structure is
+kept up to the seams, and how close that comes on autocorrelated (AR(1))
+vectors is measured in ``benchmarks/results/significance.md``. Never below
 1 / (1 + n_perm). When the group has no more than ``n_perm`` other elements
 (a circular shift of a short document: m - 1 shifts), all of them are used and
 ``n_perm`` in the result is their number: the exact permutation test.

@@ -56,6 +56,7 @@ def _ar1(n, phi, rng):
     return x
 
 
+@pytest.mark.slow
 def test_dataset_p_values_uniform_under_the_null():
     # 1,000 simulated datasets of 4 documents (AR(1) attribution and attention, independent):
     # the dataset-level p-value of the mean Spearman is uniform

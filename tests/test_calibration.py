@@ -16,6 +16,8 @@ from scipy import stats
 from pyattn.significance import permutation_p_value, permutation_test
 from pyattn.similarity import METRICS
 
+pytestmark = pytest.mark.slow  # about 40 s in all on 2 cores
+
 #: metrics whose values are often exactly tied by chance (top-5% sets that do not
 #: overlap give 0): their conservative p-values are valid but pile up at 1
 DISCRETE = ("cosine_minmax_above_p95", "cosine_minmax_top", "cosine_ranks_top", "jaccard_top")
