@@ -120,7 +120,12 @@ def head_agreement_per_document(
     -------
     observed : numpy.ndarray, shape (L, H)
     null : numpy.ndarray, shape (n_perm, L, H)
-        The metric on each null draw (the same draws for every head).
+        The metric on each null draw (the same draws for every head):
+        without replacement, never the identity, as in
+        :func:`pyattn.significance.null_permutations`; when the null group
+        has no more than ``n_perm`` other elements, ``n_perm`` uniform draws
+        with replacement instead (valid, slightly conservative: draws of the
+        identity tie).
     """
     a = as_vector(attribution, "attribution")
     heads = _attention_heads(attention, len(a), 0)
@@ -128,7 +133,12 @@ def head_agreement_per_document(
         raise ValueError(f"unknown metric {metric!r}: choose from {list(METRICS)}")
     L, H, N = heads.shape
     flat = heads.reshape(L * H, N)
-    permutations = null_permutations(N, n_perm, null, block_size=block_size, special_mask=special_mask, seed=seed)
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    permutations = null_permutations(N, n_perm, null, block_size=block_size, special_mask=special_mask, seed=rng)
+    if len(permutations) < n_perm:
+        # a group smaller than n_perm + 1 (a short document): uniform draws with replacement keep
+        # every document at n_perm draws, so that the j-th draws of all documents can be averaged
+        permutations = null_permutations(N, n_perm, null, block_size=block_size, special_mask=special_mask, seed=rng, replace=True)
     if metric in _LINEAR_METRICS:
         observed, null_values = _linear_statistics(a, flat, permutations, metric)
     else:

@@ -11,23 +11,33 @@ makes chance agreement look significant (it is *anti-conservative*; see
 Nulls (``null=``), each a group of permutations of the *movable* positions
 (special tokens, given as a boolean ``special_mask``, are held in place):
 
-- ``"circular_shift"``: the attention vector rotated by a uniformly drawn
-  offset (0 .. m-1 over the m movable positions), keeping every neighbourhood
-  but one seam;
+- ``"circular_shift"`` (the default, recommended): the attention vector
+  rotated by an offset (1 .. m-1 over the m movable positions), keeping every
+  neighbourhood but one seam;
 - ``"block"``: the movable positions cut into consecutive blocks of
   ``block_size`` tokens (the last one shorter when m is not a multiple), the
-  blocks put in a uniformly random order; keeps structure within blocks;
+  blocks put in a random order; keeps structure within blocks only, so the
+  blocks must be longer than the vectors' autocorrelation (with the default
+  ``ceil(sqrt(m))`` on strongly autocorrelated vectors it rejects too often:
+  see the table);
 - ``"naive_shuffle"``: a uniformly random permutation of the movable tokens.
   Offered to show what it gets wrong; valid only when one of the two vectors
   has no local structure.
 
 p-values are one-sided, for "agreement greater than chance" (every metric here
-is larger when the vectors agree more), Monte Carlo over ``n_perm`` draws
-(with replacement) from the null group:
+is larger when the vectors agree more), over ``n_perm`` draws from the null
+group, without replacement and excluding the identity:
 
     p = (1 + #{null >= observed}) / (1 + n_perm)
 
-which is a valid p-value for any ``n_perm`` (never below 1 / (1 + n_perm)).
+which is exact (uniform on {1, ..., 1 + n_perm} / (1 + n_perm) under the
+null, for a continuous statistic) for any ``n_perm`` when the pair's joint
+distribution is unchanged by the null's permutations; local structure is
+kept up to the seams, and how close that comes on autocorrelated (AR(1))
+vectors is measured in ``benchmarks/results/significance.md``. Never below
+1 / (1 + n_perm). When the group has no more than ``n_perm`` other elements
+(a circular shift of a short document: m - 1 shifts), all of them are used and
+``n_perm`` in the result is their number: the exact permutation test.
 Ties count as ``>=`` (a null value within 1e-12 relative of the observed one
 is a tie, so floating-point rounding can never make the test anti-conservative);
 with ``ties="randomized"`` the tied draws (and the observed value itself) are
@@ -43,7 +53,9 @@ computed here for many permuted attention vectors at once
 
 from __future__ import annotations
 
+import itertools
 import math
+from functools import lru_cache
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -90,6 +102,7 @@ def null_permutations(
     block_size: int | None = None,
     special_mask=None,
     seed: int | np.random.Generator | None = 0,
+    replace: bool = False,
 ) -> np.ndarray:
     """Draws from a null group of permutations of ``n`` token positions.
 
@@ -98,8 +111,13 @@ def null_permutations(
     n : int
         Number of tokens.
     n_perm : int
-        Number of draws (uniform, with replacement, from the group; the
-        identity can be drawn).
+        Number of draws. Without replacement and never the identity (so
+        the p-value is exact): when the group has no more than ``n_perm``
+        other elements, all of them are returned (fewer rows than
+        ``n_perm``: the exact permutation test). Groups of more than 8! =
+        40,320 orders (naive shuffles of more than 8 tokens, more than 8
+        blocks) are sampled with replacement (the identity and repeats are
+        then rare).
     null : {"circular_shift", "block", "naive_shuffle"}
         The null model (see the module docstring).
     block_size : int, optional
@@ -109,11 +127,15 @@ def null_permutations(
         True at special tokens, which every permutation holds in place.
     seed : int or numpy Generator
         Seeds the draws.
+    replace : bool
+        Draw ``n_perm`` times uniformly from the whole group instead
+        (identity included; always ``n_perm`` rows).
 
     Returns
     -------
-    numpy.ndarray of int64, shape (n_perm, n)
+    numpy.ndarray of int64, shape (draws, n)
         Row ``j`` is a permutation ``pi``; the permuted vector is ``x[pi]``.
+        ``draws = n_perm`` except for small groups (see ``n_perm``).
 
     Example
     -------
@@ -131,23 +153,61 @@ def null_permutations(
         raise ValueError(f"need at least 2 movable (non-special) positions to permute, got {m} of {n}")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     if null == "circular_shift":
-        shifts = rng.integers(0, m, size=n_perm)
+        shifts = _draw_group_elements(m, n_perm, rng, replace)
         order = (np.arange(m)[None, :] - shifts[:, None]) % m  # rolled right by the shift
-    elif null == "naive_shuffle":
-        order = rng.permuted(np.tile(np.arange(m), (n_perm, 1)), axis=1)
+        return _embed(order, movable, n)
+    if null == "naive_shuffle":
+        units, unit_start, unit_length = m, np.arange(m), np.ones(m, np.int64)
     else:
         size = default_block_size(m) if block_size is None else block_size
         if not isinstance(size, (int, np.integer)) or not 1 <= size <= m:
             raise ValueError(f"block_size must be an integer in [1, {m}] (the movable positions), got {block_size!r}")
-        starts = np.arange(0, m, size)
-        lengths = np.minimum(starts + size, m) - starts
-        block_order = rng.permuted(np.tile(np.arange(len(starts)), (n_perm, 1)), axis=1)
-        # concatenate the blocks of each row in their drawn order
-        first, length = starts[block_order].ravel(), lengths[block_order].ravel()
-        offsets = np.cumsum(length) - length  # where each block lands in the flattened rows
-        within = np.arange(n_perm * m) - np.repeat(offsets, length)
-        order = (np.repeat(first, length) + within).reshape(n_perm, m)
-    permutations = np.tile(np.arange(n, dtype=np.int64), (n_perm, 1))
+        unit_start = np.arange(0, m, size)
+        unit_length = np.minimum(unit_start + size, m) - unit_start
+        units = len(unit_start)
+    # orders of the units (tokens or blocks): all of them, or a sample, without the identity when the group is small
+    if units <= _ENUMERABLE_UNITS:
+        all_orders = _all_orders(units)  # row 0 is the identity
+        unit_order = all_orders[_draw_group_elements(len(all_orders), n_perm, rng, replace)]
+    else:  # m! or (blocks)! > 40,320: draws with replacement, the identity among them with chance below 1/40,000
+        unit_order = rng.permuted(np.tile(np.arange(units), (n_perm, 1)), axis=1)
+    # concatenate the units of each row in their drawn order
+    rows = len(unit_order)
+    first, length = unit_start[unit_order].ravel(), unit_length[unit_order].ravel()
+    offsets = np.cumsum(length) - length  # where each unit lands in the flattened rows
+    within = np.arange(rows * m) - np.repeat(offsets, length)
+    order = (np.repeat(first, length) + within).reshape(rows, m)
+    return _embed(order, movable, n)
+
+
+_ENUMERABLE_UNITS = 8  # 8! = 40,320 orders
+
+
+@lru_cache(maxsize=None)
+def _all_orders(units: int) -> np.ndarray:
+    orders = np.array(list(itertools.permutations(range(units))), dtype=np.int64)
+    orders.setflags(write=False)
+    return orders
+
+
+def _draw_group_elements(size: int, n_perm: int, rng: np.random.Generator, replace: bool) -> np.ndarray:
+    """Indices of group elements (0 = the identity) to use as null draws.
+    ``replace=False``: every non-identity element when there are no more
+    than ``n_perm`` of them (the exact permutation test), else ``n_perm`` of
+    them drawn without replacement. ``replace=True``: ``n_perm`` uniform
+    draws from the whole group. Either way the observed value is
+    exchangeable with the draws, so (1 + #{null >= observed}) / (1 + draws)
+    is a valid p-value; without replacement it is exactly uniform for a
+    continuous statistic (with replacement, draws of the identity tie)."""
+    if replace:
+        return rng.integers(0, size, size=n_perm)
+    if size - 1 <= n_perm:
+        return np.arange(1, size)
+    return 1 + rng.choice(size - 1, size=n_perm, replace=False)
+
+
+def _embed(order: np.ndarray, movable: np.ndarray, n: int) -> np.ndarray:
+    permutations = np.tile(np.arange(n, dtype=np.int64), (len(order), 1))
     permutations[:, movable] = movable[order]
     return permutations
 
@@ -281,8 +341,8 @@ def similarity_batch(
     Example
     -------
     >>> a = np.array([0.1, -2.0, 0.5, 0.0]); R = np.array([[1, 3, 2, 0], [3, 2, 1, 0.]])
-    >>> similarity_batch(a, R, metrics=["spearman_rho"])["spearman_rho"]  # doctest: +SKIP
-    array([0.8, 0.4])
+    >>> similarity_batch(a, R, metrics=["spearman_rho"])["spearman_rho"]
+    array([1. , 0.4])
     """
     from scipy import stats
 
@@ -453,7 +513,8 @@ def permutation_test(
     -------
     pandas.DataFrame
         One row per metric: ``metric``, ``observed``, ``p_value``,
-        ``null_mean``, ``null_std``, ``n_perm``, ``null``, ``block_size``
+        ``null_mean``, ``null_std``, ``n_perm`` (null draws used: fewer than
+        asked when the group is smaller), ``null``, ``block_size``
         (NaN unless ``null="block"``), ``alternative`` (``"greater"``).
         With ``return_null=True``, ``(table, null_statistics)``.
 
@@ -471,6 +532,7 @@ def permutation_test(
     rng = np.random.default_rng(seed)
     permutations = null_permutations(len(r), n_perm, null, block_size=block_size, special_mask=special_mask, seed=rng)
     observed, null_values = _null_statistics(a, r, permutations, list(metrics), top_percent, rbo_p)
+    draws = len(permutations)
     movable = len(r) - int(_check_special_mask(special_mask, len(r)).sum())
     used_block = (default_block_size(movable) if block_size is None else block_size) if null == "block" else float("nan")
     rows = []
@@ -484,7 +546,7 @@ def permutation_test(
                 "p_value": p,
                 "null_mean": float(np.mean(v)),
                 "null_std": float(np.std(v, ddof=1)) if len(v) > 1 else float("nan"),
-                "n_perm": n_perm,
+                "n_perm": draws,
                 "null": null,
                 "block_size": used_block,
                 "alternative": "greater",

@@ -61,7 +61,7 @@ def test_null_permutations_are_permutations_holding_special_tokens(null):
     special = np.zeros(n, bool)
     special[[0, 11, 22]] = True
     perms = null_permutations(n, 300, null, block_size=4, special_mask=special, seed=5)
-    assert perms.shape == (300, n)
+    assert perms.shape[1] == n
     assert np.all(np.sort(perms, axis=1) == np.arange(n))
     assert np.all(perms[:, special] == np.flatnonzero(special))
     movable = np.flatnonzero(~special)
@@ -69,31 +69,38 @@ def test_null_permutations_are_permutations_holding_special_tokens(null):
     slot = np.searchsorted(movable, moved)  # as indices 0..m-1 among movable positions
     m = len(movable)
     if null == "circular_shift":
+        # 20 rotations, fewer than 300 draws: the exact test, every rotation but the identity once
         shift = (-slot[:, 0]) % m
         assert np.all(slot == (np.arange(m)[None, :] - shift[:, None]) % m)
-        # shifts uniform on 0..m-1 (chi-square, 300 draws over 20 values)
-        from scipy import stats
-
-        counts = np.bincount(shift, minlength=m)
-        assert stats.chisquare(counts).pvalue > 0.001
+        assert sorted(shift) == list(range(1, m))
     elif null == "block":
-        # blocks of 4 consecutive movable slots (the last of 20 % 4 = 0 -> all full) stay whole and in order
-        blocks = slot.reshape(300, -1, 4)
+        # blocks of 4 consecutive movable slots (20 = 5 x 4) stay whole and in order;
+        # 5! = 120 block orders, fewer than 300 draws: all 119 but the identity
+        assert len(perms) == 119
+        blocks = slot.reshape(119, -1, 4)
         assert np.all(np.diff(blocks, axis=2) == 1)
         assert np.all(blocks[:, :, 0] % 4 == 0)
-        assert len({tuple(row) for row in blocks[:, :, 0]}) > 50  # the blocks' order varies
+        assert len({tuple(row) for row in blocks[:, :, 0]}) == 119
+        assert (0, 4, 8, 12, 16) not in {tuple(row) for row in blocks[:, :, 0]}
     else:
-        assert len({tuple(row) for row in slot}) == 300
+        assert len({tuple(row) for row in slot}) == 300  # 20! orders: sampled
 
 
 def test_null_permutations_last_block_shorter_and_seeded():
     perms = null_permutations(7, 400, "block", block_size=3, seed=2)
-    # blocks {0,1,2}, {3,4,5}, {6}: 3! = 6 orders, each a concatenation of whole blocks
+    # blocks {0,1,2}, {3,4,5}, {6}: 3! = 6 orders, each a concatenation of whole blocks; all but the identity
     orders = {tuple(row) for row in perms}
-    assert len(orders) == 6
+    assert len(perms) == len(orders) == 5
     assert (0, 1, 2, 6, 3, 4, 5) in orders and (6, 3, 4, 5, 0, 1, 2) in orders
-    assert np.array_equal(perms, null_permutations(7, 400, "block", block_size=3, seed=2))
-    assert not np.array_equal(perms, null_permutations(7, 400, "block", block_size=3, seed=3))
+    assert (0, 1, 2, 3, 4, 5, 6) not in orders
+    # more rotations than draws: drawn without replacement, never the identity, seeded
+    drawn = null_permutations(50, 30, "circular_shift", seed=2)
+    assert len({tuple(row) for row in drawn}) == 30 and not np.any(np.all(drawn == np.arange(50), axis=1))
+    assert np.array_equal(drawn, null_permutations(50, 30, "circular_shift", seed=2))
+    assert not np.array_equal(drawn, null_permutations(50, 30, "circular_shift", seed=3))
+    # with replacement: exactly n_perm uniform draws from the whole group
+    shifts = null_permutations(5, 5000, "circular_shift", seed=4, replace=True)[:, 0]
+    assert np.all(np.abs(np.bincount(shifts, minlength=5) / 5000 - 0.2) < 0.03)
 
 
 def test_p_value_formula_on_a_hand_case():
@@ -123,16 +130,20 @@ def test_circular_shift_p_value_enumerated_by_hand():
     attribution = np.array([-4.0, 3.0, 2.0, -1.0])
     attention = np.array([0.4, 0.3, 0.1, 0.2])
     by_shift = {0: 0.8, 1: 0.4, 2: -0.8, 3: -0.4}
-    n_perm = 400
-    table, null = permutation_test(attribution, attention, n_perm=n_perm, seed=7, metrics=["spearman_rho"], return_null=True)
-    # the draws: the same generator as permutation_test's, one shift per row
-    perms = null_permutations(4, n_perm, "circular_shift", seed=np.random.default_rng(7))
-    shifts = [int(np.flatnonzero(row == 0)[0]) for row in perms]  # attention[0] lands at position s
-    assert np.allclose(null["spearman_rho"], [by_shift[s] for s in shifts])
+    # n_perm >= 3 other rotations: the exact test over all of them, p = (1 + 0) / (1 + 3)
+    table, null = permutation_test(attribution, attention, n_perm=999, seed=7, metrics=["spearman_rho"], return_null=True)
+    assert sorted(null["spearman_rho"]) == pytest.approx(sorted([by_shift[1], by_shift[2], by_shift[3]]))
     row = table.iloc[0]
-    assert row["observed"] == pytest.approx(0.8)
-    assert row["p_value"] == pytest.approx((1 + shifts.count(0)) / (1 + n_perm))
-    assert 0.18 < shifts.count(0) / n_perm < 0.32  # each of the 4 shifts drawn about a quarter of the time
+    assert row["observed"] == pytest.approx(0.8) and row["n_perm"] == 3
+    assert row["p_value"] == pytest.approx(1 / 4)
+    # attention rolled right by 1 (observed 0.4, the others 0.8, -0.8, -0.4 relative to it): p = (1 + 1) / 4
+    table = permutation_test(attribution, np.roll(attention, 1), n_perm=999, metrics=["spearman_rho"])
+    assert table["observed"].iloc[0] == pytest.approx(0.4) and table["p_value"].iloc[0] == pytest.approx(2 / 4)
+    # two draws without replacement from the three: p = (1 + #{drawn >= observed}) / 3
+    table, null = permutation_test(attribution, np.roll(attention, 1), n_perm=2, seed=1, metrics=["spearman_rho"], return_null=True)
+    drawn = null["spearman_rho"]
+    assert len(set(np.round(drawn, 9))) == 2 and set(np.round(drawn, 9)) <= {0.8, -0.8, -0.4}
+    assert table["p_value"].iloc[0] == pytest.approx((1 + np.sum(drawn >= 0.4)) / 3)
 
 
 def test_special_tokens_stay_put_in_the_null():
@@ -162,8 +173,7 @@ def test_permutation_test_table_and_planted_agreement():
     expected = similarity(a, r)
     assert np.allclose(table["observed"], [expected[m] for m in METRICS])
     rank_based = table.set_index("metric").loc[["spearman_rho", "kendall_tau", "cosine_ranks", "rbo", "jaccard_top"], "p_value"]
-    # no null draw reaches the observed value except the identity, drawn with chance 1/200 per draw
-    assert np.all(rank_based <= 0.03)
+    assert np.allclose(rank_based, 1 / 100)  # no null draw reaches the observed value
     assert (table["alternative"] == "greater").all()
 
 

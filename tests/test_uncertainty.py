@@ -79,6 +79,7 @@ def test_bootstrap_weights_resample_documents():
 
 # skewed values need more documents (the interval does not correct for skew: beta(2, 6) over 30 documents
 # covers about 93%, see benchmarks/results/significance.md)
+@pytest.mark.slow
 @pytest.mark.parametrize("documents, draw, mean", [(50, "normal", 0.2), (100, "beta", 0.25)])
 def test_bootstrap_interval_covers_a_known_mean(documents, draw, mean):
     rng = np.random.default_rng(documents)
