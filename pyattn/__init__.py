@@ -25,6 +25,9 @@ from pyattn.attention import ModelAttention, attention, attention_from_inputs
 from pyattn.importance import head_gate_importance, load_head_importance, save_head_importance, taylor_importance
 from pyattn.demo import demo_documents, load_demo
 from pyattn.explain import Explanation, attention_views, explain
+from pyattn.significance import document_significance, permutation_test
+from pyattn.uncertainty import bootstrap_means, bootstrap_token_means, holm
+from pyattn.agreement import head_agreement
 
 __version__ = "0.1.0"
 
@@ -43,14 +46,20 @@ __all__ = [
     "attribute_many",
     "auto_batch_size",
     "band_to_dense",
+    "bootstrap_means",
+    "bootstrap_token_means",
     "demo_documents",
+    "document_significance",
     "explain",
     "has_cuda_kernels",
+    "head_agreement",
     "head_gate_importance",
+    "holm",
     "layer_attention_received",
     "layer_to_dense",
     "load_demo",
     "load_head_importance",
+    "permutation_test",
     "save_head_importance",
     "taylor_importance",
     "__version__",

@@ -27,9 +27,9 @@ from typing import Sequence
 
 import numpy as np
 
-from pyattn.significance import null_permutations, similarity_batch, _check_special_mask, _TIE_TOLERANCE
+from pyattn.significance import null_permutations, similarity_batch, check_special_mask, TIE_TOLERANCE
 from pyattn.similarity import METRICS, as_vector
-from pyattn.uncertainty import _percentile_interval, _tail, bootstrap_weights, holm
+from pyattn.uncertainty import percentile_interval, bootstrap_tail, bootstrap_weights, holm
 
 __all__ = ["head_agreement", "head_agreement_per_document"]
 
@@ -226,7 +226,7 @@ def head_agreement(
         raise ValueError(f"got {len(special_masks)} special_masks for {len(documents)} documents")
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
-    _tail(confidence, 2, method)
+    bootstrap_tail(confidence, 2, method)
     first = documents[0]
     if len(first) != 2:
         raise ValueError(f"document 0: expected a pair (attribution, attention of shape (L, H, N)), got {len(first)} items")
@@ -252,7 +252,7 @@ def head_agreement(
             shape = heads.shape[:2]
         elif heads.shape[:2] != shape:
             raise ValueError(f"document {d}: attention has {heads.shape[0]} layers x {heads.shape[1]} heads, document 0 had {shape[0]} x {shape[1]}")
-        mask = None if special_masks is None else _check_special_mask(special_masks[d], len(a))
+        mask = None if special_masks is None else check_special_mask(special_masks[d], len(a))
         observed, null_values = head_agreement_per_document(
             a, heads, metric=metric, null=null, n_perm=n_perm, block_size=block_size, special_mask=mask, top_percent=top_percent, rbo_p=rbo_p, seed=rng
         )
@@ -263,7 +263,7 @@ def head_agreement(
             per_doc_significant = np.zeros(shape)
         null_sums += np.where(has[None], null_values, 0.0)
         null_counts += has
-        tolerance = _TIE_TOLERANCE * np.maximum(1.0, np.abs(observed))
+        tolerance = TIE_TOLERANCE * np.maximum(1.0, np.abs(observed))
         with np.errstate(invalid="ignore"):
             p_document = (1 + (null_values >= (observed - tolerance)[None]).sum(axis=0)) / (1 + n_perm)
         per_doc_significant += has & (p_document <= 0.05)
@@ -274,7 +274,7 @@ def head_agreement(
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(counts > 0, np.nansum(values, axis=0) / np.maximum(counts, 1), np.nan)
         null_means = (null_sums.reshape(n_perm, -1) / np.maximum(null_counts.reshape(-1), 1))
-        tolerance = _TIE_TOLERANCE * np.maximum(1.0, np.abs(mean))
+        tolerance = TIE_TOLERANCE * np.maximum(1.0, np.abs(mean))
         p_value = (1 + (null_means >= (mean - tolerance)[None]).sum(axis=0)) / (1 + n_perm)
     p_value = np.where(counts > 0, p_value, np.nan)
     weights = bootstrap_weights(len(documents), n_boot, rng)
@@ -287,7 +287,7 @@ def head_agreement(
         w = weights[:, present]
         totals = w.sum(axis=1)
         resampled = (w[totals > 0] @ values[present, k]) / totals[totals > 0]
-        low[k], high[k] = _percentile_interval(resampled, confidence, int(present.sum()), method)
+        low[k], high[k] = percentile_interval(resampled, confidence, int(present.sum()), method)
     p_holm = holm(p_value)
     L, H = shape
     layer, head = np.divmod(np.arange(L * H), H)

@@ -74,7 +74,7 @@ __all__ = [
 #: The null models :func:`null_permutations` knows.
 NULLS = ("circular_shift", "block", "naive_shuffle")
 
-_TIE_TOLERANCE = 1e-12
+TIE_TOLERANCE = 1e-12
 _KENDALL_PAIRWISE_LIMIT = 60_000  # above this many token pairs, Kendall runs per row through scipy
 _CHUNK_ELEMENTS = 4_000_000  # rows x tokens per chunk of permuted vectors
 
@@ -85,7 +85,7 @@ def default_block_size(movable: int) -> int:
     return max(1, math.ceil(math.sqrt(movable)))
 
 
-def _check_special_mask(special_mask, n: int) -> np.ndarray:
+def check_special_mask(special_mask, n: int) -> np.ndarray:
     if special_mask is None:
         return np.zeros(n, bool)
     mask = np.asarray(special_mask)
@@ -146,7 +146,7 @@ def null_permutations(
         raise ValueError(f"null must be one of {NULLS}, got {null!r}")
     if not isinstance(n_perm, (int, np.integer)) or n_perm < 1:
         raise ValueError(f"n_perm must be a positive integer, got {n_perm!r}")
-    special = _check_special_mask(special_mask, n)
+    special = check_special_mask(special_mask, n)
     movable = np.flatnonzero(~special)
     m = len(movable)
     if m < 2:
@@ -437,7 +437,7 @@ def permutation_p_value(null, observed: float, *, ties: str = "conservative", se
         return float("nan")
     if np.isnan(values).any():
         raise ValueError("null contains NaN statistics while the observed one is a number")
-    tolerance = _TIE_TOLERANCE * max(1.0, abs(observed))
+    tolerance = TIE_TOLERANCE * max(1.0, abs(observed))
     greater = int(np.count_nonzero(values > observed + tolerance))
     tied = int(np.count_nonzero(np.abs(values - observed) <= tolerance))
     if ties == "conservative":
@@ -533,7 +533,7 @@ def permutation_test(
     permutations = null_permutations(len(r), n_perm, null, block_size=block_size, special_mask=special_mask, seed=rng)
     observed, null_values = _null_statistics(a, r, permutations, list(metrics), top_percent, rbo_p)
     draws = len(permutations)
-    movable = len(r) - int(_check_special_mask(special_mask, len(r)).sum())
+    movable = len(r) - int(check_special_mask(special_mask, len(r)).sum())
     used_block = (default_block_size(movable) if block_size is None else block_size) if null == "block" else float("nan")
     rows = []
     for name in metrics:

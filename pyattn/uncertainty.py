@@ -65,7 +65,7 @@ def bootstrap_weights(n_documents: int, n_boot: int = 2000, seed: int | np.rando
 METHODS = ("expanded_percentile", "percentile")
 
 
-def _tail(confidence: float, n: int, method: str) -> float:
+def bootstrap_tail(confidence: float, n: int, method: str) -> float:
     """The lower percentile (in %) at which to cut the bootstrap means.
 
     ``"percentile"``: (1 - confidence) / 2. ``"expanded_percentile"``
@@ -84,8 +84,8 @@ def _tail(confidence: float, n: int, method: str) -> float:
     return float(stats.norm.cdf(-np.sqrt(n / (n - 1)) * stats.t.ppf(1 - alpha, n - 1))) * 100
 
 
-def _percentile_interval(resampled: np.ndarray, confidence: float, n: int = 0, method: str = "percentile") -> tuple[np.ndarray, np.ndarray]:
-    tail = _tail(confidence, n, method)
+def percentile_interval(resampled: np.ndarray, confidence: float, n: int = 0, method: str = "percentile") -> tuple[np.ndarray, np.ndarray]:
+    tail = bootstrap_tail(confidence, n, method)
     return np.percentile(resampled, tail, axis=0), np.percentile(resampled, 100 - tail, axis=0)
 
 
@@ -133,7 +133,7 @@ def bootstrap_mean_ci(
     if len(x) == 0:
         return float("nan"), float("nan"), float("nan")
     means = bootstrap_weights(len(x), n_boot, seed) @ x / len(x)
-    low, high = _percentile_interval(means, confidence, len(x), method)
+    low, high = percentile_interval(means, confidence, len(x), method)
     return float(x.mean()), float(low), float(high)
 
 
@@ -188,7 +188,7 @@ def bootstrap_means(
     from pyattn.similarity import METRICS
 
     _check_confidence(confidence)
-    _tail(confidence, 2, method)
+    bootstrap_tail(confidence, 2, method)
     if document not in per_document.columns:
         raise ValueError(f"per_document has no {document!r} column (the unit resampled); columns: {list(per_document.columns)}")
     chosen = [m for m in METRICS if m in per_document.columns] if metrics is None else list(metrics)
@@ -220,7 +220,7 @@ def bootstrap_means(
                     resampled = (w @ values[has]) / totals
                 resampled = resampled[totals > 0]  # resamples that drew none of these documents have no mean
                 mean = float(values[has].mean())
-                low, high = (float(v) for v in _percentile_interval(resampled, confidence, count, method))
+                low, high = (float(v) for v in percentile_interval(resampled, confidence, count, method))
             rows.append({**dict(zip(keys, key)), "metric": metric, "mean": mean, "ci_low": low, "ci_high": high, "documents": count, "confidence": confidence, "n_boot": n_boot, "method": method})
     return pd.DataFrame(rows)
 
@@ -275,7 +275,7 @@ def bootstrap_token_means(
     from pyattn.similarity import as_vector, display_token
 
     _check_confidence(confidence)
-    _tail(confidence, 2, method)
+    bootstrap_tail(confidence, 2, method)
     rows, cols, score_list = [], [], []
     types: dict[str, int] = {}
     n_docs = 0
@@ -302,11 +302,11 @@ def bootstrap_token_means(
     total_sum = np.asarray(sums.sum(axis=0)).ravel()
     total_count = np.asarray(counts.sum(axis=0)).ravel()
     present = np.asarray((counts > 0).sum(axis=0)).ravel()
-    over_all_low, over_all_high = _percentile_interval(boot_sums / n_docs, confidence, n_docs, method)
+    over_all_low, over_all_high = percentile_interval(boot_sums / n_docs, confidence, n_docs, method)
     with np.errstate(invalid="ignore", divide="ignore"):
         per_occurrence = np.where(boot_counts > 0, boot_sums / np.where(boot_counts > 0, boot_counts, 1), np.nan)
     # a resample without the type has no per-occurrence mean: take the interval over those that have it
-    tail = _tail(confidence, n_docs, method)
+    tail = bootstrap_tail(confidence, n_docs, method)
     occ_low, occ_high = (np.nanpercentile(per_occurrence, q, axis=0) for q in (tail, 100 - tail))
     names = list(types)
     table = pd.DataFrame(
