@@ -312,10 +312,17 @@ def test_auto_batch_size_fits_memory(longformer):
     assert pyattn.auto_batch_size(longformer, 32, 7) == 7  # tiny: all steps at once
 
 
-def test_autocast_runs_and_stays_close(longformer, roberta_tokenizer):
-    """bfloat16 autocast on the CPU: same shapes, scores near the float32 ones."""
+def test_autocast_reports_both_completeness_errors(longformer, roberta_tokenizer):
+    """bfloat16 autocast on the CPU: scores near the float32 ones, and the
+    completeness error against the float32 model's own gap reported beside
+    the one against the autocast model's gap."""
     text = sample_text(20, seed=8)
-    exact = pyattn.attribute(longformer, roberta_tokenizer, text, n_steps=16)
-    fast = pyattn.attribute(longformer, roberta_tokenizer, text, n_steps=16, autocast=True)
+    exact = pyattn.attribute(longformer, roberta_tokenizer, text, n_steps=17)
+    fast = pyattn.attribute(longformer, roberta_tokenizer, text, n_steps=17, autocast=True)
+    assert fast.autocast_dtype == "bfloat16" and exact.autocast_dtype is None and exact.float32_relative_error is None
     assert fast.scores.shape == exact.scores.shape and np.isfinite(fast.scores).all()
     assert np.corrcoef(fast.scores, exact.scores)[0, 1] > 0.9
+    assert fast.float32_output_gap == pytest.approx(exact.output_gap, abs=1e-6)
+    assert fast.float32_relative_error == pytest.approx(abs(fast.scores.sum() - exact.output_gap) / abs(exact.output_gap), rel=1e-3)
+    with pytest.raises(ValueError, match=r'autocast must be False, True, "bfloat16" or "float16", got \'int8\''):
+        pyattn.attribute(longformer, roberta_tokenizer, text, autocast="int8")
