@@ -452,25 +452,25 @@ def attribute(
             else:
                 last_level = check_from = level
             projected = np.zeros((0, integrand.difference.shape[1]))
-            done, level_previous = 0, None
-            for level in range(last_level + 1):
+            done = 0
+            # levels below the first checked one cost nothing extra (their nodes
+            # are a subset): the first batch runs all of the first checked level
+            for level in range(check_from, last_level + 1):
                 alphas, weights, index = quadrature.nested_level(method, level)
                 new_alphas = alphas[np.argsort(index)][len(projected) :]
                 batch = internal_batch_size or auto_batch_size(model, n_tokens, len(new_alphas), device)
                 p, done = _evaluate(integrand, new_alphas, batch, on_progress, done, len(alphas))
                 projected = np.concatenate([projected, p])
-                level_scores = weights @ projected[index]
-                if level >= check_from:
-                    if level_previous is not None:
-                        previous_scores, previous_steps = level_previous
-                    scores, steps = level_scores, len(alphas)
-                    gap = integrand.gap()
-                    delta = float(scores[:n_tokens].sum()) - gap
-                    tries.append((steps, abs(delta)))
-                    converged = abs(delta) <= tol * abs(gap)
-                    if converged and n_steps == "auto":
-                        break
-                level_previous = (level_scores, len(alphas))
+                scores, steps = weights @ projected[index], len(alphas)
+                if level > 0:
+                    _, coarse_weights, coarse_index = quadrature.nested_level(method, level - 1)
+                    previous_scores, previous_steps = coarse_weights @ projected[coarse_index], len(coarse_index)
+                gap = integrand.gap()
+                delta = float(scores[:n_tokens].sum()) - gap
+                tries.append((steps, abs(delta)))
+                converged = abs(delta) <= tol * abs(gap)
+                if converged and n_steps == "auto":
+                    break
         else:
             integrand.run_endpoints()
             alphas, weights = quadrature.rule(method, n_steps)
