@@ -107,6 +107,7 @@ def test_to_completeness(benchmark, method, model_name):
         if method == "doubling":
             return doubling_loop(model, tokenizer, text, tol=0.01)
         r = pyattn.attribute(model, tokenizer, text, tol=0.01, device="cpu")
+        benchmark.extra_info["rule"] = r.method
         return r.scores, r.relative_error, r.model_evaluations, r.n_steps
 
     result = benchmark.pedantic(run, rounds=1, iterations=1)
