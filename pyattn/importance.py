@@ -28,6 +28,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
+from pyattn.fast_attention import fast_attention_context
 from pyattn.inputs import encode
 
 __all__ = [
@@ -77,9 +78,13 @@ def taylor_importance(
     max_length: int | None = None,
     normalise: bool = True,
     progress: bool = True,
+    fast_attention: bool | None = None,
 ) -> torch.Tensor:
     """T3-Vis Taylor head importance over a labelled dataset: ``(L, H)``,
-    min-max normalised to [0, 1] over all heads unless ``normalise=False``."""
+    min-max normalised to [0, 1] over all heads unless ``normalise=False``.
+    ``fast_attention`` (None: on for Longformer) runs the gradients through
+    :func:`pyattn.fast_attention.fast_longformer_attention`, equal to
+    transformers' attention (tested)."""
     from tqdm.auto import tqdm
 
     layers = _attention_layers(model)
@@ -94,7 +99,8 @@ def taylor_importance(
     documents = list(_documents(model, tokenizer, texts, labels, max_length))
     for document, label in tqdm(documents, desc="taylor importance", unit="doc", disable=not progress):
         model.zero_grad(set_to_none=True)
-        _loss(model, document, label, device).backward()
+        with fast_attention_context(model, fast_attention):
+            _loss(model, document, label, device).backward()
         with torch.no_grad():
             _accumulate_taylor(scores, layers, projections, heads, head_dim)
     model.zero_grad(set_to_none=True)
@@ -157,10 +163,12 @@ def head_gate_importance(
     max_length: int | None = None,
     normalise_layers: bool = True,
     progress: bool = True,
+    fast_attention: bool | None = None,
 ) -> torch.Tensor:
     """Michel et al. (2019) head importance: ``(L, H)``, the sum over
     documents of ``|dL/dg_h|``, L2-normalised within each layer unless
-    ``normalise_layers=False``."""
+    ``normalise_layers=False``. ``fast_attention`` as in
+    :func:`taylor_importance`."""
     from tqdm.auto import tqdm
 
     layers = _attention_layers(model)
@@ -170,7 +178,7 @@ def head_gate_importance(
     model.eval()
     documents = list(_documents(model, tokenizer, texts, labels, max_length))
     for document, label in tqdm(documents, desc="head-gate importance", unit="doc", disable=not progress):
-        with _HeadGates(layers, heads, 1, device) as gates:
+        with fast_attention_context(model, fast_attention), _HeadGates(layers, heads, 1, device) as gates:
             loss = _loss(model, document, label, device)
             grads = torch.autograd.grad(loss, gates.gates)
         scores += torch.stack([g[0].abs().double().cpu() for g in grads])

@@ -21,6 +21,11 @@ def longformer():
 
 
 @pytest.fixture(scope="module")
+def demo_model():
+    return pyattn.load_demo()
+
+
+@pytest.fixture(scope="module")
 def roberta_tokenizer():
     return tiny_tokenizer("roberta")
 
@@ -86,42 +91,137 @@ def _captum_directly(model, document, target, n_steps):
 
 
 def test_equal_to_captum_called_directly(longformer, roberta_tokenizer):
+    """Gauss-Legendre at 24 nodes: Captum's own rule, F(input) and F(baseline)
+    by two plain forwards."""
     text = sample_text(29, seed=2)
-    result = pyattn.attribute(longformer, roberta_tokenizer, text, target=2, n_steps=24, internal_batch_size=5)
+    result = pyattn.attribute(longformer, roberta_tokenizer, text, target=2, n_steps=24, method="gausslegendre", internal_batch_size=5)
     document = encode(longformer, roberta_tokenizer, text)
     attributions, captum_delta = _captum_directly(longformer, document, 2, 24)
     n = document.input_ids.shape[1]
     assert attributions.shape[1] > n  # Captum returns the padded length: pyattn crops
-    np.testing.assert_allclose(result.scores, attributions[0, :n].sum(-1).double().numpy(), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(result.scores, attributions[0, :n].sum(-1).double().numpy(), atol=1e-6, rtol=0)
     # the padded positions carry nothing: cropping loses no attribution
     assert float(attributions[0, n:].abs().max()) == 0.0
     # the real convergence delta, as Captum computes it
-    assert result.delta == pytest.approx(float(captum_delta), abs=1e-5)
+    assert result.delta == pytest.approx(float(captum_delta), abs=1e-6)
     assert result.n_steps == 24 and result.model_evaluations == 26 and result.target == 2
 
 
-def test_auto_steps_reach_completeness(longformer, roberta_tokenizer):
+@pytest.mark.parametrize("method", ["clenshaw-curtis", "trapezoid"])
+def test_nested_rule_equal_to_captum_at_the_same_nodes(monkeypatch, longformer, roberta_tokenizer, method):
+    """Captum's LayerIntegratedGradients made to integrate at pyattn's nodes
+    and weights (its approximation_parameters patched) gives pyattn's scores:
+    the gradients, the interpolation and the padding are Captum's."""
+    import captum.attr._core.integrated_gradients as captum_ig
+    import captum.attr._utils.batching as captum_batching
+
+    from pyattn.quadrature import rule
+
+    alphas, weights = rule(method, 17)
+
+    def parameters(name):
+        return (lambda n: weights.tolist()), (lambda n: alphas.tolist())
+
+    monkeypatch.setattr(captum_ig, "approximation_parameters", parameters)
+    monkeypatch.setattr(captum_batching, "approximation_parameters", parameters)
+    text = sample_text(29, seed=6)
+    result = pyattn.attribute(longformer, roberta_tokenizer, text, target=1, n_steps=17, method=method, internal_batch_size=4)
+    document = encode(longformer, roberta_tokenizer, text)
+    attributions, captum_delta = _captum_directly(longformer, document, 1, 17)
+    n = document.input_ids.shape[1]
+    expected = attributions[0, :n].sum(-1).double().numpy()
+    np.testing.assert_allclose(result.scores, expected, atol=1e-6 * np.abs(expected).max(), rtol=0)
+    assert result.delta == pytest.approx(float(captum_delta), abs=1e-6)
+    # nested: 17 nodes, 17 evaluations (F(input), F(baseline) are the end nodes)
+    assert result.n_steps == 17 and result.model_evaluations == 17
+
+
+class _EncoderCounter:
+    """Counts examples that reach the encoder (full-model evaluations); the
+    embedding-only run stops before it."""
+
+    def __init__(self, model):
+        self.examples = 0
+        self.handle = model.base_model.encoder.register_forward_pre_hook(self._count)
+
+    def _count(self, module, args):
+        self.examples += args[0].shape[0]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+
+def test_auto_steps_reach_completeness_reusing_every_evaluation(longformer, roberta_tokenizer):
     text = sample_text(25, seed=3)
-    result = pyattn.attribute(longformer, roberta_tokenizer, text, tol=0.01)
+    with _EncoderCounter(longformer) as counter:
+        result = pyattn.attribute(longformer, roberta_tokenizer, text, tol=0.01, internal_batch_size=3)
     document = encode(longformer, roberta_tokenizer, text)
     with torch.no_grad():
-        f_input = longformer(**document.forward_kwargs()).logits.softmax(-1)[0, result.predicted_label]
+        probabilities = longformer(**document.forward_kwargs()).logits.softmax(-1)[0]
         f_baseline = longformer(**document.forward_kwargs(document.baseline_ids)).logits.softmax(-1)[0, result.predicted_label]
-    gap = float(f_input - f_baseline)
-    assert result.target == result.predicted_label == int(np.argmax(result.probabilities))
-    assert result.converged
+    gap = float(probabilities[result.predicted_label] - f_baseline)
+    assert result.target == result.predicted_label == int(probabilities.argmax())
+    np.testing.assert_allclose(result.probabilities, probabilities.numpy(), atol=1e-6)
+    assert result.converged and result.relative_error <= 0.01
     assert abs(result.scores.sum() - gap) <= 0.01 * abs(gap)
-    assert result.output_gap == pytest.approx(gap, abs=1e-6)
+    assert result.output_gap == pytest.approx(gap, abs=1e-7)
     steps = [s for s, _ in result.tries]
-    assert steps == [8 * 2**k for k in range(len(steps))]
-    assert result.model_evaluations == sum(steps) + 2
+    assert steps == [2**k + 1 for k in range(3, 3 + len(steps))]
+    # every node evaluated once: the model ran exactly n_steps examples
+    assert counter.examples == result.model_evaluations == result.n_steps
     assert len(result.scores) == len(result.tokens) == 27
 
 
+def test_token_change_is_the_change_between_levels(demo_model, longformer, roberta_tokenizer):
+    """token_change compares the last two levels: the same as two separate
+    fixed-step runs at 9 and 17 nodes (one node per batch, so that each node's
+    value does not depend on its batch)."""
+    model, tokenizer = demo_model
+    text = next(iter(pyattn.demo_documents("test"))).text
+    settings = dict(max_length=128, internal_batch_size=1)
+    with pytest.warns(TruncationWarning):
+        coarse = pyattn.attribute(model, tokenizer, text, n_steps=9, **settings)
+        fine = pyattn.attribute(model, tokenizer, text, n_steps=17, **settings)
+    difference = fine.scores - coarse.scores
+    assert fine.previous_n_steps == 9 and fine.token_change > 1e-4  # a real change, far above rounding
+    assert fine.token_change == pytest.approx(np.linalg.norm(difference) / np.linalg.norm(fine.scores), rel=1e-6)
+    assert fine.token_change_max == pytest.approx(np.abs(difference).max() / np.abs(fine.scores).max(), rel=1e-6)
+    np.testing.assert_allclose(fine.score_error, np.abs(difference), atol=1e-12)
+    # a rule with no embedded coarser level has no estimate, and says so
+    odd = pyattn.attribute(longformer, roberta_tokenizer, sample_text(22, seed=9), n_steps=12)
+    assert np.isnan(odd.token_change) and odd.score_error is None and odd.previous_n_steps is None
+
+
+def test_converged_means_the_same_for_fixed_and_auto_steps(demo_model):
+    """Issue 9: a fixed n_steps with a large completeness error is not
+    'converged'; the error is always reported, and converged <=> error <= tol."""
+    model, tokenizer = demo_model
+    text = next(iter(pyattn.demo_documents("test"))).text
+    coarse = pyattn.attribute(model, tokenizer, text, n_steps=2)
+    assert coarse.relative_error > 0.1 and not coarse.converged
+    for n_steps in (2, 3, 5, 9, "auto"):
+        result = pyattn.attribute(model, tokenizer, text, n_steps=n_steps, tol=0.05)
+        assert result.converged == (abs(result.scores.sum() - result.output_gap) <= 0.05 * abs(result.output_gap))
+        assert np.isfinite(result.relative_error)
+    # the sum can converge before the tokens do: both are reported
+    auto = pyattn.attribute(model, tokenizer, text, tol=0.01)
+    assert auto.converged and np.isfinite(auto.token_change) and auto.previous_n_steps == (auto.n_steps - 1) // 2 + 1
+
+
+def test_progress_callback(longformer, roberta_tokenizer):
+    seen = []
+    result = pyattn.attribute(longformer, roberta_tokenizer, sample_text(15), n_steps=17, internal_batch_size=4, on_progress=lambda d, t: seen.append((d, t)))
+    done = [d for d, _ in seen]
+    assert done == sorted(done) and done[-1] == seen[-1][1] == result.n_steps == 17
+
+
 def test_auto_reports_the_cap(longformer, roberta_tokenizer):
-    result = pyattn.attribute(longformer, roberta_tokenizer, sample_text(20, seed=4), tol=1e-12, max_steps=16)
-    assert not result.converged and result.n_steps == 16 and [s for s, _ in result.tries] == [8, 16]
-    assert result.relative_error > 1e-12
+    result = pyattn.attribute(longformer, roberta_tokenizer, sample_text(20, seed=4), tol=1e-12, max_steps=17)
+    assert not result.converged and result.n_steps == 17 and [s for s, _ in result.tries] == [9, 17]
+    assert result.relative_error > 1e-12 and result.model_evaluations == 17
 
 
 @pytest.mark.parametrize("kind", ["roberta", "bert"])
@@ -161,6 +261,48 @@ def test_bad_input(longformer, roberta_tokenizer):
         pyattn.inputs.embedding_layer(torch.nn.Linear(2, 2))
 
 
+@pytest.mark.parametrize(
+    "argument, value, message",
+    [
+        ("n_steps", 2.5, r'n_steps must be "auto" or a positive int, got 2.5'),
+        ("n_steps", True, r'n_steps must be "auto" or a positive int, got True'),
+        ("n_steps", "10", r"n_steps must be .* got '10'"),
+        ("tol", 0, r"tol must be a finite number > 0 .* got 0"),
+        ("tol", -0.1, r"tol must be a finite number > 0 .* got -0.1"),
+        ("tol", float("nan"), r"tol must be a finite number > 0 .* got nan"),
+        ("tol", float("inf"), r"tol must be a finite number > 0 .* got inf"),
+        ("max_length", 2, r"max_length must be None or an int >= 3 .* got 2"),
+        ("max_length", 10.0, r"max_length must be None or an int >= 3 .* got 10.0"),
+        ("target", -1, r"target must be a class index in 0..2 .* got -1"),
+        ("target", 1.0, r"target must be a class index in 0..2 .* got 1.0"),
+        ("target", True, r"target must be a class index in 0..2 .* got True"),
+        ("internal_batch_size", 0, r"internal_batch_size must be None \(fit to memory\) or a positive int, got 0"),
+        ("internal_batch_size", 1.5, r"internal_batch_size must be .* got 1.5"),
+        ("device", "cuda:7", r"device 'cuda:7' does not exist"),
+        ("device", "gpu", r"device must be a torch device such as 'cpu' or 'cuda:0', got 'gpu'"),
+        ("method", "simpson", r"method must be one of clenshaw-curtis, trapezoid, gausslegendre.* got 'simpson'"),
+        ("method", "gausslegendre", r'n_steps="auto" refines a nested rule .* method .gausslegendre. is not nested'),
+        ("max_steps", 1, r"max_steps must be an int >= 2, got 1"),
+    ],
+)
+def test_arguments_are_checked_before_any_work(longformer, roberta_tokenizer, argument, value, message):
+    """Issue 10: one ValueError naming the argument, its value and what is
+    allowed, raised before the model runs (no example reaches the encoder)."""
+    with _EncoderCounter(longformer) as counter:
+        with pytest.raises(ValueError, match=message):
+            pyattn.attribute(longformer, roberta_tokenizer, "the model", **{argument: value})
+        with pytest.raises(ValueError, match=message):
+            pyattn.attribute_many(longformer, roberta_tokenizer, ["the model", "a model"], progress=False, **{argument: value})
+    assert counter.examples == 0
+
+
+def test_attribute_many_checks_every_target_first(longformer, roberta_tokenizer):
+    with _EncoderCounter(longformer) as counter:
+        with pytest.raises(ValueError, match=r"targets\[1\]: target must be a class index in 0..2 .* got 5"):
+            pyattn.attribute_many(longformer, roberta_tokenizer, ["the model", "a model"], targets=[0, 5], progress=False)
+    assert counter.examples == 0
+
+
 def test_many_texts(longformer, roberta_tokenizer):
     texts = [sample_text(12, seed=s) for s in range(3)]
     results = pyattn.attribute_many(longformer, roberta_tokenizer, texts, targets=[0, 1, None], n_steps=8, progress=False)
@@ -174,10 +316,17 @@ def test_auto_batch_size_fits_memory(longformer):
     assert pyattn.auto_batch_size(longformer, 32, 7) == 7  # tiny: all steps at once
 
 
-def test_autocast_runs_and_stays_close(longformer, roberta_tokenizer):
-    """bfloat16 autocast on the CPU: same shapes, scores near the float32 ones."""
+def test_autocast_reports_both_completeness_errors(longformer, roberta_tokenizer):
+    """bfloat16 autocast on the CPU: scores near the float32 ones, and the
+    completeness error against the float32 model's own gap reported beside
+    the one against the autocast model's gap."""
     text = sample_text(20, seed=8)
-    exact = pyattn.attribute(longformer, roberta_tokenizer, text, n_steps=16)
-    fast = pyattn.attribute(longformer, roberta_tokenizer, text, n_steps=16, autocast=True)
+    exact = pyattn.attribute(longformer, roberta_tokenizer, text, n_steps=17)
+    fast = pyattn.attribute(longformer, roberta_tokenizer, text, n_steps=17, autocast=True)
+    assert fast.autocast_dtype == "bfloat16" and exact.autocast_dtype is None and exact.float32_relative_error is None
     assert fast.scores.shape == exact.scores.shape and np.isfinite(fast.scores).all()
     assert np.corrcoef(fast.scores, exact.scores)[0, 1] > 0.9
+    assert fast.float32_output_gap == pytest.approx(exact.output_gap, abs=1e-6)
+    assert fast.float32_relative_error == pytest.approx(abs(fast.scores.sum() - exact.output_gap) / abs(exact.output_gap), rel=1e-3)
+    with pytest.raises(ValueError, match=r'autocast must be False, True, "bfloat16" or "float16", got \'int8\''):
+        pyattn.attribute(longformer, roberta_tokenizer, text, autocast="int8")

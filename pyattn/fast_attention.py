@@ -1,0 +1,203 @@
+"""An exact, faster Longformer self-attention for attribution.
+
+transformers' ``LongformerSelfAttention`` computes the banded scores by
+chunking queries and keys into overlapping ``2w`` blocks, padding, shifting
+("diagonalising") and masking copies of them; on a CPU that bookkeeping
+(``fill_`` and ``copy_``) costs as much as the matmuls. The same attention,
+written as blocks of ``w`` queries attending to their ``3w`` neighbouring keys
+and the global keys through ``torch.nn.functional.scaled_dot_product_attention``
+with a boolean mask, computes the same function with far fewer copies, and
+its backward comes from SDPA's own kernels.
+
+What Longformer computes (and what is reproduced here, per layer):
+
+- a local query ``i`` (not global, not padding) attends to the keys ``j``
+  with ``|i - j| <= w`` (``w`` = half the layer's window) that are neither
+  padding nor global, plus every global key, with the layer's ``query`` /
+  ``key`` / ``value`` projections;
+- a global query attends to every non-padding key with the ``*_global``
+  projections;
+- padding queries output zeros.
+
+:func:`fast_longformer_attention` swaps the forward of every Longformer
+self-attention module of a model for this one inside a ``with`` block (the
+weights and the model's class are untouched; the original forward is used
+whenever attention probabilities are asked for or the module is training).
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager, nullcontext
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["banded_self_attention", "fast_longformer_attention", "fast_attention_context", "longformer_self_attentions"]
+
+
+def longformer_self_attentions(model: torch.nn.Module) -> list:
+    """The ``LongformerSelfAttention`` modules of a model (empty for others)."""
+    from transformers.models.longformer.modeling_longformer import LongformerSelfAttention
+
+    return [m for m in model.modules() if isinstance(m, LongformerSelfAttention)]
+
+
+def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    B, N, E = x.shape
+    return x.view(B, N, heads, E // heads)
+
+
+def banded_self_attention(
+    module: torch.nn.Module,
+    hidden_states: torch.Tensor,
+    attention_mask: torch.Tensor,
+    is_index_masked: torch.Tensor,
+    is_index_global_attn: torch.Tensor,
+    is_global_attn: bool,
+) -> torch.Tensor:
+    """Longformer self-attention of one layer, as blocked banded SDPA.
+
+    Parameters
+    ----------
+    module:
+        The layer's ``LongformerSelfAttention`` (its projections are used).
+    hidden_states:
+        ``(B, N, E)``, ``N`` a multiple of the layer's window (the model pads).
+    attention_mask:
+        ``(B, N)`` as the encoder passes it: 0 local, < 0 padding, > 0 global.
+    is_index_masked, is_index_global_attn:
+        ``(B, N)`` bool, padding and global positions.
+    is_global_attn:
+        Whether any position is global.
+
+    Returns
+    -------
+    ``(B, N, E)``: the attention output before ``attention.output``, equal to
+    transformers' first output.
+    """
+    B, N, E = hidden_states.shape
+    H = module.num_heads
+    d = module.head_dim
+    w = module.one_sided_attn_window_size
+    if N % w:
+        raise ValueError(f"sequence length {N} is not a multiple of the half window {w}: Longformer pads inputs first")
+    nb = N // w
+    device = hidden_states.device
+
+    q = _heads(module.query(hidden_states) / math.sqrt(d), H)  # (B, N, H, d)
+    k = _heads(module.key(hidden_states), H)
+    v = _heads(module.value(hidden_states), H)
+
+    # queries in blocks of w: (B * nb, H, w, d)
+    q_blocks = q.view(B, nb, w, H, d).permute(0, 1, 3, 2, 4).reshape(B * nb, H, w, d)
+
+    # keys and values of block b: positions b*w - w .. b*w + 2w - 1, as strided views of a padded copy
+    def neighbours(x):
+        padded = F.pad(x, (0, 0, 0, 0, w, w))  # (B, N + 2w, H, d)
+        return padded.unfold(1, 3 * w, w).permute(0, 1, 2, 4, 3)  # (B, nb, H, 3w, d)
+
+    k_local, v_local = neighbours(k), neighbours(v)
+
+    # which keys a local query may use: in its band, inside [0, N), neither padding nor global
+    r = torch.arange(w, device=device)[:, None]
+    p = torch.arange(3 * w, device=device)[None, :]
+    in_band = (p >= r) & (p <= r + 2 * w)  # (w, 3w): |i - j| <= w
+    key_pos = torch.arange(nb, device=device)[:, None] * w - w + torch.arange(3 * w, device=device)[None, :]  # (nb, 3w)
+    in_range = (key_pos >= 0) & (key_pos < N)
+    local_key = attention_mask == 0  # (B, N): neither padding nor global
+    key_ok = F.pad(local_key, (w, w), value=False).unfold(1, 3 * w, w)  # (B, nb, 3w)
+    # padding queries: any in-range band key (their output is zeroed), so no row is empty
+    query_pad = is_index_masked.view(B, nb, w)[..., None]  # (B, nb, w, 1)
+    mask = in_band[None, None] & in_range[None, :, None, :] & (key_ok[:, :, None, :] | query_pad)  # (B, nb, w, 3w)
+
+    if is_global_attn:
+        counts = is_index_global_attn.sum(1)
+        G = int(counts.max())
+        # global positions per item, in order; missing slots point at 0 and are masked
+        order = torch.argsort((~is_index_global_attn).to(torch.int8), dim=1, stable=True)[:, :G]  # (B, G)
+        slot_ok = torch.arange(G, device=device)[None, :] < counts[:, None]  # (B, G)
+        gather = order[:, :, None, None].expand(B, G, H, d)
+        k_global = torch.gather(k, 1, gather).permute(0, 2, 1, 3)  # (B, H, G, d)
+        v_global = torch.gather(v, 1, gather).permute(0, 2, 1, 3)
+        k_blocks = torch.cat([k_global[:, None].expand(B, nb, H, G, d), k_local], dim=3)
+        v_blocks = torch.cat([v_global[:, None].expand(B, nb, H, G, d), v_local], dim=3)
+        mask = torch.cat([slot_ok[:, None, None, :].expand(B, nb, w, G), mask], dim=3)
+    else:
+        G = 0
+        k_blocks, v_blocks = k_local, v_local
+    S = G + 3 * w
+    out = F.scaled_dot_product_attention(
+        q_blocks,
+        k_blocks.reshape(B * nb, H, S, d),
+        v_blocks.reshape(B * nb, H, S, d),
+        attn_mask=mask.reshape(B * nb, 1, w, S),
+        scale=1.0,
+    )  # (B * nb, H, w, d)
+    out = out.view(B, nb, H, w, d).permute(0, 1, 3, 2, 4).reshape(B, N, E)
+    out = out.masked_fill(is_index_masked[:, :, None], 0.0)
+
+    if is_global_attn:
+        hidden_global = torch.gather(hidden_states, 1, order[:, :, None].expand(B, G, E))  # (B, G, E)
+        qg = _heads(module.query_global(hidden_global) / math.sqrt(d), H).transpose(1, 2)  # (B, H, G, d)
+        kg = _heads(module.key_global(hidden_states), H).transpose(1, 2)  # (B, H, N, d)
+        vg = _heads(module.value_global(hidden_states), H).transpose(1, 2)
+        global_out = F.scaled_dot_product_attention(qg, kg, vg, attn_mask=~is_index_masked[:, None, None, :], scale=1.0)
+        global_out = global_out.transpose(1, 2).reshape(B, G, E)
+        rows = (order + torch.arange(B, device=device)[:, None] * N)[slot_ok]  # flat (B*N) rows of the global tokens
+        out = out.reshape(B * N, E).index_copy(0, rows, global_out[slot_ok].to(out.dtype)).view(B, N, E)
+    return out
+
+
+def _fast_forward(module):
+    original = type(module).forward
+
+    def forward(hidden_states, attention_mask=None, is_index_masked=None, is_index_global_attn=None, is_global_attn=None, output_attentions=False):
+        if output_attentions or (module.training and module.dropout > 0) or attention_mask is None:
+            return original(
+                module,
+                hidden_states,
+                attention_mask=attention_mask,
+                is_index_masked=is_index_masked,
+                is_index_global_attn=is_index_global_attn,
+                is_global_attn=is_global_attn,
+                output_attentions=output_attentions,
+            )
+        return (banded_self_attention(module, hidden_states, attention_mask, is_index_masked, is_index_global_attn, bool(is_global_attn)),)
+
+    return forward
+
+
+@contextmanager
+def fast_longformer_attention(model: torch.nn.Module):
+    """Inside the block, the model's Longformer self-attention runs as
+    :func:`banded_self_attention`; outside, as before. Models without
+    Longformer attention are left alone.
+
+    Examples
+    --------
+    >>> with fast_longformer_attention(model):  # doctest: +SKIP
+    ...     logits = model(**inputs).logits
+    """
+    modules = longformer_self_attentions(model)
+    replaced = []
+    try:
+        for module in modules:
+            if "forward" in module.__dict__:
+                continue  # already replaced (nested use)
+            module.forward = _fast_forward(module)
+            replaced.append(module)
+        yield model
+    finally:
+        for module in replaced:
+            del module.forward
+
+
+def fast_attention_context(model: torch.nn.Module, enabled: bool | None):
+    """``fast_longformer_attention(model)`` when ``enabled`` (None: when the
+    model has Longformer self-attention), else a no-op context."""
+    if enabled is None:
+        enabled = bool(longformer_self_attentions(model))
+    if enabled and not longformer_self_attentions(model):
+        raise ValueError(f"fast_attention=True needs a Longformer model; {type(model).__name__} has no LongformerSelfAttention")
+    return fast_longformer_attention(model) if enabled else nullcontext()
