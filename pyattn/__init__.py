@@ -25,6 +25,7 @@ from pyattn.attention import ModelAttention, attention, attention_from_inputs
 from pyattn.importance import head_gate_importance, load_head_importance, save_head_importance, taylor_importance
 from pyattn.demo import demo_documents, load_demo
 from pyattn.explain import Explanation, attention_views, explain
+from pyattn.fast_attention import fast_longformer_attention
 from pyattn.significance import document_significance, permutation_test
 from pyattn.uncertainty import bootstrap_means, bootstrap_token_means, holm
 from pyattn.agreement import head_agreement
@@ -51,6 +52,7 @@ __all__ = [
     "demo_documents",
     "document_significance",
     "explain",
+    "fast_longformer_attention",
     "has_cuda_kernels",
     "head_agreement",
     "head_gate_importance",

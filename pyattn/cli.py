@@ -74,7 +74,7 @@ def demo(args: argparse.Namespace) -> int:
         print(f"document {number}: {len(result.tokens)} tokens, label '{document.label_name}', predicted "
               f"'{result.label_name(a.predicted_label)}' (p = {result.probability:.3f})")
         print(f"  attribution: {a.n_steps} steps, {a.model_evaluations} model evaluations, completeness error "
-              f"{a.relative_error:.2%}{'' if a.converged else ' (NOT converged: step cap reached)'}; {seconds:.1f} s in all")
+              f"{a.relative_error:.2%}{'' if a.converged else f' (NOT converged: above the tolerance of {a.tol:.2%})'}; {seconds:.1f} s in all")
         print(f"  supporting the prediction (top-{k} by signed attribution): {_names(result.supporting(k))}")
         print(f"  opposing the prediction (bottom-{k} by signed attribution): {_names(result.opposing(k))}")
         print(f"  most attention received (all layers):                  {_names(result.top_attention('all', k))}")
@@ -279,7 +279,8 @@ def attribute_command(args: argparse.Namespace) -> int:
         print(f"{summary.processed} documents attributed in {summary.seconds:.1f} s "
               f"({summary.already_done} already done, {len(summary.skipped)} skipped) -> {store.path}")
         if summary.not_converged:
-            print(f"{summary.not_converged} documents did not reach the completeness tolerance within the step cap")
+            print(f"{summary.not_converged} documents did not converge: their completeness error is above the tolerance "
+                  "(with --steps auto: at the step cap; with a fixed --steps: at that count)")
         for entry in summary.skipped[: 20 if not args.verbose else None]:
             print(f"  skipped {entry['doc_id']} (row {entry['index']}): {entry['reason']}")
     return 0

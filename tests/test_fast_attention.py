@@ -10,7 +10,7 @@ import torch
 
 import pyattn
 from pyattn.fast_attention import banded_self_attention, fast_attention_context, fast_longformer_attention
-from conftest import sample_text, tiny_classifier, tiny_longformer, tiny_tokenizer
+from testing import sample_text, tiny_classifier, tiny_longformer, tiny_tokenizer
 
 
 def _batch(dtype_model=None):
