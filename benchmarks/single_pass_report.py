@@ -66,7 +66,7 @@ def main(paths: list[str]) -> None:
 
     print("## Cost of one document\n")
     print("Median time per route; ratios against `floor_forward_backward` (one forward and one backward "
-          "pass of the target probability, no hooks) measured in the same run. `single_pass` computes all three "
+          "pass of the target probability down to the embedding output, no attention hooks) measured in the same run. `single_pass` computes all three "
           "methods at once.\n")
 
     def order(group: str):

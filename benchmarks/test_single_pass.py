@@ -3,8 +3,8 @@
 Cost, per document, against floors measured in the same run:
 - ``floor_forward``: one forward pass without gradients;
 - ``floor_forward_backward``: one forward and one backward pass of the target
-  probability (the same backward the single pass runs, parameter gradients
-  included), no hooks;
+  probability down to the embedding output (the backward the single pass
+  runs: no parameter gradients), no attention hooks;
 - ``single_pass``: all three single-pass methods (gradient x input, attention
   x gradient per layer, gradient-weighted rollout) from one forward and one
   backward pass;
@@ -43,7 +43,7 @@ import torch
 import pyattn
 from pyattn.demo import demo_documents, load_demo
 from pyattn.faithfulness import faithfulness
-from pyattn.inputs import encode, position_ids_for
+from pyattn.inputs import embedding_layer, encode, position_ids_for
 from pyattn.single_pass import single_pass, single_pass_from_inputs
 
 QUICK = bool(os.environ.get("PYATTN_BENCH_QUICK"))
@@ -118,11 +118,22 @@ def forward(model, inputs):
 
 
 def forward_backward(model, inputs):
-    logits = model(**inputs).logits
-    probability = logits.softmax(-1)[0, int(logits.argmax())]
-    probability.backward()
-    model.zero_grad(set_to_none=True)
-    return float(probability)
+    """The target probability's gradient with respect to the embedding output
+    (as a leaf: no parameter gradients), the backward the single pass runs."""
+    leaf = {}
+
+    def hook(module, args, output):
+        leaf["x"] = output.detach().requires_grad_(True)
+        return leaf["x"]
+
+    handle = embedding_layer(model).register_forward_hook(hook)
+    try:
+        logits = model(**inputs).logits
+        probability = logits.softmax(-1)[0, int(logits.argmax())]
+        (grad,) = torch.autograd.grad(probability, [leaf["x"]])
+    finally:
+        handle.remove()
+    return grad
 
 
 def single(model, inputs):

@@ -255,14 +255,9 @@ class _FullAttention:
     read directly."""
 
     @staticmethod
-    def reduce(attentions, N: int):
+    def reduce(attentions, grads, N: int):
         signed, positive = [], []
-        rollout = None
-        products = []
-        for attention in attentions:
-            if attention.grad is None:
-                raise RuntimeError("the attention probabilities got no gradient: load the model with attn_implementation=\"eager\"")
-            products.append(attention.detach().double() * attention.grad.double())  # (B, H, N, N)
+        products = [attention.detach().double() * grad.double() for attention, grad in zip(attentions, grads)]  # (B, H, N, N)
         for product in products:
             signed.append(product.mean(1).sum(1))
             positive.append(product.clamp(min=0).mean(1).sum(1))
@@ -278,6 +273,8 @@ def _check_targets(target, logits: torch.Tensor) -> torch.Tensor:
     B, C = logits.shape
     if target is None:
         return logits.argmax(-1)
+    if isinstance(target, bool) or (isinstance(target, torch.Tensor) and target.dtype == torch.bool):
+        raise ValueError(f"target must be a class index in 0..{C - 1}, got {target!r}")
     targets = torch.as_tensor(target, device=logits.device).long().reshape(-1)
     if targets.numel() == 1:
         targets = targets.expand(B)
@@ -334,6 +331,8 @@ def single_pass_from_inputs(
         kwargs["attention_mask"] = attention_mask.to(device)
     kwargs = {key: value.to(device) if isinstance(value, torch.Tensor) else value for key, value in kwargs.items()}
     longformer = is_longformer(model)
+    if not longformer and global_attention_mask is not None:
+        raise ValueError(f"global_attention_mask is for Longformer models; {type(model).__name__} has full attention")
     if longformer:
         if global_attention_mask is None:
             global_attention_mask = default_global_attention_mask(model, input_ids)
@@ -344,12 +343,18 @@ def single_pass_from_inputs(
 
     embedded: dict[str, torch.Tensor] = {}
 
-    def keep_embedding(module, args, output):
-        output = output[0] if isinstance(output, tuple) else output
-        embedded["value"] = output.detach()
-        output.register_hook(lambda grad: embedded.__setitem__("grad", grad.detach()))
+    def embedding_leaf(module, args, output):
+        # The embedding output as a leaf that requires grad: the backward pass
+        # goes from p to it and no further, so no parameter gradient is
+        # computed (or accumulated into the model's .grad), and frozen models
+        # work too.
+        if isinstance(output, tuple):
+            raise TypeError(f"the embedding layer of {type(model).__name__} returns a tuple; pyattn expects one tensor")
+        leaf = output.detach().requires_grad_(True)
+        embedded["value"] = leaf
+        return leaf
 
-    embedding_handle = embedding_layer(model).register_forward_hook(keep_embedding)
+    embedding_handle = embedding_layer(model).register_forward_hook(embedding_leaf)
     try:
         with torch.enable_grad():
             if longformer:
@@ -357,7 +362,7 @@ def single_pass_from_inputs(
                     output = model(**kwargs)
                     targets = _check_targets(target, output.logits.detach())
                     probability = output.logits.softmax(-1).gather(1, targets[:, None]).sum()
-                    probability.backward()
+                    (embedded["grad"],) = torch.autograd.grad(probability, [embedded["value"]])
                 missing = [index for index, value in enumerate(hooks.signed) if value is None]
                 if missing:
                     raise RuntimeError(f"no gradient reached the attention of layers {missing}")
@@ -366,16 +371,13 @@ def single_pass_from_inputs(
                 output = model(**kwargs)
                 if output.attentions is None or any(a is None for a in output.attentions):
                     raise ValueError(f"{type(model).__name__} returned no attention probabilities: load it with attn_implementation=\"eager\"")
-                for attention in output.attentions:
-                    attention.retain_grad()
                 targets = _check_targets(target, output.logits.detach())
                 probability = output.logits.softmax(-1).gather(1, targets[:, None]).sum()
-                probability.backward()
-                signed, positive, rollout = _FullAttention.reduce(output.attentions, N)
+                *grads, embedded["grad"] = torch.autograd.grad(probability, [*output.attentions, embedded["value"]])
+                signed, positive, rollout = _FullAttention.reduce(output.attentions, grads, N)
     finally:
         embedding_handle.remove()
-    model.zero_grad(set_to_none=True)
-    gradient_x_input = (embedded["value"].double() * embedded["grad"].double()).sum(-1)[:, :N]
+    gradient_x_input = (embedded["value"].detach().double() * embedded["grad"].double()).sum(-1)[:, :N]
     return SinglePassBatch(
         gradient_x_input=gradient_x_input.float(),
         attention_gradient=torch.stack([s.float() for s in signed]),

@@ -248,8 +248,31 @@ def test_full_attention_models(kind):
     assert_matches(got.gradient_rollout, rollout)
 
 
+def test_leaves_the_model_alone():
+    """No parameter gradient is computed or touched (a user's .grad survives),
+    frozen models work, and the model's hooks are all removed."""
+    model = tiny_longformer(windows=(4, 8), seed=0)
+    input_ids, attention_mask, global_mask, position_ids = batch_inputs(model, 16, ((0,),), pad_from=None)
+    weight = model.classifier.out_proj.weight
+    weight.grad = torch.full_like(weight, 7.0)
+    first = single_pass_from_inputs(model, input_ids, attention_mask, global_mask, target=1, position_ids=position_ids)
+    assert (weight.grad == 7.0).all()
+    assert all(p.grad is None for name, p in model.named_parameters() if "out_proj.weight" not in name)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    frozen = single_pass_from_inputs(model, input_ids, attention_mask, global_mask, target=1, position_ids=position_ids)
+    torch.testing.assert_close(frozen.gradient_rollout, first.gradient_rollout)
+    torch.testing.assert_close(frozen.gradient_x_input, first.gradient_x_input)
+    hooked = [m for m in model.modules() if m._forward_hooks or m._forward_pre_hooks]
+    assert not hooked
+
+
 def test_bad_target_is_a_clear_error():
     model = tiny_longformer(windows=(4, 8), seed=0)
     input_ids, attention_mask, global_mask, position_ids = batch_inputs(model, 16, ((0,),), pad_from=None)
     with pytest.raises(ValueError, match="target must be a class index in 0..2"):
         single_pass_from_inputs(model, input_ids, attention_mask, global_mask, target=7, position_ids=position_ids)
+    with pytest.raises(ValueError, match="target must be a class index"):
+        single_pass_from_inputs(model, input_ids, attention_mask, global_mask, target=True, position_ids=position_ids)
+    with pytest.raises(ValueError, match="global_attention_mask is for Longformer"):
+        single_pass_from_inputs(tiny_classifier("bert"), input_ids, attention_mask, global_mask)
