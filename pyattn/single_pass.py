@@ -2,7 +2,8 @@
 beside integrated gradients (which needs tens to hundreds of passes).
 
 The target is the softmax probability ``p`` of the target class, as
-:func:`pyattn.attribute` integrates it. With ``A^l_h`` the attention
+:func:`pyattn.attribute` integrates it (``output="logit"`` explains the logit
+instead, as Chefer et al.'s reference code does; below, read ``p`` as it). With ``A^l_h`` the attention
 probabilities of layer ``l``, head ``h`` (row ``i`` = query, column ``j`` =
 key) and ``G^l_h = dp / dA^l_h``:
 
@@ -283,12 +284,20 @@ def _check_targets(target, logits: torch.Tensor) -> torch.Tensor:
     return targets
 
 
+def _explained(logits: torch.Tensor, targets: torch.Tensor, output: str) -> torch.Tensor:
+    """Sum over the batch of each item's explained quantity (items are
+    independent, so each gets its own gradient)."""
+    values = logits.softmax(-1) if output == "probability" else logits
+    return values.gather(1, targets[:, None]).sum()
+
+
 def single_pass_from_inputs(
     model: torch.nn.Module,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor | None = None,
     global_attention_mask: torch.Tensor | None = None,
     target: int | torch.Tensor | None = None,
+    output: str = "probability",
     **model_kwargs: Any,
 ) -> SinglePassBatch:
     """All single-pass explanations of a batch from one forward and one
@@ -303,7 +312,12 @@ def single_pass_from_inputs(
         sequence classification).
     target:
         Class index, one per item ``(B,)``, or None for each item's predicted
-        class. The explained quantity is that class's softmax probability.
+        class.
+    output:
+        What is explained: ``"probability"`` (the target class's softmax
+        probability, as :func:`pyattn.attribute` integrates it) or
+        ``"logit"`` (its logit, as Chefer et al.'s reference code
+        differentiates it).
     model_kwargs:
         Passed to the model (e.g. ``position_ids``).
 
@@ -320,6 +334,8 @@ def single_pass_from_inputs(
     """
     from pyattn.attention import default_global_attention_mask
 
+    if output not in ("probability", "logit"):
+        raise ValueError(f'output must be "probability" or "logit", got {output!r}')
     model.eval()
     device = next(model.parameters()).device
     if input_ids.dim() == 1:
@@ -343,14 +359,14 @@ def single_pass_from_inputs(
 
     embedded: dict[str, torch.Tensor] = {}
 
-    def embedding_leaf(module, args, output):
+    def embedding_leaf(module, args, produced):
         # The embedding output as a leaf that requires grad: the backward pass
         # goes from p to it and no further, so no parameter gradient is
         # computed (or accumulated into the model's .grad), and frozen models
         # work too.
-        if isinstance(output, tuple):
+        if isinstance(produced, tuple):
             raise TypeError(f"the embedding layer of {type(model).__name__} returns a tuple; pyattn expects one tensor")
-        leaf = output.detach().requires_grad_(True)
+        leaf = produced.detach().requires_grad_(True)
         embedded["value"] = leaf
         return leaf
 
@@ -359,22 +375,22 @@ def single_pass_from_inputs(
         with torch.enable_grad():
             if longformer:
                 with _LongformerHooks(model, N, global_attention_mask) as hooks:
-                    output = model(**kwargs)
-                    targets = _check_targets(target, output.logits.detach())
-                    probability = output.logits.softmax(-1).gather(1, targets[:, None]).sum()
-                    (embedded["grad"],) = torch.autograd.grad(probability, [embedded["value"]])
+                    result = model(**kwargs)
+                    targets = _check_targets(target, result.logits.detach())
+                    explained = _explained(result.logits, targets, output)
+                    (embedded["grad"],) = torch.autograd.grad(explained, [embedded["value"]])
                 missing = [index for index, value in enumerate(hooks.signed) if value is None]
                 if missing:
                     raise RuntimeError(f"no gradient reached the attention of layers {missing}")
                 signed, positive, rollout = hooks.signed, hooks.positive, hooks.rollout
             else:
-                output = model(**kwargs)
-                if output.attentions is None or any(a is None for a in output.attentions):
+                result = model(**kwargs)
+                if result.attentions is None or any(a is None for a in result.attentions):
                     raise ValueError(f"{type(model).__name__} returned no attention probabilities: load it with attn_implementation=\"eager\"")
-                targets = _check_targets(target, output.logits.detach())
-                probability = output.logits.softmax(-1).gather(1, targets[:, None]).sum()
-                *grads, embedded["grad"] = torch.autograd.grad(probability, [*output.attentions, embedded["value"]])
-                signed, positive, rollout = _FullAttention.reduce(output.attentions, grads, N)
+                targets = _check_targets(target, result.logits.detach())
+                explained = _explained(result.logits, targets, output)
+                *grads, embedded["grad"] = torch.autograd.grad(explained, [*result.attentions, embedded["value"]])
+                signed, positive, rollout = _FullAttention.reduce(result.attentions, grads, N)
     finally:
         embedding_handle.remove()
     gradient_x_input = (embedded["value"].detach().double() * embedded["grad"].double()).sum(-1)[:, :N]
@@ -383,7 +399,7 @@ def single_pass_from_inputs(
         attention_gradient=torch.stack([s.float() for s in signed]),
         attention_gradient_positive=torch.stack([p.float() for p in positive]),
         gradient_rollout=rollout.float(),
-        logits=output.logits.detach(),
+        logits=result.logits.detach(),
         targets=targets,
     )
 
@@ -395,6 +411,7 @@ def single_pass(
     target: int | None = None,
     max_length: int | None = None,
     device=None,
+    output: str = "probability",
 ) -> SinglePass:
     """Single-pass explanations of one text, encoded as :func:`pyattn.attribute`
     encodes it (same positions, same embedding layer, same target
@@ -404,6 +421,9 @@ def single_pass(
     ----------
     target:
         Class index to explain; None explains the predicted class.
+    output:
+        ``"probability"`` (default) or ``"logit"``: see
+        :func:`single_pass_from_inputs`.
     max_length:
         Longest input in tokens, [CLS] and [SEP] included; None takes the
         model's limit.
@@ -426,7 +446,7 @@ def single_pass(
     document = encode(model, tokenizer, text, max_length).to(next(model.parameters()).device)
     kwargs = document.forward_kwargs()
     global_mask = kwargs.pop("global_attention_mask", None)
-    out = single_pass_from_inputs(model, global_attention_mask=global_mask, target=target, **kwargs)
+    out = single_pass_from_inputs(model, global_attention_mask=global_mask, target=target, output=output, **kwargs)
     probabilities = out.logits[0].float().softmax(-1).cpu().double().numpy()
     as_numpy = lambda t: t.detach().cpu().double().numpy()  # noqa: E731
     return SinglePass(

@@ -72,9 +72,9 @@ def dense_longformer(model, input_ids, attention_mask, global_attention_mask, po
     return model.classifier(hidden), embedded, layers
 
 
-def dense_methods(model, input_ids, attention_mask, global_attention_mask, position_ids, targets):
+def dense_methods(model, input_ids, attention_mask, global_attention_mask, position_ids, targets, output="probability"):
     logits, embedded, layers = dense_longformer(model, input_ids, attention_mask, global_attention_mask, position_ids)
-    logits.softmax(-1).gather(1, targets[:, None]).sum().backward()
+    (logits.softmax(-1) if output == "probability" else logits).gather(1, targets[:, None]).sum().backward()
     gxi = (embedded * embedded.grad).sum(-1)
     products = [A.detach() * A.grad for A in layers]  # (B, H, N, N)
     signed = torch.stack([p.mean(1).sum(1) for p in products])
@@ -158,6 +158,20 @@ def test_other_weights_and_globals():
     assert_matches(got.attention_gradient, signed)
     assert_matches(got.attention_gradient_positive, positive)
     assert_matches(got.gradient_rollout, rollout)
+
+
+def test_logit_output_equals_dense():
+    """output="logit" (Chefer et al.'s code differentiates the logit)."""
+    model = sharpened(tiny_longformer(windows=(4, 16, 8), seed=3))
+    double = sharpened(tiny_longformer(windows=(4, 16, 8), seed=3).double())
+    input_ids, attention_mask, global_mask, position_ids = batch_inputs(model, 37, ((0, 3, 10), (5,)), pad_from=30)
+    targets = torch.tensor([0, 2])
+    _, gxi, signed, positive, rollout = dense_methods(double, input_ids, attention_mask, global_mask, position_ids, targets, output="logit")
+    got = single_pass_from_inputs(model, input_ids, attention_mask, global_mask, target=targets, output="logit", position_ids=position_ids)
+    for value, expected in ((got.gradient_x_input, gxi), (got.attention_gradient, signed), (got.attention_gradient_positive, positive), (got.gradient_rollout, rollout)):
+        assert_matches(value, expected)
+    probability = single_pass_from_inputs(model, input_ids, attention_mask, global_mask, target=targets, position_ids=position_ids)
+    assert (probability.gradient_x_input - got.gradient_x_input).abs().max() > 1e-3  # a different quantity
 
 
 def test_band_gradient_against_explicit_loop():
@@ -274,5 +288,7 @@ def test_bad_target_is_a_clear_error():
         single_pass_from_inputs(model, input_ids, attention_mask, global_mask, target=7, position_ids=position_ids)
     with pytest.raises(ValueError, match="target must be a class index"):
         single_pass_from_inputs(model, input_ids, attention_mask, global_mask, target=True, position_ids=position_ids)
+    with pytest.raises(ValueError, match='output must be "probability" or "logit"'):
+        single_pass_from_inputs(model, input_ids, attention_mask, global_mask, output="loss", position_ids=position_ids)
     with pytest.raises(ValueError, match="global_attention_mask is for Longformer"):
         single_pass_from_inputs(tiny_classifier("bert"), input_ids, attention_mask, global_mask)
