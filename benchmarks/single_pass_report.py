@@ -49,7 +49,7 @@ def main(paths: list[str]) -> None:
           "(`benchmarks/test_single_pass.py`); do not edit by hand.\n")
     print(f"Machine: {cpu.get('brand_raw', '?')}, {cpu.get('count', '?')} cores, shared with other jobs while measured; "
           f"runs of {', '.join(run.get('datetime', '?')[:16] for run in runs)} UTC. Timer: {', '.join(timers)}"
-          + (" (CPU time of the process, all threads: other jobs' load disturbs it far less than wall time)" if timers == ["time.process_time"] else " (wall time)")
+          + (" (CPU time of the process, all threads: other jobs' load disturbs it far less than wall time)" if all("process_time" in t for t in timers) else " (wall time)")
           + ".\n")
 
     groups: dict[str, dict[str, dict]] = defaultdict(dict)
