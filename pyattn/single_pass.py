@@ -2,7 +2,8 @@
 beside integrated gradients (which needs tens to hundreds of passes).
 
 The target is the softmax probability ``p`` of the target class, as
-:func:`pyattn.attribute` integrates it. With ``A^l_h`` the attention
+:func:`pyattn.attribute` integrates it (``output="logit"`` explains the logit
+instead, as Chefer et al.'s reference code does; below, read ``p`` as it). With ``A^l_h`` the attention
 probabilities of layer ``l``, head ``h`` (row ``i`` = query, column ``j`` =
 key) and ``G^l_h = dp / dA^l_h``:
 
@@ -255,14 +256,9 @@ class _FullAttention:
     read directly."""
 
     @staticmethod
-    def reduce(attentions, N: int):
+    def reduce(attentions, grads, N: int):
         signed, positive = [], []
-        rollout = None
-        products = []
-        for attention in attentions:
-            if attention.grad is None:
-                raise RuntimeError("the attention probabilities got no gradient: load the model with attn_implementation=\"eager\"")
-            products.append(attention.detach().double() * attention.grad.double())  # (B, H, N, N)
+        products = [attention.detach().double() * grad.double() for attention, grad in zip(attentions, grads)]  # (B, H, N, N)
         for product in products:
             signed.append(product.mean(1).sum(1))
             positive.append(product.clamp(min=0).mean(1).sum(1))
@@ -278,6 +274,8 @@ def _check_targets(target, logits: torch.Tensor) -> torch.Tensor:
     B, C = logits.shape
     if target is None:
         return logits.argmax(-1)
+    if isinstance(target, bool) or (isinstance(target, torch.Tensor) and target.dtype == torch.bool):
+        raise ValueError(f"target must be a class index in 0..{C - 1}, got {target!r}")
     targets = torch.as_tensor(target, device=logits.device).long().reshape(-1)
     if targets.numel() == 1:
         targets = targets.expand(B)
@@ -286,12 +284,20 @@ def _check_targets(target, logits: torch.Tensor) -> torch.Tensor:
     return targets
 
 
+def _explained(logits: torch.Tensor, targets: torch.Tensor, output: str) -> torch.Tensor:
+    """Sum over the batch of each item's explained quantity (items are
+    independent, so each gets its own gradient)."""
+    values = logits.softmax(-1) if output == "probability" else logits
+    return values.gather(1, targets[:, None]).sum()
+
+
 def single_pass_from_inputs(
     model: torch.nn.Module,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor | None = None,
     global_attention_mask: torch.Tensor | None = None,
     target: int | torch.Tensor | None = None,
+    output: str = "probability",
     **model_kwargs: Any,
 ) -> SinglePassBatch:
     """All single-pass explanations of a batch from one forward and one
@@ -306,7 +312,12 @@ def single_pass_from_inputs(
         sequence classification).
     target:
         Class index, one per item ``(B,)``, or None for each item's predicted
-        class. The explained quantity is that class's softmax probability.
+        class.
+    output:
+        What is explained: ``"probability"`` (the target class's softmax
+        probability, as :func:`pyattn.attribute` integrates it) or
+        ``"logit"`` (its logit, as Chefer et al.'s reference code
+        differentiates it).
     model_kwargs:
         Passed to the model (e.g. ``position_ids``).
 
@@ -323,6 +334,8 @@ def single_pass_from_inputs(
     """
     from pyattn.attention import default_global_attention_mask
 
+    if output not in ("probability", "logit"):
+        raise ValueError(f'output must be "probability" or "logit", got {output!r}')
     model.eval()
     device = next(model.parameters()).device
     if input_ids.dim() == 1:
@@ -334,6 +347,8 @@ def single_pass_from_inputs(
         kwargs["attention_mask"] = attention_mask.to(device)
     kwargs = {key: value.to(device) if isinstance(value, torch.Tensor) else value for key, value in kwargs.items()}
     longformer = is_longformer(model)
+    if not longformer and global_attention_mask is not None:
+        raise ValueError(f"global_attention_mask is for Longformer models; {type(model).__name__} has full attention")
     if longformer:
         if global_attention_mask is None:
             global_attention_mask = default_global_attention_mask(model, input_ids)
@@ -344,44 +359,47 @@ def single_pass_from_inputs(
 
     embedded: dict[str, torch.Tensor] = {}
 
-    def keep_embedding(module, args, output):
-        output = output[0] if isinstance(output, tuple) else output
-        embedded["value"] = output.detach()
-        output.register_hook(lambda grad: embedded.__setitem__("grad", grad.detach()))
+    def embedding_leaf(module, args, produced):
+        # The embedding output as a leaf that requires grad: the backward pass
+        # goes from p to it and no further, so no parameter gradient is
+        # computed (or accumulated into the model's .grad), and frozen models
+        # work too.
+        if isinstance(produced, tuple):
+            raise TypeError(f"the embedding layer of {type(model).__name__} returns a tuple; pyattn expects one tensor")
+        leaf = produced.detach().requires_grad_(True)
+        embedded["value"] = leaf
+        return leaf
 
-    embedding_handle = embedding_layer(model).register_forward_hook(keep_embedding)
+    embedding_handle = embedding_layer(model).register_forward_hook(embedding_leaf)
     try:
         with torch.enable_grad():
             if longformer:
                 with _LongformerHooks(model, N, global_attention_mask) as hooks:
-                    output = model(**kwargs)
-                    targets = _check_targets(target, output.logits.detach())
-                    probability = output.logits.softmax(-1).gather(1, targets[:, None]).sum()
-                    probability.backward()
+                    result = model(**kwargs)
+                    targets = _check_targets(target, result.logits.detach())
+                    explained = _explained(result.logits, targets, output)
+                    (embedded["grad"],) = torch.autograd.grad(explained, [embedded["value"]])
                 missing = [index for index, value in enumerate(hooks.signed) if value is None]
                 if missing:
                     raise RuntimeError(f"no gradient reached the attention of layers {missing}")
                 signed, positive, rollout = hooks.signed, hooks.positive, hooks.rollout
             else:
-                output = model(**kwargs)
-                if output.attentions is None or any(a is None for a in output.attentions):
+                result = model(**kwargs)
+                if result.attentions is None or any(a is None for a in result.attentions):
                     raise ValueError(f"{type(model).__name__} returned no attention probabilities: load it with attn_implementation=\"eager\"")
-                for attention in output.attentions:
-                    attention.retain_grad()
-                targets = _check_targets(target, output.logits.detach())
-                probability = output.logits.softmax(-1).gather(1, targets[:, None]).sum()
-                probability.backward()
-                signed, positive, rollout = _FullAttention.reduce(output.attentions, N)
+                targets = _check_targets(target, result.logits.detach())
+                explained = _explained(result.logits, targets, output)
+                *grads, embedded["grad"] = torch.autograd.grad(explained, [*result.attentions, embedded["value"]])
+                signed, positive, rollout = _FullAttention.reduce(result.attentions, grads, N)
     finally:
         embedding_handle.remove()
-    model.zero_grad(set_to_none=True)
-    gradient_x_input = (embedded["value"].double() * embedded["grad"].double()).sum(-1)[:, :N]
+    gradient_x_input = (embedded["value"].detach().double() * embedded["grad"].double()).sum(-1)[:, :N]
     return SinglePassBatch(
         gradient_x_input=gradient_x_input.float(),
         attention_gradient=torch.stack([s.float() for s in signed]),
         attention_gradient_positive=torch.stack([p.float() for p in positive]),
         gradient_rollout=rollout.float(),
-        logits=output.logits.detach(),
+        logits=result.logits.detach(),
         targets=targets,
     )
 
@@ -393,6 +411,7 @@ def single_pass(
     target: int | None = None,
     max_length: int | None = None,
     device=None,
+    output: str = "probability",
 ) -> SinglePass:
     """Single-pass explanations of one text, encoded as :func:`pyattn.attribute`
     encodes it (same positions, same embedding layer, same target
@@ -402,6 +421,9 @@ def single_pass(
     ----------
     target:
         Class index to explain; None explains the predicted class.
+    output:
+        ``"probability"`` (default) or ``"logit"``: see
+        :func:`single_pass_from_inputs`.
     max_length:
         Longest input in tokens, [CLS] and [SEP] included; None takes the
         model's limit.
@@ -424,7 +446,7 @@ def single_pass(
     document = encode(model, tokenizer, text, max_length).to(next(model.parameters()).device)
     kwargs = document.forward_kwargs()
     global_mask = kwargs.pop("global_attention_mask", None)
-    out = single_pass_from_inputs(model, global_attention_mask=global_mask, target=target, **kwargs)
+    out = single_pass_from_inputs(model, global_attention_mask=global_mask, target=target, output=output, **kwargs)
     probabilities = out.logits[0].float().softmax(-1).cpu().double().numpy()
     as_numpy = lambda t: t.detach().cpu().double().numpy()  # noqa: E731
     return SinglePass(

@@ -72,9 +72,9 @@ def dense_longformer(model, input_ids, attention_mask, global_attention_mask, po
     return model.classifier(hidden), embedded, layers
 
 
-def dense_methods(model, input_ids, attention_mask, global_attention_mask, position_ids, targets):
+def dense_methods(model, input_ids, attention_mask, global_attention_mask, position_ids, targets, output="probability"):
     logits, embedded, layers = dense_longformer(model, input_ids, attention_mask, global_attention_mask, position_ids)
-    logits.softmax(-1).gather(1, targets[:, None]).sum().backward()
+    (logits.softmax(-1) if output == "probability" else logits).gather(1, targets[:, None]).sum().backward()
     gxi = (embedded * embedded.grad).sum(-1)
     products = [A.detach() * A.grad for A in layers]  # (B, H, N, N)
     signed = torch.stack([p.mean(1).sum(1) for p in products])
@@ -158,6 +158,20 @@ def test_other_weights_and_globals():
     assert_matches(got.attention_gradient, signed)
     assert_matches(got.attention_gradient_positive, positive)
     assert_matches(got.gradient_rollout, rollout)
+
+
+def test_logit_output_equals_dense():
+    """output="logit" (Chefer et al.'s code differentiates the logit)."""
+    model = sharpened(tiny_longformer(windows=(4, 16, 8), seed=3))
+    double = sharpened(tiny_longformer(windows=(4, 16, 8), seed=3).double())
+    input_ids, attention_mask, global_mask, position_ids = batch_inputs(model, 37, ((0, 3, 10), (5,)), pad_from=30)
+    targets = torch.tensor([0, 2])
+    _, gxi, signed, positive, rollout = dense_methods(double, input_ids, attention_mask, global_mask, position_ids, targets, output="logit")
+    got = single_pass_from_inputs(model, input_ids, attention_mask, global_mask, target=targets, output="logit", position_ids=position_ids)
+    for value, expected in ((got.gradient_x_input, gxi), (got.attention_gradient, signed), (got.attention_gradient_positive, positive), (got.gradient_rollout, rollout)):
+        assert_matches(value, expected)
+    probability = single_pass_from_inputs(model, input_ids, attention_mask, global_mask, target=targets, position_ids=position_ids)
+    assert (probability.gradient_x_input - got.gradient_x_input).abs().max() > 1e-3  # a different quantity
 
 
 def test_band_gradient_against_explicit_loop():
@@ -248,8 +262,33 @@ def test_full_attention_models(kind):
     assert_matches(got.gradient_rollout, rollout)
 
 
+def test_leaves_the_model_alone():
+    """No parameter gradient is computed or touched (a user's .grad survives),
+    frozen models work, and the model's hooks are all removed."""
+    model = tiny_longformer(windows=(4, 8), seed=0)
+    input_ids, attention_mask, global_mask, position_ids = batch_inputs(model, 16, ((0,),), pad_from=None)
+    weight = model.classifier.out_proj.weight
+    weight.grad = torch.full_like(weight, 7.0)
+    first = single_pass_from_inputs(model, input_ids, attention_mask, global_mask, target=1, position_ids=position_ids)
+    assert (weight.grad == 7.0).all()
+    assert all(p.grad is None for name, p in model.named_parameters() if "out_proj.weight" not in name)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    frozen = single_pass_from_inputs(model, input_ids, attention_mask, global_mask, target=1, position_ids=position_ids)
+    torch.testing.assert_close(frozen.gradient_rollout, first.gradient_rollout)
+    torch.testing.assert_close(frozen.gradient_x_input, first.gradient_x_input)
+    hooked = [m for m in model.modules() if m._forward_hooks or m._forward_pre_hooks]
+    assert not hooked
+
+
 def test_bad_target_is_a_clear_error():
     model = tiny_longformer(windows=(4, 8), seed=0)
     input_ids, attention_mask, global_mask, position_ids = batch_inputs(model, 16, ((0,),), pad_from=None)
     with pytest.raises(ValueError, match="target must be a class index in 0..2"):
         single_pass_from_inputs(model, input_ids, attention_mask, global_mask, target=7, position_ids=position_ids)
+    with pytest.raises(ValueError, match="target must be a class index"):
+        single_pass_from_inputs(model, input_ids, attention_mask, global_mask, target=True, position_ids=position_ids)
+    with pytest.raises(ValueError, match='output must be "probability" or "logit"'):
+        single_pass_from_inputs(model, input_ids, attention_mask, global_mask, output="loss", position_ids=position_ids)
+    with pytest.raises(ValueError, match="global_attention_mask is for Longformer"):
+        single_pass_from_inputs(tiny_classifier("bert"), input_ids, attention_mask, global_mask)
