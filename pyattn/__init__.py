@@ -26,6 +26,7 @@ from pyattn.importance import head_gate_importance, load_head_importance, save_h
 from pyattn.demo import demo_documents, load_demo
 from pyattn.explain import Explanation, attention_views, explain
 from pyattn.fast_attention import fast_longformer_attention
+from pyattn.single_pass import SinglePass, single_pass, single_pass_from_inputs
 from pyattn.significance import document_significance, permutation_test
 from pyattn.uncertainty import bootstrap_means, bootstrap_token_means, holm
 from pyattn.agreement import head_agreement
@@ -37,6 +38,7 @@ __all__ = [
     "Attribution",
     "DenseTooLarge",
     "Explanation",
+    "SinglePass",
     "ModelAttention",
     "attention",
     "attention_from_inputs",
@@ -63,6 +65,8 @@ __all__ = [
     "load_head_importance",
     "permutation_test",
     "save_head_importance",
+    "single_pass",
+    "single_pass_from_inputs",
     "taylor_importance",
     "__version__",
 ]

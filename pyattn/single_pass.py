@@ -49,7 +49,6 @@ N`` matrix is built. Full-attention models (BERT, RoBERTa; load them with
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
