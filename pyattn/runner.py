@@ -476,15 +476,24 @@ def store_shape(store: ResultsStore) -> tuple[int, int] | None:
     return shape[0], shape[1]
 
 
-def compare_results(store: ResultsStore, head_importance=None, ranges=(), masks=("no_special", "alphabetic", "no_stopwords"), special_tokens=(), progress: bool = True):
+def compare_results(store: ResultsStore, head_importance=None, ranges=(), masks=("no_special", "alphabetic", "no_stopwords"), special_tokens=(), progress: bool = True,
+                    n_boot: int = 2000, head_map: bool = True, head_map_perm: int | None = None):
     """Similarity of every stored document's attributions to its attention
     received: final layer, all layers, each 0-based inclusive layer range
     ``(first, last)``, and the same scaled by ``head_importance`` ``(L, H)``
     when given; for each mask.
 
-    Writes ``metrics.parquet`` (per document), ``metrics_summary.csv`` (means
-    per attention choice x mask), ``tokens.parquet`` / ``tokens.csv`` (token
-    types across the dataset) into the store and returns
+    Writes into the store ``metrics.parquet`` (per document),
+    ``metrics_summary.csv`` (means per attention choice x mask),
+    ``metrics_intervals.csv`` (each mean with its bootstrap 95% interval over
+    documents, :func:`pyattn.bootstrap_means`, ``n_boot`` resamples),
+    ``tokens.parquet`` / ``tokens.csv`` (token types across the dataset) and,
+    with ``head_map``, ``head_agreement.csv`` / ``head_agreement.png``: per
+    layer x head, the mean Spearman of that head's attention received with
+    |attribution| (special tokens held in place), its interval, a
+    dataset-level circular-shift permutation p-value and its Holm correction
+    (:func:`pyattn.head_agreement`; ``head_map_perm`` draws, default enough
+    for Holm over all heads), beside head importance when given. Returns
     ``(per_document, summary, tokens)``."""
     import numpy as np
     from tqdm.auto import tqdm
@@ -496,7 +505,7 @@ def compare_results(store: ResultsStore, head_importance=None, ranges=(), masks=
     if records.empty:
         raise DataError(f"{store.path} holds no results yet: run `pyattn attribute` first")
     weights = None if head_importance is None else np.asarray(head_importance, dtype=np.float64)
-    tables, ids, token_docs = [], [], []
+    tables, ids, token_docs, heads_input, special_masks = [], [], [], [], []
     for _, record in tqdm(records.iterrows(), total=len(records), desc="comparing", unit="doc", disable=not progress):
         per_head = stored_attention(record)
         if weights is not None and weights.shape != per_head.shape[:2]:
@@ -508,10 +517,25 @@ def compare_results(store: ResultsStore, head_importance=None, ranges=(), masks=
         tables.append(compare(scores, _choices(per_head, weights, ranges), tokens, special_tokens=special_tokens, masks=masks))
         ids.append(record["doc_id"])
         token_docs.append((tokens, scores))
+        if head_map:
+            special = set(special_tokens)
+            heads_input.append((scores, per_head))
+            special_masks.append(np.array([t in special for t in tokens]))
     per_document, summary = dataset_similarity(tables, ids)
     tokens_table = dataset_token_table(token_docs)
     export_table(per_document, os.path.join(store.path, "metrics.parquet"))
     export_table(summary, os.path.join(store.path, "metrics_summary.csv"))
+    from pyattn.uncertainty import bootstrap_means
+
+    export_table(bootstrap_means(per_document, n_boot=n_boot), os.path.join(store.path, "metrics_intervals.csv"))
+    if head_map:
+        from pyattn.agreement import head_agreement
+        from pyattn.report.agreement_plots import head_agreement_png
+
+        agreement = head_agreement(heads_input, special_masks=special_masks, n_perm=head_map_perm, n_boot=n_boot)
+        export_table(agreement, os.path.join(store.path, "head_agreement.csv"))
+        with open(os.path.join(store.path, "head_agreement.png"), "wb") as image:
+            image.write(head_agreement_png(agreement, head_importance=weights))
     export_table(tokens_table, os.path.join(store.path, "tokens.parquet"))
     export_table(tokens_table, os.path.join(store.path, "tokens.csv"))
     return per_document, summary, tokens_table

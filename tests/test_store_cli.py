@@ -155,6 +155,15 @@ def test_compare_importance_and_report_commands(uninterrupted, data_csv, tmp_pat
     docs = per_document[(per_document.attention == "final") & (per_document["mask"] == "no_special")]
     assert one["spearman_rho_mean"] == pytest.approx(docs["spearman_rho"].mean())
     assert pd.read_csv(store_dir / "tokens.csv")["sum"].is_monotonic_decreasing
+    # every mean comes with a bootstrap interval around it
+    intervals = pd.read_csv(store_dir / "metrics_intervals.csv")
+    row = intervals[(intervals.attention == "final") & (intervals["mask"] == "no_special") & (intervals.metric == "spearman_rho")].iloc[0]
+    assert row["mean"] == pytest.approx(docs["spearman_rho"].mean()) and row["ci_low"] <= row["mean"] <= row["ci_high"]
+    # the head map: one row per layer x head, numbered from 0, Holm never below the raw p-value
+    heads = pd.read_csv(store_dir / "head_agreement.csv")
+    assert sorted(zip(heads["layer"], heads["head"])) == [(layer, head) for layer in range(3) for head in range(4)]
+    assert (heads["p_holm"] >= heads["p_value"] - 1e-12).all() and heads["p_value"].between(0, 1).all()
+    assert (store_dir / "head_agreement.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["report", "--results", str(store_dir), "--quiet"]) == 0
     index = (store_dir / "reports" / "index.html").read_text()
     assert index.count("<a href=") == 10
