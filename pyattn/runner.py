@@ -347,10 +347,26 @@ class RunProgress:
         self.done = 0
         self.bar = tqdm(total=int(sum(sizes)), desc=desc, unit="tok", unit_scale=True, disable=not enabled, dynamic_ncols=True)
         self.bar.set_postfix_str(f"0/{self.documents} docs")
+        self.shown = 0  # tokens of the current document already shown
+
+    def within(self, tokens: int):
+        """A callback for :func:`pyattn.attribute`'s ``on_progress(done,
+        planned)``: moves the bar through the current document as its
+        integration nodes are evaluated (up to 95% of its tokens: a further
+        refinement may follow)."""
+
+        def on_progress(done: int, planned: int) -> None:
+            target = int(tokens * min(0.95, done / max(planned, 1)))
+            if target > self.shown:
+                self.bar.update(target - self.shown)
+                self.shown = target
+
+        return on_progress
 
     def update(self, tokens: int) -> None:
         self.done += 1
-        self.bar.update(int(tokens))
+        self.bar.update(int(tokens) - self.shown)
+        self.shown = 0
         self.bar.set_postfix_str(f"{self.done}/{self.documents} docs")
 
     def close(self) -> None:
@@ -402,7 +418,7 @@ def run_attribution(
     bar = RunProgress(sizes, progress)
     try:
         for document, size in zip(todo, sizes):
-            record = process_document(model, tokenizer, document, attribute_kwargs, names)
+            record = process_document(model, tokenizer, document, dict(attribute_kwargs, on_progress=bar.within(size)), names)
             writer.add(record)
             summary.processed += 1
             summary.not_converged += not record["converged"]

@@ -186,3 +186,25 @@ def test_jsonl_and_parquet_inputs(tmp_path):
     pd.DataFrame({"key": ["a", "a"], "text": ["x", "y"]}).to_csv(tmp_path / "dup.csv", index=False)
     with pytest.raises(DataError, match="not unique"):
         load_documents(str(tmp_path / "dup.csv"), label_column=None, id_column="key")
+
+
+def test_progress_moves_within_a_document():
+    """The token bar advances as a document's integration nodes are evaluated,
+    never past the document before it is finished, and lands exactly on the
+    total."""
+    from pyattn.runner import RunProgress
+
+    bar = RunProgress([100, 50], enabled=True)
+    callback = bar.within(100)
+    callback(3, 9)
+    assert bar.bar.n == 33
+    callback(2, 9)  # never backwards
+    assert bar.bar.n == 33
+    callback(9, 9)  # all planned nodes done: a refinement may still follow
+    assert bar.bar.n == 95
+    bar.update(100)
+    assert bar.bar.n == 100
+    bar.within(50)(17, 17)
+    bar.update(50)
+    assert bar.bar.n == 150 and bar.done == 2
+    bar.close()
