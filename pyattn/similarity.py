@@ -36,6 +36,7 @@ Fixed from the original notebooks (``../shared/reference/``):
 from __future__ import annotations
 
 import math
+import warnings
 from fractions import Fraction
 from functools import lru_cache
 from typing import Mapping, Sequence
@@ -201,7 +202,9 @@ def similarity(
     top_a, top_b = set(top_positions(a_used, top_percent)), set(top_positions(r, top_percent))
 
     def quietly(fn, *args):
-        with np.errstate(all="ignore"):
+        # A constant vector has no correlation: NaN, without scipy's warning.
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", stats.ConstantInputWarning)
             try:
                 value = fn(*args)
             except ValueError:
