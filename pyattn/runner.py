@@ -579,8 +579,9 @@ def report_results(store: ResultsStore, out: str | None = None, head_importance=
     from tqdm.auto import tqdm
 
     from pyattn.report import document_report, index_report
-    from pyattn.similarity import similarity
+    from pyattn.similarity import compare
 
+    mask = "no_special" if special_tokens else "all"
     out = out or os.path.join(store.path, "reports")
     check_report_dir(out)
     records = store.records()
@@ -612,8 +613,28 @@ def report_results(store: ResultsStore, out: str | None = None, head_importance=
             facts={"label": label, "predicted": predicted, "steps": record["n_steps"], "completeness error": f"{record['relative_error']:.2%}"},
             special_tokens=special_tokens, per_layer=list(per_head.sum(1)), per_head=per_head[-1], head_importance=head_importance,
         )
-        metrics = similarity(scores, choices["all"])
+        # The index uses the same masks as `compare` and says which.
+        table = compare(scores, choices, list(record["tokens"]), special_tokens=special_tokens, masks=[mask]).set_index("attention")
         rows.append({"document": str(record["doc_id"]), "report": name, "label": label, "predicted": predicted,
                      "tokens": len(scores), "steps": int(record["n_steps"]),
-                     "spearman, final": similarity(scores, choices["final"])["spearman_rho"], "spearman, all": metrics["spearman_rho"]})
-    return index_report(os.path.join(out, "index.html"), pd.DataFrame(rows), title=f"pyattn results: {store.manifest().get('model')}")
+                     f"spearman, final ({mask})": table.loc["final", "spearman_rho"],
+                     f"spearman, all ({mask})": table.loc["all", "spearman_rho"]})
+    notes = [f"Spearman of |attribution| with attention received, over the tokens of mask '{mask}'"
+             + (" (special tokens dropped)." if mask == "no_special" else " (no special tokens known: all tokens).")]
+    images = []
+    metrics_file = os.path.join(store.path, "metrics.parquet")
+    if os.path.exists(metrics_file):  # written by `pyattn compare`
+        from pyattn.report.plots import metric_distributions_png
+
+        per_document = pd.read_parquet(metrics_file)
+        shown = mask if mask in set(per_document["mask"]) else None
+        images.append((f"Each metric across documents (from `pyattn compare`, mask {shown or 'as stored'})",
+                       metric_distributions_png(per_document, mask=shown)))
+    agreement_file = os.path.join(store.path, "head_agreement.png")
+    if os.path.exists(agreement_file):
+        with open(agreement_file, "rb") as image:
+            images.append(("Agreement per layer x head (from `pyattn compare`; dots: Holm-significant at 0.05)", image.read()))
+    else:
+        notes.append("Run `pyattn compare` on this store for metric distributions, intervals and the head agreement map.")
+    return index_report(os.path.join(out, "index.html"), pd.DataFrame(rows), title=f"pyattn results: {store.manifest().get('model')}",
+                        notes=notes, images=images)

@@ -167,6 +167,9 @@ def test_compare_importance_and_report_commands(uninterrupted, data_csv, tmp_pat
     assert main(["report", "--results", str(store_dir), "--quiet"]) == 0
     index = (store_dir / "reports" / "index.html").read_text()
     assert index.count("<a href=") == 10
+    # the index names its mask, as compare does, and shows the distributions and the head map
+    assert "spearman, final (no_special)" in index and "mask &#39;no_special&#39;" in index
+    assert index.count("data:image/png;base64,") == 2 and "Agreement per layer x head" in index
     assert main(["compare", "--results", str(tmp_path / "nowhere")]) == 2
     assert "is not a pyattn results store" in capsys.readouterr().err
 

@@ -228,14 +228,18 @@ th { background: #f3f3f3; } td.text { text-align: left; }
 <table><tr>{% for column in columns %}<th>{{ column }}</th>{% endfor %}</tr>
 {% for row in rows %}<tr>{% for cell, link, is_text in row %}<td class="{{ 'text' if is_text else '' }}">{% if link %}<a href="{{ link }}">{{ cell }}</a>{% else %}{{ cell }}{% endif %}</td>{% endfor %}</tr>
 {% endfor %}</table>
+{% for alt, data in images %}<h2>{{ alt }}</h2><img alt="{{ alt }}" style="max-width: 90%" src="data:image/png;base64,{{ data }}">{% endfor %}
 </body></html>
 """
 
 
-def index_report(path: str | os.PathLike, table, link_column: str = "report", title: str = "pyattn results", notes: Sequence[str] = ()) -> str:
+def index_report(path: str | os.PathLike, table, link_column: str = "report", title: str = "pyattn results", notes: Sequence[str] = (),
+                 images: Sequence[tuple[str, bytes]] = ()) -> str:
     """A summary page for a set of documents: one row per document of
     ``table`` (a pandas DataFrame); ``link_column`` holds each document
-    report's relative path and becomes a link on the first column."""
+    report's relative path and becomes a link on the first column.
+    ``images``: (heading, PNG bytes) pairs shown below the table (e.g. metric
+    distributions across documents, the head agreement map)."""
     import jinja2
 
     columns = [c for c in table.columns if c != link_column]
@@ -248,7 +252,10 @@ def index_report(path: str | os.PathLike, table, link_column: str = "report", ti
             is_text = isinstance(value, str) and not value.rstrip("%").replace(".", "", 1).lstrip("-").isdigit()
             cells.append((text, record[link_column] if position == 0 and link_column in table.columns else None, is_text))
         rows.append(cells)
-    html = jinja2.Environment(autoescape=True).from_string(_INDEX).render(title=title, notes=list(notes), columns=columns, rows=rows)
+    html = jinja2.Environment(autoescape=True).from_string(_INDEX).render(
+        title=title, notes=list(notes), columns=columns, rows=rows,
+        images=[(alt, base64.b64encode(data).decode()) for alt, data in images],
+    )
     path = os.fspath(path)
     if os.path.dirname(path):
         os.makedirs(os.path.dirname(path), exist_ok=True)

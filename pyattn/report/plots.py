@@ -8,7 +8,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["scatter_png", "per_layer_png", "head_importance_png", "per_head_png"]
+__all__ = ["scatter_png", "per_layer_png", "head_importance_png", "per_head_png", "metric_distributions_png"]
 
 
 def _figure(width: float = 5.0, height: float = 3.6):
@@ -74,4 +74,27 @@ def per_head_png(per_head: np.ndarray, layer_name: str = "final layer") -> bytes
     ax.set_ylabel("head")
     ax.set_title(f"attention received per head, {layer_name}")
     fig.colorbar(image, ax=ax)
+    return _png(fig)
+
+
+def metric_distributions_png(per_document, metrics: Sequence[str] = ("spearman_rho", "kendall_tau", "cosine_minmax", "rbo"), mask: str | None = None) -> bytes:
+    """Box plots of each metric across documents, one box per attention
+    choice, from :func:`pyattn.similarity.dataset_similarity`'s per-document
+    table (restricted to one ``mask`` when given)."""
+    frame = per_document if mask is None else per_document[per_document["mask"] == mask]
+    metrics = [m for m in metrics if m in frame.columns]
+    views = list(dict.fromkeys(frame["attention"]))
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, max(1, len(metrics)), figsize=(3.2 * max(1, len(metrics)), 3.6), dpi=110, squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        data = [frame[frame["attention"] == view][metric].dropna().to_numpy() for view in views]
+        ax.boxplot(data, showmeans=True)
+        ax.set_xticks(range(1, len(views) + 1), views, rotation=45, ha="right", fontsize=7)
+        ax.axhline(0, color="#999", linewidth=0.8)
+        ax.set_title(metric, fontsize=9)
+    fig.suptitle(f"across documents{'' if mask is None else f' (mask {mask})'}", fontsize=9)
     return _png(fig)
