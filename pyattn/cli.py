@@ -335,13 +335,15 @@ def compare_command(args: argparse.Namespace) -> int:
         store, shape, importance = _store_and_importance(args)
         ranges = parse_layer_ranges(args.layers, shape[0])
         special = _special_tokens(store.manifest().get("tokenizer", ""))
-        per_document, summary, tokens = compare_results(store, importance, ranges, special_tokens=special, progress=not args.quiet)
+        per_document, summary, tokens = compare_results(store, importance, ranges, special_tokens=special, progress=not args.quiet,
+                                                        significance=args.significance)
     except (DataError, StoreError, ValueError, FileNotFoundError, _Refused) as error:
         return _fail(str(error))
     if not args.quiet:
         columns = ["attention", "mask", "documents", "spearman_rho_mean", "kendall_tau_mean", "cosine_minmax_mean", "jaccard_top_mean"]
         print(summary[[c for c in columns if c in summary.columns]].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-        print(f"\nwrote metrics.parquet, metrics_summary.csv, tokens.parquet, tokens.csv to {store.path}")
+        print(f"\nwrote metrics.parquet{' (with p-values)' if args.significance else ''}, metrics_summary.csv, metrics_intervals.csv, "
+              f"head_agreement.csv/.png, tokens.parquet, tokens.csv, tokens_intervals.csv to {store.path}")
     return 0
 
 
@@ -446,6 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare_parser.add_argument("--results", required=True, help="a results directory written by `pyattn attribute`")
     compare_parser.add_argument("--head-importance", help="(L, H) head importance (.pt or .npy) for the scaled choices")
     compare_parser.add_argument("--layers", help="layer ranges to compare too, numbered from 0 (-1 the last), inclusive, e.g. 0-5,6-11 or --layers=-3--1")
+    compare_parser.add_argument("--significance", type=_positive_int("--significance", 0), default=0,
+                                help="permutations for per-document p-values of every metric (circular-shift null; "
+                                     "0, the default, skips them; 999 gives p down to 0.001)")
     compare_parser.add_argument("--quiet", action="store_true")
     compare_parser.set_defaults(run=compare_command)
 

@@ -493,7 +493,7 @@ def store_shape(store: ResultsStore) -> tuple[int, int] | None:
 
 
 def compare_results(store: ResultsStore, head_importance=None, ranges=(), masks=("no_special", "alphabetic", "no_stopwords"), special_tokens=(), progress: bool = True,
-                    n_boot: int = 2000, head_map: bool = True, head_map_perm: int | None = None):
+                    n_boot: int = 2000, head_map: bool = True, head_map_perm: int | None = None, significance: int = 0):
     """Similarity of every stored document's attributions to its attention
     received: final layer, all layers, each 0-based inclusive layer range
     ``(first, last)``, and the same scaled by ``head_importance`` ``(L, H)``
@@ -509,7 +509,12 @@ def compare_results(store: ResultsStore, head_importance=None, ranges=(), masks=
     |attribution| (special tokens held in place), its interval, a
     dataset-level circular-shift permutation p-value and its Holm correction
     (:func:`pyattn.head_agreement`; ``head_map_perm`` draws, default enough
-    for Holm over all heads), beside head importance when given. Returns
+    for Holm over all heads), beside head importance when given;
+    ``tokens_intervals.csv``: bootstrap intervals of the token table's means
+    (:func:`pyattn.bootstrap_token_means`). With ``significance`` > 0,
+    ``metrics.parquet`` also holds ``p_<metric>`` columns: each document's
+    one-sided permutation p-value (circular-shift null, ``significance``
+    draws; the mask's tokens only, as the metric). Returns
     ``(per_document, summary, tokens)``."""
     import numpy as np
     from tqdm.auto import tqdm
@@ -530,7 +535,11 @@ def compare_results(store: ResultsStore, head_importance=None, ranges=(), masks=
         if not np.isfinite(scores).all():
             raise DataError(f"document {record['doc_id']!r} has non-finite attribution scores in the store")
         tokens = list(record["tokens"])
-        tables.append(compare(scores, _choices(per_head, weights, ranges), tokens, special_tokens=special_tokens, masks=masks))
+        choices = _choices(per_head, weights, ranges)
+        table = compare(scores, choices, tokens, special_tokens=special_tokens, masks=masks)
+        if significance:
+            table = _with_p_values(table, scores, choices, tokens, special_tokens, significance)
+        tables.append(table)
         ids.append(record["doc_id"])
         token_docs.append((tokens, scores))
         if head_map:
@@ -541,9 +550,10 @@ def compare_results(store: ResultsStore, head_importance=None, ranges=(), masks=
     tokens_table = dataset_token_table(token_docs)
     export_table(per_document, os.path.join(store.path, "metrics.parquet"))
     export_table(summary, os.path.join(store.path, "metrics_summary.csv"))
-    from pyattn.uncertainty import bootstrap_means
+    from pyattn.uncertainty import bootstrap_means, bootstrap_token_means
 
     export_table(bootstrap_means(per_document, n_boot=n_boot), os.path.join(store.path, "metrics_intervals.csv"))
+    export_table(bootstrap_token_means(token_docs, n_boot=n_boot), os.path.join(store.path, "tokens_intervals.csv"))
     if head_map:
         from pyattn.agreement import head_agreement
         from pyattn.report.agreement_plots import head_agreement_png
@@ -555,6 +565,29 @@ def compare_results(store: ResultsStore, head_importance=None, ranges=(), masks=
     export_table(tokens_table, os.path.join(store.path, "tokens.parquet"))
     export_table(tokens_table, os.path.join(store.path, "tokens.csv"))
     return per_document, summary, tokens_table
+
+
+def _with_p_values(table, scores, choices, tokens, special_tokens, n_perm: int):
+    """``table`` (one document's :func:`pyattn.similarity.compare` rows) with a
+    ``p_<metric>`` column per metric: the permutation p-value of that row's
+    attention choice over that row's mask."""
+    import numpy as np
+
+    from pyattn.significance import permutation_test
+    from pyattn.similarity import METRICS, token_masks
+
+    masks = token_masks(tokens, special_tokens)
+    table = table.copy()
+    for column in METRICS:
+        table[f"p_{column}"] = np.nan
+    for index, row in table.iterrows():
+        keep = masks[row["mask"]]
+        if keep.sum() < 3:
+            continue
+        result = permutation_test(scores[keep], np.asarray(choices[row["attention"]])[keep], n_perm=n_perm).set_index("metric")["p_value"]
+        for metric, p in result.items():
+            table.loc[index, f"p_{metric}"] = p
+    return table
 
 
 REPORT_MARKER = ".pyattn-report"

@@ -164,6 +164,23 @@ def test_compare_importance_and_report_commands(uninterrupted, data_csv, tmp_pat
     assert sorted(zip(heads["layer"], heads["head"])) == [(layer, head) for layer in range(3) for head in range(4)]
     assert (heads["p_holm"] >= heads["p_value"] - 1e-12).all() and heads["p_value"].between(0, 1).all()
     assert (store_dir / "head_agreement.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    token_intervals = pd.read_csv(store_dir / "tokens_intervals.csv")
+    assert (token_intervals["mean_over_all_documents_low"] <= token_intervals["mean_over_all_documents"] + 1e-12).all()
+    # per-document p-values on request: each equals the permutation test run on that document directly
+    assert main(["compare", "--results", str(store_dir), "--significance", "19", "--quiet"]) == 0
+    with_p = pd.read_parquet(store_dir / "metrics.parquet")
+    assert with_p["p_spearman_rho"].between(1 / 20, 1).all()
+    from pyattn.cli import _special_tokens
+    from pyattn.runner import stored_attention
+    from pyattn.significance import permutation_test
+    from pyattn.similarity import token_masks
+
+    record = ResultsStore.open(str(store_dir)).records().iloc[0]
+    keep = token_masks(list(record["tokens"]), _special_tokens("demo"))["no_special"]
+    final = stored_attention(record)[-1].sum(0)
+    direct = permutation_test(np.asarray(record["scores"])[keep], final[keep], n_perm=19).set_index("metric")["p_value"]
+    row = with_p[(with_p.document == record["doc_id"]) & (with_p.attention == "final") & (with_p["mask"] == "no_special")].iloc[0]
+    assert row["p_spearman_rho"] == pytest.approx(direct["spearman_rho"]) and row["p_rbo"] == pytest.approx(direct["rbo"])
     assert main(["report", "--results", str(store_dir), "--quiet"]) == 0
     index = (store_dir / "reports" / "index.html").read_text()
     assert index.count("<a href=") == 10
