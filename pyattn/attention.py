@@ -164,6 +164,12 @@ def attention_from_inputs(
     default (CLS for sequence classification), made explicit so the kernels
     and the model agree. ``head_importance`` ``(L, H)`` scales each head.
     ``stream=True`` (Longformer only) keeps no layer's attention.
+
+    >>> import pyattn
+    >>> model, tokenizer = pyattn.load_demo()
+    >>> ids = tokenizer("gradient descent", return_tensors="pt")["input_ids"]  # (B, N)
+    >>> attention_from_inputs(model, ids).received.per_layer.shape[:2]  # (L, B, N)
+    torch.Size([3, 1])
     """
     model.eval()
     if not is_longformer(model):
@@ -212,7 +218,14 @@ def attention(
     stream: bool = False,
 ) -> ModelAttention:
     """:func:`attention_from_inputs` on one text encoded exactly as
-    :func:`pyattn.attribute` encodes it, so positions line up with its scores."""
+    :func:`pyattn.attribute` encodes it, so positions line up with its scores.
+
+    >>> import pyattn
+    >>> model, tokenizer = pyattn.load_demo()
+    >>> result = pyattn.attention(model, tokenizer, "gradient descent on a neural network", per_head=True)
+    >>> result.received.per_layer.shape[:3]  # (L, B, H, N): layers, batch, heads, tokens
+    torch.Size([3, 1, 4])
+    """
     document = encode(model, tokenizer, text, max_length)
     device = next(model.parameters()).device
     return attention_from_inputs(

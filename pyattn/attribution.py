@@ -208,7 +208,13 @@ def auto_batch_size(model: torch.nn.Module, n_tokens: int, n_steps: int, device=
     step's forward + backward activations (per layer: hidden and intermediate
     activations, and the attention probabilities of a Longformer band or a
     full attention matrix), fitted into ``fraction`` of the device's free
-    memory. At least 1, at most ``n_steps``."""
+    memory. At least 1, at most ``n_steps``.
+
+    >>> import pyattn
+    >>> model, _ = pyattn.load_demo()
+    >>> 1 <= auto_batch_size(model, n_tokens=512, n_steps=16) <= 16
+    True
+    """
     config = model.config
     layers = int(getattr(config, "num_hidden_layers", 12))
     hidden = int(getattr(config, "hidden_size", 768))

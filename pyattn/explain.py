@@ -326,6 +326,12 @@ def explain(
     Returns
     -------
     Explanation
+
+    >>> import pyattn
+    >>> model, tokenizer = pyattn.load_demo()
+    >>> result = explain(model, tokenizer, "gradient descent on a neural network", faithfulness=False)
+    >>> list(result.attention), len(result.tokens) == len(result.attribution.scores)
+    (['final', 'all', 'rollout'], True)
     """
     from pyattn.attention import attention as model_attention
     from pyattn.similarity import MASKS, compare

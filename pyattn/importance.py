@@ -84,7 +84,13 @@ def taylor_importance(
     min-max normalised to [0, 1] over all heads unless ``normalise=False``.
     ``fast_attention`` (None: on for Longformer) runs the gradients through
     :func:`pyattn.fast_attention.fast_longformer_attention`, equal to
-    transformers' attention (tested)."""
+    transformers' attention (tested).
+
+    >>> import pyattn
+    >>> model, tokenizer = pyattn.load_demo()
+    >>> taylor_importance(model, tokenizer, ["gradient descent on a neural network"], [0], progress=False).shape  # (L, H)
+    torch.Size([3, 4])
+    """
     from tqdm.auto import tqdm
 
     layers = _attention_layers(model)
@@ -168,7 +174,13 @@ def head_gate_importance(
     """Michel et al. (2019) head importance: ``(L, H)``, the sum over
     documents of ``|dL/dg_h|``, L2-normalised within each layer unless
     ``normalise_layers=False``. ``fast_attention`` as in
-    :func:`taylor_importance`."""
+    :func:`taylor_importance`.
+
+    >>> import pyattn
+    >>> model, tokenizer = pyattn.load_demo()
+    >>> head_gate_importance(model, tokenizer, ["gradient descent on a neural network"], [0], progress=False).shape
+    torch.Size([3, 4])
+    """
     from tqdm.auto import tqdm
 
     layers = _attention_layers(model)
@@ -189,7 +201,14 @@ def head_gate_importance(
 
 
 def save_head_importance(importance: torch.Tensor, path: str | os.PathLike) -> None:
-    """Save an ``(L, H)`` importance as ``.pt`` (a tensor) or ``.npy``."""
+    """Save an ``(L, H)`` importance as ``.pt`` (a tensor) or ``.npy``.
+
+    >>> import os, tempfile, torch
+    >>> path = os.path.join(tempfile.mkdtemp(), "importance.npy")
+    >>> save_head_importance(torch.rand(3, 4), path)
+    >>> load_head_importance(path).shape
+    torch.Size([3, 4])
+    """
     path = os.fspath(path)
     importance = torch.as_tensor(importance).detach().cpu()
     if importance.dim() != 2:

@@ -219,6 +219,10 @@ def layer_attention_received(
         float32 for float16/bfloat16 attentions, else their dtype. All layers
         go through one call of :func:`pyattn.ops.attention_received_layers`
         (no host synchronisation on CUDA).
+
+    >>> band = torch.full((1, 1, 4, 3), 1 / 3)  # one layer's band: B=1, H=1, N=4, window 2
+    >>> layer_attention_received([band, band]).per_layer.shape  # (L, B, N)
+    torch.Size([2, 1, 4])
     """
     local, glob = layers_of(attentions, global_attentions)
     num_heads = local[0].shape[1] if local[0].dim() == 4 else -1
@@ -290,6 +294,10 @@ def layer_to_dense(
     Refuses, with :class:`DenseTooLarge`, an output over ``max_bytes``
     (default 2 GiB; ``None`` lifts the limit): 12 heads x 4096^2 float32 is
     805 MB for one layer of one document.
+
+    >>> band = torch.full((1, 1, 4, 3), 1 / 3)
+    >>> layer_to_dense([band, band], layer=-1).shape  # (B, heads, N, N)
+    torch.Size([1, 1, 4, 4])
     """
     local, glob = layers_of(attentions, global_attentions)
     index = layer_index(layer, len(local))

@@ -41,6 +41,13 @@ def band_to_dense(
     This is ``N * N`` per head: 12 heads x 4096^2 float32 is 805 MB. For the
     attention a token receives, use :func:`attention_received`, which never
     builds it.
+
+    >>> import torch, pyattn
+    >>> band = torch.full((1, 1, 4, 3), 1 / 3)  # B=1, H=1, N=4, no globals (X=0), window w=2
+    >>> pyattn.band_to_dense(band, None, None).shape
+    torch.Size([1, 1, 4, 4])
+    >>> pyattn.attention_received(band, None, None)  # column sums; rows 0 and 3 reach past the ends
+    tensor([[[0.6667, 1.0000, 1.0000, 0.6667]]])
     """
     return torch.ops.pyattn.band_to_dense.default(local_attn, global_attn, global_attention_mask)
 
@@ -141,7 +148,11 @@ def attention_received_layers(
 
 
 def has_cuda_kernels() -> bool:
-    """Whether this build of ``pyattn._C`` carries the CUDA kernels."""
+    """Whether this build of ``pyattn._C`` carries the CUDA kernels.
+
+    >>> isinstance(has_cuda_kernels(), bool)
+    True
+    """
     return bool(torch.ops.pyattn.has_cuda_kernels())
 
 

@@ -11,7 +11,20 @@ import pytest
 
 import pyattn
 
-MODULES_WITH_EXAMPLES = ["pyattn.similarity", "pyattn.tokens", "pyattn.explain", "pyattn.layers"]
+MODULES_WITH_EXAMPLES = [
+    "pyattn.similarity",
+    "pyattn.tokens",
+    "pyattn.explain",
+    "pyattn.layers",
+    "pyattn.ops",
+    "pyattn.attention",
+    "pyattn.importance",
+    "pyattn.attribution",
+    "pyattn.demo",
+    "pyattn.demo.data",
+    "pyattn.significance",
+    "pyattn.uncertainty",
+]
 
 
 @pytest.mark.parametrize("name", MODULES_WITH_EXAMPLES)
@@ -25,7 +38,10 @@ def test_docstring_examples_run(name):
 @pytest.mark.parametrize("name", [n for n in pyattn.__all__ if n != "__version__"])
 def test_every_public_name_is_documented(name):
     value = getattr(pyattn, name)
-    assert inspect.getdoc(value), f"pyattn.{name} has no docstring"
+    doc = inspect.getdoc(value)
+    assert doc, f"pyattn.{name} has no docstring"
+    if inspect.isfunction(value):  # functions show how they are called
+        assert ">>>" in doc, f"pyattn.{name} has no example"
 
 
 def test_a_tokenizer_that_cannot_load_stops_with_one_line(tmp_path):

@@ -23,7 +23,12 @@ MODEL_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model")
 
 def load_demo(device=None):
     """The shipped demo model (``LongformerForSequenceClassification``, eval
-    mode) and its tokenizer, loaded from the package without network."""
+    mode) and its tokenizer, loaded from the package without network.
+
+    >>> model, tokenizer = load_demo()
+    >>> model.config.num_hidden_layers, model.config.num_attention_heads, model.config.attention_window
+    (3, 4, [32, 64, 128])
+    """
     from transformers import AutoTokenizer, LongformerForSequenceClassification
 
     if not os.path.exists(os.path.join(MODEL_DIR, "model.safetensors")):

@@ -120,7 +120,12 @@ def demo_documents(split: str = "test", n: int | None = None, min_words: int = 1
     """Labelled demo documents of one split (``"train"``, ``"validation"``,
     ``"test"``; deterministic), balanced, lengths log-uniform between
     ``min_words`` and ``max_words`` words (a few hundred to about 4,000
-    tokens)."""
+    tokens).
+
+    >>> documents = demo_documents("test")
+    >>> len(documents), sorted({d.label_name for d in documents})
+    (200, ['machine learning', 'programming languages'])
+    """
     if split not in _SPLITS:
         raise ValueError(f"split must be one of {sorted(_SPLITS)}, got {split!r}")
     seed, size = _SPLITS[split]
