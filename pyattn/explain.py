@@ -340,6 +340,10 @@ def explain(
         raise ValueError(f"significance must be a number of permutations >= 0 (0: none), got {significance!r}")
     if attribution_as not in ("magnitude", "signed"):
         raise ValueError(f'attribution_as must be "magnitude" or "signed", got {attribution_as!r}')
+    if masks is not None:
+        unknown = [m for m in ([masks] if isinstance(masks, str) else masks) if m not in MASKS]
+        if unknown:
+            raise ValueError(f"unknown masks {unknown}: choose from {list(MASKS)}")
     config = model.config
     # Check head importance and layer ranges before any work (a dry run on zeros).
     attention_views(torch.zeros(config.num_hidden_layers, config.num_attention_heads, 1), head_importance, layer_ranges)

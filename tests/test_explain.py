@@ -99,6 +99,8 @@ def test_bad_arguments_are_named():
         pyattn.explain(model, tokenizer, text, head_importance=torch.ones(2, 4), n_steps=2, faithfulness=False)
     with pytest.raises(ValueError, match="finite and non-negative"):
         pyattn.explain(model, tokenizer, text, head_importance=-torch.ones(3, 4), n_steps=2, faithfulness=False)
+    with pytest.raises(ValueError, match=r"unknown masks \['nope'\]"):
+        pyattn.explain(model, tokenizer, text, masks=["nope"], n_steps=2, faithfulness=False)
     with pytest.raises(ValueError, match="layer 7 does not exist"):
         pyattn.explain(model, tokenizer, text, layer_ranges=["0-7"], n_steps=2, faithfulness=False)
 
