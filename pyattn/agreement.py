@@ -28,7 +28,7 @@ from typing import Sequence
 import numpy as np
 
 from pyattn.significance import null_permutations, similarity_batch, check_special_mask, TIE_TOLERANCE
-from pyattn.similarity import METRICS, as_vector
+from pyattn.similarity import METRICS, as_array, as_vector
 from pyattn.uncertainty import percentile_interval, bootstrap_tail, bootstrap_weights, holm
 
 __all__ = ["head_agreement", "head_agreement_per_document"]
@@ -37,14 +37,7 @@ _LINEAR_METRICS = ("spearman_rho", "pearson_r", "cosine_raw")
 
 
 def _attention_heads(values, n: int, index: int) -> np.ndarray:
-    try:
-        import torch
-
-        if isinstance(values, torch.Tensor):
-            values = values.detach().cpu().double().numpy()
-    except ImportError:  # pragma: no cover
-        pass
-    array = np.asarray(values, dtype=np.float64)
+    array = as_array(values)
     if array.ndim != 3 or array.shape[2] != n:
         raise ValueError(f"document {index}: attention must have shape (layers, heads, {n}) (per-head attention received, {n} tokens as in its attribution), got {array.shape}")
     if not np.all(np.isfinite(array)):

@@ -240,14 +240,9 @@ class Explanation:
 
     def save_html(self, path: str | os.PathLike, title: str | None = None) -> str:
         """Write the full report (heat maps, tables, plots) to ``path``."""
-        html = self._render(title, plots=True)
-        path = os.fspath(path)
-        directory = os.path.dirname(path)
-        if directory:
-            os.makedirs(directory, exist_ok=True)
-        with open(path, "w", encoding="utf-8") as out:
-            out.write(html)
-        return path
+        from pyattn.report import write_html
+
+        return write_html(path, self._render(title, plots=True))
 
     def _repr_html_(self) -> str:
         return self._render(None, plots=False)

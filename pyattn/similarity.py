@@ -60,8 +60,8 @@ __all__ = [
 ]
 
 
-def as_vector(values, name: str) -> np.ndarray:
-    """A 1-D float64 numpy copy of a tensor, array or list; NaN/inf refused."""
+def as_array(values) -> np.ndarray:
+    """A float64 numpy array of a tensor (any device), array or list."""
     try:
         import torch
 
@@ -69,7 +69,12 @@ def as_vector(values, name: str) -> np.ndarray:
             values = values.detach().cpu().double().numpy()
     except ImportError:  # pragma: no cover
         pass
-    array = np.asarray(values, dtype=np.float64)
+    return np.asarray(values, dtype=np.float64)
+
+
+def as_vector(values, name: str) -> np.ndarray:
+    """A 1-D float64 numpy copy of a tensor, array or list; NaN/inf refused."""
+    array = as_array(values)
     if array.ndim != 1:
         raise ValueError(f"{name} must be 1-D (one value per token), got shape {array.shape}")
     if not np.all(np.isfinite(array)):

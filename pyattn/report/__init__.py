@@ -187,7 +187,11 @@ def document_report(path: str | os.PathLike, tokens: Sequence[str], attribution,
     (title, facts, special_tokens, per_layer, per_head, head_importance, top_k,
     masks, attribution_as, plots) it takes.
     """
-    html = render_document(tokens, attribution, attentions, **options)
+    return write_html(path, render_document(tokens, attribution, attentions, **options))
+
+
+def write_html(path: str | os.PathLike, html: str) -> str:
+    """Write ``html`` to ``path`` (its folder made if missing); return the path."""
     path = os.fspath(path)
     directory = os.path.dirname(path)
     if directory:

@@ -65,14 +65,9 @@ def head_agreement_figure(table, *, head_importance=None, value: str = "mean", a
     L, H = grid.shape
     importance = None
     if head_importance is not None:
-        try:
-            import torch
+        from pyattn.similarity import as_array
 
-            if isinstance(head_importance, torch.Tensor):
-                head_importance = head_importance.detach().cpu().double().numpy()
-        except ImportError:  # pragma: no cover
-            pass
-        importance = np.asarray(head_importance, dtype=np.float64)
+        importance = as_array(head_importance)
         if importance.shape != grid.shape:
             raise ValueError(f"head_importance must have shape {grid.shape} (layers, heads) like the agreement table, got {importance.shape}")
     panels = 2 if importance is not None else 1
