@@ -29,7 +29,7 @@ import torch
 from pyattn.attribution import Attribution, attribute
 from pyattn.layers import parse_layer_range
 
-__all__ = ["Explanation", "explain", "attention_views"]
+__all__ = ["Explanation", "explain", "compose", "attention_views"]
 
 
 def _numpy(values: torch.Tensor) -> np.ndarray:
@@ -210,7 +210,7 @@ class Explanation:
             )
         return facts
 
-    def _render(self, title: str | None, plots: bool) -> str:
+    def _render(self, title: str | None, plots: bool, facts: dict | None = None) -> str:
         from pyattn.report import render_document
 
         return render_document(
@@ -218,7 +218,7 @@ class Explanation:
             self.attribution.scores,
             self.attention,
             title=title or f"pyattn: predicted {self.label_name(self.predicted_label)}",
-            facts=self.facts(),
+            facts={**(facts or {}), **self.facts()},
             special_tokens=self.special_tokens,
             per_layer=list(self.per_head.sum(1)) if plots else None,
             per_head=self.per_head[-1] if plots else None,
@@ -238,11 +238,12 @@ class Explanation:
         return [(f"Permutation p-values (one-sided, circular-shift null, {n_perm} permutations, mask "
                  f"{self.significance['mask'].iloc[0]})", table)]
 
-    def save_html(self, path: str | os.PathLike, title: str | None = None) -> str:
-        """Write the full report (heat maps, tables, plots) to ``path``."""
+    def save_html(self, path: str | os.PathLike, title: str | None = None, facts: dict | None = None) -> str:
+        """Write the full report (heat maps, tables, plots) to ``path``;
+        ``facts`` (e.g. the true label) are shown first."""
         from pyattn.report import write_html
 
-        return write_html(path, self._render(title, plots=True))
+        return write_html(path, self._render(title, plots=True, facts=facts))
 
     def _repr_html_(self) -> str:
         return self._render(None, plots=False)
@@ -329,7 +330,7 @@ def explain(
     (['final', 'all', 'rollout'], True)
     """
     from pyattn.attention import attention as model_attention
-    from pyattn.similarity import MASKS, compare
+    from pyattn.similarity import MASKS
 
     if isinstance(significance, bool) or not isinstance(significance, int) or significance < 0:
         raise ValueError(f"significance must be a number of permutations >= 0 (0: none), got {significance!r}")
@@ -348,24 +349,79 @@ def explain(
     n = len(attribution.tokens)
     if per_head.shape[-1] != n:
         raise RuntimeError(f"attention covers {per_head.shape[-1]} tokens but the attribution {n}: the encodings disagree")
-    views = attention_views(per_head, head_importance, layer_ranges)
-    if rollout:
-        views["rollout"] = _rollout(collected)
+    extra = {"rollout": _rollout(collected)} if rollout else {}
     if special_tokens is None:
         special_tokens = list(getattr(tokenizer, "all_special_tokens", []) or [])
-    special_tokens = list(special_tokens)
-    if masks is None:
-        masks = list(MASKS) if special_tokens else ["all"]
-    table = compare(attribution.scores, views, attribution.tokens, special_tokens=special_tokens, masks=masks, attribution_as=attribution_as)
-    aopc = None
+    result = compose(attribution, per_head[:, 0], text=text, head_importance=head_importance, layer_ranges=layer_ranges,
+                     extra_views=extra, special_tokens=special_tokens, masks=masks, attribution_as=attribution_as,
+                     label_names=_label_names(model), significance=significance)
     if faithfulness:
         from pyattn.faithfulness import faithfulness as run_faithfulness
 
+        views = result.attention
         rankings = {"attribution": attribution.scores, "attention (all)": views["all"]}
         if "rollout" in views:
             rankings["rollout"] = views["rollout"]
-        _, aopc = run_faithfulness(model, tokenizer, text, rankings, target=attribution.target,
-                                   random_rankings=random_rankings, max_length=max_length)
+        _, result.faithfulness = run_faithfulness(model, tokenizer, text, rankings, target=attribution.target,
+                                                  random_rankings=random_rankings, max_length=max_length)
+    return result
+
+
+def compose(
+    attribution: Attribution,
+    per_head,
+    *,
+    text: str = "",
+    head_importance=None,
+    layer_ranges: Sequence[str | tuple[int, int]] = (),
+    extra_views: dict[str, np.ndarray] | None = None,
+    special_tokens: Sequence[str] = (),
+    masks: Sequence[str] | None = None,
+    attribution_as: str = "magnitude",
+    label_names: dict[int, str] | None = None,
+    significance: int = 0,
+) -> Explanation:
+    """The comparison stage of :func:`explain`, from an attribution and the
+    attention already computed: the one place where attention views,
+    similarity and p-values are made. :func:`explain`, the dataset runner's
+    records and the dataset report all go through it.
+
+    Parameters
+    ----------
+    attribution:
+        A :class:`pyattn.Attribution` (from :func:`pyattn.attribute`, or
+        rebuilt from a stored record).
+    per_head:
+        ``(L, H, N)`` attention received per layer and head.
+    extra_views:
+        More attention vectors ``(N,)`` by name (e.g. ``"rollout"``).
+
+    Returns
+    -------
+    Explanation
+        Without faithfulness (that needs the model).
+
+    >>> import pyattn
+    >>> model, tokenizer = pyattn.load_demo()
+    >>> text = "gradient descent on a neural network"
+    >>> scores = pyattn.attribute(model, tokenizer, text)
+    >>> received = pyattn.attention(model, tokenizer, text, per_head=True).received.per_layer[:, 0]
+    >>> compose(scores, received, masks=["all"]).similarity["attention"].tolist()
+    ['final', 'all']
+    """
+    from pyattn.similarity import MASKS, compare
+
+    special_tokens = list(special_tokens or [])
+    per_head = torch.as_tensor(per_head).detach().cpu().double()
+    n = len(attribution.tokens)
+    if per_head.dim() != 3 or per_head.shape[-1] != n:
+        raise ValueError(f"per_head must be (L, H, N) with N = {n} tokens as in the attribution, got shape {tuple(per_head.shape)}")
+    views = attention_views(per_head, head_importance, layer_ranges)
+    for name, values in (extra_views or {}).items():
+        views[name] = np.asarray(values, dtype=np.float64)
+    if masks is None:
+        masks = list(MASKS) if special_tokens else ["all"]
+    table = compare(attribution.scores, views, attribution.tokens, special_tokens=special_tokens, masks=masks, attribution_as=attribution_as)
     p_values = None
     if significance:
         from pyattn.significance import document_significance
@@ -379,12 +435,12 @@ def explain(
         tokens=list(attribution.tokens),
         attribution=attribution,
         attention=views,
-        per_head=_numpy(per_head[:, 0]),
+        per_head=per_head.numpy(),
         similarity=table,
-        faithfulness=aopc,
+        faithfulness=None,
         head_importance=importance,
         special_tokens=special_tokens,
-        label_names=_label_names(model),
+        label_names=dict(label_names or {}),
         masks=list(masks),
         attribution_as=attribution_as,
         significance=p_values,

@@ -244,11 +244,11 @@ def resolve_labels(documents: Sequence[Document], model, column: str | None = "l
 def _record(document: Document, attribution, per_head, special_tokens, names: dict[int, str]) -> dict:
     import numpy as np
 
-    from pyattn.similarity import compare
+    from pyattn.explain import compose
 
     per_head = np.asarray(per_head, dtype=np.float32)
-    choices = {"final": per_head[-1].sum(0, dtype=np.float64), "all": per_head.sum((0, 1), dtype=np.float64)}
-    metrics = compare(np.asarray(attribution.scores, dtype=np.float64), choices, attribution.tokens, special_tokens=special_tokens, masks=["no_special"])
+    # The same comparison stage as pyattn.explain (views final and all, mask no_special).
+    metrics = compose(attribution, per_head, special_tokens=special_tokens, masks=["no_special"]).similarity
     return {
         "doc_id": document.doc_id,
         "index": document.index,
@@ -298,6 +298,32 @@ def process_document(model, tokenizer, document: Document, attribute_kwargs: dic
             raise ModelError(f"the model gave no usable attentions for document {document.doc_id}: {_first_line(error)}") from error
     per_head = received.per_layer[:, 0].detach().cpu().numpy()
     return _record(document, result, per_head, tokenizer.all_special_tokens, label_names(model) if names is None else names)
+
+
+def attribution_from_record(record):
+    """The :class:`pyattn.Attribution` a stored record was made from (the
+    fields a record keeps; per-level details such as ``tries`` are not
+    stored)."""
+    import numpy as np
+
+    from pyattn.attribution import Attribution
+
+    scores = np.asarray(record["scores"], dtype=np.float64)
+    delta = float(record["delta"])
+    return Attribution(
+        tokens=list(record["tokens"]),
+        input_ids=[int(i) for i in record["input_ids"]],
+        scores=scores,
+        probabilities=np.asarray(record["probabilities"], dtype=np.float64),
+        predicted_label=int(record["predicted_label"]),
+        target=int(record["target"]),
+        delta=delta,
+        output_gap=float(scores.sum()) - delta,  # delta = sum(scores) - gap
+        n_steps=int(record["n_steps"]),
+        model_evaluations=int(record["model_evaluations"]),
+        converged=bool(record["converged"]),
+        truncated_tokens=int(record["truncated_tokens"]),
+    )
 
 
 def stored_attention(record):
@@ -611,8 +637,8 @@ def report_results(store: ResultsStore, out: str | None = None, head_importance=
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from pyattn.report import document_report, index_report
-    from pyattn.similarity import compare
+    from pyattn.explain import compose
+    from pyattn.report import index_report
 
     mask = "no_special" if special_tokens else "all"
     out = out or os.path.join(store.path, "reports")
@@ -638,16 +664,19 @@ def report_results(store: ResultsStore, out: str | None = None, head_importance=
         per_head = stored_attention(record)
         scores = np.asarray(record["scores"], dtype=np.float64)
         name = f"document-{number}.html"
-        choices = {"final": per_head[-1].sum(0), "all": per_head.sum((0, 1))}
         predicted = name_of(record, "predicted_label_name", "predicted_label")
         label = name_of(record, "label_name", "label")
-        document_report(
-            os.path.join(out, name), list(record["tokens"]), scores, choices, title=f"document {record['doc_id']}",
-            facts={"label": label, "predicted": predicted, "steps": record["n_steps"], "completeness error": f"{record['relative_error']:.2%}"},
-            special_tokens=special_tokens, per_layer=list(per_head.sum(1)), per_head=per_head[-1], head_importance=head_importance,
-        )
+        # The same Explanation as pyattn.explain builds, from the stored record
+        # (no rollout or faithfulness: they need the model).
+        known = dict(names)
+        for column, index_column in (("predicted_label_name", "predicted_label"), ("target_name", "target")):
+            if isinstance(record.get(column), str):
+                known[int(record[index_column])] = record[column]
+        explanation = compose(attribution_from_record(record), per_head, text="", head_importance=head_importance,
+                              special_tokens=special_tokens, label_names=known)
+        explanation.save_html(os.path.join(out, name), title=f"document {record['doc_id']}", facts={"label": label})
         # The index uses the same masks as `compare` and says which.
-        table = compare(scores, choices, list(record["tokens"]), special_tokens=special_tokens, masks=[mask]).set_index("attention")
+        table = explanation.similarity[explanation.similarity["mask"] == mask].set_index("attention")
         rows.append({"document": str(record["doc_id"]), "report": name, "label": label, "predicted": predicted,
                      "tokens": len(scores), "steps": int(record["n_steps"]),
                      f"spearman, final ({mask})": table.loc["final", "spearman_rho"],
