@@ -16,7 +16,6 @@ n_steps)``; evaluations count examples through the full model, as
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from pyattn.inputs import embedding_layer, encode
@@ -39,7 +38,9 @@ def _setup(model, tokenizer, text):
     return document, _forward(model, has_global), extra
 
 
-def notebook_method(model, tokenizer, text, target=None, n_steps=50, internal_batch_size=2):
+def _captum_setup(model, tokenizer, text, target):
+    """What both Captum baselines do first: F(input) and F(baseline) (two
+    plain forwards), the target, the output gap and Captum's LIG."""
     from captum.attr import LayerIntegratedGradients
 
     document, forward, extra = _setup(model, tokenizer, text)
@@ -48,7 +49,11 @@ def notebook_method(model, tokenizer, text, target=None, n_steps=50, internal_ba
         baseline = forward(document.baseline_ids, *extra)[0]
     target = int(probabilities.argmax()) if target is None else target
     gap = float(probabilities[target] - baseline[target])
-    lig = LayerIntegratedGradients(forward, embedding_layer(model))
+    return document, extra, target, gap, LayerIntegratedGradients(forward, embedding_layer(model))
+
+
+def notebook_method(model, tokenizer, text, target=None, n_steps=50, internal_batch_size=2):
+    document, extra, target, gap, lig = _captum_setup(model, tokenizer, text, target)
     attributions, delta = lig.attribute(
         document.input_ids, baselines=document.baseline_ids, target=target, additional_forward_args=extra,
         n_steps=n_steps, method="gausslegendre", internal_batch_size=internal_batch_size, return_convergence_delta=True,
@@ -60,15 +65,7 @@ def notebook_method(model, tokenizer, text, target=None, n_steps=50, internal_ba
 
 
 def doubling_loop(model, tokenizer, text, target=None, tol=0.01, first=8, max_steps=512, batch=None):
-    from captum.attr import LayerIntegratedGradients
-
-    document, forward, extra = _setup(model, tokenizer, text)
-    with torch.no_grad():
-        probabilities = forward(document.input_ids, *extra)[0]
-        baseline = forward(document.baseline_ids, *extra)[0]
-    target = int(probabilities.argmax()) if target is None else target
-    gap = float(probabilities[target] - baseline[target])
-    lig = LayerIntegratedGradients(forward, embedding_layer(model))
+    document, extra, target, gap, lig = _captum_setup(model, tokenizer, text, target)
     n = document.input_ids.shape[1]
     evaluations, steps = 2, first
     while True:

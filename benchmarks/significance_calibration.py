@@ -29,23 +29,13 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from pyattn.significance import permutation_p_value, permutation_test
+from pyattn.significance import ar1, permutation_p_value, permutation_test
 from pyattn.similarity import METRICS
 from pyattn.uncertainty import bootstrap_mean_ci
 
 RESULTS = Path(__file__).parent / "results"
 N, PHI, N_PERM, RHO, BLOCK = 128, 0.8, 199, 0.4, 16
 NULLS = (("circular_shift", None), ("block", BLOCK), ("block", None), ("naive_shuffle", None))
-
-
-def ar1(n: int, phi: float, rng: np.random.Generator) -> np.ndarray:
-    """Stationary AR(1) with unit innovations."""
-    e = rng.normal(size=n)
-    x = np.empty(n)
-    x[0] = e[0] / np.sqrt(1 - phi**2)
-    for i in range(1, n):
-        x[i] = phi * x[i - 1] + e[i]
-    return x
 
 
 def pair(rng: np.random.Generator, rho: float = 0.0) -> tuple[np.ndarray, np.ndarray]:

@@ -63,6 +63,7 @@ import numpy as np
 from pyattn.similarity import METRICS, as_vector
 
 __all__ = [
+    "ar1",
     "NULLS",
     "null_permutations",
     "similarity_batch",
@@ -77,6 +78,22 @@ NULLS = ("circular_shift", "block", "naive_shuffle")
 TIE_TOLERANCE = 1e-12
 _KENDALL_PAIRWISE_LIMIT = 60_000  # above this many token pairs, Kendall runs per row through scipy
 _CHUNK_ELEMENTS = 4_000_000  # rows x tokens per chunk of permuted vectors
+
+
+def ar1(n: int, phi: float, rng: np.random.Generator) -> np.ndarray:
+    """A stationary AR(1) series ``x[i] = phi x[i-1] + e[i]`` with unit
+    normal innovations: a locally autocorrelated vector, as attention
+    received along a document is, for calibrating the nulls.
+
+    >>> ar1(4, 0.0, np.random.default_rng(0)).shape
+    (4,)
+    """
+    e = rng.normal(size=n)
+    x = np.empty(n)
+    x[0] = e[0] / np.sqrt(1 - phi**2)
+    for i in range(1, n):
+        x[i] = phi * x[i - 1] + e[i]
+    return x
 
 
 def default_block_size(movable: int) -> int:

@@ -11,7 +11,7 @@ from scipy import stats
 
 from pyattn.agreement import head_agreement, head_agreement_per_document
 from pyattn.report.agreement_plots import head_agreement_figure, head_agreement_grid, head_agreement_png
-from pyattn.significance import null_permutations, permutation_test, similarity_batch
+from pyattn.significance import ar1, null_permutations, permutation_test, similarity_batch
 from pyattn.uncertainty import holm
 
 
@@ -47,15 +47,6 @@ def test_one_document_one_head_matches_the_per_document_test():
     assert table["share_documents_p05"].iloc[0] == float(single["p_value"] <= 0.05)
 
 
-def _ar1(n, phi, rng):
-    e = rng.normal(size=n)
-    x = np.empty(n)
-    x[0] = e[0] / np.sqrt(1 - phi**2)
-    for i in range(1, n):
-        x[i] = phi * x[i - 1] + e[i]
-    return x
-
-
 @pytest.mark.slow
 def test_dataset_p_values_uniform_under_the_null():
     # 1,000 simulated datasets of 4 documents (AR(1) attribution and attention, independent):
@@ -63,7 +54,7 @@ def test_dataset_p_values_uniform_under_the_null():
     rng = np.random.default_rng(2)
     p = []
     for s in range(1000):
-        documents = [(_ar1(48, 0.7, rng), np.exp(_ar1(48, 0.7, rng))[None, None, :]) for _ in range(4)]
+        documents = [(ar1(48, 0.7, rng), np.exp(ar1(48, 0.7, rng))[None, None, :]) for _ in range(4)]
         p.append(head_agreement(documents, n_perm=39, n_boot=10, seed=s)["p_value"].iloc[0])
     p = np.array(p)
     # p is (under the null) uniform on {1, ..., 40} / 40: spread each over its step before KS
@@ -77,9 +68,9 @@ def test_planted_agreeing_head_is_found_after_holm():
     data = []
     for _ in range(documents):
         n = int(rng.integers(60, 120))
-        a = _ar1(n, 0.6, rng)
-        attention = np.exp(np.stack([[_ar1(n, 0.6, rng) * 0.8 for _ in range(heads)] for _ in range(layers)]))
-        attention[2, 1] = np.exp(0.6 * np.abs(a) + 0.5 * _ar1(n, 0.6, rng))  # layer 2, head 1 agrees
+        a = ar1(n, 0.6, rng)
+        attention = np.exp(np.stack([[ar1(n, 0.6, rng) * 0.8 for _ in range(heads)] for _ in range(layers)]))
+        attention[2, 1] = np.exp(0.6 * np.abs(a) + 0.5 * ar1(n, 0.6, rng))  # layer 2, head 1 agrees
         data.append((a, attention))
     with pytest.warns(UserWarning, match="n_perm=199 cannot give a Holm-adjusted p-value below 12/200"):
         head_agreement(data, n_perm=199, seed=0)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from pyattn.significance import permutation_p_value, permutation_test
+from pyattn.significance import ar1, permutation_p_value, permutation_test
 from pyattn.similarity import METRICS
 
 pytestmark = pytest.mark.slow  # about 40 s in all on 2 cores
@@ -22,15 +22,6 @@ pytestmark = pytest.mark.slow  # about 40 s in all on 2 cores
 #: overlap give 0): their conservative p-values are valid but pile up at 1
 DISCRETE = ("cosine_minmax_above_p95", "cosine_minmax_top", "cosine_ranks_top", "jaccard_top")
 SE_05 = np.sqrt(0.05 * 0.95 / 1000)
-
-
-def ar1(n: int, phi: float, rng: np.random.Generator) -> np.ndarray:
-    e = rng.normal(size=n)
-    x = np.empty(n)
-    x[0] = e[0] / np.sqrt(1 - phi**2)
-    for i in range(1, n):
-        x[i] = phi * x[i - 1] + e[i]
-    return x
 
 
 def simulate(null, n, sims, n_perm, metrics=METRICS, rho=0.0, block_size=None, seed=0):
