@@ -142,15 +142,3 @@ def skip_reason(document: Document) -> str | None:
     if not document.text.strip():
         return "empty text"
     return None
-
-
-_MOVED = {"RunSummary", "compare_results", "load_model", "process_document", "report_results", "run_attribution"}
-
-
-def __getattr__(name: str):
-    # These moved to pyattn.runner (issue 9: dataset.py only reads documents).
-    if name in _MOVED:
-        from pyattn import runner
-
-        return getattr(runner, name)
-    raise AttributeError(f"module 'pyattn.dataset' has no attribute {name!r}")

@@ -491,21 +491,6 @@ def parse_layer_ranges(text: str | None, num_layers: int) -> list[tuple[int, int
     return ranges
 
 
-def _choices(per_head, weights=None, ranges=()):
-    import numpy as np
-
-    choices = {}
-    for suffix, source in (("", per_head), (", scaled", None if weights is None else per_head * weights[:, :, None])):
-        if source is None:
-            continue
-        by_layer = source.sum(1)  # (L, N)
-        choices[f"final{suffix}"] = by_layer[-1]
-        choices[f"all{suffix}"] = by_layer.sum(0)
-        for first, last in ranges:
-            choices[f"{first}-{last}{suffix}"] = by_layer[first : last + 1].sum(0)
-    return {k: np.asarray(v, dtype=np.float64) for k, v in choices.items()}
-
-
 def store_shape(store: ResultsStore) -> tuple[int, int] | None:
     """(layers, heads) of the model that filled ``store`` (None if empty)."""
     manifest = store.manifest()
@@ -545,6 +530,7 @@ def compare_results(store: ResultsStore, head_importance=None, ranges=(), masks=
     import numpy as np
     from tqdm.auto import tqdm
 
+    from pyattn.explain import attention_views
     from pyattn.similarity import compare, dataset_similarity
     from pyattn.tokens import dataset_token_table, export_table
 
@@ -561,7 +547,7 @@ def compare_results(store: ResultsStore, head_importance=None, ranges=(), masks=
         if not np.isfinite(scores).all():
             raise DataError(f"document {record['doc_id']!r} has non-finite attribution scores in the store")
         tokens = list(record["tokens"])
-        choices = _choices(per_head, weights, ranges)
+        choices = attention_views(per_head, weights, ranges)
         table = compare(scores, choices, tokens, special_tokens=special_tokens, masks=masks)
         if significance:
             table = _with_p_values(table, scores, choices, tokens, special_tokens, significance)

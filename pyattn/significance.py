@@ -580,7 +580,7 @@ def document_significance(
 ):
     """:func:`permutation_test` for each named attention vector of one
     document (e.g. ``{"final": ..., "all": ...}`` from
-    :func:`pyattn.similarity.attention_choices`).
+    `pyattn.attention_views`).
 
     Returns
     -------

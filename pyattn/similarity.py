@@ -47,7 +47,6 @@ __all__ = [
     "METRICS",
     "similarity",
     "compare",
-    "attention_choices",
     "dataset_similarity",
     "token_masks",
     "rank_biased_overlap",
@@ -372,25 +371,6 @@ def compare(
             )
             rows.append({"attention": name, "mask": mask_name, "tokens": int(keep.sum()), "attribution_as": attribution_as, **metrics})
     return pd.DataFrame(rows)
-
-
-def attention_choices(received, scaled=None, ranges: Sequence[tuple[int, int]] = (), item: int = 0) -> dict[str, np.ndarray]:
-    """The attention vectors to compare, by name, for one item of the batch:
-    ``final`` and ``all`` layers and each layer range (from 0, inclusive:
-    ``(0, 5)`` is named ``"0-5"``) of
-    ``received`` (a :class:`pyattn.AttentionReceived`), and the same with
-    ``", scaled"`` from ``scaled`` (head-importance weighted) when given."""
-    choices: dict[str, np.ndarray] = {}
-    for suffix, source in (("", received), (", scaled", scaled)):
-        if source is None:
-            continue
-        if source.per_head:
-            raise ValueError("attention_choices needs heads summed (per_head=False)")
-        choices[f"final{suffix}"] = source.final_layer[item].detach().cpu().double().numpy()
-        choices[f"all{suffix}"] = source.all_layers[item].detach().cpu().double().numpy()
-        for first, last in ranges:
-            choices[f"{first}-{last}{suffix}"] = source.layer_range(first, last)[item].detach().cpu().double().numpy()
-    return choices
 
 
 def dataset_similarity(tables: Sequence[object], document_ids: Sequence[object] | None = None):

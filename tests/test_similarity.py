@@ -142,12 +142,12 @@ def test_compare_table():
 
 def test_attention_choices_and_dataset_table(longformer_run):
     import pyattn
-    from pyattn.similarity import attention_choices, dataset_similarity
+    from pyattn.similarity import dataset_similarity
 
     out, mask = longformer_run.output, longformer_run.global_attention_mask
     plain = pyattn.layer_attention_received(out, global_attention_mask=mask)
-    scaled = pyattn.layer_attention_received(out, global_attention_mask=mask, head_importance=torch_rand(3, 4))
-    choices = attention_choices(plain, scaled, ranges=[(0, 1)])
+    per_head = pyattn.layer_attention_received(out, global_attention_mask=mask, per_head=True).per_layer
+    choices = pyattn.attention_views(per_head, torch_rand(3, 4), layer_ranges=[(0, 1)])
     assert list(choices) == ["final", "all", "0-1", "final, scaled", "all, scaled", "0-1, scaled"]
     np.testing.assert_allclose(choices["0-1"], (plain.per_layer[0, 0] + plain.per_layer[1, 0]).numpy(), rtol=1e-6)
     rng = np.random.default_rng(3)
