@@ -60,7 +60,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from pyattn.similarity import METRICS, as_vector
+from pyattn.similarity import METRICS, as_vector, top_k_count
 
 __all__ = [
     "ar1",
@@ -251,10 +251,6 @@ def _rows_minmax(rows: np.ndarray) -> np.ndarray:
     return out
 
 
-def _top_k(n: int, percent: float) -> int:
-    return max(1, math.ceil(percent / 100.0 * n))
-
-
 def _rows_top_mask(rows: np.ndarray, k: int) -> np.ndarray:
     """True at each row's k largest values, ties broken by position (earlier
     first), as :func:`pyattn.similarity.top_positions`."""
@@ -376,7 +372,7 @@ def similarity_batch(
         raise ValueError(f"unknown metrics {unknown}: choose from {list(METRICS)}")
     wanted = set(metrics)
     n = len(a_raw)
-    k = _top_k(n, top_percent)
+    k = top_k_count(top_percent, n)  # the same exact count as similarity()
     magnitude = np.abs(a_raw)
     out: dict[str, np.ndarray] = {}
 

@@ -210,3 +210,15 @@ def test_mismatched_lengths_are_named():
         permutation_test([1.0, 2.0, 3.0], [1.0, 2.0, 3.0, 4.0])
     with pytest.raises(ValueError, match=r"attentions must have shape \(P, 3\)"):
         similarity_batch([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
+
+
+@pytest.mark.parametrize("percent", [7, 14, 28])
+def test_batch_top_sets_use_the_exact_count(percent):
+    """At n = 100, a float product makes 7% of n one too large; the batch
+    metrics use the same exact count as similarity()."""
+    rng = np.random.default_rng(percent)
+    a, r = rng.normal(size=100), rng.random(100)
+    batch = similarity_batch(a, r[None], top_percent=percent)
+    single = similarity(a, r, top_percent=percent)
+    for metric in ("jaccard_top", "cosine_minmax_top", "cosine_ranks_top"):
+        assert float(np.asarray(batch[metric]).ravel()[0]) == pytest.approx(single[metric])
