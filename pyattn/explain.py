@@ -29,7 +29,7 @@ import torch
 from pyattn.attribution import Attribution, attribute
 from pyattn.layers import parse_layer_range
 
-__all__ = ["Explanation", "explain", "compose", "attention_views"]
+__all__ = ["Explanation", "explain", "compose", "attention_views", "label_names"]
 
 
 def _numpy(values: torch.Tensor) -> np.ndarray:
@@ -256,7 +256,13 @@ class Explanation:
         )
 
 
-def _label_names(model) -> dict[int, str]:
+def label_names(model) -> dict[int, str]:
+    """The model's class names by index (``config.id2label``).
+
+    >>> import pyattn
+    >>> label_names(pyattn.load_demo()[0])
+    {0: 'machine learning', 1: 'programming languages'}
+    """
     id2label = getattr(getattr(model, "config", None), "id2label", None) or {}
     return {int(k): str(v) for k, v in id2label.items()}
 
@@ -354,7 +360,7 @@ def explain(
         special_tokens = list(getattr(tokenizer, "all_special_tokens", []) or [])
     result = compose(attribution, per_head[:, 0], text=text, head_importance=head_importance, layer_ranges=layer_ranges,
                      extra_views=extra, special_tokens=special_tokens, masks=masks, attribution_as=attribution_as,
-                     label_names=_label_names(model), significance=significance)
+                     label_names=label_names(model), significance=significance)
     if faithfulness:
         from pyattn.faithfulness import faithfulness as run_faithfulness
 

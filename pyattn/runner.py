@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from pyattn.attention import use_eager_attention
+from pyattn.explain import label_names
 from pyattn.dataset import DataError, Document, skip_reason
 from pyattn.store import ResultsStore, ShardWriter, StoreError
 
@@ -209,12 +210,6 @@ def load_model(name: str, tokenizer_name: str | None = None, trust_remote_code: 
     if device:
         model = model.to(device)
     return model, tokenizer
-
-
-def label_names(model) -> dict[int, str]:
-    """The model's class names by index (``config.id2label``)."""
-    id2label = getattr(model.config, "id2label", None) or {}
-    return {int(k): str(v) for k, v in id2label.items()}
 
 
 def resolve_labels(documents: Sequence[Document], model, column: str | None = "label") -> list[Document]:
