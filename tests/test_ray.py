@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 import pyattn
-from pyattn.dataset import load_documents, run_attribution
+from pyattn.dataset import load_documents
+from pyattn.runner import run_attribution
 from pyattn.store import ResultsStore
 
 ray = pytest.importorskip("ray", reason="Ray is optional (pip install pyattn[ray]; the test extras install it)")
