@@ -336,14 +336,14 @@ def compare_command(args: argparse.Namespace) -> int:
         ranges = parse_layer_ranges(args.layers, shape[0])
         special = _special_tokens(store.manifest().get("tokenizer", ""))
         per_document, summary, tokens = compare_results(store, importance, ranges, special_tokens=special, progress=not args.quiet,
-                                                        significance=args.significance)
+                                                        significance=args.significance, head_map=args.head_map)
     except (DataError, StoreError, ValueError, FileNotFoundError, _Refused) as error:
         return _fail(str(error))
     if not args.quiet:
         columns = ["attention", "mask", "documents", "spearman_rho_mean", "kendall_tau_mean", "cosine_minmax_mean", "jaccard_top_mean"]
         print(summary[[c for c in columns if c in summary.columns]].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         print(f"\nwrote metrics.parquet{' (with p-values)' if args.significance else ''}, metrics_summary.csv, metrics_intervals.csv, "
-              f"head_agreement.csv/.png, tokens.parquet, tokens.csv, tokens_intervals.csv to {store.path}")
+              f"{'head_agreement.csv/.png, ' if args.head_map else ''}tokens.parquet, tokens.csv, tokens_intervals.csv to {store.path}")
     return 0
 
 
@@ -451,6 +451,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare_parser.add_argument("--significance", type=_positive_int("--significance", 0), default=0,
                                 help="permutations for per-document p-values of every metric (circular-shift null; "
                                      "0, the default, skips them; 999 gives p down to 0.001)")
+    compare_parser.add_argument("--head-map", action="store_true",
+                                help="also the layer x head agreement map (head_agreement.csv/.png): permutation p-values "
+                                     "with Holm correction; seconds per long document")
     compare_parser.add_argument("--quiet", action="store_true")
     compare_parser.set_defaults(run=compare_command)
 

@@ -144,7 +144,7 @@ def test_compare_importance_and_report_commands(uninterrupted, data_csv, tmp_pat
     importance = load_head_importance(importance_file)
     assert importance.shape == (3, 4) and float(importance.max()) == 1.0
     assert main(["importance", "--model", "demo", "--data", data_csv, "--out", str(importance_file), "--quiet"]) == 2
-    assert main(["compare", "--results", str(store_dir), "--head-importance", str(importance_file), "--layers", "1-2"]) == 0
+    assert main(["compare", "--results", str(store_dir), "--head-importance", str(importance_file), "--layers", "1-2", "--head-map"]) == 0
     printed = capsys.readouterr().out
     assert "all, scaled" in printed and "1-2" in printed
     per_document = pd.read_parquet(store_dir / "metrics.parquet")
