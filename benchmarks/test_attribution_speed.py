@@ -35,6 +35,7 @@ from pyattn.fast_attention import fast_attention_context
 QUICK = bool(os.environ.get("PYATTN_BENCH_QUICK"))
 STEP_TOKENS = [2048] if QUICK else [2048, 4096]
 SHARPEN = 30.0
+STEP_ROUNDS = int(os.environ.get("PYATTN_BENCH_STEP_ROUNDS", "2"))  # after one warm-up round
 
 _cache: dict = {}
 
@@ -86,7 +87,7 @@ def test_ig_step(benchmark, attention, tokens):
         return memory.extra_bytes
 
     benchmark.group = f"ig-step-{tokens}"
-    extra = benchmark.pedantic(step, rounds=1, iterations=1, warmup_rounds=0)
+    extra = benchmark.pedantic(step, rounds=STEP_ROUNDS, iterations=1, warmup_rounds=1)
     benchmark.extra_info.update(peak_rss_extra_gb=extra / 1e9, tokens=tokens, attention=attention)
 
 

@@ -4,10 +4,14 @@ transformers' ``LongformerSelfAttention`` computes the banded scores by
 chunking queries and keys into overlapping ``2w`` blocks, padding, shifting
 ("diagonalising") and masking copies of them; on a CPU that bookkeeping
 (``fill_`` and ``copy_``) costs as much as the matmuls. The same attention,
-written as blocks of ``w`` queries attending to their ``3w`` neighbouring keys
-and the global keys through ``torch.nn.functional.scaled_dot_product_attention``
-with a boolean mask, computes the same function with far fewer copies, and
-its backward comes from SDPA's own kernels.
+written as blocks of ``w/2`` queries attending to their ``w/2 + 2w``
+neighbouring keys and the global keys through
+``torch.nn.functional.scaled_dot_product_attention`` with a boolean mask,
+computes the same function with far fewer copies, and its backward comes from
+SDPA's own kernels. The few global queries attend through projections
+applied to themselves rather than to every key and value (the same
+function; see ``_global_rows``), which saves two of the layer's eight
+N x E x E matmuls.
 
 What Longformer computes (and what is reproduced here, per layer):
 
@@ -82,34 +86,37 @@ def banded_self_attention(
     w = module.one_sided_attn_window_size
     if N % w:
         raise ValueError(f"sequence length {N} is not a multiple of the half window {w}: Longformer pads inputs first")
-    nb = N // w
+    c = _query_block(w)  # queries per block; c divides 2w, and N is a multiple of 2w
+    nb = N // c
     device = hidden_states.device
 
     q = _heads(module.query(hidden_states) / math.sqrt(d), H)  # (B, N, H, d)
     k = _heads(module.key(hidden_states), H)
     v = _heads(module.value(hidden_states), H)
 
-    # queries in blocks of w: (B * nb, H, w, d)
-    q_blocks = q.view(B, nb, w, H, d).permute(0, 1, 3, 2, 4).reshape(B * nb, H, w, d)
+    # queries in blocks of c: (B * nb, H, c, d)
+    q_blocks = q.view(B, nb, c, H, d).permute(0, 1, 3, 2, 4).reshape(B * nb, H, c, d)
 
-    # keys and values of block b: positions b*w - w .. b*w + 2w - 1, as strided views of a padded copy
+    # keys and values of block b: positions b*c - w .. b*c + c + w - 1, as strided views of a padded copy
+    span = c + 2 * w
+
     def neighbours(x):
         padded = F.pad(x, (0, 0, 0, 0, w, w))  # (B, N + 2w, H, d)
-        return padded.unfold(1, 3 * w, w).permute(0, 1, 2, 4, 3)  # (B, nb, H, 3w, d)
+        return padded.unfold(1, span, c).permute(0, 1, 2, 4, 3)  # (B, nb, H, span, d)
 
     k_local, v_local = neighbours(k), neighbours(v)
 
     # which keys a local query may use: in its band, inside [0, N), neither padding nor global
-    r = torch.arange(w, device=device)[:, None]
-    p = torch.arange(3 * w, device=device)[None, :]
-    in_band = (p >= r) & (p <= r + 2 * w)  # (w, 3w): |i - j| <= w
-    key_pos = torch.arange(nb, device=device)[:, None] * w - w + torch.arange(3 * w, device=device)[None, :]  # (nb, 3w)
+    r = torch.arange(c, device=device)[:, None]
+    p = torch.arange(span, device=device)[None, :]
+    in_band = (p >= r) & (p <= r + 2 * w)  # (c, span): |i - j| <= w
+    key_pos = torch.arange(nb, device=device)[:, None] * c - w + torch.arange(span, device=device)[None, :]  # (nb, span)
     in_range = (key_pos >= 0) & (key_pos < N)
     local_key = attention_mask == 0  # (B, N): neither padding nor global
-    key_ok = F.pad(local_key, (w, w), value=False).unfold(1, 3 * w, w)  # (B, nb, 3w)
+    key_ok = F.pad(local_key, (w, w), value=False).unfold(1, span, c)  # (B, nb, span)
     # padding queries: any in-range band key (their output is zeroed), so no row is empty
-    query_pad = is_index_masked.view(B, nb, w)[..., None]  # (B, nb, w, 1)
-    mask = in_band[None, None] & in_range[None, :, None, :] & (key_ok[:, :, None, :] | query_pad)  # (B, nb, w, 3w)
+    query_pad = is_index_masked.view(B, nb, c)[..., None]  # (B, nb, c, 1)
+    mask = in_band[None, None] & in_range[None, :, None, :] & (key_ok[:, :, None, :] | query_pad)  # (B, nb, c, span)
 
     if is_global_attn:
         counts = is_index_global_attn.sum(1)
@@ -122,31 +129,75 @@ def banded_self_attention(
         v_global = torch.gather(v, 1, gather).permute(0, 2, 1, 3)
         k_blocks = torch.cat([k_global[:, None].expand(B, nb, H, G, d), k_local], dim=3)
         v_blocks = torch.cat([v_global[:, None].expand(B, nb, H, G, d), v_local], dim=3)
-        mask = torch.cat([slot_ok[:, None, None, :].expand(B, nb, w, G), mask], dim=3)
+        mask = torch.cat([slot_ok[:, None, None, :].expand(B, nb, c, G), mask], dim=3)
     else:
         G = 0
         k_blocks, v_blocks = k_local, v_local
-    S = G + 3 * w
+    S = G + span
     out = F.scaled_dot_product_attention(
         q_blocks,
         k_blocks.reshape(B * nb, H, S, d),
         v_blocks.reshape(B * nb, H, S, d),
-        attn_mask=mask.reshape(B * nb, 1, w, S),
+        attn_mask=mask.reshape(B * nb, 1, c, S),
         scale=1.0,
-    )  # (B * nb, H, w, d)
-    out = out.view(B, nb, H, w, d).permute(0, 1, 3, 2, 4).reshape(B, N, E)
+    )  # (B * nb, H, c, d)
+    out = out.view(B, nb, H, c, d).permute(0, 1, 3, 2, 4).reshape(B, N, E)
     out = out.masked_fill(is_index_masked[:, :, None], 0.0)
 
     if is_global_attn:
         hidden_global = torch.gather(hidden_states, 1, order[:, :, None].expand(B, G, E))  # (B, G, E)
         qg = _heads(module.query_global(hidden_global) / math.sqrt(d), H).transpose(1, 2)  # (B, H, G, d)
-        kg = _heads(module.key_global(hidden_states), H).transpose(1, 2)  # (B, H, N, d)
-        vg = _heads(module.value_global(hidden_states), H).transpose(1, 2)
-        global_out = F.scaled_dot_product_attention(qg, kg, vg, attn_mask=~is_index_masked[:, None, None, :], scale=1.0)
-        global_out = global_out.transpose(1, 2).reshape(B, G, E)
+        global_out = _global_rows(module, qg, hidden_states, is_index_masked)  # (B, G, E)
         rows = (order + torch.arange(B, device=device)[:, None] * N)[slot_ok]  # flat (B*N) rows of the global tokens
         out = out.reshape(B * N, E).index_copy(0, rows, global_out[slot_ok].to(out.dtype)).view(B, N, E)
     return out
+
+
+# Queries per block of the local attention. Each block of c queries reads
+# c + 2w keys where each query needs 2w + 1, so smaller blocks waste less
+# (c = w: 1.5x, c = w/2: 1.25x) but copy more key/value rows (the unfolded
+# keys are (1 + 2w/c) N rows). Chosen by measurement: benchmarks/results/attribution.md.
+QUERY_BLOCK_FRACTION = 2
+
+
+def _query_block(w: int) -> int:
+    c = max(1, w // QUERY_BLOCK_FRACTION)
+    while (2 * w) % c:  # c must divide 2w (N is a multiple of the window 2w)
+        c -= 1
+    return c
+
+
+def _global_rows(module, qg: torch.Tensor, hidden_states: torch.Tensor, is_index_masked: torch.Tensor) -> torch.Tensor:
+    """The outputs of the global queries ``qg`` ((B, H, G, d), scaled),
+    attending to every non-padding key with the ``key_global`` /
+    ``value_global`` projections: (B, G, E).
+
+    With few global tokens (H * G < E) the projections are applied to the
+    queries and to the attention-weighted hidden states instead of to every
+    key and value: ``q . (W_k h_j + b_k) = (W_k^T q) . h_j + q . b_k`` and
+    ``sum_j p_j (W_v h_j + b_v) = W_v (sum_j p_j h_j) + b_v`` (the weights sum
+    to 1). The same function, in O(N E H G) instead of O(N E^2).
+    """
+    B, H, G, d = qg.shape
+    E = hidden_states.shape[-1]
+    padding = is_index_masked[:, None, None, :]  # (B, 1, 1, N)
+    if H * G >= E:  # many global tokens: project every key and value
+        kg = _heads(module.key_global(hidden_states), H).transpose(1, 2)  # (B, H, N, d)
+        vg = _heads(module.value_global(hidden_states), H).transpose(1, 2)
+        out = F.scaled_dot_product_attention(qg, kg, vg, attn_mask=~padding, scale=1.0)
+        return out.transpose(1, 2).reshape(B, G, E)
+    key, value = module.key_global, module.value_global
+    u = torch.einsum("bhgd,hde->bhge", qg, key.weight.view(H, d, E))  # W_k^T q per head
+    scores = torch.einsum("bhge,bne->bhgn", u, hidden_states)
+    if key.bias is not None:
+        scores = scores + torch.einsum("bhgd,hd->bhg", qg, key.bias.view(H, d))[..., None]
+    scores = scores.masked_fill(padding, float("-inf"))
+    p = torch.softmax(scores, dim=-1, dtype=torch.float32).to(hidden_states.dtype)
+    context = torch.einsum("bhgn,bne->bhge", p, hidden_states)  # (B, H, G, E)
+    out = torch.einsum("bhge,hde->bghd", context, value.weight.view(H, d, E))
+    if value.bias is not None:
+        out = out + value.bias.view(H, d)
+    return out.reshape(B, G, E)
 
 
 def _fast_forward(module):

@@ -77,6 +77,31 @@ def test_one_layer_without_global_tokens():
     assert float(got.detach()[1, 17:].abs().max()) == 0.0  # padding rows are zero, as in transformers
 
 
+@pytest.mark.parametrize("n_global", [1, 3, 8, 12])
+def test_global_rows_both_routes(n_global):
+    """Few global tokens (heads x globals < hidden) take the reassociated
+    route, many take the projected one: both equal transformers' module,
+    forward and input gradient, with padding in the batch."""
+    model = tiny_longformer(windows=(8,), seed=7)  # hidden 32, 4 heads: 8 or more globals take the projected route
+    module = model.longformer.encoder.layer[0].attention.self
+    generator = torch.Generator().manual_seed(n_global)
+    with torch.no_grad():  # initialised biases are zero: make them count
+        for linear in (module.query_global, module.key_global, module.value_global, module.query, module.key, module.value):
+            linear.bias.copy_(torch.randn(linear.bias.shape, generator=generator))
+    hidden = torch.randn(2, 48, 32, generator=generator, requires_grad=True)
+    mask = torch.zeros(2, 48)
+    mask[1, 40:] = torch.finfo(torch.float32).min  # padding, as the encoder passes it
+    positions = torch.randperm(40, generator=generator)[:n_global]
+    mask[:, positions] = 10000.0  # global, as the encoder passes it
+    masked, is_global = mask < 0, mask > 0
+    expected = module(hidden, attention_mask=mask, is_index_masked=masked, is_index_global_attn=is_global, is_global_attn=True)[0]
+    (expected_grad,) = torch.autograd.grad((expected * torch.linspace(-1, 1, 32)).sum(), hidden)
+    got = banded_self_attention(module, hidden, mask, masked, is_global, True)
+    (got_grad,) = torch.autograd.grad((got * torch.linspace(-1, 1, 32)).sum(), hidden)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(got_grad, expected_grad, atol=1e-5, rtol=0)
+
+
 def test_weights_class_and_forward_untouched():
     model = tiny_longformer(seed=8)
     before = {k: v.clone() for k, v in model.state_dict().items()}
