@@ -11,7 +11,7 @@ CUDA_HOME ?= /usr/local/cuda
 PY := $(VENV)/bin/python
 SOURCES := setup.py pyproject.toml $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/*.cpp csrc/cuda/*.cu)
 
-.PHONY: demo test build bench bench-attention cuda-check gpu-check clean
+.PHONY: demo test build bench bench-scale bench-attention cuda-check gpu-check clean
 
 # torch first (the CPU wheel on disk), then pyattn with its test extras,
 # built against that torch (no build isolation).
@@ -37,10 +37,18 @@ test: build
 bench: build
 	mkdir -p build
 	$(PY) -m pytest benchmarks --benchmark-only --benchmark-columns=min,median,max,rounds \
-		--benchmark-json=build/bench.json -q
+		--ignore=benchmarks/test_cli_scale.py --benchmark-json=build/bench.json -q
 	$(PY) benchmarks/report.py build/bench.json
 	$(PY) benchmarks/memory.py
 	cd benchmarks && ../$(PY) memory_attention.py
+
+# `pyattn attribute` over 4 documents of 2-4k tokens on a base-shaped
+# Longformer against the previous automatic loop (about 30 minutes on 2 cores):
+# benchmarks/results/cli_scale.md, from one run's JSON.
+bench-scale: build
+	mkdir -p build benchmarks/results
+	$(PY) -m pytest benchmarks/test_cli_scale.py --benchmark-only -q --benchmark-json=build/cli_scale.json
+	$(PY) benchmarks/cli_scale_report.py build/cli_scale.json
 
 # The attention-speed tables (benchmarks/results/attention.md), generated from
 # one run's JSON: attention received against its floors (.sum() and a
