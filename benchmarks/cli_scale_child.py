@@ -32,7 +32,7 @@ def main(route: str, model_dir: str, data: str, out: str, result_path: str) -> N
     if route == "cli":
         from pyattn.cli import main as cli
 
-        code = cli(["attribute", "--model", model_dir, "--data", data, "--out", out, "--device", "cpu", "--quiet"])
+        code = cli(["attribute", "--model", model_dir, "--data", data, "--out", out, "--device", "cpu", "--label-column", "", "--quiet"])
         if code:
             raise SystemExit(f"pyattn attribute exited with {code}")
         from pyattn.store import ResultsStore
