@@ -19,7 +19,7 @@ nodes and weights; the tests check it):
   ``(1 - alpha) * E(baseline) + alpha * E(input)``; the gradient is reduced
   at once to one number per token, ``sum_e (E(input) - E(baseline)) * grad``,
   so that any rule's attribution is a weighted sum of stored vectors;
-- with a nested rule (trapezoid doubling by default, or Clenshaw-Curtis)
+- with a nested rule (Clenshaw-Curtis by default, or trapezoid doubling)
   each refinement adds only
   the new nodes, ``F(input)`` and ``F(baseline)`` come from the end nodes, and
   the change between the last two levels is a per-token error estimate.
@@ -41,15 +41,18 @@ from pyattn.inputs import embedding_layer, encode
 
 __all__ = ["Attribution", "attribute", "attribute_many", "auto_batch_size"]
 
-#: n_steps="auto": the first level checked (nodes) and the cap.
-AUTO_FIRST_STEPS = 9
+#: n_steps="auto": the first level checked (nodes) and the cap. Coarser
+#: levels (2 and 3 nodes) are evaluated on the way but never trusted.
+AUTO_FIRST_STEPS = 5
 AUTO_MAX_STEPS = 513
 #: the default rule, chosen by measured completeness error per evaluation
-#: (benchmarks/results/attribution.md): at tol 0.01 trapezoid doubling reached
-#: 1% with 9 nodes on the smooth demo model (as Clenshaw-Curtis did) and with
-#: 33 on the sharpened one, where Clenshaw-Curtis and Gauss-Legendre needed 65.
-#: For tolerances below ~1e-4 on smooth models Clenshaw-Curtis needs fewer.
-DEFAULT_METHOD = "trapezoid"
+#: (benchmarks/results/attribution.md and quadrature_rules.md): on smooth
+#: integrands (the demo model, the base-shaped Longformer) Clenshaw-Curtis
+#: converges spectrally (1e-4 at 5 nodes where trapezoid doubling needs 17
+#: to 65 for 1%); on the demo model with logits sharpened 30x it needs 65
+#: nodes where trapezoid doubling needs 33 (a steep step mid-path, where
+#: Clenshaw-Curtis nodes are sparser). ``method="trapezoid"`` for such models.
+DEFAULT_METHOD = "clenshaw-curtis"
 
 
 @dataclass
@@ -396,9 +399,10 @@ def attribute(
         nodes. An int: exactly that many nodes (Captum's ``n_steps``).
         Either way ``converged`` says whether ``|delta| <= tol * |gap|``.
     method:
-        Quadrature rule: ``"trapezoid"`` (default, nested: equally spaced
-        nodes, halved per level), ``"clenshaw-curtis"`` (nested; fewer nodes
-        for tight tolerances on smooth models), or Captum's ``"gausslegendre"`` /
+        Quadrature rule: ``"clenshaw-curtis"`` (default, nested; spectrally
+        accurate on smooth paths), ``"trapezoid"`` (nested: equally spaced
+        nodes, halved per level; fewer nodes when the probability changes in
+        a steep step along the path), or Captum's ``"gausslegendre"`` /
         ``"riemann_*"`` (fixed ``n_steps`` only; two extra forwards for
         ``F(input)`` and ``F(baseline)``).
     internal_batch_size:
