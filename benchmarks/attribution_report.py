@@ -82,7 +82,7 @@ def main(*paths: str, out: str = "benchmarks/results/attribution.md") -> None:
             "(logits 30x sharper: needs >= 64 nodes). notebook = Captum LayerIntegratedGradients, Gauss-Legendre "
             "50 steps, batch 2 (fixed: its error is what 50 steps give); doubling = pyattn's previous auto loop "
             "(Gauss-Legendre 8, 16, 32 ... fresh Captum call per try); one round each; nested = `pyattn.attribute(n_steps=\"auto\")` "
-            f"({_nested_rule(completeness)} levels 9, 17, 33 ..., fast attention). Evaluations = examples through the full model. " + _run_of(completeness),
+            f"({_nested_rule(completeness)} levels 5, 9, 17, 33 ..., fast attention). Evaluations = examples through the full model. " + _run_of(completeness),
             "",
             "| model | method | seconds | x nested time | evaluations | final steps | completeness error |",
             "|---|---|---:|---:|---:|---:|---:|",
@@ -105,19 +105,22 @@ def main(*paths: str, out: str = "benchmarks/results/attribution.md") -> None:
             "## Completeness error per evaluation, by quadrature rule",
             "",
             "Relative completeness error |delta| / |F(x) - F(x')| at n evaluations (nested rules: one 65-node run, "
-            "its levels; Gauss-Legendre: one run per n, so reaching 65 by refinement costs 9+17+33+65). " + _run_of(rules),
+            "its levels; Gauss-Legendre: one run per n, so reaching 65 by refinement costs 5+9+17+33+65). "
+            "base-512: the base-shaped Longformer (random seeded weights), one 512-token document, up to 17 nodes. " + _run_of({**rules, **rows.get("test_rule_error_base_shaped", {})}),
             "",
-            "| model | rule | n = 9 | n = 17 | n = 33 | n = 65 |",
-            "|---|---|---:|---:|---:|---:|",
+            "| model | rule | n = 5 | n = 9 | n = 17 | n = 33 | n = 65 |",
+            "|---|---|---:|---:|---:|---:|---:|",
         ]
-        for model in ("smooth", "sharpened"):
+        base_rules = {tuple(k) + ("base-512",): v for k, v in rows.get("test_rule_error_base_shaped", {}).items()}
+        rules_rows = {**rules_rows, **base_rules}
+        for model in ("smooth", "sharpened", "base-512"):
             for rule in ("clenshaw-curtis", "trapezoid", "gausslegendre"):
                 key = tuple(rule.split("-")) + (model,)
                 b = rules_rows.get(key)
                 if not b:
                     continue
                 e = b["extra_info"]
-                lines.append(f"| {model} | {rule} | " + " | ".join(f"{e.get(f'error_at_{n}', float('nan')):.1e}" for n in (9, 17, 33, 65)) + " |")
+                lines.append(f"| {model} | {rule} | " + " | ".join(f"{e.get(f'error_at_{n}', float('nan')):.1e}" for n in (5, 9, 17, 33, 65)) + " |")
         lines.append("")
     with open(out, "w") as f:
         f.write("\n".join(lines))

@@ -118,7 +118,7 @@ def test_to_completeness(benchmark, method, model_name):
 @pytest.mark.parametrize("model_name", ["smooth", "sharpened"])
 @pytest.mark.parametrize("rule", ["clenshaw-curtis", "trapezoid", "gausslegendre"])
 def test_rule_error_per_evaluation(benchmark, rule, model_name):
-    """Completeness error at 9, 17, 33, 65 evaluations. Nested rules give all
+    """Completeness error at 5, 9, 17, 33, 65 evaluations. Nested rules give all
     four from one 65-node run (their levels); Gauss-Legendre needs four runs."""
     model, tokenizer = models()[model_name], demo()[1]
     text = demo_text()
@@ -127,11 +127,37 @@ def test_rule_error_per_evaluation(benchmark, rule, model_name):
     def run():
         if rule == "gausslegendre":
             errors = {}
-            for n in (9, 17, 33, 65):
+            for n in (5, 9, 17, 33, 65):
                 r = pyattn.attribute(model, tokenizer, text, n_steps=n, method=rule, device="cpu")
                 errors[n] = r.relative_error
             return errors
         r = pyattn.attribute(model, tokenizer, text, n_steps="auto", method=rule, tol=1e-12, max_steps=65, device="cpu")
+        return {n: d / abs(r.output_gap) for n, d in r.tries}
+
+    errors = benchmark.pedantic(run, rounds=1, iterations=1)
+    benchmark.extra_info.update({f"error_at_{n}": float(e) for n, e in errors.items()})
+
+
+@pytest.mark.parametrize("rule", ["clenshaw-curtis", "trapezoid", "gausslegendre"])
+def test_rule_error_base_shaped(benchmark, rule):
+    """The same on the base-shaped Longformer (random seeded weights): one
+    document of 512 tokens (the first of benchmarks/test_cli_scale.py's
+    corpus slice), up to 17 nodes."""
+    from pyattn.demo import demo_documents
+
+    model, tokenizer = base_model(), demo()[1]
+    ids: list[int] = []
+    for document in demo_documents("train"):
+        ids += tokenizer(document.text, add_special_tokens=False)["input_ids"]
+        if len(ids) >= 510:
+            break
+    text = tokenizer.decode(ids[:510])
+    benchmark.group = "rules-base-512"
+
+    def run():
+        if rule == "gausslegendre":
+            return {n: pyattn.attribute(model, tokenizer, text, n_steps=n, method=rule, device="cpu").relative_error for n in (5, 9, 17)}
+        r = pyattn.attribute(model, tokenizer, text, n_steps="auto", method=rule, tol=1e-12, max_steps=17, device="cpu")
         return {n: d / abs(r.output_gap) for n, d in r.tries}
 
     errors = benchmark.pedantic(run, rounds=1, iterations=1)

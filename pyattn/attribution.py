@@ -46,7 +46,7 @@ __all__ = ["Attribution", "attribute", "attribute_many", "auto_batch_size"]
 AUTO_FIRST_STEPS = 5
 AUTO_MAX_STEPS = 513
 #: the default rule, chosen by measured completeness error per evaluation
-#: (benchmarks/results/attribution.md and quadrature_rules.md): on smooth
+#: (benchmarks/results/attribution.md, its last table): on smooth
 #: integrands (the demo model, the base-shaped Longformer) Clenshaw-Curtis
 #: converges spectrally (1e-4 at 5 nodes where trapezoid doubling needs 17
 #: to 65 for 1%); on the demo model with logits sharpened 30x it needs 65
