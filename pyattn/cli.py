@@ -336,7 +336,8 @@ def compare_command(args: argparse.Namespace) -> int:
         ranges = parse_layer_ranges(args.layers, shape[0])
         special = _special_tokens(store.manifest().get("tokenizer", ""))
         per_document, summary, tokens = compare_results(store, importance, ranges, special_tokens=special, progress=not args.quiet,
-                                                        significance=args.significance, head_map=args.head_map)
+                                                        significance=args.significance, head_map=args.head_map,
+                                                        attribution_as=args.attribution_as)
     except (DataError, StoreError, ValueError, FileNotFoundError, _Refused) as error:
         return _fail(str(error))
     if not args.quiet:
@@ -451,6 +452,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare_parser.add_argument("--significance", type=_positive_int("--significance", 0), default=0,
                                 help="permutations for per-document p-values of every metric (circular-shift null; "
                                      "0, the default, skips them; 999 gives p down to 0.001)")
+    compare_parser.add_argument("--attribution-as", choices=["magnitude", "signed"], default="magnitude",
+                                help="attributions in every metric and p-value as |attribution| (magnitude, the default) or signed "
+                                     "(a token that opposes the prediction ranks last); cosine_raw is always signed")
     compare_parser.add_argument("--head-map", action="store_true",
                                 help="also the layer x head agreement map (head_agreement.csv/.png): permutation p-values "
                                      "with Holm correction; seconds per long document")

@@ -499,7 +499,8 @@ def store_shape(store: ResultsStore) -> tuple[int, int] | None:
 
 
 def compare_results(store: ResultsStore, head_importance=None, ranges=(), masks=("no_special", "alphabetic", "no_stopwords"), special_tokens=(), progress: bool = True,
-                    n_boot: int = 2000, head_map: bool = False, head_map_perm: int | None = None, significance: int = 0):
+                    n_boot: int = 2000, head_map: bool = False, head_map_perm: int | None = None, significance: int = 0,
+                    attribution_as: str = "magnitude"):
     """Similarity of every stored document's attributions to its attention
     received: final layer, all layers, each 0-based inclusive layer range
     ``(first, last)``, and the same scaled by ``head_importance`` ``(L, H)``
@@ -522,8 +523,11 @@ def compare_results(store: ResultsStore, head_importance=None, ranges=(), masks=
     (:func:`pyattn.bootstrap_token_means`). With ``significance`` > 0,
     ``metrics.parquet`` also holds ``p_<metric>`` columns: each document's
     one-sided permutation p-value (circular-shift null, ``significance``
-    draws; the mask's tokens only, as the metric). Returns
-    ``(per_document, summary, tokens)``."""
+    draws; the mask's tokens only, as the metric), with the null and the
+    draws used in ``significance_null`` and ``significance_n_perm``.
+    ``attribution_as`` (``"magnitude"``, the default, or ``"signed"``) is the
+    attributions' ranking convention in every metric, p-value and the head
+    map; every table names it. Returns ``(per_document, summary, tokens)``."""
     import numpy as np
     from tqdm.auto import tqdm
 
@@ -545,9 +549,9 @@ def compare_results(store: ResultsStore, head_importance=None, ranges=(), masks=
             raise DataError(f"document {record['doc_id']!r} has non-finite attribution scores in the store")
         tokens = list(record["tokens"])
         choices = attention_views(per_head, weights, ranges)
-        table = compare(scores, choices, tokens, special_tokens=special_tokens, masks=masks)
+        table = compare(scores, choices, tokens, special_tokens=special_tokens, masks=masks, attribution_as=attribution_as)
         if significance:
-            table = _with_p_values(table, scores, choices, tokens, special_tokens, significance)
+            table = _with_p_values(table, scores, choices, tokens, special_tokens, significance, attribution_as)
         tables.append(table)
         ids.append(record["doc_id"])
         token_docs.append((tokens, scores))
@@ -567,7 +571,7 @@ def compare_results(store: ResultsStore, head_importance=None, ranges=(), masks=
         from pyattn.agreement import head_agreement
         from pyattn.report.agreement_plots import head_agreement_png
 
-        agreement = head_agreement(heads_input, special_masks=special_masks, n_perm=head_map_perm, n_boot=n_boot)
+        agreement = head_agreement(heads_input, special_masks=special_masks, n_perm=head_map_perm, n_boot=n_boot, attribution_as=attribution_as)
         export_table(agreement, os.path.join(store.path, "head_agreement.csv"))
         with open(os.path.join(store.path, "head_agreement.png"), "wb") as image:
             image.write(head_agreement_png(agreement, head_importance=weights))
@@ -576,10 +580,12 @@ def compare_results(store: ResultsStore, head_importance=None, ranges=(), masks=
     return per_document, summary, tokens_table
 
 
-def _with_p_values(table, scores, choices, tokens, special_tokens, n_perm: int):
+def _with_p_values(table, scores, choices, tokens, special_tokens, n_perm: int, attribution_as: str = "magnitude"):
     """``table`` (one document's :func:`pyattn.similarity.compare` rows) with a
     ``p_<metric>`` column per metric: the permutation p-value of that row's
-    attention choice over that row's mask."""
+    attention choice over that row's mask (circular-shift null), and
+    ``significance_null`` / ``significance_n_perm`` (the draws used: all m - 1
+    shifts when a mask keeps m <= n_perm tokens)."""
     import numpy as np
 
     from pyattn.significance import permutation_test
@@ -589,13 +595,17 @@ def _with_p_values(table, scores, choices, tokens, special_tokens, n_perm: int):
     table = table.copy()
     for column in METRICS:
         table[f"p_{column}"] = np.nan
+    table["significance_null"] = "circular_shift"
+    table["significance_n_perm"] = 0
     for index, row in table.iterrows():
         keep = masks[row["mask"]]
         if keep.sum() < 3:
             continue
-        result = permutation_test(scores[keep], np.asarray(choices[row["attention"]])[keep], n_perm=n_perm).set_index("metric")["p_value"]
-        for metric, p in result.items():
+        result = permutation_test(scores[keep], np.asarray(choices[row["attention"]])[keep], n_perm=n_perm, null="circular_shift",
+                                  attribution_as=attribution_as).set_index("metric")
+        for metric, p in result["p_value"].items():
             table.loc[index, f"p_{metric}"] = p
+        table.loc[index, "significance_n_perm"] = int(result["n_perm"].iloc[0])
     return table
 
 
