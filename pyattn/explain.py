@@ -211,7 +211,7 @@ class Explanation:
             )
         return facts
 
-    def _render(self, title: str | None, plots: bool, facts: dict | None = None) -> str:
+    def _render(self, title: str | None, plots: bool, facts: dict | None = None, tables=()) -> str:
         from pyattn.report import render_document
 
         return render_document(
@@ -228,7 +228,7 @@ class Explanation:
             attribution_as=self.attribution_as,
             plots=plots,
             metrics=self.similarity,
-            extra_tables=self._significance_tables(),
+            extra_tables=[*self._significance_tables(), *tables],
         )
 
     def _significance_tables(self) -> list:
@@ -241,12 +241,15 @@ class Explanation:
                  f"attention vector, {'/'.join(map(str, draws))} draws, p = (1 + #null >= observed) / (1 + draws); mask "
                  f"{first['mask']}; attributions as {first['attribution_as']})", table)]
 
-    def save_html(self, path: str | os.PathLike, title: str | None = None, facts: dict | None = None) -> str:
+    def save_html(self, path: str | os.PathLike, title: str | None = None, facts: dict | None = None, tables=()) -> str:
         """Write the full report (heat maps, tables, plots) to ``path``;
-        ``facts`` (e.g. the true label) are shown first."""
+        ``facts`` (e.g. the true label) are shown first; ``tables``:
+        (heading, DataFrame[, note[, HTML table id]]) shown after the
+        similarity table (a dataset report puts the dataset statistics
+        there)."""
         from pyattn.report import write_html
 
-        return write_html(path, self._render(title, plots=True, facts=facts))
+        return write_html(path, self._render(title, plots=True, facts=facts, tables=tables))
 
     def _repr_html_(self) -> str:
         return self._render(None, plots=False)
