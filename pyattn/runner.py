@@ -778,9 +778,9 @@ def report_results(store: ResultsStore, out: str | None = None, head_importance=
                     row[f"p, spearman, {view}"] = found.loc[(view, "spearman_rho"), "p_value"]
         rows.append(row)
     convention = "|attribution|" if attribution_as == "magnitude" else "signed attribution"
-    notes = [f"Spearman of {convention} with attention received, over the tokens of mask '{mask}'"
+    notes = [f"Documents (table below): Spearman of {convention} with attention received, over the tokens of mask '{mask}'"
              + (" (special tokens dropped)." if mask == "no_special" else " (no special tokens known: all tokens).")
-             + (" p: one-sided circular-shift permutation p-value (see the table above)." if with_p else "")]
+             + (" p: the document's one-sided circular-shift permutation p-value (see the note to the next table)." if with_p else "")]
     summary_tables = [(f"Every metric across the {len(records)} documents (mask {mask})", display_summary_statistics(summary_statistics(intervals, mask)),
                        note, "dataset-statistics")]
     images = []

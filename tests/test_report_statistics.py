@@ -159,7 +159,9 @@ def test_index_shows_every_mean_with_its_interval_and_the_p_value_summary(compar
         assert number(cell["share of documents with p <= 0.05"]) == pytest.approx(row["share_p05"], abs=5.1e-5)
         assert number(cell["share of documents with p <= 0.05 after Holm over documents"]) == pytest.approx(row["share_p05_holm"], abs=5.1e-5)
     text = open(index, encoding="utf-8").read()
-    assert "p: one-sided circular-shift permutation p-value" in text
+    assert "p: the document&#39;s one-sided circular-shift permutation p-value" in text
+    # 8 documents, at most 19 draws: Holm cannot reach 0.05, and the page says so
+    assert "the smallest Holm-adjusted p-value possible is 8/20 = 0.4 &gt; 0.05" in text and "needs n_perm &gt;= 159" in text
     documents = html_table_rows_without_id(index)
     assert "p, spearman, final" in documents[0]
 

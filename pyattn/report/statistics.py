@@ -10,6 +10,8 @@ files, rounded for display (4 decimals; percentiles 1).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 __all__ = ["document_statistics", "summary_statistics", "display_document_statistics", "display_summary_statistics", "statistics_note"]
@@ -170,6 +172,13 @@ def statistics_note(intervals, per_document, mask: str, source: str) -> str:
             f"mask's tokens, n_perm = {'/'.join(map(str, draws)) or '?'} draws per document (all shifts when a document has fewer tokens), "
             "p = (1 + #{null >= observed}) / (1 + n_perm); Holm: adjusted over the documents' p-values of the same attention and metric."
         )
+        tested = int(rows["document"].nunique())
+        if draws and tested / (1 + max(draws)) > 0.05:
+            parts.append(
+                f"With {tested} documents and at most {max(draws)} draws, the smallest Holm-adjusted p-value possible is "
+                f"{tested}/{1 + max(draws)} = {tested / (1 + max(draws)):.3g} > 0.05: no document can pass Holm at 0.05 "
+                f"(that needs n_perm >= {math.ceil(tested / 0.05) - 1})."
+            )
     else:
         parts.append("No p-values: run `pyattn compare --significance 999` (or `pyattn report --significance 999`) for them.")
     if len(first):
