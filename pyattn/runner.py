@@ -686,6 +686,7 @@ def report_results(store: ResultsStore, out: str | None = None, head_importance=
     from pyattn.report.statistics import (
         display_document_statistics,
         display_summary_statistics,
+        display_token_intervals,
         document_statistics,
         statistics_note,
         summary_statistics,
@@ -732,8 +733,17 @@ def report_results(store: ResultsStore, out: str | None = None, head_importance=
         per_document, _ = dataset_similarity(tables, ids)
         per_document, intervals = dataset_statistics(per_document, n_boot=n_boot)
         source = f"computed by `pyattn report` ({why}); written to metrics.parquet and metrics_intervals.csv beside these pages"
+    tokens_file = os.path.join(store.path, "tokens_intervals.csv")
+    if why is None and os.path.exists(tokens_file):  # from the same `pyattn compare` run as the metrics
+        token_intervals = pd.read_csv(tokens_file, keep_default_na=False, na_values=[""])
+    else:
+        from pyattn.uncertainty import bootstrap_token_means
+
+        token_intervals = bootstrap_token_means(((list(r["tokens"]), np.asarray(r["scores"], dtype=np.float64)) for _, r in records.iterrows()),
+                                                n_boot=n_boot)
     export_table(per_document, os.path.join(out, "metrics.parquet"))
     export_table(intervals, os.path.join(out, "metrics_intervals.csv"))
+    export_table(token_intervals, os.path.join(out, "tokens_intervals.csv"))
     note = statistics_note(intervals, per_document, mask, source)
     with_p = f"p_spearman_rho" in per_document.columns and per_document["p_spearman_rho"].notna().any()
 
@@ -783,6 +793,14 @@ def report_results(store: ResultsStore, out: str | None = None, head_importance=
              + (" p: the document's one-sided circular-shift permutation p-value (see the note to the next table)." if with_p else "")]
     summary_tables = [(f"Every metric across the {len(records)} documents (mask {mask})", display_summary_statistics(summary_statistics(intervals, mask)),
                        note, "dataset-statistics")]
+    token_note = ("Signed attribution of each token type (raw tokens, special tokens included), summed over the documents; means with "
+                  f"bootstrap 95% intervals (documents resampled, {n_boot} resamples, expanded percentile). Source: "
+                  + ("`pyattn compare` (tokens_intervals.csv in the store)" if why is None and os.path.exists(tokens_file) else "computed by `pyattn report`")
+                  + "; all types in tokens_intervals.csv beside these pages.")
+    summary_tables.append(("Token types with the largest summed attribution (supporting the prediction)",
+                           display_token_intervals(token_intervals, 15, "top"), token_note, "tokens-top"))
+    summary_tables.append(("Token types with the most negative summed attribution (opposing the prediction)",
+                           display_token_intervals(token_intervals, 15, "bottom"), None, "tokens-bottom"))
     images = []
     metrics_file = os.path.join(store.path, "metrics.parquet")
     if os.path.exists(metrics_file):  # written by `pyattn compare`

@@ -249,3 +249,21 @@ def test_dataset_statistics_percentiles_skip_missing_values():
     assert positions["percentile_spearman_rho"].tolist()[::2] == [100.0, 100.0] and np.isnan(positions["percentile_spearman_rho"].iloc[1])
     assert positions["percentile_spearman_rho"].iloc[3] == pytest.approx(100 / 3)
     assert summary.loc[0, "documents"] == 3 and "share_p05" not in summary.columns
+
+
+def test_index_shows_token_types_with_the_intervals_of_compares_table(compared):
+    tokens = pd.read_csv(os.path.join(compared.path, "tokens_intervals.csv"), keep_default_na=False, na_values=[""])
+    index = os.path.join(compared.path, "reports", "index.html")
+    for table_id, expected in (("tokens-top", tokens.head(15)), ("tokens-bottom", tokens.iloc[::-1].head(15))):
+        shown = html_table(index, table_id)
+        assert len(shown) == 15
+        assert list(shown["token (raw; Ġ = a space before it)"]) == list(expected["token"])
+        assert np.allclose(shown["attribution summed over the dataset"].map(number), expected["sum"], atol=5.1e-5)
+        assert np.allclose(shown["mean per document (sum / all documents)"].map(number), expected["mean_over_all_documents"], atol=5.1e-5)
+        bounds = np.array([interval(text) for text in shown["95% CI (per document)"]])
+        assert np.allclose(bounds, expected[["mean_over_all_documents_low", "mean_over_all_documents_high"]], atol=5.1e-5)
+    # the table's sums, from the records themselves (signed attribution per raw token, over all documents)
+    records = compared.records()
+    first = tokens.iloc[0]
+    total = sum(float(np.sum(np.asarray(r["scores"])[np.asarray(r["tokens"]) == first["token"]])) for _, r in records.iterrows())
+    assert first["sum"] == pytest.approx(total) and first["mean_over_all_documents"] == pytest.approx(total / len(records))

@@ -14,7 +14,8 @@ import math
 
 import numpy as np
 
-__all__ = ["document_statistics", "summary_statistics", "display_document_statistics", "display_summary_statistics", "statistics_note"]
+__all__ = ["document_statistics", "summary_statistics", "display_document_statistics", "display_summary_statistics", "statistics_note",
+           "display_token_intervals"]
 
 DOCUMENT_COLUMNS = {
     "attention": "attention received",
@@ -188,3 +189,37 @@ def statistics_note(intervals, per_document, mask: str, source: str) -> str:
         )
     parts.append(f"Source: {source}.")
     return " ".join(parts)
+
+
+TOKEN_COLUMNS = {
+    "token": "token (raw; Ġ = a space before it)",
+    "documents": "documents with it",
+    "occurrences": "occurrences",
+    "sum": "attribution summed over the dataset",
+    "mean_over_all_documents": "mean per document (sum / all documents)",
+    "mean_over_all_documents_ci": "95% CI (per document)",
+    "mean_per_occurrence": "mean per occurrence",
+    "mean_per_occurrence_ci": "95% CI (per occurrence)",
+}
+
+
+def display_token_intervals(table, k: int = 15, end: str = "top"):
+    """The ``k`` token types with the largest (``end="top"``) or most
+    negative (``"bottom"``) summed signed attribution of a
+    :func:`pyattn.uncertainty.bootstrap_token_means` table (its rows are sorted
+    by ``sum``, largest first), as labelled text columns."""
+    import pandas as pd
+
+    if end not in ("top", "bottom"):
+        raise ValueError(f'end must be "top" or "bottom", got {end!r}')
+    rows = table.head(k) if end == "top" else table.iloc[::-1].head(k)
+    return pd.DataFrame({
+        TOKEN_COLUMNS["token"]: rows["token"].astype(str),
+        TOKEN_COLUMNS["documents"]: rows["documents"].astype(int),
+        TOKEN_COLUMNS["occurrences"]: rows["occurrences"].astype(int),
+        TOKEN_COLUMNS["sum"]: [_number(v) for v in rows["sum"]],
+        TOKEN_COLUMNS["mean_over_all_documents"]: [_number(v) for v in rows["mean_over_all_documents"]],
+        TOKEN_COLUMNS["mean_over_all_documents_ci"]: [_interval(a, b) for a, b in zip(rows["mean_over_all_documents_low"], rows["mean_over_all_documents_high"])],
+        TOKEN_COLUMNS["mean_per_occurrence"]: [_number(v) for v in rows["mean_per_occurrence"]],
+        TOKEN_COLUMNS["mean_per_occurrence_ci"]: [_interval(a, b) for a, b in zip(rows["mean_per_occurrence_low"], rows["mean_per_occurrence_high"])],
+    })
