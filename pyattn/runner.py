@@ -519,7 +519,7 @@ def compare_results(store: ResultsStore, head_importance=None, ranges=(), masks=
     document, about 3 s per 2,048-token document for 12 x 12 heads),
     ``head_agreement.csv`` / ``head_agreement.png``: per
     layer x head, the mean Spearman of that head's attention received with
-    |attribution| (special tokens held in place), its interval, a
+    the attributions (as ``attribution_as`` says; special tokens held in place), its interval, a
     dataset-level circular-shift permutation p-value and its Holm correction
     (:func:`pyattn.head_agreement`; ``head_map_perm`` draws, default enough
     for Holm over all heads), beside head importance when given;

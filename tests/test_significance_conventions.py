@@ -111,3 +111,27 @@ def test_unknown_convention_is_named():
                  lambda: head_agreement_per_document(a, r[None, None], attribution_as="abs")):
         with pytest.raises(ValueError, match="attribution_as must be \"magnitude\""):
             call()
+
+
+def test_the_per_document_object_follows_the_convention(tmp_path):
+    from pyattn.attribution import Attribution
+    from pyattn.explain import compose
+
+    rng = np.random.default_rng(12)
+    tokens = ["<s>"] + [f"Ġw{i}" for i in range(30)] + ["</s>"]
+    scores = rng.normal(size=len(tokens))
+    attribution = Attribution(tokens=tokens, input_ids=list(range(len(tokens))), scores=scores, probabilities=np.array([0.4, 0.6]),
+                              predicted_label=1, target=1, delta=0.0, output_gap=float(scores.sum()), n_steps=8, model_evaluations=8,
+                              converged=True, truncated_tokens=0)
+    per_head = rng.gamma(2.0, size=(2, 3, len(tokens)))
+    result = compose(attribution, per_head, special_tokens=["<s>", "</s>"], masks=["no_special"], attribution_as="signed", significance=19)
+    table = result.significance
+    assert (table["attribution_as"] == "signed").all()
+    # the observed statistic is the similarity table's (the same tokens: mask no_special)
+    similarity_rows = result.similarity.set_index("attention")
+    for view in ("final", "all"):
+        observed = table[table["attention"] == view].set_index("metric")["observed"]
+        for metric in METRICS:
+            assert observed[metric] == pytest.approx(similarity_rows.loc[view, metric], abs=1e-12, nan_ok=True), (view, metric)
+    page = open(result.save_html(tmp_path / "page.html"), encoding="utf-8").read()
+    assert "attributions as signed)" in page and "circular shifts of the attention vector, 19 draws" in page
