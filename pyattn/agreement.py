@@ -2,7 +2,8 @@
 attributions, across a dataset, and how sure is that?
 
 For every layer x head (both numbered from 0): the metric (default Spearman's
-rho of attention received by that head with |attribution|) in each document,
+rho of attention received by that head with |attribution|, or with the signed
+attribution under ``attribution_as="signed"``) in each document,
 its mean over documents with a bootstrap interval (documents resampled), and a
 permutation p-value for "this head's agreement is greater than chance" across
 the dataset, Holm-corrected over all L x H heads.
@@ -28,7 +29,7 @@ from typing import Sequence
 import numpy as np
 
 from pyattn.significance import null_permutations, similarity_batch, check_special_mask, TIE_TOLERANCE
-from pyattn.similarity import METRICS, as_array, as_vector
+from pyattn.similarity import METRICS, _check_attribution_as, as_array, as_vector
 from pyattn.uncertainty import percentile_interval, bootstrap_tail, bootstrap_weights, holm
 
 __all__ = ["head_agreement", "head_agreement_per_document"]
@@ -45,19 +46,19 @@ def _attention_heads(values, n: int, index: int) -> np.ndarray:
     return array
 
 
-def _linear_statistics(a: np.ndarray, heads: np.ndarray, permutations: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
+def _linear_statistics(a: np.ndarray, heads: np.ndarray, permutations: np.ndarray, metric: str, attribution_as: str = "magnitude") -> tuple[np.ndarray, np.ndarray]:
     """Observed (K,) and null (P, K) statistics for K heads, for a metric that
     is a cosine of transformed vectors: permuting the attention by pi equals
     permuting the attribution by pi's inverse, so the null is one matrix
     product."""
     from scipy import stats
 
-    magnitude = np.abs(a)
+    used = np.abs(a) if attribution_as == "magnitude" else a
     if metric == "spearman_rho":
-        x = stats.rankdata(magnitude)
+        x = stats.rankdata(used)
         rows = stats.rankdata(heads, axis=1)
     elif metric == "pearson_r":
-        x, rows = magnitude, heads
+        x, rows = used, heads
     else:  # cosine_raw: signed attribution, uncentred
         x, rows = a, heads
     if metric != "cosine_raw":
@@ -91,6 +92,7 @@ def head_agreement_per_document(
     top_percent: float = 5.0,
     rbo_p: float = 0.9,
     seed: int | np.random.Generator | None = 0,
+    attribution_as: str = "magnitude",
 ) -> tuple[np.ndarray, np.ndarray]:
     """One document's agreement per head and its null draws.
 
@@ -108,6 +110,9 @@ def head_agreement_per_document(
     top_percent, rbo_p
         As in :func:`pyattn.similarity.similarity`.
     seed : int or numpy Generator
+    attribution_as : {"magnitude", "signed"}
+        The attributions' ranking convention in the metric (as in
+        :func:`pyattn.similarity.similarity`).
 
     Returns
     -------
@@ -120,6 +125,7 @@ def head_agreement_per_document(
         with replacement instead (valid, slightly conservative: draws of the
         identity tie).
     """
+    _check_attribution_as(attribution_as)
     a = as_vector(attribution, "attribution")
     heads = _attention_heads(attention, len(a), 0)
     if metric not in METRICS:
@@ -133,15 +139,16 @@ def head_agreement_per_document(
         # every document at n_perm draws, so that the j-th draws of all documents can be averaged
         permutations = null_permutations(N, n_perm, null, block_size=block_size, special_mask=special_mask, seed=rng, replace=True)
     if metric in _LINEAR_METRICS:
-        observed, null_values = _linear_statistics(a, flat, permutations, metric)
+        observed, null_values = _linear_statistics(a, flat, permutations, metric, attribution_as)
     else:
         unique, inverse = np.unique(permutations, axis=0, return_inverse=True)
         inverse = inverse.reshape(-1)
         observed = np.empty(L * H)
         null_values = np.empty((n_perm, L * H))
         for k, row in enumerate(flat):
-            observed[k] = similarity_batch(a, row[None, :], metrics=[metric], top_percent=top_percent, rbo_p=rbo_p)[metric][0]
-            null_values[:, k] = similarity_batch(a, row[unique], metrics=[metric], top_percent=top_percent, rbo_p=rbo_p)[metric][inverse]
+            options = dict(metrics=[metric], top_percent=top_percent, rbo_p=rbo_p, attribution_as=attribution_as)
+            observed[k] = similarity_batch(a, row[None, :], **options)[metric][0]
+            null_values[:, k] = similarity_batch(a, row[unique], **options)[metric][inverse]
     return observed.reshape(L, H), null_values.reshape(n_perm, L, H)
 
 
@@ -160,6 +167,7 @@ def head_agreement(
     top_percent: float = 5.0,
     rbo_p: float = 0.9,
     seed: int | None = 0,
+    attribution_as: str = "magnitude",
 ):
     """Agreement of every head's attention received with the attributions,
     across a dataset.
@@ -194,6 +202,8 @@ def head_agreement(
         As in :func:`pyattn.similarity.similarity`.
     seed : int
         Seeds every draw.
+    attribution_as : {"magnitude", "signed"}
+        ``|attribution|`` (default) or the signed scores in the metric.
 
     Returns
     -------
@@ -204,7 +214,8 @@ def head_agreement(
         permutation test of the mean, one-sided "greater"), ``p_holm`` (Holm
         over all heads with a p-value), ``significant`` (``p_holm <= alpha``),
         ``share_documents_p05`` (share of documents whose own per-document
-        p-value, same draws, is <= 0.05), ``n_perm``, ``null``.
+        p-value, same draws, is <= 0.05), ``n_perm``, ``null``,
+        ``attribution_as``.
 
     Example
     -------
@@ -219,6 +230,7 @@ def head_agreement(
         raise ValueError(f"got {len(special_masks)} special_masks for {len(documents)} documents")
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+    _check_attribution_as(attribution_as)
     bootstrap_tail(confidence, 2, method)
     first = documents[0]
     if len(first) != 2:
@@ -247,7 +259,8 @@ def head_agreement(
             raise ValueError(f"document {d}: attention has {heads.shape[0]} layers x {heads.shape[1]} heads, document 0 had {shape[0]} x {shape[1]}")
         mask = None if special_masks is None else check_special_mask(special_masks[d], len(a))
         observed, null_values = head_agreement_per_document(
-            a, heads, metric=metric, null=null, n_perm=n_perm, block_size=block_size, special_mask=mask, top_percent=top_percent, rbo_p=rbo_p, seed=rng
+            a, heads, metric=metric, null=null, n_perm=n_perm, block_size=block_size, special_mask=mask, top_percent=top_percent, rbo_p=rbo_p, seed=rng,
+            attribution_as=attribution_as,
         )
         has = ~np.isnan(observed)
         if null_sums is None:
@@ -301,5 +314,6 @@ def head_agreement(
             "share_documents_p05": share,
             "n_perm": n_perm,
             "null": null,
+            "attribution_as": attribution_as,
         }
     )

@@ -336,7 +336,8 @@ def compare_command(args: argparse.Namespace) -> int:
         ranges = parse_layer_ranges(args.layers, shape[0])
         special = _special_tokens(store.manifest().get("tokenizer", ""))
         per_document, summary, tokens = compare_results(store, importance, ranges, special_tokens=special, progress=not args.quiet,
-                                                        significance=args.significance, head_map=args.head_map)
+                                                        significance=args.significance, head_map=args.head_map,
+                                                        attribution_as=args.attribution_as)
     except (DataError, StoreError, ValueError, FileNotFoundError, _Refused) as error:
         return _fail(str(error))
     if not args.quiet:
@@ -389,7 +390,8 @@ def report_command(args: argparse.Namespace) -> int:
         labels = manifest.get("id2label")
         if labels is None and manifest.get("model") == "demo":
             from pyattn.demo import LABELS as labels
-        index = report_results(store, args.out, importance, _special_tokens(manifest.get("tokenizer", "")), labels, progress=not args.quiet)
+        index = report_results(store, args.out, importance, _special_tokens(manifest.get("tokenizer", "")), labels, progress=not args.quiet,
+                               significance=args.significance, attribution_as=args.attribution_as)
     except (DataError, StoreError, ValueError, FileNotFoundError, _Refused) as error:
         return _fail(str(error))
     if not args.quiet:
@@ -451,6 +453,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare_parser.add_argument("--significance", type=_positive_int("--significance", 0), default=0,
                                 help="permutations for per-document p-values of every metric (circular-shift null; "
                                      "0, the default, skips them; 999 gives p down to 0.001)")
+    compare_parser.add_argument("--attribution-as", choices=["magnitude", "signed"], default="magnitude",
+                                help="attributions in every metric and p-value as |attribution| (magnitude, the default) or signed "
+                                     "(a token that opposes the prediction ranks last); cosine_raw is always signed")
     compare_parser.add_argument("--head-map", action="store_true",
                                 help="also the layer x head agreement map (head_agreement.csv/.png): permutation p-values "
                                      "with Holm correction; seconds per long document")
@@ -476,6 +481,12 @@ def build_parser() -> argparse.ArgumentParser:
     report_parser.add_argument("--results", required=True)
     report_parser.add_argument("--out", default=None, help="where the reports go (default RESULTS/reports); a folder of other files is refused")
     report_parser.add_argument("--head-importance", help="(L, H) head importance to plot")
+    report_parser.add_argument("--significance", type=_positive_int("--significance", 0), default=0,
+                               help="permutations for each document's p-values, computed here (circular-shift null); "
+                                    "0, the default, shows those of `pyattn compare --significance` when it ran")
+    report_parser.add_argument("--attribution-as", choices=["magnitude", "signed"], default=None,
+                               help="attributions in the metrics as |attribution| (magnitude) or signed; default: as `pyattn compare` "
+                                    "took them, else magnitude")
     report_parser.add_argument("--quiet", action="store_true")
     report_parser.set_defaults(run=report_command)
     demo_parser = commands.add_parser("demo", help="the main job on the shipped demo model and documents")

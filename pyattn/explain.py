@@ -118,7 +118,8 @@ class Explanation:
     significance:
         Per attention view x metric: observed value and one-sided permutation
         p-value under a circular-shift null (:mod:`pyattn.significance`), over
-        the tokens of mask ``no_special`` (``all`` without special tokens);
+        the tokens of mask ``no_special`` (``all`` without special tokens),
+        attributions taken as ``attribution_as`` says (a column);
         None when not asked for.
     """
 
@@ -210,7 +211,7 @@ class Explanation:
             )
         return facts
 
-    def _render(self, title: str | None, plots: bool, facts: dict | None = None) -> str:
+    def _render(self, title: str | None, plots: bool, facts: dict | None = None, tables=()) -> str:
         from pyattn.report import render_document
 
         return render_document(
@@ -227,23 +228,28 @@ class Explanation:
             attribution_as=self.attribution_as,
             plots=plots,
             metrics=self.similarity,
-            extra_tables=self._significance_tables(),
+            extra_tables=[*self._significance_tables(), *tables],
         )
 
     def _significance_tables(self) -> list:
         if self.significance is None:
             return []
         table = self.significance.pivot(index="attention", columns="metric", values="p_value").reset_index()
-        n_perm = int(self.significance["n_perm"].iloc[0])
-        return [(f"Permutation p-values (one-sided, circular-shift null, {n_perm} permutations, mask "
-                 f"{self.significance['mask'].iloc[0]})", table)]
+        first = self.significance.iloc[0]
+        draws = sorted(set(int(v) for v in self.significance["n_perm"]))
+        return [(f"Permutation p-values (one-sided, agreement greater than chance; null: {first['null'].replace('_', ' ')}s of the "
+                 f"attention vector, {'/'.join(map(str, draws))} draws, p = (1 + #null >= observed) / (1 + draws); mask "
+                 f"{first['mask']}; attributions as {first['attribution_as']})", table)]
 
-    def save_html(self, path: str | os.PathLike, title: str | None = None, facts: dict | None = None) -> str:
+    def save_html(self, path: str | os.PathLike, title: str | None = None, facts: dict | None = None, tables=()) -> str:
         """Write the full report (heat maps, tables, plots) to ``path``;
-        ``facts`` (e.g. the true label) are shown first."""
+        ``facts`` (e.g. the true label) are shown first; ``tables``:
+        (heading, DataFrame[, note[, HTML table id]]) shown after the
+        similarity table (a dataset report puts the dataset statistics
+        there)."""
         from pyattn.report import write_html
 
-        return write_html(path, self._render(title, plots=True, facts=facts))
+        return write_html(path, self._render(title, plots=True, facts=facts, tables=tables))
 
     def _repr_html_(self) -> str:
         return self._render(None, plots=False)
@@ -320,7 +326,8 @@ def explain(
         Default: ``tokenizer.all_special_tokens``.
     significance:
         Number of permutations for per-document p-values of every metric
-        (circular-shift null, :func:`pyattn.significance.document_significance`);
+        (circular-shift null, :func:`pyattn.significance.document_significance`,
+        with the same ``attribution_as`` as the similarity table);
         0 (default) skips them. 999 gives p-values down to 0.001.
     attribute_kwargs:
         Passed to :func:`pyattn.attribute` (``n_steps``, ``tol``, ...).
@@ -433,7 +440,8 @@ def compose(
         from pyattn.significance import document_significance
 
         keep = np.array([t not in set(special_tokens) for t in attribution.tokens]) if special_tokens else np.ones(n, bool)
-        p_values = document_significance(attribution.scores[keep], {k: v[keep] for k, v in views.items()}, n_perm=significance)
+        p_values = document_significance(attribution.scores[keep], {k: v[keep] for k, v in views.items()}, n_perm=significance,
+                                         attribution_as=attribution_as)
         p_values.insert(1, "mask", "no_special" if special_tokens else "all")
     importance = None if head_importance is None else torch.as_tensor(head_importance).double().cpu().numpy()
     return Explanation(

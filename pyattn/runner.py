@@ -499,7 +499,8 @@ def store_shape(store: ResultsStore) -> tuple[int, int] | None:
 
 
 def compare_results(store: ResultsStore, head_importance=None, ranges=(), masks=("no_special", "alphabetic", "no_stopwords"), special_tokens=(), progress: bool = True,
-                    n_boot: int = 2000, head_map: bool = False, head_map_perm: int | None = None, significance: int = 0):
+                    n_boot: int = 2000, head_map: bool = False, head_map_perm: int | None = None, significance: int = 0,
+                    attribution_as: str = "magnitude"):
     """Similarity of every stored document's attributions to its attention
     received: final layer, all layers, each 0-based inclusive layer range
     ``(first, last)``, and the same scaled by ``head_importance`` ``(L, H)``
@@ -508,13 +509,17 @@ def compare_results(store: ResultsStore, head_importance=None, ranges=(), masks=
     Writes into the store ``metrics.parquet`` (per document),
     ``metrics_summary.csv`` (means per attention choice x mask),
     ``metrics_intervals.csv`` (each mean with its bootstrap 95% interval over
-    documents, :func:`pyattn.bootstrap_means`, ``n_boot`` resamples),
+    documents, ``n_boot`` resamples, and with ``significance`` the share of
+    documents with p <= 0.05, before and after Holm over the documents:
+    :func:`pyattn.uncertainty.dataset_statistics`), where ``metrics.parquet``
+    also gets each document's ``percentile_<metric>`` among the documents
+    (and ``p_holm_<metric>``),
     ``tokens.parquet`` / ``tokens.csv`` (token types across the dataset) and,
     with ``head_map`` (off by default: thousands of permutations of every
     document, about 3 s per 2,048-token document for 12 x 12 heads),
     ``head_agreement.csv`` / ``head_agreement.png``: per
     layer x head, the mean Spearman of that head's attention received with
-    |attribution| (special tokens held in place), its interval, a
+    the attributions (as ``attribution_as`` says; special tokens held in place), its interval, a
     dataset-level circular-shift permutation p-value and its Holm correction
     (:func:`pyattn.head_agreement`; ``head_map_perm`` draws, default enough
     for Holm over all heads), beside head importance when given;
@@ -522,8 +527,11 @@ def compare_results(store: ResultsStore, head_importance=None, ranges=(), masks=
     (:func:`pyattn.bootstrap_token_means`). With ``significance`` > 0,
     ``metrics.parquet`` also holds ``p_<metric>`` columns: each document's
     one-sided permutation p-value (circular-shift null, ``significance``
-    draws; the mask's tokens only, as the metric). Returns
-    ``(per_document, summary, tokens)``."""
+    draws; the mask's tokens only, as the metric), with the null and the
+    draws used in ``significance_null`` and ``significance_n_perm``.
+    ``attribution_as`` (``"magnitude"``, the default, or ``"signed"``) is the
+    attributions' ranking convention in every metric, p-value and the head
+    map; every table names it. Returns ``(per_document, summary, tokens)``."""
     import numpy as np
     from tqdm.auto import tqdm
 
@@ -545,9 +553,9 @@ def compare_results(store: ResultsStore, head_importance=None, ranges=(), masks=
             raise DataError(f"document {record['doc_id']!r} has non-finite attribution scores in the store")
         tokens = list(record["tokens"])
         choices = attention_views(per_head, weights, ranges)
-        table = compare(scores, choices, tokens, special_tokens=special_tokens, masks=masks)
+        table = compare(scores, choices, tokens, special_tokens=special_tokens, masks=masks, attribution_as=attribution_as)
         if significance:
-            table = _with_p_values(table, scores, choices, tokens, special_tokens, significance)
+            table = _with_p_values(table, scores, choices, tokens, special_tokens, significance, attribution_as)
         tables.append(table)
         ids.append(record["doc_id"])
         token_docs.append((tokens, scores))
@@ -557,17 +565,18 @@ def compare_results(store: ResultsStore, head_importance=None, ranges=(), masks=
             special_masks.append(np.array([t in special for t in tokens]))
     per_document, summary = dataset_similarity(tables, ids)
     tokens_table = dataset_token_table(token_docs)
+    from pyattn.uncertainty import bootstrap_token_means, dataset_statistics
+
+    per_document, intervals = dataset_statistics(per_document, n_boot=n_boot)
     export_table(per_document, os.path.join(store.path, "metrics.parquet"))
     export_table(summary, os.path.join(store.path, "metrics_summary.csv"))
-    from pyattn.uncertainty import bootstrap_means, bootstrap_token_means
-
-    export_table(bootstrap_means(per_document, n_boot=n_boot), os.path.join(store.path, "metrics_intervals.csv"))
+    export_table(intervals, os.path.join(store.path, "metrics_intervals.csv"))
     export_table(bootstrap_token_means(token_docs, n_boot=n_boot), os.path.join(store.path, "tokens_intervals.csv"))
     if head_map:
         from pyattn.agreement import head_agreement
         from pyattn.report.agreement_plots import head_agreement_png
 
-        agreement = head_agreement(heads_input, special_masks=special_masks, n_perm=head_map_perm, n_boot=n_boot)
+        agreement = head_agreement(heads_input, special_masks=special_masks, n_perm=head_map_perm, n_boot=n_boot, attribution_as=attribution_as)
         export_table(agreement, os.path.join(store.path, "head_agreement.csv"))
         with open(os.path.join(store.path, "head_agreement.png"), "wb") as image:
             image.write(head_agreement_png(agreement, head_importance=weights))
@@ -576,10 +585,12 @@ def compare_results(store: ResultsStore, head_importance=None, ranges=(), masks=
     return per_document, summary, tokens_table
 
 
-def _with_p_values(table, scores, choices, tokens, special_tokens, n_perm: int):
+def _with_p_values(table, scores, choices, tokens, special_tokens, n_perm: int, attribution_as: str = "magnitude"):
     """``table`` (one document's :func:`pyattn.similarity.compare` rows) with a
     ``p_<metric>`` column per metric: the permutation p-value of that row's
-    attention choice over that row's mask."""
+    attention choice over that row's mask (circular-shift null), and
+    ``significance_null`` / ``significance_n_perm`` (the draws used: all m - 1
+    shifts when a mask keeps m <= n_perm tokens)."""
     import numpy as np
 
     from pyattn.significance import permutation_test
@@ -589,13 +600,17 @@ def _with_p_values(table, scores, choices, tokens, special_tokens, n_perm: int):
     table = table.copy()
     for column in METRICS:
         table[f"p_{column}"] = np.nan
+    table["significance_null"] = "circular_shift"
+    table["significance_n_perm"] = 0
     for index, row in table.iterrows():
         keep = masks[row["mask"]]
         if keep.sum() < 3:
             continue
-        result = permutation_test(scores[keep], np.asarray(choices[row["attention"]])[keep], n_perm=n_perm).set_index("metric")["p_value"]
-        for metric, p in result.items():
+        result = permutation_test(scores[keep], np.asarray(choices[row["attention"]])[keep], n_perm=n_perm, null="circular_shift",
+                                  attribution_as=attribution_as).set_index("metric")
+        for metric, p in result["p_value"].items():
             table.loc[index, f"p_{metric}"] = p
+        table.loc[index, "significance_n_perm"] = int(result["n_perm"].iloc[0])
     return table
 
 
@@ -610,19 +625,80 @@ def check_report_dir(out: str) -> None:
         raise StoreError(f"{out} holds files pyattn did not write; choose another --out (pyattn never overwrites them)")
 
 
-def report_results(store: ResultsStore, out: str | None = None, head_importance=None, special_tokens=(), label_names=None, progress: bool = True) -> str:
+def _stored_statistics(store: ResultsStore, records, mask: str, attribution_as: str | None):
+    """``pyattn compare``'s per-document table and intervals when they describe
+    this store as it is now: ``(per_document, intervals, None)``, or
+    ``(None, None, why not)``."""
+    import pandas as pd
+
+    metrics_file = os.path.join(store.path, "metrics.parquet")
+    intervals_file = os.path.join(store.path, "metrics_intervals.csv")
+    if not (os.path.exists(metrics_file) and os.path.exists(intervals_file)):
+        return None, None, "no `pyattn compare` outputs in the store"
+    per_document = pd.read_parquet(metrics_file)
+    intervals = pd.read_csv(intervals_file)
+    if "percentile_spearman_rho" not in per_document.columns or "attribution_as" not in intervals.columns:
+        return None, None, "the store's `pyattn compare` outputs come from an older pyattn (run `pyattn compare` again)"
+    stored_ids = set(per_document["document"].astype(str))
+    ids = set(records["doc_id"].astype(str))
+    if stored_ids != ids:
+        return None, None, (f"the store's `pyattn compare` outputs cover {len(stored_ids)} documents but the store holds {len(ids)} "
+                            f"({len(ids - stored_ids)} not compared): run `pyattn compare` again")
+    if mask not in set(per_document["mask"]):
+        return None, None, f"the store's `pyattn compare` outputs have no rows for mask {mask!r}"
+    used = set(per_document["attribution_as"])
+    if attribution_as is not None and used != {attribution_as}:
+        return None, None, f"the store's `pyattn compare` outputs take attributions as {sorted(used)}, not {attribution_as!r}"
+    return per_document, intervals, None
+
+
+def report_results(store: ResultsStore, out: str | None = None, head_importance=None, special_tokens=(), label_names=None, progress: bool = True,
+                   significance: int = 0, attribution_as: str | None = None, n_boot: int = 2000) -> str:
     """An HTML report per stored document (``document-<n>.html``, ``n`` its
     position in the store, never a name taken from the store's contents) and
     an ``index.html`` linking only those, in ``STORE/reports`` unless ``out``;
     returns the index's path. A folder holding files pyattn did not write is
-    refused."""
+    refused.
+
+    Each document page shows, for every attention choice x metric over the
+    mask ``no_special`` (``all`` without special tokens): the document's
+    value, its permutation p-value and the Holm-adjusted one (over the
+    documents) when computed, the dataset mean with its bootstrap 95%
+    interval and the document's percentile among the documents. The index
+    shows every mean with its interval and, with p-values, the share of
+    documents with p <= 0.05 before and after Holm; the metric distributions
+    and the head map when ``pyattn compare`` made them.
+
+    The numbers are ``pyattn compare``'s (``metrics.parquet``,
+    ``metrics_intervals.csv`` in the store) when those describe the store as
+    it is; else (or with ``significance`` > 0: that many circular-shift
+    permutations per document, computed here) the report computes them
+    itself. Either way it writes the numbers it shows to ``metrics.parquet``
+    and ``metrics_intervals.csv`` in ``out``. ``attribution_as``:
+    ``"magnitude"`` or ``"signed"``; None takes ``pyattn compare``'s (else
+    magnitude)."""
     import numpy as np
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from pyattn.explain import compose
+    from pyattn.explain import attention_views, compose
     from pyattn.report import index_report
+    from pyattn.report.statistics import (
+        display_document_statistics,
+        display_summary_statistics,
+        display_token_intervals,
+        document_statistics,
+        statistics_note,
+        summary_statistics,
+    )
+    from pyattn.similarity import _check_attribution_as, compare, dataset_similarity
+    from pyattn.tokens import export_table
+    from pyattn.uncertainty import dataset_statistics
 
+    if attribution_as is not None:
+        _check_attribution_as(attribution_as)
+    if isinstance(significance, bool) or not isinstance(significance, int) or significance < 0:
+        raise ValueError(f"significance must be a number of permutations >= 0 (0: none), got {significance!r}")
     mask = "no_special" if special_tokens else "all"
     out = out or os.path.join(store.path, "reports")
     check_report_dir(out)
@@ -632,6 +708,44 @@ def report_results(store: ResultsStore, out: str | None = None, head_importance=
     os.makedirs(out, exist_ok=True)
     open(os.path.join(out, REPORT_MARKER), "w").close()
     names = {int(k): v for k, v in (label_names or {}).items()} if isinstance(label_names, dict) else dict(enumerate(label_names or []))
+    weights = None if head_importance is None else np.asarray(head_importance, dtype=np.float64)
+
+    # The dataset statistics first: every page shows the document among the others.
+    per_document, intervals, why = (None, None, f"p-values asked of `pyattn report` ({significance} permutations)") if significance else \
+        _stored_statistics(store, records, mask, attribution_as)
+    if per_document is not None:
+        attribution_as = str(per_document["attribution_as"].iloc[0])
+        source = (f"`pyattn compare` ({os.path.join(store.path, 'metrics.parquet')} and metrics_intervals.csv); "
+                  "the same numbers are copied to metrics.parquet and metrics_intervals.csv beside these pages")
+    else:
+        attribution_as = attribution_as or "magnitude"
+        tables, ids = [], []
+        for _, record in tqdm(records.iterrows(), total=len(records), desc="statistics", unit="doc", disable=not progress):
+            per_head = stored_attention(record)
+            scores = np.asarray(record["scores"], dtype=np.float64)
+            tokens = list(record["tokens"])
+            views = attention_views(per_head, weights)
+            table = compare(scores, views, tokens, special_tokens=special_tokens, masks=[mask], attribution_as=attribution_as)
+            if significance:
+                table = _with_p_values(table, scores, views, tokens, special_tokens, significance, attribution_as)
+            tables.append(table)
+            ids.append(record["doc_id"])
+        per_document, _ = dataset_similarity(tables, ids)
+        per_document, intervals = dataset_statistics(per_document, n_boot=n_boot)
+        source = f"computed by `pyattn report` ({why}); written to metrics.parquet and metrics_intervals.csv beside these pages"
+    tokens_file = os.path.join(store.path, "tokens_intervals.csv")
+    if why is None and os.path.exists(tokens_file):  # from the same `pyattn compare` run as the metrics
+        token_intervals = pd.read_csv(tokens_file, keep_default_na=False, na_values=[""])
+    else:
+        from pyattn.uncertainty import bootstrap_token_means
+
+        token_intervals = bootstrap_token_means(((list(r["tokens"]), np.asarray(r["scores"], dtype=np.float64)) for _, r in records.iterrows()),
+                                                n_boot=n_boot)
+    export_table(per_document, os.path.join(out, "metrics.parquet"))
+    export_table(intervals, os.path.join(out, "metrics_intervals.csv"))
+    export_table(token_intervals, os.path.join(out, "tokens_intervals.csv"))
+    note = statistics_note(intervals, per_document, mask, source)
+    with_p = f"p_spearman_rho" in per_document.columns and per_document["p_spearman_rho"].notna().any()
 
     def name_of(record, column, index_column):
         stored = record.get(column) if column in record else None
@@ -656,30 +770,58 @@ def report_results(store: ResultsStore, out: str | None = None, head_importance=
             if isinstance(record.get(column), str):
                 known[int(record[index_column])] = record[column]
         explanation = compose(attribution_from_record(record), per_head, text="", head_importance=head_importance,
-                              special_tokens=special_tokens, label_names=known)
-        explanation.save_html(os.path.join(out, name), title=f"document {record['doc_id']}", facts={"label": label})
+                              special_tokens=special_tokens, label_names=known, attribution_as=attribution_as)
+        statistics = document_statistics(per_document, intervals, record["doc_id"], mask)
+        heading = f"This document among the {len(records)} documents (mask {mask})"
+        explanation.save_html(os.path.join(out, name), title=f"document {record['doc_id']}", facts={"label": label},
+                              tables=[(heading, display_document_statistics(statistics), note, "document-statistics")])
         # The index uses the same masks as `compare` and says which.
         table = explanation.similarity[explanation.similarity["mask"] == mask].set_index("attention")
-        rows.append({"document": str(record["doc_id"]), "report": name, "label": label, "predicted": predicted,
-                     "tokens": len(scores), "steps": int(record["n_steps"]),
-                     f"spearman, final ({mask})": table.loc["final", "spearman_rho"],
-                     f"spearman, all ({mask})": table.loc["all", "spearman_rho"]})
-    notes = [f"Spearman of |attribution| with attention received, over the tokens of mask '{mask}'"
-             + (" (special tokens dropped)." if mask == "no_special" else " (no special tokens known: all tokens).")]
+        row = {"document": str(record["doc_id"]), "report": name, "label": label, "predicted": predicted,
+               "tokens": len(scores), "steps": int(record["n_steps"]),
+               f"spearman, final ({mask})": table.loc["final", "spearman_rho"],
+               f"spearman, all ({mask})": table.loc["all", "spearman_rho"]}
+        if with_p:
+            found = statistics.set_index(["attention", "metric"])
+            for view in ("final", "all"):
+                if (view, "spearman_rho") in found.index:
+                    row[f"p, spearman, {view}"] = found.loc[(view, "spearman_rho"), "p_value"]
+        rows.append(row)
+    convention = "|attribution|" if attribution_as == "magnitude" else "signed attribution"
+    notes = [f"Documents (table below): Spearman of {convention} with attention received, over the tokens of mask '{mask}'"
+             + (" (special tokens dropped)." if mask == "no_special" else " (no special tokens known: all tokens).")
+             + (" p: the document's one-sided circular-shift permutation p-value (see the note to the next table)." if with_p else "")]
+    summary_tables = [(f"Every metric across the {len(records)} documents (mask {mask})", display_summary_statistics(summary_statistics(intervals, mask)),
+                       note, "dataset-statistics")]
+    token_note = ("Signed attribution of each token type (raw tokens, special tokens included), summed over the documents; means with "
+                  f"bootstrap 95% intervals (documents resampled, {n_boot} resamples, expanded percentile). Source: "
+                  + ("`pyattn compare` (tokens_intervals.csv in the store)" if why is None and os.path.exists(tokens_file) else "computed by `pyattn report`")
+                  + "; all types in tokens_intervals.csv beside these pages.")
+    summary_tables.append(("Token types with the largest summed attribution (supporting the prediction)",
+                           display_token_intervals(token_intervals, 15, "top"), token_note, "tokens-top"))
+    summary_tables.append(("Token types with the most negative summed attribution (opposing the prediction)",
+                           display_token_intervals(token_intervals, 15, "bottom"), None, "tokens-bottom"))
     images = []
     metrics_file = os.path.join(store.path, "metrics.parquet")
     if os.path.exists(metrics_file):  # written by `pyattn compare`
         from pyattn.report.plots import metric_distributions_png
 
-        per_document = pd.read_parquet(metrics_file)
-        shown = mask if mask in set(per_document["mask"]) else None
+        compared = pd.read_parquet(metrics_file)
+        shown = mask if mask in set(compared["mask"]) else None
         images.append((f"Each metric across documents (from `pyattn compare`, mask {shown or 'as stored'})",
-                       metric_distributions_png(per_document, mask=shown)))
+                       metric_distributions_png(compared, mask=shown)))
     agreement_file = os.path.join(store.path, "head_agreement.png")
     if os.path.exists(agreement_file):
+        agreement_table = os.path.join(store.path, "head_agreement.csv")
+        documents = int(pd.read_csv(agreement_table)["documents"].max()) if os.path.exists(agreement_table) else None
+        stale = documents is not None and documents != len(records)
         with open(agreement_file, "rb") as image:
-            images.append(("Agreement per layer x head (from `pyattn compare`; dots: Holm-significant at 0.05)", image.read()))
+            images.append(("Agreement per layer x head (from `pyattn compare --head-map`: mean Spearman per head over documents; "
+                           "dots: Holm-significant at 0.05 over all heads)"
+                           + (f" -- OUT OF DATE: made from {documents} documents, the store holds {len(records)}; run `pyattn compare --head-map` again"
+                              if stale else ""), image.read()))
     else:
-        notes.append("Run `pyattn compare` on this store for metric distributions, intervals and the head agreement map.")
+        notes.append("Run `pyattn compare --head-map` on this store for the head agreement map"
+                     + ("" if os.path.exists(metrics_file) else ", and `pyattn compare` for the metric distributions") + ".")
     return index_report(os.path.join(out, "index.html"), pd.DataFrame(rows), title=f"pyattn results: {store.manifest().get('model')}",
-                        notes=notes, images=images)
+                        notes=notes, images=images, tables=summary_tables)

@@ -46,9 +46,12 @@ null even for the discrete metrics (``jaccard_top`` and the top-k% cosines,
 which are often exactly 0 by chance).
 
 The metrics are those of :func:`pyattn.similarity.similarity`, with its
-conventions (attributions enter as magnitudes except in ``cosine_raw``),
-computed here for many permuted attention vectors at once
-(:func:`similarity_batch`).
+conventions, computed here for many permuted attention vectors at once
+(:func:`similarity_batch`). The ranking convention is the caller's:
+``attribution_as="magnitude"`` (default: ``|attribution|`` enters every metric
+but ``cosine_raw``) or ``"signed"`` (the signed scores, so a token that opposes
+the prediction ranks last); every table says which in its ``attribution_as``
+column.
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from pyattn.similarity import METRICS, as_vector, top_k_count
+from pyattn.similarity import METRICS, _check_attribution_as, as_vector, top_k_count
 
 __all__ = [
     "ar1",
@@ -329,13 +332,14 @@ def similarity_batch(
     top_percent: float = 5.0,
     rbo_p: float = 0.9,
     metrics: Sequence[str] = METRICS,
+    attribution_as: str = "magnitude",
 ) -> dict[str, np.ndarray]:
     """Every metric of :func:`pyattn.similarity.similarity` between one
     attribution vector and many attention vectors at once.
 
     Row ``j`` of each result equals ``similarity(attribution,
-    attentions[j])[metric]`` (same conventions: attributions as magnitudes
-    except for ``cosine_raw``; ties in top-k% sets broken by position).
+    attentions[j], attribution_as=attribution_as)[metric]`` (same
+    conventions; ties in top-k% sets broken by position).
 
     Parameters
     ----------
@@ -346,6 +350,9 @@ def similarity_batch(
         As in :func:`pyattn.similarity.similarity`.
     metrics : sequence of str
         Which metrics to compute (default all, :data:`pyattn.similarity.METRICS`).
+    attribution_as : {"magnitude", "signed"}
+        ``|attribution|`` (default) or the signed scores in every metric but
+        ``cosine_raw`` (always signed), as in :func:`pyattn.similarity.similarity`.
 
     Returns
     -------
@@ -359,6 +366,7 @@ def similarity_batch(
     """
     from scipy import stats
 
+    _check_attribution_as(attribution_as)
     a_raw = as_vector(attribution, "attribution")
     rows = np.asarray(attentions, dtype=np.float64)
     if rows.ndim != 2 or rows.shape[1] != len(a_raw):
@@ -373,14 +381,14 @@ def similarity_batch(
     wanted = set(metrics)
     n = len(a_raw)
     k = top_k_count(top_percent, n)  # the same exact count as similarity()
-    magnitude = np.abs(a_raw)
+    used = np.abs(a_raw) if attribution_as == "magnitude" else a_raw  # the ranking convention
     out: dict[str, np.ndarray] = {}
 
     if wanted & {"cosine_raw"}:
         out["cosine_raw"] = _rows_cosine(a_raw, rows)
     minmax_names = {"cosine_minmax", "cosine_minmax_above_median", "cosine_minmax_above_mean", "cosine_minmax_above_p95", "cosine_minmax_top"}
     if wanted & minmax_names:
-        a = _rows_minmax(magnitude[None, :])[0]
+        a = _rows_minmax(used[None, :])[0]
         b = _rows_minmax(rows)
         out["cosine_minmax"] = _rows_cosine(a, b)
         for name, cut_a, cut_b in (
@@ -391,19 +399,19 @@ def similarity_batch(
             out[f"cosine_minmax_above_{name}"] = _rows_cosine(np.where(a >= cut_a, a, 0.0), np.where(b >= cut_b, b, 0.0))
         out["cosine_minmax_top"] = _rows_cosine(np.where(_top_mask(a, k), a, 0.0), np.where(_rows_top_mask(b, k), b, 0.0))
     if wanted & {"cosine_ranks", "cosine_ranks_top", "spearman_rho"}:
-        ranks_a = stats.rankdata(magnitude)
+        ranks_a = stats.rankdata(used)
         ranks_b = stats.rankdata(rows, axis=1)
         out["cosine_ranks"] = _rows_cosine(ranks_a, ranks_b)
         out["cosine_ranks_top"] = _rows_cosine(np.where(_top_mask(ranks_a, k), ranks_a, 0.0), np.where(_rows_top_mask(ranks_b, k), ranks_b, 0.0))
         out["spearman_rho"] = _rows_pearson(ranks_a, ranks_b)
     if "kendall_tau" in wanted:
-        out["kendall_tau"] = _rows_kendall_tau_b(magnitude, rows)
+        out["kendall_tau"] = _rows_kendall_tau_b(used, rows)
     if "pearson_r" in wanted:
-        out["pearson_r"] = _rows_pearson(magnitude, rows)
+        out["pearson_r"] = _rows_pearson(used, rows)
     if "rbo" in wanted:
-        out["rbo"] = _rows_rbo(magnitude, rows, rbo_p)
+        out["rbo"] = _rows_rbo(used, rows, rbo_p)
     if "jaccard_top" in wanted:
-        both = _rows_top_mask(rows, k) & _top_mask(magnitude, k)[None, :]
+        both = _rows_top_mask(rows, k) & _top_mask(used, k)[None, :]
         intersection = both.sum(axis=1)
         out["jaccard_top"] = intersection / (2 * k - intersection)
     return {name: out[name] for name in metrics}
@@ -459,17 +467,18 @@ def permutation_p_value(null, observed: float, *, ties: str = "conservative", se
     return (1 + greater + int(rng.integers(0, tied + 1))) / (1 + len(values))
 
 
-def _null_statistics(a, attention, permutations, metrics, top_percent, rbo_p) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+def _null_statistics(a, attention, permutations, metrics, top_percent, rbo_p, attribution_as="magnitude") -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """Observed statistics and the statistic under each permutation (computed
     once per distinct permutation)."""
     unique, inverse = np.unique(permutations, axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)
     rows_per_chunk = max(1, _CHUNK_ELEMENTS // len(attention))
     values: dict[str, list[np.ndarray]] = {m: [] for m in metrics}
-    observed = similarity_batch(a, attention[None, :], top_percent=top_percent, rbo_p=rbo_p, metrics=metrics)
+    options = dict(top_percent=top_percent, rbo_p=rbo_p, metrics=metrics, attribution_as=attribution_as)
+    observed = similarity_batch(a, attention[None, :], **options)
     for start in range(0, len(unique), rows_per_chunk):
         chunk = attention[unique[start : start + rows_per_chunk]]
-        for name, v in similarity_batch(a, chunk, top_percent=top_percent, rbo_p=rbo_p, metrics=metrics).items():
+        for name, v in similarity_batch(a, chunk, **options).items():
             values[name].append(v)
     null = {name: np.concatenate(parts)[inverse] for name, parts in values.items()}
     return {name: float(v[0]) for name, v in observed.items()}, null
@@ -489,6 +498,7 @@ def permutation_test(
     ties: str = "conservative",
     seed: int | None = 0,
     return_null: bool = False,
+    attribution_as: str = "magnitude",
 ):
     """Per-document permutation test of every agreement metric.
 
@@ -500,8 +510,8 @@ def permutation_test(
     Parameters
     ----------
     attribution : array-like, shape (N,)
-        Token attributions (signed; metrics take magnitudes as
-        :func:`pyattn.similarity.similarity` does).
+        Token attributions (signed; the metrics take them as
+        ``attribution_as`` says).
     attention : array-like, shape (N,)
         Attention received per token.
     null : {"circular_shift", "block", "naive_shuffle"}
@@ -521,14 +531,21 @@ def permutation_test(
         Seeds the draws (and the randomized tie-breaking).
     return_null : bool
         Also return the null statistics ``{metric: (n_perm,)}``.
+    attribution_as : {"magnitude", "signed"}
+        The ranking convention of the attributions in the metrics (as in
+        :func:`pyattn.similarity.similarity`): ``"magnitude"`` (default)
+        compares ``|attribution|``, ``"signed"`` the signed scores;
+        ``cosine_raw`` is always signed.
 
     Returns
     -------
     pandas.DataFrame
-        One row per metric: ``metric``, ``observed``, ``p_value``,
-        ``null_mean``, ``null_std``, ``n_perm`` (null draws used: fewer than
-        asked when the group is smaller), ``null``, ``block_size``
-        (NaN unless ``null="block"``), ``alternative`` (``"greater"``).
+        One row per metric: ``metric``, ``observed`` (equal to
+        ``similarity(attribution, attention, attribution_as=...)[metric]``),
+        ``p_value``, ``null_mean``, ``null_std``, ``n_perm`` (null draws
+        used: fewer than asked when the group is smaller), ``null``,
+        ``block_size`` (NaN unless ``null="block"``), ``alternative``
+        (``"greater"``), ``attribution_as``.
         With ``return_null=True``, ``(table, null_statistics)``.
 
     Example
@@ -538,13 +555,14 @@ def permutation_test(
     """
     import pandas as pd
 
+    _check_attribution_as(attribution_as)
     a = as_vector(attribution, "attribution")
     r = as_vector(attention, "attention")
     if a.shape != r.shape:
         raise ValueError(f"attribution has {a.shape[0]} tokens but attention has {r.shape[0]}; they must match")
     rng = np.random.default_rng(seed)
     permutations = null_permutations(len(r), n_perm, null, block_size=block_size, special_mask=special_mask, seed=rng)
-    observed, null_values = _null_statistics(a, r, permutations, list(metrics), top_percent, rbo_p)
+    observed, null_values = _null_statistics(a, r, permutations, list(metrics), top_percent, rbo_p, attribution_as)
     draws = len(permutations)
     movable = len(r) - int(check_special_mask(special_mask, len(r)).sum())
     used_block = (default_block_size(movable) if block_size is None else block_size) if null == "block" else float("nan")
@@ -563,6 +581,7 @@ def permutation_test(
                 "null": null,
                 "block_size": used_block,
                 "alternative": "greater",
+                "attribution_as": attribution_as,
             }
         )
     table = pd.DataFrame(rows)
@@ -577,6 +596,9 @@ def document_significance(
     """:func:`permutation_test` for each named attention vector of one
     document (e.g. ``{"final": ..., "all": ...}`` from
     `pyattn.attention_views`).
+
+    Options (``null``, ``n_perm``, ``attribution_as``, ``seed``, ...) are
+    :func:`permutation_test`'s.
 
     Returns
     -------

@@ -22,6 +22,7 @@ __all__ = [
     "bootstrap_weights",
     "bootstrap_means",
     "bootstrap_token_means",
+    "dataset_statistics",
     "holm",
 ]
 
@@ -364,3 +365,103 @@ def holm(p_values) -> np.ndarray:
         result[order] = adjusted
         out[valid] = result
     return out.reshape(p.shape)
+
+
+#: The level at which :func:`dataset_statistics` counts documents as significant.
+SIGNIFICANCE_LEVEL = 0.05
+
+
+def dataset_statistics(
+    per_document,
+    *,
+    by: Sequence[str] = ("attention", "mask", "attribution_as"),
+    document: str = "document",
+    n_boot: int = 2000,
+    confidence: float = 0.95,
+    method: str = "expanded_percentile",
+    seed: int | None = 0,
+):
+    """Every statistic a dataset report shows, from one per-document metrics
+    table: where each document falls among the others, Holm across documents,
+    and each mean with its bootstrap interval and a p-value summary.
+
+    Parameters
+    ----------
+    per_document : pandas.DataFrame
+        One row per document x group (``by``), a ``document`` column, one
+        column per metric of :data:`pyattn.similarity.METRICS` and, where
+        p-values were computed (``pyattn compare --significance``),
+        ``p_<metric>`` columns (NaN where none).
+    by : sequence of str
+        The groups (those absent are ignored): statistics are computed among
+        the documents of one group, for one metric.
+    n_boot, confidence, method, seed
+        As in :func:`bootstrap_means`.
+
+    Returns
+    -------
+    per_document : pandas.DataFrame
+        A copy with, for each metric, ``percentile_<metric>``: the share (in
+        %) of the group's documents with a value whose value is ``<=`` this
+        document's (``scipy.stats.percentileofscore(..., kind="weak")``; 100
+        for the highest, NaN without a value); and for each ``p_<metric>``,
+        ``p_holm_<metric>``: Holm-adjusted over the group's documents with a
+        p-value (:func:`holm`).
+    summary : pandas.DataFrame
+        :func:`bootstrap_means`' rows (one per group x metric: ``mean``,
+        ``ci_low``, ``ci_high``, ``documents``, ...); with p-values also
+        ``documents_tested`` (documents with a p-value), ``share_p05`` (the
+        share of them with ``p <= 0.05``) and ``share_p05_holm`` (the share
+        with a Holm-adjusted p-value ``<= 0.05``, Holm over the group's
+        tested documents); NaN where no document was tested.
+
+    Example
+    -------
+    >>> import pandas as pd
+    >>> table = pd.DataFrame({"document": ["a", "b", "c"], "attention": "final", "spearman_rho": [0.1, 0.3, 0.2],
+    ...                       "p_spearman_rho": [0.5, 0.01, 0.04]})
+    >>> positions, summary = dataset_statistics(table, n_boot=200)
+    >>> positions["percentile_spearman_rho"].round(1).tolist(), positions["p_holm_spearman_rho"].round(2).tolist()
+    ([33.3, 100.0, 66.7], [0.5, 0.03, 0.08])
+    >>> summary[["metric", "documents", "share_p05", "share_p05_holm"]].round(3).values.tolist()
+    [['spearman_rho', 3, 0.667, 0.333]]
+    """
+    import pandas as pd
+
+    from pyattn.similarity import METRICS
+
+    metrics = [m for m in METRICS if m in per_document.columns]
+    if not metrics:
+        raise ValueError(f"per_document has no metric columns ({', '.join(METRICS[:3])}, ...); columns: {list(per_document.columns)}")
+    keys = [k for k in by if k in per_document.columns]
+    summary = bootstrap_means(per_document, metrics=metrics, by=keys, document=document, n_boot=n_boot, confidence=confidence, method=method, seed=seed)
+    positions = per_document.copy()
+    tested = [m for m in metrics if f"p_{m}" in per_document.columns]
+    for metric in metrics:
+        positions[f"percentile_{metric}"] = np.nan
+    for metric in tested:
+        positions[f"p_holm_{metric}"] = np.nan
+    shares = []
+    groups = positions.groupby(keys, sort=False) if keys else [((), positions)]
+    for key, group in groups:
+        key = key if isinstance(key, tuple) else (key,)
+        for metric in metrics:
+            values = group[metric].to_numpy(dtype=np.float64)
+            has = ~np.isnan(values)
+            if has.any():
+                present = np.sort(values[has])
+                at_most = np.searchsorted(present, values[has], side="right")  # documents with a value <= this one
+                positions.loc[group.index[has], f"percentile_{metric}"] = 100.0 * at_most / has.sum()
+            row = {**dict(zip(keys, key)), "metric": metric}
+            if metric in tested:
+                p = group[f"p_{metric}"].to_numpy(dtype=np.float64)
+                adjusted = holm(p)
+                positions.loc[group.index, f"p_holm_{metric}"] = adjusted
+                count = int((~np.isnan(p)).sum())
+                row.update(documents_tested=count,
+                           share_p05=float(np.sum(p[~np.isnan(p)] <= SIGNIFICANCE_LEVEL) / count) if count else float("nan"),
+                           share_p05_holm=float(np.sum(adjusted[~np.isnan(adjusted)] <= SIGNIFICANCE_LEVEL) / count) if count else float("nan"))
+            shares.append(row)
+    if tested:
+        summary = summary.merge(pd.DataFrame(shares), on=[*keys, "metric"], how="left")
+    return positions, summary

@@ -75,7 +75,7 @@ def test_planted_agreeing_head_is_found_after_holm():
     with pytest.warns(UserWarning, match="n_perm=199 cannot give a Holm-adjusted p-value below 12/200"):
         head_agreement(data, n_perm=199, seed=0)
     table = head_agreement(data, seed=0)  # default n_perm: 2 x 12 heads / 0.05 - 1 = 479 -> 999
-    assert list(table.columns) == ["layer", "head", "metric", "mean", "ci_low", "ci_high", "documents", "p_value", "p_holm", "significant", "share_documents_p05", "n_perm", "null"]
+    assert list(table.columns) == ["layer", "head", "metric", "mean", "ci_low", "ci_high", "documents", "p_value", "p_holm", "significant", "share_documents_p05", "n_perm", "null", "attribution_as"]
     assert list(zip(table["layer"], table["head"])) == [(l, h) for l in range(layers) for h in range(heads)]
     assert np.allclose(table["p_holm"], holm(table["p_value"]))
     planted = table[(table["layer"] == 2) & (table["head"] == 1)].iloc[0]

@@ -424,7 +424,9 @@ def test_report_file_names_never_come_from_the_store(store, tmp_path, capsys):
     code, _, err = run(capsys, "report", "--results", crafted, "--out", out, "--quiet")
     assert code == 0, err
     written = sorted(os.listdir(out))
-    assert written == sorted([".pyattn-report", "index.html"] + [f"document-{i}.html" for i in range(N_DOCS)])
+    # the pages and the tables of the numbers they show, under fixed names
+    assert written == sorted([".pyattn-report", "index.html", "metrics.parquet", "metrics_intervals.csv", "tokens_intervals.csv"]
+                             + [f"document-{i}.html" for i in range(N_DOCS)])
     assert sorted(os.listdir(tmp_path)) == ["crafted", "reports"]
     index = (out / "index.html").read_text()
     import re

@@ -168,7 +168,7 @@ def test_permutation_test_table_and_planted_agreement():
     a = rng.normal(size=200)
     r = np.abs(a) + 0.3 * rng.gamma(2.0, size=200)  # strongly agreeing
     table = permutation_test(a, r, n_perm=99, seed=1)
-    assert list(table.columns) == ["metric", "observed", "p_value", "null_mean", "null_std", "n_perm", "null", "block_size", "alternative"]
+    assert list(table.columns) == ["metric", "observed", "p_value", "null_mean", "null_std", "n_perm", "null", "block_size", "alternative", "attribution_as"]
     assert list(table["metric"]) == list(METRICS)
     expected = similarity(a, r)
     assert np.allclose(table["observed"], [expected[m] for m in METRICS])

@@ -34,6 +34,7 @@ th { background: #f3f3f3; } td.text { text-align: left; }
 .facts td { text-align: left; }
 .plots img { max-width: 48%; margin: 0.5em 1% 0 0; border: 1px solid #eee; }
 .tables { display: flex; gap: 2em; flex-wrap: wrap; }
+.note { font-size: 0.85em; color: #444; max-width: 70em; }
 </style></head><body>
 <h1>{{ title }}</h1>
 <table class="facts">
@@ -47,7 +48,7 @@ th { background: #f3f3f3; } td.text { text-align: left; }
   {% for token, color, value in attention_marks %}<mark style="background-color: {{ color }}" title="{{ value }}">{{ token }}</mark> {% endfor %}</div>
 </div>
 {% if metrics_html %}<h2>Similarity</h2><div style="overflow-x: auto">{{ metrics_html }}</div>{% endif %}
-{% for name, table in extra_tables %}<h2>{{ name }}</h2><div style="overflow-x: auto">{{ table }}</div>{% endfor %}
+{% for name, table, note in extra_tables %}<h2>{{ name }}</h2>{% if note %}<p class="note">{{ note }}</p>{% endif %}<div style="overflow-x: auto">{{ table }}</div>{% endfor %}
 <h2>Top tokens</h2>
 <div class="tables">{% for name, table in top_tables %}<div><b>{{ name }}</b>{{ table }}</div>{% endfor %}</div>
 {% if plots %}<h2>Plots</h2><div class="plots">{% for alt, data in plots %}<img alt="{{ alt }}" src="data:image/png;base64,{{ data }}">{% endfor %}</div>{% endif %}
@@ -68,9 +69,22 @@ def _attention_color(value: float) -> str:
     return f"hsl(210, 80%, {100 - int(50 * value)}%)"
 
 
-def _table_html(frame, digits: int = 3) -> str:
+def _table_html(frame, digits: int = 3, table_id: str | None = None) -> str:
     # pandas escapes cell text by default (escape=True).
-    return frame.to_html(index=False, float_format=lambda v: f"{v:.{digits}f}", border=0, escape=True)
+    return frame.to_html(index=False, float_format=lambda v: f"{v:.{digits}f}", border=0, escape=True, table_id=table_id)
+
+
+def _extra_tables(entries) -> list:
+    """(heading, DataFrame[, note[, table id]]) -> (heading, HTML, note)."""
+    import jinja2
+
+    shown = []
+    for entry in entries:
+        if not 2 <= len(entry) <= 4:
+            raise ValueError(f"extra_tables entries are (heading, DataFrame[, note[, table id]]), got {len(entry)} items")
+        heading, frame, note, table_id = (tuple(entry) + (None, None))[:4]
+        shown.append((heading, jinja2.utils.markupsafe.Markup(_table_html(frame, 4, table_id)), note))
+    return shown
 
 
 def render_document(
@@ -93,8 +107,9 @@ def render_document(
     """One document's report as a self-contained HTML string (see
     :func:`document_report`, which writes it to a file). ``plots=False``
     leaves out the matplotlib plots (faster, e.g. for a notebook cell).
-    ``extra_tables``: (heading, DataFrame) pairs shown after the similarity
-    table (e.g. permutation p-values).
+    ``extra_tables``: (heading, DataFrame[, note[, HTML table id]]) shown
+    after the similarity table (e.g. permutation p-values, the dataset
+    statistics of a dataset report).
 
     ``attribution``: per-token scores ``(N,)``. ``attentions``: name ->
     attention received ``(N,)``; the first is the one drawn as a heat map
@@ -173,7 +188,7 @@ def render_document(
         attention_name=first_name,
         metrics_html=jinja2.utils.markupsafe.Markup(_table_html(metrics)),
         top_tables=[(name, jinja2.utils.markupsafe.Markup(table)) for name, table in top_tables],
-        extra_tables=[(name, jinja2.utils.markupsafe.Markup(_table_html(table, 4))) for name, table in extra_tables],
+        extra_tables=_extra_tables(extra_tables),
         plots=[(alt, base64.b64encode(data).decode()) for alt, data in images],
     )
     return html
@@ -229,6 +244,8 @@ th { background: #f3f3f3; } td.text { text-align: left; }
 </style></head><body>
 <h1>{{ title }}</h1>
 {% for line in notes %}<p>{{ line }}</p>{% endfor %}
+{% for name, table, note in tables %}<h2>{{ name }}</h2>{% if note %}<p style="font-size: 0.85em; color: #444; max-width: 70em">{{ note }}</p>{% endif %}{{ table }}{% endfor %}
+{% if tables %}<h2>Documents</h2>{% endif %}
 <table><tr>{% for column in columns %}<th>{{ column }}</th>{% endfor %}</tr>
 {% for row in rows %}<tr>{% for cell, link, is_text in row %}<td class="{{ 'text' if is_text else '' }}">{% if link %}<a href="{{ link }}">{{ cell }}</a>{% else %}{{ cell }}{% endif %}</td>{% endfor %}</tr>
 {% endfor %}</table>
@@ -238,12 +255,14 @@ th { background: #f3f3f3; } td.text { text-align: left; }
 
 
 def index_report(path: str | os.PathLike, table, link_column: str = "report", title: str = "pyattn results", notes: Sequence[str] = (),
-                 images: Sequence[tuple[str, bytes]] = ()) -> str:
+                 images: Sequence[tuple[str, bytes]] = (), tables: Sequence[tuple] = ()) -> str:
     """A summary page for a set of documents: one row per document of
     ``table`` (a pandas DataFrame); ``link_column`` holds each document
     report's relative path and becomes a link on the first column.
     ``images``: (heading, PNG bytes) pairs shown below the table (e.g. metric
-    distributions across documents, the head agreement map)."""
+    distributions across documents, the head agreement map). ``tables``:
+    (heading, DataFrame[, note[, HTML table id]]) shown above the documents
+    (e.g. every mean with its interval)."""
     import jinja2
 
     columns = [c for c in table.columns if c != link_column]
@@ -257,7 +276,7 @@ def index_report(path: str | os.PathLike, table, link_column: str = "report", ti
             cells.append((text, record[link_column] if position == 0 and link_column in table.columns else None, is_text))
         rows.append(cells)
     html = jinja2.Environment(autoescape=True).from_string(_INDEX).render(
-        title=title, notes=list(notes), columns=columns, rows=rows,
+        title=title, notes=list(notes), columns=columns, rows=rows, tables=_extra_tables(tables),
         images=[(alt, base64.b64encode(data).decode()) for alt, data in images],
     )
     path = os.fspath(path)

@@ -77,24 +77,35 @@ def per_head_png(per_head: np.ndarray, layer_name: str = "final layer") -> bytes
     return _png(fig)
 
 
-def metric_distributions_png(per_document, metrics: Sequence[str] = ("spearman_rho", "kendall_tau", "cosine_minmax", "rbo"), mask: str | None = None) -> bytes:
-    """Box plots of each metric across documents, one box per attention
-    choice, from :func:`pyattn.similarity.dataset_similarity`'s per-document
-    table (restricted to one ``mask`` when given)."""
+def metric_distributions_png(per_document, metrics: Sequence[str] | None = None, mask: str | None = None, columns: int = 5) -> bytes:
+    """Box plots of each metric across documents (default: every metric of
+    :data:`pyattn.similarity.METRICS` in the table), one box per attention
+    choice (the triangle marks the mean), from
+    :func:`pyattn.similarity.dataset_similarity`'s per-document table
+    (restricted to one ``mask`` when given); ``columns`` panels per row."""
+    from pyattn.similarity import METRICS
+
     frame = per_document if mask is None else per_document[per_document["mask"] == mask]
-    metrics = [m for m in metrics if m in frame.columns]
+    metrics = [m for m in (METRICS if metrics is None else metrics) if m in frame.columns]
     views = list(dict.fromkeys(frame["attention"]))
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, max(1, len(metrics)), figsize=(3.2 * max(1, len(metrics)), 3.6), dpi=110, squeeze=False)
-    for ax, metric in zip(axes[0], metrics):
+    panels = max(1, len(metrics))
+    across = min(columns, panels)
+    down = -(-panels // across)
+    fig, axes = plt.subplots(down, across, figsize=(3.0 * across, 3.0 * down), dpi=110, squeeze=False)
+    for ax in axes.ravel()[len(metrics):]:
+        ax.set_visible(False)
+    for ax, metric in zip(axes.ravel(), metrics):
         data = [frame[frame["attention"] == view][metric].dropna().to_numpy() for view in views]
         ax.boxplot(data, showmeans=True)
         ax.set_xticks(range(1, len(views) + 1), views, rotation=45, ha="right", fontsize=7)
         ax.axhline(0, color="#999", linewidth=0.8)
         ax.set_title(metric, fontsize=9)
-    fig.suptitle(f"across documents{'' if mask is None else f' (mask {mask})'}", fontsize=9)
+    documents = frame["document"].nunique() if "document" in frame.columns else None
+    fig.suptitle(f"each metric across {documents if documents is not None else 'the'} documents{'' if mask is None else f' (mask {mask})'}; "
+                 "box: quartiles, triangle: mean", fontsize=9)
     return _png(fig)
