@@ -44,10 +44,24 @@ BASE_POINTS = (
     + [("base", "transformers", "float32", n, 1) for n in (512, 1024, 2048)]
     + [("base", "transformers", "bfloat16", n, 1) for n in (512, 1024, 2048)]
     + [("base", "fast", "float32", 2048, 4)]
+    + [("bert", "transformers", "float32", n, b) for n in (128, 512) for b in (1, 4)]
 )
 # not measured: base at 4,096 tokens with batch 4 (fast) or transformers' attention: about 20 GB
 # and 12 GB predicted, more than this shared 24 GB machine can lend
 QUICK_POINTS = DEMO_POINTS[:6] + [("base", "fast", "float32", 512, 1), ("base", "fast", "float32", 512, 2)]
+
+
+def bert_base_shaped(seed: int = 0):
+    """A BERT with bert-base-uncased's config (12 layers, hidden 768, 12 heads,
+    intermediate 3072, 512 positions), random seeded weights, eager attention
+    (as ``pyattn attribute`` runs it)."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+                        max_position_embeddings=512, num_labels=2, attn_implementation="eager")
+    return BertForSequenceClassification(config).eval()
 
 
 def _rss() -> int:
@@ -74,8 +88,13 @@ def measure_point(model_name: str, attention: str, dtype: str, tokens: int, batc
     from pyattn.inputs import encode
 
     demo_model, tokenizer = load_demo()
-    model = base_shaped_longformer(seed=0) if model_name == "base" else demo_model
     if model_name == "base":
+        model = base_shaped_longformer(seed=0)
+    elif model_name == "bert":
+        model = bert_base_shaped()
+    else:
+        model = demo_model
+    if model_name != "demo":
         del demo_model
     words = "the compiler checks every typed program and the network learns its weights from data".split()
     text = " ".join(words[i % len(words)] for i in range(tokens * 2))
@@ -119,6 +138,7 @@ def measure_point(model_name: str, attention: str, dtype: str, tokens: int, batc
         "step_bytes": peak_bytes - held,
         "predicted_step_bytes": int(predicted_step_bytes(model, tokens, batch, fast_attention=attention == "fast", autocast=autocast_dtype is not None)),
         "seconds": seconds,
+        "parameters": int(sum(p.numel() for p in model.parameters())),
         "torch": torch.__version__,
     }
 
@@ -156,9 +176,7 @@ def table(path: str) -> str:
     from pyattn.demo import load_demo
 
     results = json.load(open(path))
-    models = {"demo": load_demo()[0]}
-    if any(p["model"] == "base" for p in results["points"]):
-        models["base"] = base_shaped_longformer(seed=0)
+    models = _models(results)
     lines = [
         "# Memory of one integrated-gradients batch",
         "",
@@ -169,7 +187,8 @@ def table(path: str) -> str:
         "`predicted`: pyattn's per-step memory model (`pyattn.attribution.predicted_step_bytes`), which "
         "`attribute(memory_budget=...)` uses to choose the batch. base = Longformer with longformer-base-4096's config "
         "(12 layers, hidden 768, intermediate 3072, 12 heads, window 512), demo = the shipped demo model "
-        "(3 layers, hidden 64, intermediate 128, 4 heads, windows 32/64/128).",
+        "(3 layers, hidden 64, intermediate 128, 4 heads, windows 32/64/128), bert = BERT with bert-base-uncased's config "
+        "(full attention, eager, as `pyattn attribute` runs it).",
         "",
         memory_model_description(),
         "",
@@ -190,6 +209,51 @@ def table(path: str) -> str:
     return "\n".join(lines)
 
 
+def _models(results) -> dict:
+    sys.path.insert(0, HERE)
+    from attribution_baselines import base_shaped_longformer
+
+    from pyattn.demo import load_demo
+
+    models = {"demo": load_demo()[0]}
+    names = {p["model"] for p in results["points"]}
+    if "base" in names:
+        models["base"] = base_shaped_longformer(seed=0)
+    if "bert" in names:
+        models["bert"] = bert_base_shaped()
+    return models
+
+
+def fit(path: str) -> dict:
+    """Coefficients of the memory model (pyattn.attribution.memory_features)
+    from a measurement JSON: the linear program "non-negative coefficients,
+    prediction >= measurement on every row (autocast rows: less the weights'
+    half-precision copy), minimal sum of prediction / measurement", then x1.05."""
+    import numpy as np
+    from scipy.optimize import linprog
+
+    from pyattn.attribution import memory_features
+
+    results = json.load(open(path))
+    models = _models(results)
+    configs = {name: model.config for name, model in models.items()}
+    parameters = {name: sum(w.numel() for w in model.parameters()) for name, model in models.items()}
+    points = results["points"]
+    names = list(memory_features(configs["demo"], 512, True))
+    rows, needed, measured = [], [], []
+    for p in points:
+        f = memory_features(configs[p["model"]], p["tokens"], p["attention"] == "fast")
+        rows.append([f[n] * p["batch"] for n in names] + [1.0])
+        needed.append(p["step_bytes"] - (2.0 * parameters[p["model"]] if p["dtype"] != "float32" else 0.0))
+        measured.append(p["step_bytes"])
+    rows, needed, measured = np.array(rows), np.array(needed), np.array(measured, dtype=float)
+    objective = (rows / measured[:, None]).sum(0)
+    solution = linprog(objective, A_ub=-rows, b_ub=-needed, bounds=[(0, None)] * rows.shape[1], method="highs")
+    if not solution.success:
+        raise SystemExit(f"fit failed: {solution.message}")
+    return {n: float(f"{c * 1.05:.4g}") for n, c in zip(names + ["step"], solution.x)}
+
+
 if __name__ == "__main__":
     command = sys.argv[1] if len(sys.argv) > 1 else ""
     if command == "point":
@@ -197,6 +261,8 @@ if __name__ == "__main__":
         print(json.dumps(measure_point(model_name, attention, dtype, int(tokens), int(batch))))
     elif command == "measure":
         measure(sys.argv[2], QUICK_POINTS if os.environ.get("PYATTN_BENCH_QUICK") else DEMO_POINTS + BASE_POINTS)
+    elif command == "fit":
+        print("MEMORY_COEFFICIENTS = " + json.dumps(fit(sys.argv[2]), indent=4).replace("}", "}"))
     elif command == "table":
         print(table(sys.argv[2]))
     else:

@@ -215,17 +215,22 @@ def _available_bytes(device: torch.device) -> int:
         return 4 * 1024**3
 
 
-#: Coefficients of the per-step memory model (float32 values per token per
-#: layer): hidden-sized and intermediate-sized activations kept for the
-#: backward pass, and attention scores per head and attended key. Fitted to
-#: upper-bound every measurement in benchmarks/results/memory_budget.md.
-MEMORY_HIDDEN = 20.0
-MEMORY_INTERMEDIATE = 3.0
-MEMORY_SCORES_FAST = 2.0
-MEMORY_SCORES_TRANSFORMERS = 6.0
-MEMORY_SCORES_FULL = 4.0
-#: Per step, outside the layers: embedding-sized tensors.
-MEMORY_EMBEDDING = 8.0
+#: The per-step memory model: bytes of a step are ``batch *
+#: sum(MEMORY_COEFFICIENTS[k] * feature_k)`` over the features of
+#: :func:`memory_features`, plus ``MEMORY_COEFFICIENTS["step"]``. Fitted by
+#: ``python benchmarks/memory_budget.py fit benchmarks/results/memory_budget.json``
+#: (a linear program: the tightest non-negative coefficients above every
+#: measurement, then 5% to spare) to the measurements in
+#: benchmarks/results/memory_budget.md.
+MEMORY_COEFFICIENTS = {
+    "hidden": 0.0,
+    "intermediate": 8.0,
+    "scores_band": 7.0,
+    "scores_full": 4.0,
+    "quadratic": 4.0,
+    "token": 3000.0,
+    "step": 0.0,
+}
 
 
 def _padded_tokens(config, n_tokens: int) -> int:
@@ -236,17 +241,51 @@ def _padded_tokens(config, n_tokens: int) -> int:
     return -(-n_tokens // largest) * largest
 
 
+def memory_features(config, n_tokens: int, fast_attention: bool) -> dict[str, float]:
+    """The per-example quantities the memory model weighs, for a document of
+    ``n_tokens`` tokens (N, padded as the model pads it), as bytes of
+    float32 values: ``hidden`` = 4 N x layers x hidden, ``intermediate`` =
+    4 N x layers x intermediate (activations kept for the backward pass;
+    pyattn's fast attention keeps its key and value blocks, about 6 x hidden
+    per token and layer, in these), ``scores_band`` = 4 N x sum over layers of
+    heads x (window + 2) (transformers' Longformer attention keeps its band
+    of scores), ``scores_full`` = 4 N x layers x heads x N (full attention),
+    ``quadratic`` = N^2 and ``token`` = 4 N (what grows with the length
+    alone: masks, index tensors, allocator slack)."""
+    layers = int(getattr(config, "num_hidden_layers", 12))
+    hidden = int(getattr(config, "hidden_size", 768))
+    intermediate = int(getattr(config, "intermediate_size", 4 * hidden))
+    heads = int(getattr(config, "num_attention_heads", 12))
+    window = getattr(config, "attention_window", None)
+    n = _padded_tokens(config, int(n_tokens))
+    features = {
+        "hidden": 4.0 * n * layers * hidden,
+        "intermediate": 4.0 * n * layers * intermediate,
+        "scores_band": 0.0,
+        "scores_full": 0.0,
+        "quadratic": float(n) * n,
+        "token": 4.0 * n,
+    }
+    if window is None:
+        features["scores_full"] = 4.0 * n * layers * heads * n
+    elif not fast_attention:
+        windows = [int(window[l] if isinstance(window, (list, tuple)) else window) for l in range(layers)]
+        features["scores_band"] = 4.0 * n * sum(heads * (w + 2) for w in windows)
+    return features
+
+
 def predicted_step_bytes(model: torch.nn.Module, n_tokens: int, batch: int = 1, fast_attention: bool | None = None, autocast: bool = False) -> int:
     """Predicted extra resident memory (bytes) of one forward + backward of
-    ``batch`` interpolation nodes of an ``n_tokens``-token document: the
-    activations kept for the backward pass, per layer and token, plus the
-    attention scores of a Longformer band (or of full attention). An upper
-    bound of every measurement in benchmarks/results/memory_budget.md.
+    ``batch`` interpolation nodes of an ``n_tokens``-token document:
+    ``batch`` times the weighted :func:`memory_features` (activations kept
+    for the backward pass, attention scores), plus under autocast a
+    half-precision copy of the weights. An upper bound of every measurement
+    in benchmarks/results/memory_budget.md.
 
     Parameters
     ----------
     model:
-        The sequence classifier (its ``config`` is read).
+        The sequence classifier (its ``config`` and weights are read).
     n_tokens:
         Document length in tokens ([CLS] and [SEP] included); Longformer
         models pad it to a multiple of their largest window.
@@ -256,8 +295,7 @@ def predicted_step_bytes(model: torch.nn.Module, n_tokens: int, batch: int = 1, 
         Longformer only: pyattn's banded attention (None: as ``attribute``
         chooses, on unless ``autocast``).
     autocast:
-        Under bfloat16/float16 autocast (transformers' attention, and a
-        half-precision copy of the weights).
+        Under bfloat16/float16 autocast (transformers' attention).
 
     Returns
     -------
@@ -270,40 +308,26 @@ def predicted_step_bytes(model: torch.nn.Module, n_tokens: int, batch: int = 1, 
     True
     """
     config = model.config
-    layers = int(getattr(config, "num_hidden_layers", 12))
-    hidden = int(getattr(config, "hidden_size", 768))
-    intermediate = int(getattr(config, "intermediate_size", 4 * hidden))
-    heads = int(getattr(config, "num_attention_heads", 12))
-    window = getattr(config, "attention_window", None)
-    n = _padded_tokens(config, int(n_tokens))
     if fast_attention is None:
-        fast_attention = window is not None and not autocast
-    per_token = MEMORY_EMBEDDING * hidden
-    for layer in range(layers):
-        if window is None:
-            scores = MEMORY_SCORES_FULL * heads * n
-        else:
-            w = int(window[layer] if isinstance(window, (list, tuple)) else window)
-            if fast_attention:
-                scores = MEMORY_SCORES_FAST * heads * (1.5 * w + 1)
-            else:
-                scores = MEMORY_SCORES_TRANSFORMERS * heads * (w + 2)
-        per_token += MEMORY_HIDDEN * hidden + MEMORY_INTERMEDIATE * intermediate + scores
-    total = 4 * per_token * n * int(batch)
+        fast_attention = getattr(config, "attention_window", None) is not None and not autocast
+    features = memory_features(config, n_tokens, bool(fast_attention))
+    per_example = sum(MEMORY_COEFFICIENTS[name] * value for name, value in features.items())
+    total = per_example * int(batch) + (MEMORY_COEFFICIENTS["step"] if batch else 0)
     if autocast:
         total += 2 * sum(p.numel() for p in model.parameters())  # half-precision copies of the weights
-    return int(total)
+    return int(math.ceil(total))
 
 
 def memory_model_description() -> str:
     """The per-step memory model in words, with its coefficients."""
+    c = MEMORY_COEFFICIENTS
     return (
-        f"Model: bytes = 4 x batch x N_padded x (embedding {MEMORY_EMBEDDING:g} x hidden + sum over layers of "
-        f"({MEMORY_HIDDEN:g} x hidden + {MEMORY_INTERMEDIATE:g} x intermediate + scores)), scores = "
-        f"{MEMORY_SCORES_FAST:g} x heads x (1.5 x window + 1) for pyattn's fast attention, "
-        f"{MEMORY_SCORES_TRANSFORMERS:g} x heads x (window + 2) for transformers' Longformer attention, "
-        f"{MEMORY_SCORES_FULL:g} x heads x N for full attention; under autocast plus 2 bytes per weight "
-        "(the half-precision copy of the weights)."
+        "Model (`pyattn.attribution.predicted_step_bytes`): bytes of one step = batch x 4 N x "
+        f"({c['hidden']:.4g} L h + {c['intermediate']:.4g} L i + {c['scores_band']:.4g} sum_l H (w_l + 2) [transformers' Longformer attention] "
+        f"+ {c['scores_full']:.4g} L H N [full attention] + {c['token']:.4g}) + batch x {c['quadratic']:.4g} N^2 + {c['step']:.4g}, "
+        "N the padded length, L layers, h hidden, i intermediate, H heads, w_l a layer's window; pyattn's fast attention adds no score "
+        "term (its key and value blocks are counted in the activations); under autocast the float32 prediction plus 2 bytes per weight. "
+        "Coefficients: `benchmarks/memory_budget.py fit` (the tightest non-negative ones above every row below, then 5% to spare)."
     )
 
 
