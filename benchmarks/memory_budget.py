@@ -226,8 +226,9 @@ def _models(results) -> dict:
 
 def fit(path: str) -> dict:
     """Coefficients of the memory model (pyattn.attribution.memory_features)
-    from a measurement JSON: the linear program "non-negative coefficients,
-    prediction >= measurement on every row (autocast rows: less the weights'
+    from a measurement JSON: the linear program "non-negative coefficients
+    (full attention's scores at least 1 float each), prediction >=
+    measurement on every row (autocast rows: less the weights'
     half-precision copy), minimal sum of prediction / measurement", then x1.05."""
     import numpy as np
     from scipy.optimize import linprog
@@ -248,7 +249,10 @@ def fit(path: str) -> dict:
         measured.append(p["step_bytes"])
     rows, needed, measured = np.array(rows), np.array(needed), np.array(measured, dtype=float)
     objective = (rows / measured[:, None]).sum(0)
-    solution = linprog(objective, A_ub=-rows, b_ub=-needed, bounds=[(0, None)] * rows.shape[1], method="highs")
+    # full attention keeps at least its probabilities (one float per score) for the backward pass:
+    # a floor, so that lengths beyond the measured ones are not predicted from the activations alone
+    bounds = [(1.0, None) if n == "scores_full" else (0.0, None) for n in names] + [(0.0, None)]
+    solution = linprog(objective, A_ub=-rows, b_ub=-needed, bounds=bounds, method="highs")
     if not solution.success:
         raise SystemExit(f"fit failed: {solution.message}")
     return {n: float(f"{c * 1.05:.4g}") for n, c in zip(names + ["step"], solution.x)}

@@ -437,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     attribute_parser.add_argument("--device", type=_device, default=None, help="cpu, cuda, cuda:1 ... (default: the GPU when there is one)")
     attribute_parser.add_argument("--batch-size", type=_positive_int("--batch-size"), default=None, help="integration steps per forward pass, over all documents in it (default: as many as --memory-budget allows; given, it wins)")
     attribute_parser.add_argument("--memory-budget", type=_memory_budget, default=None,
-                                  help='most memory the process may hold, e.g. 6GB or 500MB (default: min(5GB, held + half the available memory)); '
+                                  help='most memory the process may hold, e.g. 6GB or 500MB (default: min(6GB, held + half the available memory)); '
                                        'short documents share a batch within it')
     attribute_parser.add_argument("--shard-size", type=_positive_int("--shard-size"), default=4, help="documents per results shard at most (default 4)")
     attribute_parser.add_argument("--flush-seconds", type=_finite_float("--flush-seconds", 0.0), default=60.0,
