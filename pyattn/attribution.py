@@ -552,7 +552,8 @@ def _group_kwargs(parts) -> dict:
         return integrand._model_kwargs(len(alphas))
     config = parts[0][0].model.config
     pad_id = getattr(config, "pad_token_id", None) or 0
-    pad_values = {"input_ids": pad_id, "attention_mask": 0, "position_ids": pad_id, "global_attention_mask": 0}
+    # padded positions are masked and their embeddings replaced: any valid id will do
+    pad_values = {"input_ids": pad_id, "attention_mask": 0, "position_ids": 0, "global_attention_mask": 0}
     longest = max(integrand.document.input_ids.shape[1] for integrand, _ in parts)
     rows: dict[str, list[torch.Tensor]] = {}
     for integrand, alphas in parts:
