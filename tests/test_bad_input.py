@@ -642,7 +642,9 @@ def test_kill_9_while_writing_then_resume(point, models, many, tmp_path):
 
 def test_ctrl_c_keeps_finished_documents_and_says_how_to_resume(models, many, tmp_path):
     out = tmp_path / "out"
-    argv = ["--model", models["bert"], "--data", many, "--out", out, "--id-column", "doc", "--shard-size", "1", *FAST]
+    # --batch-size 4 (= --steps): one document per forward, so documents finish one by one (grouped,
+    # all 8 tiny documents would share one batch and finish before the signal)
+    argv = ["--model", models["bert"], "--data", many, "--out", out, "--id-column", "doc", "--shard-size", "1", "--batch-size", "4", *FAST]
     process = subprocess.Popen(_cli(*argv), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     while not (out / "shards").is_dir() or len([n for n in os.listdir(out / "shards") if n.endswith(".parquet")]) < 2:

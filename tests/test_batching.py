@@ -181,3 +181,20 @@ def test_runner_grouped_records_equal_one_at_a_time(tmp_path):
         a, b = np.asarray(grouped.loc[doc_id, "scores"]), np.asarray(single.loc[doc_id, "scores"])
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * np.abs(b).max())
         assert grouped.loc[doc_id, "model_evaluations"] == single.loc[doc_id, "model_evaluations"]
+
+
+def test_cli_attribute_with_a_memory_budget(tmp_path, capsys):
+    """`pyattn attribute --memory-budget` runs grouped documents and stores each once."""
+    import pandas as pd
+
+    from pyattn.cli import main
+    from pyattn.store import ResultsStore
+
+    data = tmp_path / "docs.csv"
+    pd.DataFrame({"text": ["a compiler for a typed language", "neural network training data", "the parser and the runtime"]}).to_csv(data, index=False)
+    code = main(["attribute", "--model", "demo", "--data", str(data), "--out", str(tmp_path / "out"), "--label-column", "",
+                 "--steps", "3", "--memory-budget", "3GB", "--device", "cpu", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    records = ResultsStore.open(str(tmp_path / "out")).records()
+    assert sorted(records["doc_id"].astype(str)) == ["0", "1", "2"]
+    assert (records["model_evaluations"] == 3).all()
