@@ -39,7 +39,19 @@ import torch
 from pyattn import quadrature
 from pyattn.inputs import embedding_layer, encode
 
-__all__ = ["Attribution", "attribute", "attribute_many", "auto_batch_size"]
+__all__ = [
+    "Attribution",
+    "MemoryBudgetWarning",
+    "attribute",
+    "attribute_many",
+    "attribute_stream",
+    "auto_batch_size",
+    "batch_for_budget",
+    "default_memory_budget",
+    "held_bytes",
+    "parse_memory_budget",
+    "predicted_step_bytes",
+]
 
 #: n_steps="auto": the first level checked (nodes) and the cap. Coarser
 #: levels (2 and 3 nodes) are evaluated on the way but never trusted.
@@ -206,30 +218,245 @@ def _available_bytes(device: torch.device) -> int:
         return 4 * 1024**3
 
 
+#: The per-step memory model: bytes of a step are ``batch *
+#: sum(MEMORY_COEFFICIENTS[k] * feature_k)`` over the features of
+#: :func:`memory_features`, plus ``MEMORY_COEFFICIENTS["step"]``. Fitted by
+#: ``python benchmarks/memory_budget.py fit benchmarks/results/memory_budget.json``
+#: (a linear program: the tightest non-negative coefficients above every
+#: measurement, then 5% to spare) to the measurements in
+#: benchmarks/results/memory_budget.md.
+MEMORY_COEFFICIENTS = {
+    "hidden": 0.0,
+    "intermediate": 8.443,
+    "scores_band": 7.277,
+    "scores_full": 1.05,
+    "quadratic": 3.663,
+    "token": 2891.0,
+    "step": 0.0,
+}
+
+
+def _padded_tokens(config, n_tokens: int) -> int:
+    window = getattr(config, "attention_window", None)
+    if window is None:
+        return n_tokens
+    largest = max(window) if isinstance(window, (list, tuple)) else int(window)
+    return -(-n_tokens // largest) * largest
+
+
+def memory_features(config, n_tokens: int, fast_attention: bool) -> dict[str, float]:
+    """The per-example quantities the memory model weighs, for a document of
+    ``n_tokens`` tokens (N, padded as the model pads it), as bytes of
+    float32 values: ``hidden`` = 4 N x layers x hidden, ``intermediate`` =
+    4 N x layers x intermediate (activations kept for the backward pass;
+    pyattn's fast attention keeps its key and value blocks, about 6 x hidden
+    per token and layer, in these), ``scores_band`` = 4 N x sum over layers of
+    heads x (window + 2) (transformers' Longformer attention keeps its band
+    of scores), ``scores_full`` = 4 N x layers x heads x N (full attention),
+    ``quadratic`` = N^2 and ``token`` = 4 N (what grows with the length
+    alone: masks, index tensors, allocator slack)."""
+    layers = int(getattr(config, "num_hidden_layers", 12))
+    hidden = int(getattr(config, "hidden_size", 768))
+    intermediate = int(getattr(config, "intermediate_size", 4 * hidden))
+    heads = int(getattr(config, "num_attention_heads", 12))
+    window = getattr(config, "attention_window", None)
+    n = _padded_tokens(config, int(n_tokens))
+    features = {
+        "hidden": 4.0 * n * layers * hidden,
+        "intermediate": 4.0 * n * layers * intermediate,
+        "scores_band": 0.0,
+        "scores_full": 0.0,
+        "quadratic": float(n) * n,
+        "token": 4.0 * n,
+    }
+    if window is None:
+        features["scores_full"] = 4.0 * n * layers * heads * n
+    elif not fast_attention:
+        windows = [int(window[l] if isinstance(window, (list, tuple)) else window) for l in range(layers)]
+        features["scores_band"] = 4.0 * n * sum(heads * (w + 2) for w in windows)
+    return features
+
+
+def predicted_step_bytes(model: torch.nn.Module, n_tokens: int, batch: int = 1, fast_attention: bool | None = None, autocast: bool = False) -> int:
+    """Predicted extra resident memory (bytes) of one forward + backward of
+    ``batch`` interpolation nodes of an ``n_tokens``-token document:
+    ``batch`` times the weighted :func:`memory_features` (activations kept
+    for the backward pass, attention scores), plus under autocast a
+    half-precision copy of the weights. An upper bound of every measurement
+    in benchmarks/results/memory_budget.md.
+
+    Parameters
+    ----------
+    model:
+        The sequence classifier (its ``config`` and weights are read).
+    n_tokens:
+        Document length in tokens ([CLS] and [SEP] included); Longformer
+        models pad it to a multiple of their largest window.
+    batch:
+        Interpolation nodes run at once.
+    fast_attention:
+        Longformer only: pyattn's banded attention (None: as ``attribute``
+        chooses, on unless ``autocast``).
+    autocast:
+        Under bfloat16/float16 autocast (transformers' attention).
+
+    Returns
+    -------
+    int, bytes.
+
+    Examples
+    --------
+    >>> model, _ = pyattn.load_demo()  # doctest: +SKIP
+    >>> predicted_step_bytes(model, 512, batch=2) < predicted_step_bytes(model, 1024, batch=2)  # doctest: +SKIP
+    True
+    """
+    config = model.config
+    if fast_attention is None:
+        fast_attention = getattr(config, "attention_window", None) is not None and not autocast
+    features = memory_features(config, n_tokens, bool(fast_attention))
+    per_example = sum(MEMORY_COEFFICIENTS[name] * value for name, value in features.items())
+    total = per_example * int(batch) + (MEMORY_COEFFICIENTS["step"] if batch else 0)
+    if autocast:
+        total += 2 * sum(p.numel() for p in model.parameters())  # half-precision copies of the weights
+    return int(math.ceil(total))
+
+
+def memory_model_description() -> str:
+    """The per-step memory model in words, with its coefficients."""
+    c = MEMORY_COEFFICIENTS
+    return (
+        "Model (`pyattn.attribution.predicted_step_bytes`): bytes of one step = batch x 4 N x "
+        f"({c['hidden']:.4g} L h + {c['intermediate']:.4g} L i + {c['scores_band']:.4g} sum_l H (w_l + 2) [transformers' Longformer attention] "
+        f"+ {c['scores_full']:.4g} L H N [full attention] + {c['token']:.4g}) + batch x {c['quadratic']:.4g} N^2 + {c['step']:.4g}, "
+        "N the padded length, L layers, h hidden, i intermediate, H heads, w_l a layer's window; pyattn's fast attention adds no score "
+        "term (its key and value blocks are counted in the activations); under autocast the float32 prediction plus 2 bytes per weight. "
+        "Coefficients: `benchmarks/memory_budget.py fit` (the tightest non-negative ones above every row below, then 5% to spare)."
+    )
+
+
+#: The default memory budget (process resident memory on a CPU): the smaller
+#: of this cap and what the process holds plus half the memory available.
+#: With it a Longformer-base-shaped model (1.0 GB held) runs documents of up
+#: to about 3,700 tokens within the prediction; longer ones run at batch 1
+#: with a warning (a 4,096-token document measured 5.8 GB peak RSS, under
+#: 6 GB: benchmarks/results/memory_budget.md).
+DEFAULT_MEMORY_CAP = 6 * 10**9
+DEFAULT_MEMORY_FRACTION = 0.5
+
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+          "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+
+
+class MemoryBudgetWarning(UserWarning):
+    """Even one integration step of a document is predicted to exceed the
+    memory budget; it runs at batch 1 anyway."""
+
+
+def parse_memory_budget(value) -> int | None:
+    """A memory budget in bytes: a positive number of bytes, or a string such
+    as ``"6GB"``, ``"500 MB"``, ``"4GiB"`` (GB = 10**9 bytes, GiB = 2**30).
+    None stays None (the default rule). Anything else is a one-line
+    ValueError naming the value.
+
+    Examples
+    --------
+    >>> parse_memory_budget("6GB"), parse_memory_budget("1.5 GiB"), parse_memory_budget(4096)
+    (6000000000, 1610612736, 4096)
+    """
+    import re
+
+    if value is None:
+        return None
+    expected = 'a positive number of bytes or a size such as "6GB", "500MB" or "4GiB"'
+    if isinstance(value, bool):
+        raise ValueError(f"memory_budget must be {expected}, got {value!r}")
+    if isinstance(value, (int, np.integer, float, np.floating)):
+        number, unit = float(value), ""
+    elif isinstance(value, str):
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*", value)
+        if not match or match.group(2).lower() not in _UNITS:
+            raise ValueError(f"memory_budget must be {expected}, got {value!r}")
+        number, unit = float(match.group(1)), match.group(2).lower()
+    else:
+        raise ValueError(f"memory_budget must be {expected}, got {value!r}")
+    size = number * _UNITS[unit]
+    if not math.isfinite(size) or size < 1:
+        raise ValueError(f"memory_budget must be {expected}, got {value!r}")
+    return int(size)
+
+
+def _format_bytes(size: float) -> str:
+    return f"{size / 1e9:.2f} GB" if abs(size) >= 1e9 else f"{size / 1e6:.0f} MB"
+
+
+def held_bytes(device=None) -> int:
+    """What the process holds now: on a CPU its resident memory (after
+    handing freed memory back to the OS with ``malloc_trim``), on CUDA the
+    memory torch has allocated on the device."""
+    device = _resolve_device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.memory_allocated(device))
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        pass
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):  # pragma: no cover - no /proc
+        import resource
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def default_memory_budget(device=None, held: int | None = None) -> int:
+    """The budget used when none is given: on a CPU
+    ``min(DEFAULT_MEMORY_CAP, held + DEFAULT_MEMORY_FRACTION * available)``
+    (6 GB, or less where less memory is free); on CUDA what torch holds plus
+    80% of the device's free memory."""
+    device = _resolve_device(device)
+    held = held_bytes(device) if held is None else held
+    if device.type == "cuda":
+        return int(held + 0.8 * _available_bytes(device))
+    return int(min(DEFAULT_MEMORY_CAP, held + DEFAULT_MEMORY_FRACTION * _available_bytes(device)))
+
+
+def batch_for_budget(model: torch.nn.Module, n_tokens: int, n_steps: int, allowance: int, fast_attention: bool | None = None, autocast: bool = False) -> int:
+    """The largest batch (at most ``n_steps``) whose predicted step
+    (:func:`predicted_step_bytes`) fits in ``allowance`` bytes; 0 when not
+    even one step fits.
+
+    Examples
+    --------
+    >>> batch_for_budget(model, 512, 16, allowance=10**9)  # doctest: +SKIP
+    16
+    """
+    def predicted(batch: int) -> int:
+        return predicted_step_bytes(model, n_tokens, batch, fast_attention, autocast)
+
+    fixed = predicted(0)  # the batch-independent part
+    per_step = max(1, predicted(1) - fixed)
+    batch = int(max(0, min(n_steps, (allowance - fixed) // per_step)))
+    while batch < n_steps and predicted(batch + 1) <= allowance:  # rounding
+        batch += 1
+    while batch > 0 and predicted(batch) > allowance:
+        batch -= 1
+    return batch
+
+
 def auto_batch_size(model: torch.nn.Module, n_tokens: int, n_steps: int, device=None, fraction: float = 0.5) -> int:
-    """How many interpolation steps to run at once: a rough estimate of one
-    step's forward + backward activations (per layer: hidden and intermediate
-    activations, and the attention probabilities of a Longformer band or a
-    full attention matrix), fitted into ``fraction`` of the device's free
-    memory. At least 1, at most ``n_steps``.
+    """How many interpolation steps to run at once: :func:`predicted_step_bytes`
+    fitted into ``fraction`` of the device's free memory. At least 1, at most
+    ``n_steps``.
 
     >>> import pyattn
     >>> model, _ = pyattn.load_demo()
     >>> 1 <= auto_batch_size(model, n_tokens=512, n_steps=16) <= 16
     True
     """
-    config = model.config
-    layers = int(getattr(config, "num_hidden_layers", 12))
-    hidden = int(getattr(config, "hidden_size", 768))
-    intermediate = int(getattr(config, "intermediate_size", 4 * hidden))
-    heads = int(getattr(config, "num_attention_heads", 12))
-    window = getattr(config, "attention_window", None)
-    if window is None:
-        attended = n_tokens  # full attention
-    else:
-        attended = (max(window) if isinstance(window, (list, tuple)) else int(window)) + 2
-    per_token = layers * (14 * hidden + 2 * intermediate + 3 * heads * attended)
-    bytes_per_step = max(1, per_token * n_tokens * 4)
+    bytes_per_step = max(1, predicted_step_bytes(model, n_tokens, 1))
     fit = int(_available_bytes(_resolve_device(device)) * fraction // bytes_per_step)
     return max(1, min(n_steps, fit))
 
@@ -242,9 +469,10 @@ class _Stop(Exception):
 
 
 class _PathIntegrand:
-    """Evaluates the integrand of Layer Integrated Gradients at nodes alpha:
-    for each alpha, the target probability and the per-token projection
-    ``sum_e (E_in - E_base)[t, e] * dF/dE[t, e]`` (float64, (N_layer,))."""
+    """The integrand of Layer Integrated Gradients for one document: for each
+    node alpha, the target probability and the per-token projection
+    ``sum_e (E_in - E_base)[t, e] * dF/dE[t, e]`` (float64, (N_layer,)).
+    Nodes of several documents run in one batch with :func:`_evaluate_group`."""
 
     def __init__(self, model, document, target: int | None, autocast_dtype, device):
         self.model = model
@@ -295,30 +523,7 @@ class _PathIntegrand:
         """Projected gradients (len(alphas), N_layer) float64. With no target
         yet, the batch must start at alpha = 1: the target becomes the class
         the model predicts there (the model's own input)."""
-        alpha = torch.tensor(list(alphas), dtype=self.embedded_input.dtype, device=self.device)[:, None, None]
-        points = ((1 - alpha) * self.embedded_baseline + alpha * self.embedded_input).requires_grad_(True)
-
-        def replace(module, args, output):
-            return points.to(output.dtype) if isinstance(output, torch.Tensor) else output
-
-        handle = self.layer.register_forward_hook(replace)
-        try:
-            with torch.enable_grad(), self._autocast():
-                logits = self.model(**self._model_kwargs(len(alphas))).logits
-            probabilities = logits.float().softmax(-1)
-            for row, a in enumerate(alphas):
-                if a in (0.0, 1.0):
-                    self.endpoints[float(a)] = probabilities[row].detach().cpu().numpy()
-            if self.target is None:
-                if alphas[0] != 1.0:
-                    raise RuntimeError("internal error: the first node evaluated must be alpha = 1 when the target is not given")
-                self.target = int(probabilities[0].argmax())
-            (gradient,) = torch.autograd.grad(probabilities[:, self.target].sum(), points)
-        finally:
-            handle.remove()
-        self.forward_examples += len(alphas)
-        projected = (gradient.float() * self.difference).sum(-1)
-        return projected.detach().double().cpu().numpy()
+        return _evaluate_group([(self, list(alphas))])[0]
 
     def plain_forward(self, autocast: bool = True) -> np.ndarray:
         """Softmax of the model on (input, baseline), (2, C), one no-grad forward."""
@@ -340,17 +545,77 @@ class _PathIntegrand:
         return float(self.endpoints[1.0][self.target]) - float(self.endpoints[0.0][self.target])
 
 
-def _evaluate(integrand, alphas, batch: int, on_progress, done: int, total: int):
-    """Run the integrand over `alphas` in batches; returns the stacked
-    projected gradients and the count of nodes done."""
-    projected = [np.zeros((0, integrand.difference.shape[1]))]
-    for start in range(0, len(alphas), batch):
-        chunk = [float(a) for a in alphas[start : start + batch]]
-        projected.append(integrand(chunk))
-        done += len(chunk)
-        if on_progress is not None:
-            on_progress(done, total)
-    return np.concatenate(projected), done
+def _group_kwargs(parts) -> dict:
+    """Model inputs of several documents' nodes in one batch: each document's
+    row repeated once per node, padded at the end to the longest document
+    (attention mask 0, no global attention: the padding is invisible to the
+    real tokens, as the model's own padding is)."""
+    if len(parts) == 1:
+        integrand, alphas = parts[0]
+        return integrand._model_kwargs(len(alphas))
+    config = parts[0][0].model.config
+    pad_id = getattr(config, "pad_token_id", None) or 0
+    # padded positions are masked and their embeddings replaced: any valid id will do
+    pad_values = {"input_ids": pad_id, "attention_mask": 0, "position_ids": 0, "global_attention_mask": 0}
+    longest = max(integrand.document.input_ids.shape[1] for integrand, _ in parts)
+    rows: dict[str, list[torch.Tensor]] = {}
+    for integrand, alphas in parts:
+        for name, value in integrand.document.forward_kwargs().items():
+            value = torch.nn.functional.pad(value, (0, longest - value.shape[1]), value=pad_values.get(name, 0))
+            rows.setdefault(name, []).append(value.expand(len(alphas), -1))
+    return {name: torch.cat(values) for name, values in rows.items()}
+
+
+def _evaluate_group(parts: Sequence[tuple[_PathIntegrand, list[float]]]) -> list[np.ndarray]:
+    """One forward + backward for the nodes of one or more documents (same
+    model, autocast and device). Returns each document's projected gradients,
+    ``(len(alphas), N_layer)`` float64, in order. Rows do not interact (the
+    model runs in eval mode), so each document's result is the one it gets
+    alone; a document without a target yet must start at alpha = 1."""
+    first = parts[0][0]
+    dtype = first.embedded_input.dtype
+    leaves = []
+    for integrand, alphas in parts:
+        alpha = torch.tensor([float(a) for a in alphas], dtype=dtype, device=first.device)[:, None, None]
+        leaves.append(((1 - alpha) * integrand.embedded_baseline + alpha * integrand.embedded_input).requires_grad_(True))
+
+    def replace(module, args, output):
+        if not isinstance(output, torch.Tensor):
+            return output
+        if len(leaves) == 1:
+            return leaves[0].to(output.dtype)
+        length = output.shape[1]
+        if any(leaf.shape[1] > length for leaf in leaves):
+            raise RuntimeError("internal error: a document's embeddings are longer than the group's")
+        padded = [torch.nn.functional.pad(leaf, (0, 0, 0, length - leaf.shape[1])) for leaf in leaves]
+        return torch.cat(padded).to(output.dtype)
+
+    handle = first.layer.register_forward_hook(replace)
+    try:
+        with torch.enable_grad(), first._autocast():
+            logits = first.model(**_group_kwargs(parts)).logits
+        probabilities = logits.float().softmax(-1)
+        objective = []
+        start = 0
+        for integrand, alphas in parts:
+            rows = probabilities[start : start + len(alphas)]
+            for row, a in enumerate(alphas):
+                if a in (0.0, 1.0):
+                    integrand.endpoints[float(a)] = rows[row].detach().cpu().numpy()
+            if integrand.target is None:
+                if alphas[0] != 1.0:
+                    raise RuntimeError("internal error: the first node evaluated must be alpha = 1 when the target is not given")
+                integrand.target = int(rows[0].argmax())
+            objective.append(rows[:, integrand.target].sum())
+            start += len(alphas)
+        gradients = torch.autograd.grad(torch.stack(objective).sum(), leaves)
+    finally:
+        handle.remove()
+    projected = []
+    for (integrand, alphas), gradient in zip(parts, gradients):
+        integrand.forward_examples += len(alphas)
+        projected.append((gradient.float() * integrand.difference).sum(-1).detach().double().cpu().numpy())
+    return projected
 
 
 def _autocast_dtype(autocast, device: torch.device):
@@ -364,6 +629,263 @@ def _autocast_dtype(autocast, device: torch.device):
     if autocast in (torch.bfloat16, torch.float16):
         return autocast
     raise ValueError(f'autocast must be False, True, "bfloat16" or "float16", got {autocast!r}')
+
+
+class _DocumentRun:
+    """One document's integration, level by level: ``pending`` are the nodes
+    its current level still needs (in the order they must run); ``add``
+    takes their projected gradients; when a level is complete it is checked
+    and either the next level starts or the document is ``finished``."""
+
+    def __init__(self, model, tokenizer, text, target, n_steps, method, tol, max_steps, max_length, autocast_dtype, device, on_progress=None):
+        import time
+
+        self.start_time = time.perf_counter()
+        self.n_steps, self.method, self.tol, self.on_progress = n_steps, method, tol, on_progress
+        self.document = encode(model, tokenizer, text, max_length).to(device)
+        self.n_tokens = self.document.input_ids.shape[1]
+        self.integrand = _PathIntegrand(model, self.document, target, autocast_dtype, device)
+        self.projected = np.zeros((0, self.integrand.difference.shape[1]))
+        self.previous_scores, self.previous_steps, self.tries, self.converged = None, None, [], False
+        self.finished = False
+        self.done = 0
+        level = quadrature.level_of(n_steps) if n_steps != "auto" else None
+        self.nested = method in quadrature.NESTED_METHODS and (n_steps == "auto" or level is not None)
+        if self.nested:
+            if n_steps == "auto":
+                last_level = int(math.log2(max_steps - 1))
+                check_from = min(quadrature.level_of(AUTO_FIRST_STEPS), last_level)
+            else:
+                last_level = check_from = level
+            # levels below the first checked one cost nothing extra (their nodes
+            # are a subset): the first batch runs all of the first checked level
+            self.levels = list(range(check_from, last_level + 1))
+            self._start_level(self.levels.pop(0))
+        else:
+            self.integrand.run_endpoints()
+            alphas, self.weights = quadrature.rule(method, n_steps)
+            self.pending = [float(a) for a in alphas]
+            self.planned = len(alphas)
+
+    def _start_level(self, level: int) -> None:
+        self.level = level
+        alphas, self.weights, self.index = quadrature.nested_level(self.method, level)
+        self.pending = [float(a) for a in alphas[np.argsort(self.index)][len(self.projected) :]]
+        self.planned = len(alphas)
+
+    def add(self, projected: np.ndarray) -> None:
+        """The projected gradients of the first ``len(projected)`` pending nodes."""
+        self.projected = np.concatenate([self.projected, projected])
+        self.pending = self.pending[len(projected) :]
+        self.done += len(projected)
+        if self.on_progress is not None:
+            self.on_progress(self.done, self.planned)
+        if not self.pending:
+            self._check_level()
+
+    def _check_level(self) -> None:
+        integrand = self.integrand
+        if self.nested:
+            self.scores, self.steps = self.weights @ self.projected[self.index], len(self.index)
+            if self.level > 0:
+                _, coarse_weights, coarse_index = quadrature.nested_level(self.method, self.level - 1)
+                self.previous_scores, self.previous_steps = coarse_weights @ self.projected[coarse_index], len(coarse_index)
+        else:
+            self.scores, self.steps = self.weights @ self.projected, len(self.weights)
+        self.gap = integrand.gap()
+        self.delta = float(self.scores[: self.n_tokens].sum()) - self.gap
+        self.tries.append((self.steps, abs(self.delta)))
+        self.converged = abs(self.delta) <= self.tol * abs(self.gap)
+        if self.nested and self.levels and not (self.converged and self.n_steps == "auto"):
+            self._start_level(self.levels.pop(0))
+        else:
+            self.finished = True
+
+    def result(self) -> Attribution:
+        """The finished document's :class:`Attribution` (under autocast, one
+        more plain float32 forward for the float32 gap)."""
+        import time
+
+        integrand = self.integrand
+        target = integrand.target
+        probabilities = integrand.endpoints[1.0]
+        float32_gap = None
+        if integrand.autocast_dtype is not None:
+            exact = integrand.plain_forward(autocast=False)
+            float32_gap = float(exact[0, target] - exact[1, target])
+        # Longformer pads to a multiple of its window inside: crop to the document.
+        n_tokens = self.n_tokens
+        final = self.scores[:n_tokens]
+        token_change = token_change_max = float("nan")
+        score_error = None
+        if self.previous_scores is not None:
+            difference = final - self.previous_scores[:n_tokens]
+            score_error = np.abs(difference)
+            norm = float(np.linalg.norm(final))
+            token_change = float(np.linalg.norm(difference)) / norm if norm > 0 else float("inf")
+            peak = float(np.abs(final).max())
+            token_change_max = float(score_error.max()) / peak if peak > 0 else float("inf")
+        document = self.document
+        return Attribution(
+            tokens=document.tokens,
+            input_ids=document.input_ids[0].tolist(),
+            scores=final.astype(np.float64),
+            probabilities=np.asarray(probabilities, dtype=np.float32),
+            predicted_label=int(np.argmax(probabilities)),
+            target=target,
+            delta=self.delta,
+            output_gap=self.gap,
+            n_steps=self.steps,
+            model_evaluations=integrand.forward_examples,
+            converged=bool(self.converged),
+            truncated_tokens=document.truncated_tokens,
+            tries=self.tries,
+            tol=float(self.tol),
+            method=self.method,
+            token_change=token_change,
+            token_change_max=token_change_max,
+            previous_n_steps=self.previous_steps,
+            score_error=score_error,
+            autocast_dtype=None if integrand.autocast_dtype is None else str(integrand.autocast_dtype).replace("torch.", ""),
+            float32_output_gap=float32_gap,
+            seconds=time.perf_counter() - self.start_time,
+        )
+
+
+def attribute_stream(
+    model: torch.nn.Module,
+    tokenizer,
+    texts: Iterable[str],
+    targets: Sequence[int | None] | None = None,
+    n_steps: int | str = "auto",
+    method: str = DEFAULT_METHOD,
+    internal_batch_size: int | None = None,
+    max_length: int | None = None,
+    device=None,
+    tol: float = 0.01,
+    max_steps: int = AUTO_MAX_STEPS,
+    autocast: bool | str = False,
+    fast_attention: bool | None = None,
+    memory_budget: int | str | None = None,
+    group: bool = True,
+    on_progress_for: Callable[[int], Callable[[int, int], None] | None] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> Iterable[tuple[int, Attribution]]:
+    """Attributions of many texts, yielded as ``(index, Attribution)`` as each
+    document finishes (not necessarily in order). Arguments as
+    :func:`attribute`; each argument is checked before any work.
+
+    With ``group`` (default), the nodes of several documents run in one
+    forward + backward when they fit in the batch (``internal_batch_size``
+    nodes, or as many as the memory budget allows): each document keeps its
+    own rule, refinement and evaluation count, and gets the result it would
+    get alone (the rows of a batch do not interact; shorter documents are
+    padded with masked positions). ``group=False`` runs one document at a
+    time. ``on_progress_for(index)`` gives document ``index``'s progress
+    callback (``on_progress(nodes_done, nodes_planned)``), opened when the
+    document starts.
+
+    Examples
+    --------
+    >>> for index, result in attribute_stream(model, tokenizer, texts, n_steps=9):  # doctest: +SKIP
+    ...     print(index, result.converged)
+    """
+    texts = list(texts)
+    if targets is None:
+        targets = [None] * len(texts)
+    if len(targets) != len(texts):
+        raise ValueError(f"got {len(texts)} texts but {len(targets)} targets")
+    device = _check_arguments(model, n_steps, method, tol, max_steps, max_length, None, internal_batch_size, device)
+    for index, target in enumerate(targets):
+        if target is not None:
+            try:
+                _check_arguments(model, n_steps, method, tol, max_steps, max_length, target, internal_batch_size, device)
+            except ValueError as error:
+                raise ValueError(f"targets[{index}]: {error}" if len(texts) > 1 else str(error)) from None
+    budget = parse_memory_budget(memory_budget)
+    autocast_dtype = _autocast_dtype(autocast, device)
+    model = model.to(device).eval()
+
+    from pyattn.fast_attention import fast_attention_context, longformer_self_attentions
+
+    if fast_attention is None and autocast_dtype is not None:
+        fast_attention = False
+    fast_active = bool(longformer_self_attentions(model)) if fast_attention is None else bool(fast_attention)
+    with fast_attention_context(model, fast_attention):
+        allowance = None
+        if internal_batch_size is None:
+            held = held_bytes(device)
+            budget = default_memory_budget(device, held) if budget is None else budget
+            allowance = budget - held
+
+        def capacity(n_tokens: int, run) -> int:
+            if internal_batch_size is not None:
+                return internal_batch_size
+            fit = batch_for_budget(model, n_tokens, 1 << 30, allowance, fast_active, autocast_dtype is not None)
+            if fit == 0 and not getattr(run, "warned", False):
+                import warnings
+
+                run.warned = True
+                predicted = predicted_step_bytes(model, run.n_tokens, 1, fast_active, autocast_dtype is not None)
+                warnings.warn(
+                    f"memory budget {_format_bytes(budget)}: one integration step of a {run.n_tokens}-token document is predicted to need "
+                    f"{_format_bytes(predicted)} on top of the {_format_bytes(held)} the process holds; running at batch 1 anyway",
+                    MemoryBudgetWarning,
+                    stacklevel=3,
+                )
+            return max(1, fit)
+
+        queue = iter(range(len(texts)))
+        active: list[tuple[int, _DocumentRun]] = []
+        exhausted = False
+        while True:
+            parts, rows, longest = [], 0, 0
+            position = 0
+            while True:
+                if position == len(active):
+                    if exhausted or (active and not group):
+                        break
+                    index = next(queue, None)
+                    if index is None:
+                        exhausted = True
+                        break
+                    callback = on_progress_for(index) if on_progress_for is not None else on_progress
+                    active.append((index, _DocumentRun(model, tokenizer, texts[index], targets[index], n_steps, method, tol, max_steps,
+                                                       max_length, autocast_dtype, device, callback)))
+                index, run = active[position]
+                if run.finished:  # finished on its own (nothing pending)
+                    position += 1
+                    continue
+                length = max(longest, run.n_tokens)
+                cap = capacity(length, run)
+                if rows >= cap:
+                    break
+                take = min(len(run.pending), cap - rows)
+                parts.append((run, take))
+                rows, longest = rows + take, length
+                position += 1
+                if rows >= cap:
+                    break
+            if not parts:
+                for index, run in active:
+                    if run.finished:
+                        yield index, run.result()
+                if exhausted or not active:
+                    return
+                active = [(i, r) for i, r in active if not r.finished]
+                continue
+            projected = _evaluate_group([(run.integrand, run.pending[:take]) for run, take in parts])
+            for (run, _), p in zip(parts, projected):
+                run.add(p)
+            still = []
+            for index, run in active:
+                if run.finished:
+                    yield index, run.result()
+                else:
+                    still.append((index, run))
+            active = still
+            if exhausted and not active:
+                return
 
 
 def attribute(
@@ -380,6 +902,7 @@ def attribute(
     max_steps: int = AUTO_MAX_STEPS,
     autocast: bool | str = False,
     fast_attention: bool | None = None,
+    memory_budget: int | str | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> Attribution:
     """Layer Integrated Gradients of one document on the model's embeddings.
@@ -406,7 +929,8 @@ def attribute(
         ``"riemann_*"`` (fixed ``n_steps`` only; two extra forwards for
         ``F(input)`` and ``F(baseline)``).
     internal_batch_size:
-        Nodes per forward pass; None fits them to the device's free memory.
+        Nodes per forward pass; None: as many as ``memory_budget`` allows.
+        Given, it wins over the budget.
     max_length:
         Longest input in tokens, [CLS] and [SEP] included; None takes the
         model's limit. Longer texts are truncated with a warning.
@@ -428,6 +952,19 @@ def attribute(
         transformers' to 1e-5 in float32 (outputs and gradients; tested) and
         several times faster on a CPU. None (default): on for Longformer
         models in float32, off under ``autocast`` (not proven equal there).
+    memory_budget:
+        The most memory the process may hold while attributing: bytes, or a
+        string such as ``"6GB"`` or ``"500MB"``. On a CPU it is the
+        process's resident memory (Python, torch and the model included), on
+        CUDA the memory torch holds on the device. The batch is the largest
+        whose predicted step (:func:`predicted_step_bytes`, an upper bound of
+        measured peaks: benchmarks/results/memory_budget.md) fits in the
+        budget less what the process holds when the call starts. None: the
+        default rule, :func:`default_memory_budget` (on a CPU
+        ``min(6 GB, held + half the available memory)``). When not even one
+        node fits, a one-line :class:`MemoryBudgetWarning` names the
+        document's tokens, the predicted bytes and the budget, and the
+        document runs at batch 1.
     on_progress:
         Called as ``on_progress(nodes_done, nodes_planned)`` after each batch
         of nodes (``nodes_planned`` grows when a level is added).
@@ -444,102 +981,12 @@ def attribute(
     >>> result.converged, result.relative_error <= result.tol  # doctest: +SKIP
     (True, True)
     """
-    import time
-
-    start_time = time.perf_counter()
-    device = _check_arguments(model, n_steps, method, tol, max_steps, max_length, target, internal_batch_size, device)
-    autocast_dtype = _autocast_dtype(autocast, device)
-    model = model.to(device).eval()
-    document = encode(model, tokenizer, text, max_length).to(device)
-    n_tokens = document.input_ids.shape[1]
-
-    from pyattn.fast_attention import fast_attention_context
-
-    if fast_attention is None and autocast_dtype is not None:
-        fast_attention = False
-    with fast_attention_context(model, fast_attention):
-        integrand = _PathIntegrand(model, document, target, autocast_dtype, device)
-        level = quadrature.level_of(n_steps) if n_steps != "auto" else None
-        nested = method in quadrature.NESTED_METHODS and (n_steps == "auto" or level is not None)
-        previous_scores, previous_steps, tries, converged = None, None, [], False
-        if nested:
-            if n_steps == "auto":
-                last_level = int(math.log2(max_steps - 1))
-                check_from = min(quadrature.level_of(AUTO_FIRST_STEPS), last_level)
-            else:
-                last_level = check_from = level
-            projected = np.zeros((0, integrand.difference.shape[1]))
-            done = 0
-            # levels below the first checked one cost nothing extra (their nodes
-            # are a subset): the first batch runs all of the first checked level
-            for level in range(check_from, last_level + 1):
-                alphas, weights, index = quadrature.nested_level(method, level)
-                new_alphas = alphas[np.argsort(index)][len(projected) :]
-                batch = internal_batch_size or auto_batch_size(model, n_tokens, len(new_alphas), device)
-                p, done = _evaluate(integrand, new_alphas, batch, on_progress, done, len(alphas))
-                projected = np.concatenate([projected, p])
-                scores, steps = weights @ projected[index], len(alphas)
-                if level > 0:
-                    _, coarse_weights, coarse_index = quadrature.nested_level(method, level - 1)
-                    previous_scores, previous_steps = coarse_weights @ projected[coarse_index], len(coarse_index)
-                gap = integrand.gap()
-                delta = float(scores[:n_tokens].sum()) - gap
-                tries.append((steps, abs(delta)))
-                converged = abs(delta) <= tol * abs(gap)
-                if converged and n_steps == "auto":
-                    break
-        else:
-            integrand.run_endpoints()
-            alphas, weights = quadrature.rule(method, n_steps)
-            batch = internal_batch_size or auto_batch_size(model, n_tokens, len(alphas), device)
-            p, _ = _evaluate(integrand, alphas, batch, on_progress, 0, len(alphas))
-            scores, steps = weights @ p, len(alphas)
-            gap = integrand.gap()
-            delta = float(scores[:n_tokens].sum()) - gap
-            tries.append((steps, abs(delta)))
-            converged = abs(delta) <= tol * abs(gap)
-        target = integrand.target
-        probabilities = integrand.endpoints[1.0]
-        float32_gap = None
-        if autocast_dtype is not None:
-            exact = integrand.plain_forward(autocast=False)
-            float32_gap = float(exact[0, target] - exact[1, target])
-
-    # Longformer pads to a multiple of its window inside: crop to the document.
-    final = scores[:n_tokens]
-    token_change = token_change_max = float("nan")
-    score_error = None
-    if previous_scores is not None:
-        difference = final - previous_scores[:n_tokens]
-        score_error = np.abs(difference)
-        norm = float(np.linalg.norm(final))
-        token_change = float(np.linalg.norm(difference)) / norm if norm > 0 else float("inf")
-        peak = float(np.abs(final).max())
-        token_change_max = float(score_error.max()) / peak if peak > 0 else float("inf")
-    return Attribution(
-        tokens=document.tokens,
-        input_ids=document.input_ids[0].tolist(),
-        scores=final.astype(np.float64),
-        probabilities=np.asarray(probabilities, dtype=np.float32),
-        predicted_label=int(np.argmax(probabilities)),
-        target=target,
-        delta=delta,
-        output_gap=gap,
-        n_steps=steps,
-        model_evaluations=integrand.forward_examples,
-        converged=bool(converged),
-        truncated_tokens=document.truncated_tokens,
-        tries=tries,
-        tol=float(tol),
-        method=method,
-        token_change=token_change,
-        token_change_max=token_change_max,
-        previous_n_steps=previous_steps,
-        score_error=score_error,
-        autocast_dtype=None if autocast_dtype is None else str(autocast_dtype).replace("torch.", ""),
-        float32_output_gap=float32_gap,
-        seconds=time.perf_counter() - start_time,
+    ((_, result),) = attribute_stream(
+        model, tokenizer, [text], [target], n_steps=n_steps, method=method, internal_batch_size=internal_batch_size,
+        max_length=max_length, device=device, tol=tol, max_steps=max_steps, autocast=autocast, fast_attention=fast_attention,
+        memory_budget=memory_budget, group=False, on_progress=on_progress,
     )
+    return result
 
 
 def attribute_many(
@@ -548,11 +995,14 @@ def attribute_many(
     texts: Iterable[str],
     targets: Sequence[int | None] | None = None,
     progress: bool = True,
+    group: bool = True,
     **kwargs,
 ) -> list[Attribution]:
     """:func:`attribute` for many texts, with a progress bar (tqdm). Keyword
     arguments are passed on (and checked once, before the first text);
-    ``targets`` gives one target per text.
+    ``targets`` gives one target per text. With ``group`` (default) several
+    documents' nodes share a forward + backward when they fit
+    (:func:`attribute_stream`); every result equals the one-at-a-time result.
 
     Returns
     -------
@@ -572,17 +1022,13 @@ def attribute_many(
         targets = [kwargs.pop("target")] * len(texts)
     if targets is not None and len(targets) != len(texts):
         raise ValueError(f"got {len(texts)} texts but {len(targets)} targets")
-    checked = {name: kwargs.get(name, default) for name, default in (
-        ("n_steps", "auto"), ("method", DEFAULT_METHOD), ("tol", 0.01), ("max_steps", AUTO_MAX_STEPS),
-        ("max_length", None), ("internal_batch_size", None), ("device", None))}
-    for index, target in enumerate(targets or []):
-        try:
-            _check_arguments(model, target=target, **checked)
-        except ValueError as error:
-            raise ValueError(f"targets[{index}]: {error}" if not single_target else str(error)) from None
-    _check_arguments(model, target=None, **checked)
-    results = []
-    for index, text in enumerate(tqdm(texts, desc="attributing", unit="doc", disable=not progress)):
-        target = None if targets is None else targets[index]
-        results.append(attribute(model, tokenizer, text, target=target, **kwargs))
+    if single_target and texts:
+        _check_arguments(model, target=targets[0], **{name: kwargs.get(name, default) for name, default in (
+            ("n_steps", "auto"), ("method", DEFAULT_METHOD), ("tol", 0.01), ("max_steps", AUTO_MAX_STEPS),
+            ("max_length", None), ("internal_batch_size", None), ("device", None))})
+    results: list[Attribution | None] = [None] * len(texts)
+    with tqdm(total=len(texts), desc="attributing", unit="doc", disable=not progress) as bar:
+        for index, result in attribute_stream(model, tokenizer, texts, targets, group=group, **kwargs):
+            results[index] = result
+            bar.update(1)
     return results

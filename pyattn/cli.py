@@ -155,6 +155,15 @@ def _steps(text: str):
 MAX_STEPS = 4096
 
 
+def _memory_budget(text: str) -> int:
+    from pyattn.attribution import parse_memory_budget
+
+    try:
+        return parse_memory_budget(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error).replace("memory_budget", "--memory-budget", 1)) from None
+
+
 def _device(text: str) -> str:
     from pyattn.runner import check_device
 
@@ -248,7 +257,7 @@ def attribute_command(args: argparse.Namespace) -> int:
     except (DataError, StoreError, _Refused) as error:
         return _fail(str(error))
     kwargs = {"n_steps": args.steps, "target": args.target, "max_length": args.max_length, "tol": args.tol,
-              "internal_batch_size": args.batch_size, "device": args.device}
+              "internal_batch_size": args.batch_size, "device": args.device, "memory_budget": args.memory_budget}
     try:
         if args.engine == "ray":
             from pyattn.ray_engine import RayRunError, RayUnavailable, run_attribution_ray
@@ -428,7 +437,10 @@ def build_parser() -> argparse.ArgumentParser:
     attribute_parser.add_argument("--target", type=_positive_int("--target", 0), default=None, help="class to explain, from 0 (default: the predicted class)")
     attribute_parser.add_argument("--max-length", type=_positive_int("--max-length", 3), default=None, help="longest input in tokens, [CLS] and [SEP] included (at least 3)")
     attribute_parser.add_argument("--device", type=_device, default=None, help="cpu, cuda, cuda:1 ... (default: the GPU when there is one)")
-    attribute_parser.add_argument("--batch-size", type=_positive_int("--batch-size"), default=None, help="steps per forward pass (default: fitted to free memory)")
+    attribute_parser.add_argument("--batch-size", type=_positive_int("--batch-size"), default=None, help="integration steps per forward pass, over all documents in it (default: as many as --memory-budget allows; given, it wins)")
+    attribute_parser.add_argument("--memory-budget", type=_memory_budget, default=None,
+                                  help='most memory the process may hold, e.g. 6GB or 500MB (default: min(6GB, held + half the available memory)); '
+                                       'short documents share a batch within it')
     attribute_parser.add_argument("--shard-size", type=_positive_int("--shard-size"), default=4, help="documents per results shard at most (default 4)")
     attribute_parser.add_argument("--flush-seconds", type=_finite_float("--flush-seconds", 0.0), default=60.0,
                                   help="write finished documents at least this often, in seconds (default 60)")

@@ -279,16 +279,29 @@ def process_document(model, tokenizer, document: Document, attribute_kwargs: dic
     import warnings
 
     import pyattn
-    from pyattn.attention import attention
     from pyattn.inputs import TruncationWarning
 
     use_eager_attention(model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TruncationWarning)  # recorded in truncated_tokens
         result = pyattn.attribute(model, tokenizer, document.text, **attribute_kwargs)
+    return record_of(model, tokenizer, document, result, attribute_kwargs.get("max_length"), names)
+
+
+def record_of(model, tokenizer, document: Document, result, max_length: int | None, names: dict[int, str] | None = None) -> dict:
+    """The store record of one document's finished attribution: its
+    attention received is computed here."""
+    import warnings
+
+    from pyattn.attention import attention
+    from pyattn.inputs import TruncationWarning
+
+    use_eager_attention(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TruncationWarning)
         streamed = getattr(model.config, "attention_window", None) is not None
         try:
-            received = attention(model, tokenizer, document.text, max_length=attribute_kwargs.get("max_length"), per_head=True, stream=streamed).received
+            received = attention(model, tokenizer, document.text, max_length=max_length, per_head=True, stream=streamed).received
         except (ValueError, IndexError) as error:
             raise ModelError(f"the model gave no usable attentions for document {document.doc_id}: {_first_line(error)}") from error
     per_head = received.per_layer[:, 0].detach().cpu().numpy()
@@ -368,26 +381,28 @@ class RunProgress:
         self.done = 0
         self.bar = tqdm(total=int(sum(sizes)), desc=desc, unit="tok", unit_scale=True, disable=not enabled, dynamic_ncols=True)
         self.bar.set_postfix_str(f"0/{self.documents} docs")
-        self.shown = 0  # tokens of the current document already shown
+        self.shown: dict = {}  # per document in flight: tokens already shown
 
-    def within(self, tokens: int):
+    def within(self, tokens: int, key=None):
         """A callback for :func:`pyattn.attribute`'s ``on_progress(done,
-        planned)``: moves the bar through the current document as its
+        planned)``: moves the bar through document ``key`` as its
         integration nodes are evaluated (up to 95% of its tokens: a further
-        refinement may follow)."""
+        refinement may follow). Several documents may be in flight at once
+        (grouped batches); each moves its own share."""
 
         def on_progress(done: int, planned: int) -> None:
             target = int(tokens * min(0.95, done / max(planned, 1)))
-            if target > self.shown:
-                self.bar.update(target - self.shown)
-                self.shown = target
+            shown = self.shown.get(key, 0)
+            if target > shown:
+                self.bar.update(target - shown)
+                self.shown[key] = target
 
         return on_progress
 
-    def update(self, tokens: int) -> None:
+    def update(self, tokens: int, key=None) -> None:
+        """Document ``key`` is finished: the rest of its tokens."""
         self.done += 1
-        self.bar.update(int(tokens) - self.shown)
-        self.shown = 0
+        self.bar.update(int(tokens) - self.shown.pop(key, 0))
         self.bar.set_postfix_str(f"{self.done}/{self.documents} docs")
 
     def close(self) -> None:
@@ -412,6 +427,26 @@ def finish_run(store: ResultsStore, writer: ShardWriter, summary: RunSummary, st
     summary.seconds = time.perf_counter() - start
 
 
+def _attributed_records(model, tokenizer, documents, sizes, attribute_kwargs: dict, names, bar: RunProgress, group: bool):
+    """``(document, size, record)`` for each document as it finishes (grouped
+    runs may finish documents out of order)."""
+    import warnings
+
+    from pyattn.attribution import attribute_stream
+    from pyattn.inputs import TruncationWarning
+
+    use_eager_attention(model)
+    kwargs = {k: v for k, v in attribute_kwargs.items() if k not in ("target", "on_progress")}
+    targets = [attribute_kwargs.get("target")] * len(documents)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TruncationWarning)  # recorded in truncated_tokens
+        stream = attribute_stream(model, tokenizer, [d.text for d in documents], targets, group=group,
+                                  on_progress_for=lambda i: bar.within(sizes[i], key=documents[i].doc_id), **kwargs)
+        for index, result in stream:
+            document = documents[index]
+            yield document, sizes[index], record_of(model, tokenizer, document, result, attribute_kwargs.get("max_length"), names)
+
+
 def run_attribution(
     model,
     tokenizer,
@@ -424,11 +459,15 @@ def run_attribution(
     force: bool = False,
     on_record: Callable[[dict], Any] | None = None,
     label_column: str | None = "label",
+    group: bool = True,
 ) -> RunSummary:
     """Attribute every document not yet in ``store`` in this process; a shard
     is written every ``shard_size`` documents or ``flush_seconds`` seconds.
     Ctrl-C writes the finished documents and raises :class:`Interrupted`.
-    ``label_column`` None allows documents without labels."""
+    ``label_column`` None allows documents without labels. With ``group``
+    several documents' integration nodes share a forward + backward when
+    they fit (:func:`pyattn.attribution.attribute_stream`; results equal the
+    one-at-a-time ones); a document is written only when it is finished."""
     attribute_kwargs = dict(attribute_kwargs or {})
     documents = resolve_labels(documents, model, label_column)
     todo, summary = plan_run(store, documents, force)
@@ -438,12 +477,11 @@ def run_attribution(
     sizes = token_counts(tokenizer, todo, attribute_kwargs.get("max_length"))
     bar = RunProgress(sizes, progress)
     try:
-        for document, size in zip(todo, sizes):
-            record = process_document(model, tokenizer, document, dict(attribute_kwargs, on_progress=bar.within(size)), names)
+        for document, size, record in _attributed_records(model, tokenizer, todo, sizes, attribute_kwargs, names, bar, group):
             writer.add(record)
             summary.processed += 1
             summary.not_converged += not record["converged"]
-            bar.update(size)
+            bar.update(size, key=document.doc_id)
             if on_record is not None:
                 on_record(record)
     except KeyboardInterrupt:

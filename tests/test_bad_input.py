@@ -269,6 +269,10 @@ FLAG_CASES = [
     (["--target", "99"], "--target 99 does not exist"),
     (["--batch-size", "0"], "--batch-size must be at least 1"),
     (["--shard-size", "0"], "--shard-size must be at least 1"),
+    (["--memory-budget", "abc"], "--memory-budget must be a positive number of bytes or a size such as \"6GB\""),
+    (["--memory-budget", "0"], "--memory-budget must be a positive number of bytes"),
+    (["--memory-budget=-5GB"], "--memory-budget must be a positive number of bytes"),
+    (["--memory-budget", "6 parsecs"], "got '6 parsecs'"),
     (["--flush-seconds", "0"], "--flush-seconds must be a finite number"),
     (["--flush-seconds", "nan"], "--flush-seconds must be a finite number"),
     (["--flush-seconds", "-5"], "--flush-seconds must be a finite number"),
@@ -640,7 +644,9 @@ def test_kill_9_while_writing_then_resume(point, models, many, tmp_path):
 
 def test_ctrl_c_keeps_finished_documents_and_says_how_to_resume(models, many, tmp_path):
     out = tmp_path / "out"
-    argv = ["--model", models["bert"], "--data", many, "--out", out, "--id-column", "doc", "--shard-size", "1", *FAST]
+    # --batch-size 4 (= --steps): one document per forward, so documents finish one by one (grouped,
+    # all 8 tiny documents would share one batch and finish before the signal)
+    argv = ["--model", models["bert"], "--data", many, "--out", out, "--id-column", "doc", "--shard-size", "1", "--batch-size", "4", *FAST]
     process = subprocess.Popen(_cli(*argv), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     while not (out / "shards").is_dir() or len([n for n in os.listdir(out / "shards") if n.endswith(".parquet")]) < 2:
