@@ -52,6 +52,20 @@ def bootstrap_weights(n_documents: int, n_boot: int = 2000, seed: int | np.rando
         Each row sums to ``n_documents`` (a multinomial draw: resampling
         documents with replacement). A resampled mean is ``weights @ values /
         n_documents``.
+
+    Raises
+    ------
+    ValueError
+        If ``n_boot`` or ``n_documents`` is below 1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> weights = bootstrap_weights(3, n_boot=4, seed=0)
+    >>> weights.tolist()
+    [[0.0, 2.0, 1.0], [3.0, 0.0, 0.0], [3.0, 0.0, 0.0], [0.0, 1.0, 2.0]]
+    >>> (weights @ np.array([1.0, 2.0, 3.0]) / 3).tolist()  # four resampled means of (1, 2, 3)
+    [2.3333333333333335, 1.0, 1.0, 2.6666666666666665]
     """
     _check_n_boot(n_boot)
     if n_documents < 1:
