@@ -59,10 +59,10 @@ def test_docstring_examples_run(name):
     module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS, verbose=False)
     assert result.failed == 0, f"{result.failed} example(s) in {name} failed (output above)"
-    if any(inspect.isfunction(getattr(module, entry)) or inspect.isclass(getattr(module, entry))
-           for entry in getattr(module, "__all__", ())
-           if getattr(getattr(module, entry), "__module__", None) == name):
-        assert result.attempted > 0, f"{name} defines public functions but runs no example"
+
+
+# The only public examples allowed to be skipped, and why: they need a Ray cluster.
+SKIPPED_EXAMPLES = {"pyattn.ray_engine.run_attribution_ray": "starts a Ray cluster"}
 
 
 def _needs_example(value) -> bool:
@@ -83,6 +83,10 @@ def test_every_public_name_is_documented(module_name, name):
     assert doc and doc != inspect.getdoc(object), f"{module_name}.{name} has no docstring"
     if _needs_example(value):
         assert ">>>" in doc, f"{module_name}.{name} has no example"
+        examples = doctest.DocTestParser().get_examples(doc)
+        runs = [example for example in examples if not example.options.get(doctest.SKIP)]
+        if f"{module_name}.{name}" not in SKIPPED_EXAMPLES:
+            assert runs, f"{module_name}.{name}: every example is skipped (+SKIP); give it one that runs"
 
 
 def test_a_tokenizer_that_cannot_load_stops_with_one_line(tmp_path):
