@@ -230,14 +230,40 @@ def load_head_importance(path: str | os.PathLike, model=None) -> torch.Tensor:
     array (garbage, a pickle of anything else), or whose values are not all
     finite and non-negative, raises a one-line ``ValueError`` naming it.
 
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``.pt`` or ``.npy`` file.
+    model : optional
+        A model whose ``config.num_hidden_layers`` x
+        ``config.num_attention_heads`` the shape must match.
+
     Returns
     -------
     torch.Tensor
         ``(L, H)`` float32.
 
-    Example
-    -------
-    >>> importance = load_head_importance("importance.pt")  # doctest: +SKIP
+    Raises
+    ------
+    ValueError
+        For a file that is not such an array, a shape that does not fit the
+        model, or values that are not all finite and non-negative.
+
+    Examples
+    --------
+    >>> import os, tempfile, torch, pyattn
+    >>> model, _ = pyattn.load_demo()  # 3 layers x 4 heads
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(folder.name, "importance.pt")
+    >>> save_head_importance(torch.tensor([[0.5, 1.0, 0.0, 2.0]] * 3), path)
+    >>> load_head_importance(path, model=model)[0]  # layer 0
+    tensor([0.5000, 1.0000, 0.0000, 2.0000])
+    >>> save_head_importance(torch.ones(2, 4), path)
+    >>> load_head_importance(path, model=model)
+    Traceback (most recent call last):
+    ...
+    ValueError: '...importance.pt' holds head importance of shape (2, 4) but the model has 3 layers x 4 heads
+    >>> folder.cleanup()
     """
     import pickle
     import zipfile
