@@ -61,8 +61,12 @@ def test_docstring_examples_run(name):
     assert result.failed == 0, f"{result.failed} example(s) in {name} failed (output above)"
 
 
-# The only public examples allowed to be skipped, and why: they need a Ray cluster.
-SKIPPED_EXAMPLES = {"pyattn.ray_engine.run_attribution_ray": "starts a Ray cluster"}
+# The only public examples allowed to be skipped, and why (a Ray cluster, or minutes of work).
+SKIPPED_EXAMPLES = {
+    "pyattn.ray_engine.run_attribution_ray": "starts a Ray cluster",
+    "pyattn.demo.train.train": "retrains the demo model: 11-15 minutes",
+    "pyattn.demo.train.main": "evaluates 200 documents, or retrains",
+}
 
 
 def _needs_example(value) -> bool:
