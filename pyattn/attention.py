@@ -141,6 +141,7 @@ class ModelAttention:
 
     @property
     def probabilities(self) -> torch.Tensor:
+        """``logits.softmax(-1)``: ``(B, C)``."""
         return self.logits.softmax(-1)
 
     def dense(self, layer: int = -1, heads: Sequence[int] | int | None = None, max_bytes: int | None = DEFAULT_DENSE_LIMIT_BYTES) -> torch.Tensor:

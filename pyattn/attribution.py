@@ -123,6 +123,7 @@ class Attribution:
 
     @property
     def scores_l2_normalised(self) -> np.ndarray:
+        """``scores`` divided by their L2 norm, ``(N,)`` (unchanged when all zero)."""
         norm = float(np.linalg.norm(self.scores))
         return self.scores / norm if norm > 0 else self.scores.copy()
 

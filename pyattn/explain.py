@@ -161,6 +161,7 @@ class Explanation:
     # -- the prediction -----------------------------------------------------
     @property
     def predicted_label(self) -> int:
+        """The model's predicted class index."""
         return self.attribution.predicted_label
 
     def label_name(self, index: int) -> str:
@@ -218,6 +219,10 @@ class Explanation:
 
     # -- rendering ----------------------------------------------------------
     def facts(self) -> dict[str, object]:
+        """The facts a report shows first (prediction and its probability, explained
+        class, integration steps, completeness error and whether it converged,
+        similarity settings, AOPC when computed), as label -> text.
+        """
         a = self.attribution
         facts = {
             "predicted": f"{self.label_name(self.predicted_label)} (p = {self.probability:.3f})",

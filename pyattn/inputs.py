@@ -164,6 +164,10 @@ class EncodedDocument:
     truncated_tokens: int  # text tokens dropped to fit max_length
 
     def forward_kwargs(self, input_ids: torch.Tensor | None = None) -> dict:
+        """The keyword arguments to call the model with (``input_ids`` or the given
+        ids, ``attention_mask``, ``position_ids``, and ``global_attention_mask``
+        for Longformer).
+        """
         kwargs = dict(
             input_ids=self.input_ids if input_ids is None else input_ids,
             attention_mask=self.attention_mask,
@@ -174,6 +178,7 @@ class EncodedDocument:
         return kwargs
 
     def to(self, device) -> "EncodedDocument":
+        """The same document with every tensor on ``device``."""
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return EncodedDocument(
             self.tokens,

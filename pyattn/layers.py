@@ -255,6 +255,7 @@ class AttentionReceived:
 
     @property
     def num_layers(self) -> int:
+        """L, the number of layers."""
         return self.per_layer.shape[0]
 
     @property

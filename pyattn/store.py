@@ -214,10 +214,12 @@ class ResultsStore:
 
     @property
     def manifest_path(self) -> str:
+        """``path/manifest.json``."""
         return os.path.join(self.path, MANIFEST)
 
     @property
     def shard_dir(self) -> str:
+        """``path/shards``, where the Parquet shards are."""
         return os.path.join(self.path, SHARDS)
 
     # ----------------------------------------------------------- lifecycle

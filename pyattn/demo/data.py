@@ -98,6 +98,7 @@ class DemoDocument:
 
     @property
     def label_name(self) -> str:
+        """The label's name in :data:`LABELS`."""
         return LABELS[self.label]
 
 
