@@ -203,16 +203,42 @@ def head_gate_importance(
 def save_head_importance(importance: torch.Tensor, path: str | os.PathLike) -> None:
     """Save an ``(L, H)`` importance as ``.pt`` (a tensor) or ``.npy``.
 
+    Parameters
+    ----------
+    importance : array-like, shape (L, H)
+        Finite and non-negative, as :func:`load_head_importance` requires.
+    path : str or os.PathLike
+        Ends in ``.pt`` or ``.npy``.
+
+    Raises
+    ------
+    ValueError
+        For another shape, an empty, non-finite or negative importance (which
+        could not be loaded back), or another file type.
+
+    Examples
+    --------
     >>> import os, tempfile, torch
-    >>> path = os.path.join(tempfile.mkdtemp(), "importance.npy")
-    >>> save_head_importance(torch.rand(3, 4), path)
-    >>> load_head_importance(path).shape
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = os.path.join(folder, "importance.npy")
+    ...     save_head_importance(torch.rand(3, 4), path)
+    ...     load_head_importance(path).shape
     torch.Size([3, 4])
+    >>> save_head_importance(torch.tensor([[0.5, -1.0]]), "importance.pt")
+    Traceback (most recent call last):
+    ...
+    ValueError: head importance must be >= 0, got a minimum of -1: it could not be loaded back
     """
     path = os.fspath(path)
     importance = torch.as_tensor(importance).detach().cpu()
     if importance.dim() != 2:
         raise ValueError(f"head importance must be 2-D (L, H), got shape {tuple(importance.shape)}")
+    if importance.numel() == 0:
+        raise ValueError(f"head importance must be (L, H) with L, H >= 1, got shape {tuple(importance.shape)}")
+    if not torch.isfinite(importance).all():
+        raise ValueError(f"head importance holds {int((~torch.isfinite(importance)).sum())} non-finite value(s) (NaN or inf): it could not be loaded back")
+    if (importance < 0).any():
+        raise ValueError(f"head importance must be >= 0, got a minimum of {float(importance.min()):g}: it could not be loaded back")
     if path.endswith(".npy"):
         np.save(path, importance.numpy())
     elif path.endswith(".pt"):
