@@ -420,10 +420,19 @@ class ResultsStore:
         import pandas as pd
         import pyarrow as pa
 
-        tables = [self._read(path) for path in self.shard_paths()]
+        paths = self.shard_paths()
+        tables = [self._read(path) for path in paths]
         if not tables:
             return pd.DataFrame()
-        frame = pa.concat_tables(tables, promote_options="default").to_pandas()
+        try:
+            combined = pa.concat_tables(tables, promote_options="default")
+        except (pa.ArrowTypeError, pa.ArrowInvalid) as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise StoreError(
+                f"the shards of {self.path} do not fit together ({first}): they were written with different "
+                "column types (e.g. a label as a class name in one and an index in another)"
+            ) from None
+        frame = combined.to_pandas()
         return frame.sort_values("index").reset_index(drop=True)
 
     # ------------------------------------------------------------- skipped
