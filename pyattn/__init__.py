@@ -4,9 +4,60 @@ its attention agree?
 The compiled core (``pyattn._C``) turns Longformer's banded attention into dense
 matrices on request and into attention received per token without ever
 building the ``N x N`` matrix. On top of it: Captum attributions done right
-(:func:`attribute`), attention from a model (:func:`attention`), head
-importance (:mod:`pyattn.importance`) and a shipped demo model
-(:func:`load_demo`).
+(:func:`attribute`), attention from a model (:func:`attention`), their
+comparison for one document in one call (:func:`explain`), head importance
+(:mod:`pyattn.importance`), dataset runs and reports (``pyattn`` command) and a
+shipped demo model (:func:`load_demo`).
+
+Where things live (one home per concern; data flows down this list):
+
+Attention received, a ladder of three rungs
+    :mod:`pyattn.ops` one layer's band -> attention received (the compiled
+    kernels; :mod:`pyattn.reference` holds their readable pure-PyTorch
+    versions, for tests) -> :mod:`pyattn.layers` a model's attention outputs,
+    every layer, any attention kind -> :mod:`pyattn.attention` text through
+    the model. :mod:`pyattn.rollout` rolls attention out over the layers.
+Attribution
+    :mod:`pyattn.inputs` text -> the tensors, as the model builds them;
+    :mod:`pyattn.attribution` Layer Integrated Gradients with
+    :mod:`pyattn.quadrature`'s nested rules; :mod:`pyattn.fast_attention` an
+    exact, faster Longformer self-attention for it;
+    :mod:`pyattn.single_pass` one-pass alternatives (gradient x input,
+    attention x gradient, gradient rollout); :mod:`pyattn.importance` head
+    importance.
+Comparing attribution with attention
+    :mod:`pyattn.similarity` metrics and token masks; :mod:`pyattn.tokens`
+    token tables (supporting, opposing, overlaps, per type);
+    :mod:`pyattn.faithfulness` comprehensiveness and sufficiency (AOPC);
+    :mod:`pyattn.significance` per-document permutation p-values;
+    :mod:`pyattn.uncertainty` bootstrap intervals over documents and Holm;
+    :mod:`pyattn.agreement` the head agreement map across a dataset.
+One document
+    :mod:`pyattn.explain`: :func:`explain` returns an :class:`Explanation`
+    (numbers, tables, HTML); its comparison stage, ``compose``, is shared by
+    the dataset runner and the reports.
+A dataset
+    :mod:`pyattn.dataset` reads documents; :mod:`pyattn.runner` runs them
+    (the same stages as :func:`explain`), compares and reports;
+    :mod:`pyattn.store` the resumable results store both engines write
+    through; :mod:`pyattn.ray_engine` the same run on Ray; :mod:`pyattn.cli`
+    the ``pyattn`` command over all of it.
+Reports
+    :mod:`pyattn.report` HTML per document and an index;
+    :mod:`pyattn.report.plots` and :mod:`pyattn.report.agreement_plots`
+    matplotlib figures as PNG.
+The demo
+    :mod:`pyattn.demo` the shipped model, tokenizer and documents
+    (:mod:`pyattn.demo.data` generates them, :mod:`pyattn.demo.train`
+    trains the model).
+
+Conventions: per-document vectors are numpy float64 over the encoded document
+(special tokens included) and tables pandas DataFrames; torch tensors only at
+the op and model-output level. Layers and heads are numbered from 0 (negative
+from the end), ranges are inclusive; every ranking says whether it is
+``signed`` or by ``magnitude``. Every public function and class (each
+module's ``__all__``) has a docstring with shapes and an example;
+``tests/test_docs.py`` runs them all (but three that need Ray or minutes).
 """
 
 from __future__ import annotations

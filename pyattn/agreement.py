@@ -124,6 +124,28 @@ def head_agreement_per_document(
         has no more than ``n_perm`` other elements, ``n_perm`` uniform draws
         with replacement instead (valid, slightly conservative: draws of the
         identity tie).
+
+    Raises
+    ------
+    ValueError
+        For an unknown metric or a shape that does not match.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> attribution = rng.normal(size=60)
+    >>> attention = np.stack([np.abs(attribution), rng.random(60)])[None]  # (L=1, H=2, N=60)
+    >>> observed, null = head_agreement_per_document(attribution, attention, n_perm=99)
+    >>> observed.round(3).tolist(), null.shape
+    ([[1.0, -0.208]], (99, 1, 2))
+    >>> ((1 + (null >= observed).sum(0)) / (1 + 99)).tolist()  # one-sided permutation p-values
+    [[0.05, 0.98]]
+
+    Head 0 is not at the smallest p-value, 0.01: 60 tokens have only 59
+    circular shifts besides the identity, fewer than 99, so the draws are
+    with replacement and the identity draws among them tie with the
+    observed value.
     """
     _check_attribution_as(attribution_as)
     a = as_vector(attribution, "attribution")
@@ -217,10 +239,29 @@ def head_agreement(
         p-value, same draws, is <= 0.05), ``n_perm``, ``null``,
         ``attribution_as``.
 
-    Example
-    -------
-    >>> table = head_agreement([(attribution, attention_per_head)], n_perm=199)  # doctest: +SKIP
-    >>> table.pivot(index="layer", columns="head", values="mean")  # doctest: +SKIP
+    Raises
+    ------
+    ValueError
+        If ``documents`` is empty, the documents' L x H differ, a vector's
+        length does not match, or an option is unknown.
+
+    Examples
+    --------
+    Three documents; head 0 of the one layer attends exactly as
+    ``|attribution|``, head 1 at random:
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> documents = []
+    >>> for _ in range(3):
+    ...     attribution = rng.normal(size=60)
+    ...     documents.append((attribution, np.stack([np.abs(attribution), rng.random(60)])[None]))  # (L=1, H=2, N)
+    >>> table = head_agreement(documents, n_perm=199, n_boot=200)
+    >>> table[["layer", "head", "mean", "p_value", "p_holm", "significant"]].round(3).values.tolist()
+    [[0, 0, 1.0, 0.005, 0.01, True], [0, 1, -0.04, 0.68, 0.68, False]]
+
+    Head 0's p-value is the smallest possible, ``1 / (1 + 199)``, and Holm
+    doubles it for two heads.
     """
     import pandas as pd
 

@@ -38,7 +38,26 @@ def default_global_attention_mask(model: torch.nn.Module, input_ids: torch.Tenso
     """The global attention mask the model uses when given none:
     ``LongformerForSequenceClassification`` puts global attention on the first
     token (CLS); other Longformer heads and the base model put it nowhere.
-    None for models without global attention."""
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    input_ids : torch.Tensor, shape (B, N)
+
+    Returns
+    -------
+    torch.Tensor, shape (B, N), like ``input_ids``, or None
+        None for models without global attention.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pyattn import load_demo
+    >>> default_global_attention_mask(load_demo()[0], torch.tensor([[0, 5, 6, 2]]))
+    tensor([[1, 0, 0, 0]])
+    >>> default_global_attention_mask(torch.nn.Linear(2, 2), torch.tensor([[0, 5, 6, 2]])) is None
+    True
+    """
     if not is_longformer(model):
         return None
     mask = torch.zeros_like(input_ids)
@@ -50,8 +69,24 @@ def default_global_attention_mask(model: torch.nn.Module, input_ids: torch.Tenso
 def use_eager_attention(model) -> None:
     """Switch a model to transformers' ``eager`` attention, the implementation
     that returns attention probabilities (``sdpa``, the default for BERT and
-    RoBERTa in transformers 5, returns none). Same outputs, computed the
-    plain way; the model is changed in place."""
+    RoBERTa in transformers 5, returns none). Same outputs, computed the plain
+    way; the model is changed in place.
+
+    Parameters
+    ----------
+    model : transformers.PreTrainedModel
+
+    Examples
+    --------
+    >>> import torch
+    >>> from transformers import BertConfig, BertForSequenceClassification
+    >>> model = BertForSequenceClassification(BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16))
+    >>> model.config._attn_implementation
+    'sdpa'
+    >>> use_eager_attention(model)
+    >>> model.config._attn_implementation, model(torch.tensor([[1, 2, 3]]), output_attentions=True).attentions[0].shape
+    ('eager', torch.Size([1, 2, 3, 3]))
+    """
     implementation = getattr(model.config, "_attn_implementation", None)
     if implementation not in (None, "eager") and hasattr(model, "set_attn_implementation"):
         model.set_attn_implementation("eager")
@@ -67,12 +102,34 @@ def _windows(model) -> list[int] | None:
 
 @dataclass
 class ModelAttention:
-    """What one forward pass said about attention.
+    """What one forward pass said about attention (returned by
+    :func:`attention` and :func:`attention_from_inputs`).
 
-    ``received`` holds attention received per layer (see
-    :class:`pyattn.AttentionReceived`); ``attentions`` / ``global_attentions``
-    the raw per-layer tensors (None when streamed); ``windows`` each layer's
-    window (None for full attention).
+    Attributes
+    ----------
+    received : AttentionReceived
+        Attention received per layer, ``per_layer`` ``(L, B, N)`` (or
+        ``(L, B, H, N)`` per head); see :class:`pyattn.AttentionReceived`.
+    global_attention_mask : torch.Tensor, shape (B, N), or None
+    windows : list of int, or None
+        Each layer's window; None for full attention.
+    logits : torch.Tensor, shape (B, C)
+    attentions, global_attentions : tuple of torch.Tensor, or None
+        The raw per-layer tensors; None when streamed.
+
+    ``probabilities`` is ``logits.softmax(-1)``; :meth:`dense` gives one layer's
+    dense ``(B, heads, N, N)`` attention (layers and heads numbered from 0).
+
+    Examples
+    --------
+    >>> import pyattn
+    >>> model, tokenizer = pyattn.load_demo()
+    >>> result = pyattn.attention(model, tokenizer, "the borrow checker rejects the program")
+    >>> result.windows, result.logits.shape, result.received.per_layer.shape  # (L, B, N)
+    ([32, 64, 128], torch.Size([1, 2]), torch.Size([3, 1, 11]))
+    >>> dense = result.dense(0, heads=[0, 1])  # layer 0, heads 0 and 1: (B, heads, N, N)
+    >>> dense.shape, bool(dense.sum(-1).sub(1).abs().max() < 1e-5)  # every query row is a distribution
+    (torch.Size([1, 2, 11, 11]), True)
     """
 
     received: AttentionReceived
@@ -84,6 +141,7 @@ class ModelAttention:
 
     @property
     def probabilities(self) -> torch.Tensor:
+        """``logits.softmax(-1)``: ``(B, C)``."""
         return self.logits.softmax(-1)
 
     def dense(self, layer: int = -1, heads: Sequence[int] | int | None = None, max_bytes: int | None = DEFAULT_DENSE_LIMIT_BYTES) -> torch.Tensor:

@@ -84,6 +84,33 @@ class Attribution:
     over the largest absolute score) for that; ``score_error`` (N,) is the
     per-token change itself, an error estimate of each score. They are NaN /
     None when no earlier level exists (a first level, or a non-nested rule).
+
+    Attributes
+    ----------
+    tokens : list of str, length N
+    input_ids : list of int, length N
+    scores : numpy.ndarray, shape (N,), float64
+    probabilities : numpy.ndarray, shape (C,)
+    predicted_label, target : int
+    delta : float
+        ``sum(scores) - output_gap``, the completeness error.
+    output_gap : float
+        ``p(target | input) - p(target | baseline)``.
+    n_steps, model_evaluations : int
+    converged : bool
+    truncated_tokens : int
+
+    Examples
+    --------
+    >>> import numpy as np, pyattn
+    >>> model, tokenizer = pyattn.load_demo()
+    >>> result = pyattn.attribute(model, tokenizer, "a compiler for a typed language", n_steps=17)
+    >>> len(result.tokens) == len(result.scores), result.target == result.predicted_label
+    (True, True)
+    >>> bool(np.isclose(result.scores.sum() - result.output_gap, result.delta))
+    True
+    >>> bool(np.isclose(np.linalg.norm(result.scores_l2_normalised), 1.0))
+    True
     """
 
     tokens: list[str]
@@ -111,6 +138,7 @@ class Attribution:
 
     @property
     def scores_l2_normalised(self) -> np.ndarray:
+        """``scores`` divided by their L2 norm, ``(N,)`` (unchanged when all zero)."""
         norm = float(np.linalg.norm(self.scores))
         return self.scores / norm if norm > 0 else self.scores.copy()
 
@@ -976,10 +1004,25 @@ def attribute(
 
     Examples
     --------
-    >>> model, tokenizer = pyattn.load_demo()  # doctest: +SKIP
-    >>> result = pyattn.attribute(model, tokenizer, "a compiler for a typed language")  # doctest: +SKIP
-    >>> result.converged, result.relative_error <= result.tol  # doctest: +SKIP
+    >>> import torch, pyattn
+    >>> from pyattn.inputs import encode
+    >>> model, tokenizer = pyattn.load_demo()
+    >>> result = pyattn.attribute(model, tokenizer, "a compiler for a typed language")
+    >>> result.tokens, result.scores.shape
+    (['<s>', 'a', 'Ġcompiler', 'Ġfor', 'Ġa', 'Ġtyped', 'Ġlanguage', '</s>'], (8,))
+    >>> result.converged, result.relative_error <= result.tol
     (True, True)
+
+    Completeness, from first principles: the scores sum to the change of
+    the target's probability from the baseline to the input, up to
+    ``delta``.
+
+    >>> document = encode(model, tokenizer, "a compiler for a typed language")
+    >>> with torch.no_grad():
+    ...     p_input = model(**document.forward_kwargs()).logits.softmax(-1)[0, result.target]
+    ...     p_baseline = model(**document.forward_kwargs(document.baseline_ids)).logits.softmax(-1)[0, result.target]
+    >>> bool(abs(result.scores.sum() - float(p_input - p_baseline) - result.delta) < 1e-6)
+    True
     """
     ((_, result),) = attribute_stream(
         model, tokenizer, [text], [target], n_steps=n_steps, method=method, internal_batch_size=internal_batch_size,
@@ -1010,7 +1053,11 @@ def attribute_many(
 
     Examples
     --------
-    >>> results = pyattn.attribute_many(model, tokenizer, ["a text", "another"], n_steps=9)  # doctest: +SKIP
+    >>> import pyattn
+    >>> model, tokenizer = pyattn.load_demo()
+    >>> results = pyattn.attribute_many(model, tokenizer, ["a compiler for a typed language", "gradient descent"], n_steps=9, progress=False)
+    >>> [(r.n_steps, r.predicted_label, len(r.scores)) for r in results]
+    [(9, 1, 8), (9, 0, 7)]
     """
     from tqdm.auto import tqdm
 

@@ -20,6 +20,7 @@ import os
 import sys
 import time
 
+__all__ = ["build_parser", "main"]
 
 DEMO_MARKER = ".pyattn-demo"
 
@@ -417,6 +418,21 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``pyattn`` command: subcommands ``demo``,
+    ``attribute``, ``compare``, ``importance`` and ``report``, each with its
+    options checked as they are parsed (``args.run`` is the subcommand's
+    function).
+
+    Returns
+    -------
+    argparse.ArgumentParser
+
+    Examples
+    --------
+    >>> args = build_parser().parse_args(["attribute", "--model", "demo", "--data", "docs.csv", "--out", "results"])
+    >>> args.command, args.model, args.data, args.out, args.run.__name__
+    ('attribute', 'demo', 'docs.csv', 'results', 'attribute_command')
+    """
     parser = _Parser(prog="pyattn", description="Attributions vs. attention for long-document classifiers.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     attribute_parser = commands.add_parser(
@@ -512,9 +528,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The ``pyattn`` command. Returns the exit status: 0 done, 1 a run that
-    failed part-way (finished documents kept), 2 refused before any work,
-    130 interrupted (Ctrl-C)."""
+    r"""The ``pyattn`` command. Refusals and failures are one line on stderr,
+    never a traceback (``PYATTN_DEBUG=1`` shows it).
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments after ``pyattn`` (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        The exit status: 0 done, 1 a run that failed part-way (finished
+        documents kept), 2 refused before any work, 130 interrupted (Ctrl-C).
+
+    Examples
+    --------
+    >>> import contextlib, io
+    >>> stderr = io.StringIO()
+    >>> with contextlib.redirect_stderr(stderr):
+    ...     status = main(["attribute", "--model", "demo", "--data", "no-such.csv", "--out", "results"])
+    >>> status, stderr.getvalue()  # refused before loading anything
+    (2, "pyattn: data file 'no-such.csv' does not exist\n")
+    """
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -17,14 +17,32 @@ __all__ = ["Document", "DataError", "load_documents", "skip_reason"]
 
 
 class DataError(ValueError):
-    """The input data cannot be read or used as asked."""
+    """The input data cannot be read or used as asked (a missing file or column,
+    a duplicate id, a label that is not a class); the message names the row.
+    """
 
 
 @dataclass
 class Document:
-    """One row of the input. ``index`` is its 0-based row number in the file;
-    ``label`` a class index, a class name (str, mapped through the model's
-    ``label2id`` by the runner) or None."""
+    """One row of the input, as :func:`load_documents` reads it.
+
+    Attributes
+    ----------
+    doc_id : str
+        The id column's value as written, or the row number.
+    index : int
+        0-based row number in the file.
+    text : Any
+        As read (not checked here: see :func:`skip_reason`).
+    label : int, str or None
+        A class index, a class name (mapped through the model's ``label2id``
+        by the runner), or None.
+
+    Examples
+    --------
+    >>> Document("007", 0, "a fine compiler", 1)
+    Document(doc_id='007', index=0, text='a fine compiler', label=1)
+    """
 
     doc_id: str
     index: int
@@ -64,7 +82,7 @@ def _label(value, index: int, doc_id: str, column: str) -> int | str | None:
 
 
 def load_documents(path: str, text_column: str = "text", label_column: str | None = "label", id_column: str | None = None) -> list[Document]:
-    """Documents from a CSV, JSONL or Parquet file, or a Hugging Face dataset
+    r"""Documents from a CSV, JSONL or Parquet file, or a Hugging Face dataset
     given as ``name:split`` (needs the ``datasets`` library and network).
 
     Values are read as written: CSV cells as text (``"NA"`` stays a text,
@@ -76,9 +94,36 @@ def load_documents(path: str, text_column: str = "text", label_column: str | Non
     Texts are not checked here: the run skips (and lists) empty or non-string
     ones.
 
-    Example
+    Parameters
+    ----------
+    path : str
+        A ``.csv``, ``.jsonl`` / ``.ndjson`` or ``.parquet`` file, or
+        ``name:split``.
+    text_column : str
+    label_column : str or None
+    id_column : str or None
+
+    Returns
     -------
-    >>> docs = load_documents("reviews.csv", label_column="y", id_column="key")  # doctest: +SKIP
+    list of Document
+        In file order.
+
+    Raises
+    ------
+    DataError
+        If the file cannot be read, a column is missing, an id is missing or
+        repeated, or a label is not a whole number or a class name.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = os.path.join(folder, "reviews.csv")
+    ...     with open(path, "w") as handle:
+    ...         _ = handle.write("key,text,y\n007,a fine compiler,1\n008,NA,0\n009,,\n")
+    ...     documents = load_documents(path, label_column="y", id_column="key")
+    >>> [(d.doc_id, d.text, d.label) for d in documents]  # ids keep their zeros, "NA" stays a text
+    [('007', 'a fine compiler', 1), ('008', 'NA', 0), ('009', '', None)]
     """
     import pandas as pd
 
@@ -136,7 +181,22 @@ def load_documents(path: str, text_column: str = "text", label_column: str | Non
 
 
 def skip_reason(document: Document) -> str | None:
-    """Why a document cannot be attributed (None if it can)."""
+    """Why a document cannot be attributed (None if it can): its text is not a
+    string, or is empty or blank.
+
+    Parameters
+    ----------
+    document : Document
+
+    Returns
+    -------
+    str or None
+
+    Examples
+    --------
+    >>> skip_reason(Document("a", 0, "a fine compiler", 1)), skip_reason(Document("b", 1, "  ", 0)), skip_reason(Document("c", 2, 3.5, 0))
+    (None, 'empty text', 'not a string (float)')
+    """
     if not isinstance(document.text, str):
         return f"not a string ({type(document.text).__name__})"
     if not document.text.strip():

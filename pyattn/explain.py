@@ -6,10 +6,11 @@ pieces; a notebook user gets them in one object::
 
     >>> import pyattn
     >>> model, tokenizer = pyattn.load_demo()
-    >>> text = pyattn.demo_documents("test")[0].text
-    >>> result = pyattn.explain(model, tokenizer, text, faithfulness=False)  # doctest: +SKIP
-    >>> result.supporting(5)  # the 5 tokens that most support the prediction  # doctest: +SKIP
-    >>> result                # in a notebook: the heat maps, inline          # doctest: +SKIP
+    >>> result = pyattn.explain(model, tokenizer, "the borrow checker rejects the program", faithfulness=False)
+    >>> result.supporting(2)["token"].tolist()  # the 2 tokens that most support the prediction
+    ['borrow', 'checker']
+    >>> result.save_html("document.html")  # doctest: +SKIP
+    >>> result                # in a notebook: the heat maps, inline   # doctest: +SKIP
 
 Conventions: per-document vectors are numpy arrays over the encoded document
 (special tokens included, as :func:`pyattn.attribute` returns them); tables
@@ -121,6 +122,27 @@ class Explanation:
         the tokens of mask ``no_special`` (``all`` without special tokens),
         attributions taken as ``attribution_as`` says (a column);
         None when not asked for.
+
+    Methods give the token tables (:meth:`supporting`, :meth:`opposing`:
+    signed attribution; :meth:`top_attention`), one row per token
+    (:meth:`to_frame`), the report (:meth:`save_html`, and inline in a
+    notebook through ``_repr_html_``).
+
+    Examples
+    --------
+    >>> import numpy as np, pyattn
+    >>> model, tokenizer = pyattn.load_demo()
+    >>> result = pyattn.explain(model, tokenizer, "the borrow checker rejects the program", faithfulness=False)
+    >>> result  # doctest: +ELLIPSIS
+    Explanation(11 tokens, predicted 'programming languages' p=0.933, completeness error ...%, views ['final', 'all', 'rollout'])
+    >>> result.per_head.shape  # (L, H, N)
+    (3, 4, 11)
+    >>> bool(np.allclose(result.attention["all"], result.per_head.sum((0, 1))))  # "all": every layer and head summed
+    True
+    >>> result.supporting(2)[["token", "by"]].values.tolist(), result.opposing(1)[["token", "by"]].values.tolist()
+    ([['borrow', 'supporting'], ['checker', 'supporting']], [['the', 'opposing']])
+    >>> result.to_frame().columns.tolist()
+    ['position', 'token', 'raw_token', 'special', 'attribution', 'attention: final', 'attention: all', 'attention: rollout']
     """
 
     text: str
@@ -140,6 +162,7 @@ class Explanation:
     # -- the prediction -----------------------------------------------------
     @property
     def predicted_label(self) -> int:
+        """The model's predicted class index."""
         return self.attribution.predicted_label
 
     def label_name(self, index: int) -> str:
@@ -197,6 +220,10 @@ class Explanation:
 
     # -- rendering ----------------------------------------------------------
     def facts(self) -> dict[str, object]:
+        """The facts a report shows first (prediction and its probability, explained
+        class, integration steps, completeness error and whether it converged,
+        similarity settings, AOPC when computed), as label -> text.
+        """
         a = self.attribution
         facts = {
             "predicted": f"{self.label_name(self.predicted_label)} (p = {self.probability:.3f})",

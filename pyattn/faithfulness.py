@@ -81,26 +81,67 @@ def faithfulness(
 
     Parameters
     ----------
-    rankings:
-        Name -> per-token scores ``(N,)`` over the encoded document ([CLS] and
-        [SEP] included, as :func:`pyattn.attribute` and :func:`pyattn.attention`
-        return them).
-    by:
+    model, tokenizer
+        A Hugging Face sequence classifier and its tokenizer.
+    text : str
+        The document (encoded as :func:`pyattn.inputs.encode` does).
+    rankings : mapping of str to array-like, shape (N,)
+        Name -> per-token scores over the encoded document ([CLS] and [SEP]
+        included, as :func:`pyattn.attribute` and :func:`pyattn.attention`
+        return them; their scores are ignored).
+    target : int, optional
+        Class whose probability is tracked; None: the predicted class.
+    percents : sequence of float
+        The k values, each in (0, 100]: ``ceil(k % of the text tokens)`` are
+        removed (or kept).
+    mode : {"delete", "mask"}
+        Remove tokens from the sequence, or replace them by the mask (or pad)
+        token.
+    random_rankings : int
+        How many random rankings (seeded by ``seed``) to average as the
+        ``"random"`` baseline (0: none).
+    seed : int
+    batch_size : int
+        Variants per forward pass.
+    max_length : int, optional
+        As for :func:`pyattn.inputs.encode`.
+    by : {"signed", "magnitude"}
         How scores rank tokens: ``"signed"`` (default, ERASER's convention:
         largest first, so for attributions the tokens that most *support* the
         target class are removed first) or ``"magnitude"`` (largest ``|score|``
         first, support and opposition alike). The tables carry a ``by`` column.
-    target:
-        Class whose probability is tracked; None: the predicted class.
-    random_rankings:
-        How many random rankings to average as the ``"random"`` baseline (0:
-        none).
 
     Returns
     -------
-    (per_k, aopc): pandas DataFrames. ``per_k`` has ranking, percent,
-    removed (tokens), comprehensiveness, sufficiency; ``aopc`` has ranking,
-    comprehensiveness_aopc, sufficiency_aopc, and the full-input probability.
+    per_k : pandas.DataFrame
+        One row per ranking x k: ``ranking``, ``percent``, ``removed``
+        (tokens), ``comprehensiveness``, ``sufficiency``, ``by``.
+    aopc : pandas.DataFrame
+        One row per ranking: ``ranking``, ``comprehensiveness_aopc``,
+        ``sufficiency_aopc`` (means over k), the full-input ``probability`` of
+        ``target``, ``target``, ``by``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``by`` or ``mode``, a percent outside (0, 100], a
+        ranking whose length is not N or that holds NaN or infinite scores,
+    or a document without text tokens.
+
+    Examples
+    --------
+    >>> import pyattn
+    >>> model, tokenizer = pyattn.load_demo()
+    >>> text = "the compiler and the borrow checker reject the program"
+    >>> attribution = pyattn.attribute(model, tokenizer, text).scores  # (N,), N = 14 with [CLS] and [SEP]
+    >>> per_k, aopc = faithfulness(model, tokenizer, text, {"attribution": attribution}, percents=(10, 50), random_rankings=1)
+    >>> per_k[["ranking", "percent", "removed"]].values.tolist()  # ceil(10% and 50% of 12 text tokens)
+    [['attribution', 10, 2], ['attribution', 50, 6], ['random', 10, 2], ['random', 50, 6]]
+    >>> scores = aopc.set_index("ranking")
+    >>> bool(scores.comprehensiveness_aopc["attribution"] > scores.comprehensiveness_aopc["random"])
+    True
+    >>> round(float(scores.probability["attribution"]), 4)  # the model's probability of its prediction
+    0.953
     """
     import pandas as pd
 

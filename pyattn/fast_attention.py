@@ -41,7 +41,26 @@ __all__ = ["banded_self_attention", "fast_longformer_attention", "fast_attention
 
 
 def longformer_self_attentions(model: torch.nn.Module) -> list:
-    """The ``LongformerSelfAttention`` modules of a model (empty for others)."""
+    """The ``LongformerSelfAttention`` modules of a model (empty for others).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+
+    Returns
+    -------
+    list of LongformerSelfAttention
+        One per layer, in order.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pyattn import load_demo
+    >>> [layer.one_sided_attn_window_size for layer in longformer_self_attentions(load_demo()[0])]
+    [16, 32, 64]
+    >>> longformer_self_attentions(torch.nn.Linear(2, 2))
+    []
+    """
     from transformers.models.longformer.modeling_longformer import LongformerSelfAttention
 
     return [m for m in model.modules() if isinstance(m, LongformerSelfAttention)]
@@ -64,21 +83,42 @@ def banded_self_attention(
 
     Parameters
     ----------
-    module:
-        The layer's ``LongformerSelfAttention`` (its projections are used).
-    hidden_states:
-        ``(B, N, E)``, ``N`` a multiple of the layer's window (the model pads).
-    attention_mask:
-        ``(B, N)`` as the encoder passes it: 0 local, < 0 padding, > 0 global.
-    is_index_masked, is_index_global_attn:
-        ``(B, N)`` bool, padding and global positions.
-    is_global_attn:
+    module : LongformerSelfAttention
+        The layer's self-attention (its projections are used).
+    hidden_states : torch.Tensor, shape (B, N, E)
+        ``N`` a multiple of the layer's one-sided window (the model pads).
+    attention_mask : torch.Tensor, shape (B, N), float
+        As the encoder passes it: 0 local, < 0 padding, > 0 global.
+    is_index_masked, is_index_global_attn : torch.Tensor, shape (B, N), bool
+        Padding and global positions.
+    is_global_attn : bool
         Whether any position is global.
 
     Returns
     -------
-    ``(B, N, E)``: the attention output before ``attention.output``, equal to
-    transformers' first output.
+    torch.Tensor, shape (B, N, E)
+        The attention output before ``attention.output``, equal to
+        transformers' first output.
+
+    Raises
+    ------
+    ValueError
+        If ``N`` is not a multiple of the one-sided window.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pyattn import load_demo
+    >>> model, tokenizer = load_demo()
+    >>> layer = longformer_self_attentions(model)[0]  # window 32: one-sided 16
+    >>> hidden = torch.randn(1, 64, model.config.hidden_size, generator=torch.Generator().manual_seed(0))
+    >>> mask = torch.zeros(1, 64)
+    >>> mask[0, 0], mask[0, 60:] = 1.0, -10000.0  # token 0 global, the last 4 padding
+    >>> with torch.no_grad():
+    ...     fast = banded_self_attention(layer, hidden, mask, mask < 0, mask > 0, True)
+    ...     plain = layer(hidden, attention_mask=mask, is_index_masked=mask < 0, is_index_global_attn=mask > 0, is_global_attn=True)[0]
+    >>> fast.shape, torch.allclose(fast, plain, atol=1e-6)  # transformers' own layer agrees
+    (torch.Size([1, 64, 64]), True)
     """
     B, N, E = hidden_states.shape
     H = module.num_heads
@@ -226,12 +266,32 @@ def _fast_forward(module):
 def fast_longformer_attention(model: torch.nn.Module):
     """Inside the block, the model's Longformer self-attention runs as
     :func:`banded_self_attention`; outside, as before. Models without
-    Longformer attention are left alone.
+    Longformer attention are left alone. Calls that ask for attention
+    probabilities (``output_attentions=True``) or train with dropout run
+    transformers' own code.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+
+    Yields
+    ------
+    torch.nn.Module
+        The same model.
 
     Examples
     --------
-    >>> with fast_longformer_attention(model):  # doctest: +SKIP
-    ...     logits = model(**inputs).logits
+    >>> import torch
+    >>> from pyattn import load_demo
+    >>> from pyattn.inputs import encode
+    >>> model, tokenizer = load_demo()
+    >>> document = encode(model, tokenizer, "the borrow checker rejects the program")
+    >>> with torch.no_grad():
+    ...     plain = model(**document.forward_kwargs()).logits
+    ...     with fast_longformer_attention(model):
+    ...         fast = model(**document.forward_kwargs()).logits
+    >>> fast.shape, torch.allclose(fast, plain, atol=1e-5)
+    (torch.Size([1, 2]), True)
     """
     modules = longformer_self_attentions(model)
     replaced = []
@@ -249,7 +309,33 @@ def fast_longformer_attention(model: torch.nn.Module):
 
 def fast_attention_context(model: torch.nn.Module, enabled: bool | None):
     """``fast_longformer_attention(model)`` when ``enabled`` (None: when the
-    model has Longformer self-attention), else a no-op context."""
+    model has Longformer self-attention), else a no-op context.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    enabled : bool or None
+
+    Returns
+    -------
+    context manager
+
+    Raises
+    ------
+    ValueError
+        If ``enabled`` is True for a model without Longformer self-attention.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pyattn import load_demo
+    >>> type(fast_attention_context(load_demo()[0], None)).__name__, type(fast_attention_context(torch.nn.Linear(2, 2), None)).__name__
+    ('_GeneratorContextManager', 'nullcontext')
+    >>> fast_attention_context(torch.nn.Linear(2, 2), True)
+    Traceback (most recent call last):
+    ...
+    ValueError: fast_attention=True needs a Longformer model; Linear has no LongformerSelfAttention
+    """
     if enabled is None:
         enabled = bool(longformer_self_attentions(model))
     if enabled and not longformer_self_attentions(model):

@@ -203,16 +203,42 @@ def head_gate_importance(
 def save_head_importance(importance: torch.Tensor, path: str | os.PathLike) -> None:
     """Save an ``(L, H)`` importance as ``.pt`` (a tensor) or ``.npy``.
 
+    Parameters
+    ----------
+    importance : array-like, shape (L, H)
+        Finite and non-negative, as :func:`load_head_importance` requires.
+    path : str or os.PathLike
+        Ends in ``.pt`` or ``.npy``.
+
+    Raises
+    ------
+    ValueError
+        For another shape, an empty, non-finite or negative importance (which
+        could not be loaded back), or another file type.
+
+    Examples
+    --------
     >>> import os, tempfile, torch
-    >>> path = os.path.join(tempfile.mkdtemp(), "importance.npy")
-    >>> save_head_importance(torch.rand(3, 4), path)
-    >>> load_head_importance(path).shape
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = os.path.join(folder, "importance.npy")
+    ...     save_head_importance(torch.rand(3, 4), path)
+    ...     load_head_importance(path).shape
     torch.Size([3, 4])
+    >>> save_head_importance(torch.tensor([[0.5, -1.0]]), "importance.pt")
+    Traceback (most recent call last):
+    ...
+    ValueError: head importance must be >= 0, got a minimum of -1: it could not be loaded back
     """
     path = os.fspath(path)
     importance = torch.as_tensor(importance).detach().cpu()
     if importance.dim() != 2:
         raise ValueError(f"head importance must be 2-D (L, H), got shape {tuple(importance.shape)}")
+    if importance.numel() == 0:
+        raise ValueError(f"head importance must be (L, H) with L, H >= 1, got shape {tuple(importance.shape)}")
+    if not torch.isfinite(importance).all():
+        raise ValueError(f"head importance holds {int((~torch.isfinite(importance)).sum())} non-finite value(s) (NaN or inf): it could not be loaded back")
+    if (importance < 0).any():
+        raise ValueError(f"head importance must be >= 0, got a minimum of {float(importance.min()):g}: it could not be loaded back")
     if path.endswith(".npy"):
         np.save(path, importance.numpy())
     elif path.endswith(".pt"):
@@ -230,14 +256,40 @@ def load_head_importance(path: str | os.PathLike, model=None) -> torch.Tensor:
     array (garbage, a pickle of anything else), or whose values are not all
     finite and non-negative, raises a one-line ``ValueError`` naming it.
 
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``.pt`` or ``.npy`` file.
+    model : optional
+        A model whose ``config.num_hidden_layers`` x
+        ``config.num_attention_heads`` the shape must match.
+
     Returns
     -------
     torch.Tensor
         ``(L, H)`` float32.
 
-    Example
-    -------
-    >>> importance = load_head_importance("importance.pt")  # doctest: +SKIP
+    Raises
+    ------
+    ValueError
+        For a file that is not such an array, a shape that does not fit the
+        model, or values that are not all finite and non-negative.
+
+    Examples
+    --------
+    >>> import os, tempfile, torch, pyattn
+    >>> model, _ = pyattn.load_demo()  # 3 layers x 4 heads
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(folder.name, "importance.pt")
+    >>> save_head_importance(torch.tensor([[0.5, 1.0, 0.0, 2.0]] * 3), path)
+    >>> load_head_importance(path, model=model)[0]  # layer 0
+    tensor([0.5000, 1.0000, 0.0000, 2.0000])
+    >>> save_head_importance(torch.ones(2, 4), path)
+    >>> load_head_importance(path, model=model)
+    Traceback (most recent call last):
+    ...
+    ValueError: '...importance.pt' holds head importance of shape (2, 4) but the model has 3 layers x 4 heads
+    >>> folder.cleanup()
     """
     import pickle
     import zipfile

@@ -21,10 +21,30 @@ __all__ = ["EncodedDocument", "encode", "position_ids_for", "is_longformer", "em
 
 
 class TruncationWarning(UserWarning):
-    """A text was longer than max_length and was cut."""
+    """A text was longer than ``max_length`` and was cut (:func:`encode` says how
+    many tokens were dropped).
+    """
 
 
 def is_longformer(model: torch.nn.Module) -> bool:
+    """Whether ``model`` is a Longformer (``config.model_type == "longformer"``):
+    banded attention with global tokens, rather than full attention.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pyattn import load_demo
+    >>> is_longformer(load_demo()[0]), is_longformer(torch.nn.Linear(2, 2))
+    (True, False)
+    """
     return getattr(getattr(model, "config", None), "model_type", None) == "longformer"
 
 
@@ -37,7 +57,27 @@ def embedding_layer(model: torch.nn.Module) -> torch.nn.Module:
     """The embedding layer Layer Integrated Gradients attributes to: the base
     model's ``embeddings`` module (word + position + type embeddings, as the
     original notebooks used) for Longformer, RoBERTa, BERT and most Hugging
-    Face encoders; otherwise the input embeddings."""
+    Face encoders; otherwise the input embeddings.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+
+    Returns
+    -------
+    torch.nn.Module
+
+    Raises
+    ------
+    ValueError
+        If the model has neither.
+
+    Examples
+    --------
+    >>> from pyattn import load_demo
+    >>> type(embedding_layer(load_demo()[0])).__name__
+    'LongformerEmbeddings'
+    """
     module = _embeddings_module(model)
     if isinstance(module, torch.nn.Module):
         return module
@@ -55,8 +95,26 @@ def embedding_layer(model: torch.nn.Module) -> torch.nn.Module:
 
 def position_ids_for(model: torch.nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
     """Position ids as the model builds them when given none: from
-    ``padding_idx + 1`` over non-pad tokens for RoBERTa-style embeddings
-    (which carry ``padding_idx``), else ``0 .. N-1``."""
+    ``padding_idx + 1`` over non-pad tokens for RoBERTa-style embeddings (which
+    carry ``padding_idx``; pads keep ``padding_idx``), else ``0 .. N-1``.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    input_ids : torch.Tensor, shape (B, N), int64
+
+    Returns
+    -------
+    torch.Tensor, shape (B, N), int64
+
+    Examples
+    --------
+    >>> import torch
+    >>> from pyattn import load_demo
+    >>> model, tokenizer = load_demo()  # RoBERTa-style: padding_idx 1
+    >>> position_ids_for(model, torch.tensor([[0, 5, 6, 1, 1]]))
+    tensor([[2, 3, 4, 1, 1]])
+    """
     embeddings = _embeddings_module(model)
     padding_idx = getattr(embeddings, "padding_idx", None)
     if padding_idx is not None:
@@ -67,7 +125,35 @@ def position_ids_for(model: torch.nn.Module, input_ids: torch.Tensor) -> torch.T
 
 @dataclass
 class EncodedDocument:
-    """One document, encoded. Tensors are ``(1, N)``."""
+    """One document, encoded by :func:`encode`: ``[CLS] text [SEP]``, with the
+    baseline and the masks the attribution and the attention use.
+
+    Attributes
+    ----------
+    tokens : list of str, length N
+    input_ids : torch.Tensor, shape (1, N), int64
+    baseline_ids : torch.Tensor, shape (1, N), int64
+        ``[CLS] pad ... pad [SEP]``: the reference input of Integrated Gradients.
+    attention_mask : torch.Tensor, shape (1, N), int64
+    position_ids : torch.Tensor, shape (1, N), int64
+        As the model builds them (see :func:`position_ids_for`).
+    global_attention_mask : torch.Tensor, shape (1, N), int64, or None
+        CLS global for Longformer; None for full-attention models.
+    truncated_tokens : int
+        Text tokens dropped to fit ``max_length``.
+
+    Examples
+    --------
+    >>> from pyattn import load_demo
+    >>> model, tokenizer = load_demo()
+    >>> document = encode(model, tokenizer, "the borrow checker")
+    >>> document.tokens
+    ['<s>', 'the', 'Ġborrow', 'Ġchecker', '</s>']
+    >>> document.baseline_ids.tolist(), document.global_attention_mask.tolist()
+    ([[0, 1, 1, 1, 2]], [[1, 0, 0, 0, 0]])
+    >>> sorted(document.forward_kwargs())  # what the model is called with
+    ['attention_mask', 'global_attention_mask', 'input_ids', 'position_ids']
+    """
 
     tokens: list[str]
     input_ids: torch.Tensor
@@ -78,6 +164,10 @@ class EncodedDocument:
     truncated_tokens: int  # text tokens dropped to fit max_length
 
     def forward_kwargs(self, input_ids: torch.Tensor | None = None) -> dict:
+        """The keyword arguments to call the model with (``input_ids`` or the given
+        ids, ``attention_mask``, ``position_ids``, and ``global_attention_mask``
+        for Longformer).
+        """
         kwargs = dict(
             input_ids=self.input_ids if input_ids is None else input_ids,
             attention_mask=self.attention_mask,
@@ -88,6 +178,7 @@ class EncodedDocument:
         return kwargs
 
     def to(self, device) -> "EncodedDocument":
+        """The same document with every tensor on ``device``."""
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
         return EncodedDocument(
             self.tokens,
@@ -128,8 +219,47 @@ def default_max_length(model: torch.nn.Module, tokenizer=None) -> int:
 
 
 def encode(model: torch.nn.Module, tokenizer, text: str, max_length: int | None = None) -> EncodedDocument:
-    """Encode one text for attribution and attention. Truncation is reported
-    (a :class:`TruncationWarning` and ``truncated_tokens``), never silent."""
+    """Encode one text for attribution and attention: ``[CLS] text [SEP]`` with
+    CLS global for Longformer. Truncation is reported (a
+    :class:`TruncationWarning` and ``truncated_tokens``), never silent.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A Hugging Face sequence classifier (its config decides global attention
+        and the default length).
+    tokenizer
+        Its tokenizer.
+    text : str
+    max_length : int, optional
+        Tokens kept including ``[CLS]`` and ``[SEP]`` (at least 3); default the
+        model's and tokenizer's limit.
+
+    Returns
+    -------
+    EncodedDocument
+        Tensors of shape (1, N).
+
+    Raises
+    ------
+    TypeError
+        If ``text`` is not a str.
+    ValueError
+        If ``text`` is empty or ``max_length < 3``.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> from pyattn import load_demo
+    >>> model, tokenizer = load_demo()
+    >>> encode(model, tokenizer, "the borrow checker").input_ids.shape
+    torch.Size([1, 5])
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     document = encode(model, tokenizer, "the borrow checker", max_length=4)
+    >>> document.tokens, document.truncated_tokens, caught[0].category.__name__
+    (['<s>', 'the', 'Ġborrow', '</s>'], 1, 'TruncationWarning')
+    """
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
     if not text.strip():

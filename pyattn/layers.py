@@ -50,11 +50,44 @@ DEFAULT_DENSE_LIMIT_BYTES = 2 * 1024**3
 
 
 class DenseTooLarge(MemoryError):
-    """The dense matrix asked for is larger than the configured limit."""
+    """The dense ``(B, H, N, N)`` matrix asked for is larger than the configured
+    limit (:data:`DEFAULT_DENSE_LIMIT_BYTES` unless raised): the message gives
+    its size; ask for fewer heads or layers, or raise the limit.
+    """
 
 
 def layers_of(attentions: Any, global_attentions: Any) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:
-    """Normalise model-output forms into per-layer lists."""
+    """Normalise model-output forms into per-layer lists.
+
+    Parameters
+    ----------
+    attentions : model output, sequence of torch.Tensor, or torch.Tensor
+        A model output with ``attentions`` (and ``global_attentions``), a tuple
+        of per-layer ``(B, H, N, K)`` tensors, or one stacked ``(L, B, H, N, K)``
+        tensor.
+    global_attentions : same forms, or None
+        Longformer's global attentions, one per layer; None for full attention
+        (or when ``attentions`` is a model output, which carries them).
+
+    Returns
+    -------
+    local : list of torch.Tensor
+        L tensors.
+    glob : list of torch.Tensor or None
+        L entries (all None without global attentions).
+
+    Raises
+    ------
+    ValueError
+        If there are no attentions, or the two have different layer counts.
+
+    Examples
+    --------
+    >>> import torch
+    >>> local, glob = layers_of(torch.zeros(3, 1, 2, 4, 5), None)  # stacked (L, B, H, N, K)
+    >>> len(local), local[0].shape, glob
+    (3, torch.Size([1, 2, 4, 5]), [None, None, None])
+    """
     if hasattr(attentions, "attentions"):  # a model output object
         output = attentions
         attentions = output.attentions
@@ -81,7 +114,34 @@ def layers_of(attentions: Any, global_attentions: Any) -> tuple[list[torch.Tenso
 
 
 def layer_index(layer: int, num_layers: int) -> int:
-    """Layer number (0-based, or negative from the end) -> 0-based index."""
+    """Layer number (from 0, or negative from the end) -> index from 0.
+
+    Parameters
+    ----------
+    layer : int
+    num_layers : int
+
+    Returns
+    -------
+    int
+        In ``0 .. num_layers - 1``.
+
+    Raises
+    ------
+    TypeError
+        If ``layer`` is not an int.
+    IndexError
+        If it is out of range.
+
+    Examples
+    --------
+    >>> layer_index(0, 12), layer_index(-1, 12), layer_index(-12, 12)
+    (0, 11, 0)
+    >>> layer_index(12, 12)
+    Traceback (most recent call last):
+    ...
+    IndexError: layer 12 is out of range: layers are numbered 0..11 (or -1..-12 from the end)
+    """
     if not isinstance(layer, (int,)) or isinstance(layer, bool):
         raise TypeError(f"layer must be an int (0..{num_layers - 1}, or -1 for the last), got {layer!r}")
     if 0 <= layer < num_layers:
@@ -92,6 +152,32 @@ def layer_index(layer: int, num_layers: int) -> int:
 
 
 def check_head_importance(head_importance: torch.Tensor | None, num_layers: int, num_heads: int) -> torch.Tensor | None:
+    """Check that a head-importance table matches the model's layers and heads.
+
+    Parameters
+    ----------
+    head_importance : array-like, shape (L, H), or None
+    num_layers, num_heads : int
+        L and H of the model.
+
+    Returns
+    -------
+    torch.Tensor, shape (L, H), or None (when given None)
+
+    Raises
+    ------
+    ValueError
+        If the shape is not ``(num_layers, num_heads)``.
+
+    Examples
+    --------
+    >>> check_head_importance([[0.5, 1.0, 2.0]], 1, 3)
+    tensor([[0.5000, 1.0000, 2.0000]])
+    >>> check_head_importance([[0.5, 1.0]], 1, 3)
+    Traceback (most recent call last):
+    ...
+    ValueError: head_importance must have shape (L, H) = (1, 3) to match the model's layers and heads, got (1, 2)
+    """
     if head_importance is None:
         return None
     head_importance = torch.as_tensor(head_importance)
@@ -131,7 +217,8 @@ def parse_layer_range(text: str, num_layers: int) -> tuple[int, int]:
 
 @dataclass
 class AttentionReceived:
-    """Attention received per token, per layer.
+    """Attention received per token, per layer (returned by
+    :func:`layer_attention_received` and :func:`full_attention_received`).
 
     Attributes
     ----------
@@ -142,6 +229,24 @@ class AttentionReceived:
         Whether heads were scaled by head importance.
     per_head:
         Whether the head dimension was kept.
+
+    Layers are numbered from 0 (negative from the end); ranges are inclusive.
+    :meth:`select` takes ``"final"``, ``"all"``, a layer number, ``"0-1"`` or
+    ``(0, 1)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> band = torch.full((1, 1, 4, 3), 1 / 3)  # B=1, H=1, N=4, window 2
+    >>> received = layer_attention_received([band, 2 * band])
+    >>> received.num_layers, received.per_layer.shape
+    (2, torch.Size([2, 1, 4]))
+    >>> received.final_layer
+    tensor([[1.3333, 2.0000, 2.0000, 1.3333]])
+    >>> received.select("all")  # the two layers summed
+    tensor([[2., 3., 3., 2.]])
+    >>> torch.equal(received.select("0-1"), received.all_layers), torch.equal(received.select(0), received.per_layer[0])
+    (True, True)
     """
 
     per_layer: torch.Tensor
@@ -150,6 +255,7 @@ class AttentionReceived:
 
     @property
     def num_layers(self) -> int:
+        """L, the number of layers."""
         return self.per_layer.shape[0]
 
     @property

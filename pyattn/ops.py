@@ -89,9 +89,21 @@ def attention_received(
 
     Examples
     --------
-    >>> out = model(ids, global_attention_mask=mask, output_attentions=True)  # doctest: +SKIP
-    >>> received = attention_received(out.attentions[-1], out.global_attentions[-1], mask)  # doctest: +SKIP
-    >>> received.shape  # (B, H, N)  # doctest: +SKIP
+    >>> import torch, pyattn
+    >>> from pyattn import reference
+    >>> model, tokenizer = pyattn.load_demo()
+    >>> ids = tokenizer("the borrow checker rejects the program", return_tensors="pt")["input_ids"]  # (B, N) = (1, 11)
+    >>> mask = torch.zeros_like(ids)
+    >>> mask[:, 0] = 1  # CLS global
+    >>> with torch.no_grad():
+    ...     out = model(ids, global_attention_mask=mask, output_attentions=True)
+    >>> received = attention_received(out.attentions[-1], out.global_attentions[-1], mask)
+    >>> received.shape  # (B, H, N)
+    torch.Size([1, 4, 11])
+    >>> received.sum(-1)  # every query row is a distribution: N in all per head
+    tensor([[11.0000, 11.0000, 11.0000, 11.0000]])
+    >>> torch.allclose(received, reference.attention_received(out.attentions[-1], out.global_attentions[-1], mask), atol=1e-5)
+    True
     """
     return torch.ops.pyattn.attention_received.default(
         local_attn, global_attn, global_attention_mask, head_weights, row_weights, out_dtype
@@ -135,8 +147,20 @@ def attention_received_layers(
 
     Examples
     --------
-    >>> out = model(ids, global_attention_mask=mask, output_attentions=True)  # doctest: +SKIP
-    >>> attention_received_layers(out.attentions, out.global_attentions, mask).shape  # (L, B, H, N)  # doctest: +SKIP
+    >>> import torch, pyattn
+    >>> model, tokenizer = pyattn.load_demo()
+    >>> ids = tokenizer("the borrow checker rejects the program", return_tensors="pt")["input_ids"]
+    >>> mask = torch.zeros_like(ids)
+    >>> mask[:, 0] = 1
+    >>> with torch.no_grad():
+    ...     out = model(ids, global_attention_mask=mask, output_attentions=True)
+    >>> [layer.shape[-1] for layer in out.attentions]  # X + w + 1: windows 32, 64, 128 differ per layer
+    [34, 66, 130]
+    >>> received = attention_received_layers(out.attentions, out.global_attentions, mask)
+    >>> received.shape  # (L, B, H, N)
+    torch.Size([3, 1, 4, 11])
+    >>> torch.allclose(received[2], attention_received(out.attentions[2], out.global_attentions[2], mask))
+    True
     """
     local = list(local_attn)
     glob = [] if global_attn is None else list(global_attn)

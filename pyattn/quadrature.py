@@ -89,17 +89,59 @@ def rule(method: str, n_nodes: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def level_of(n_nodes: int) -> int | None:
-    """The nested level ``k`` with ``2**k + 1 == n_nodes``, or None."""
+    """The nested level ``k`` with ``2**k + 1 == n_nodes``, or None.
+
+    Parameters
+    ----------
+    n_nodes : int
+
+    Returns
+    -------
+    int or None
+
+    Examples
+    --------
+    >>> level_of(5), level_of(9), level_of(6)
+    (2, 3, None)
+    """
     if n_nodes >= 2 and ((n_nodes - 1) & (n_nodes - 2)) == 0:
         return int(math.log2(n_nodes - 1))
     return None
 
 
 def nested_level(method: str, level: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Level ``level`` of a nested rule: ``(alphas, weights, index)`` where
-    ``index[i]`` numbers node ``i`` in the order nodes are first needed
-    (level 0's two ends first, ``alpha = 1`` before ``alpha = 0``, then each
-    level's new nodes), so that one list of evaluations serves every level."""
+    """Level ``level`` of a nested rule (``2**level + 1`` nodes on [0, 1]), with
+    each node's place in one shared list of evaluations: level 0's two ends
+    first (``alpha = 1`` before ``alpha = 0``), then each level's new nodes, so
+    that refining from level k to k + 1 reuses every evaluation made so far.
+
+    Parameters
+    ----------
+    method : str
+        One of :data:`NESTED_METHODS`.
+    level : int
+        ``>= 0``.
+
+    Returns
+    -------
+    alphas : numpy.ndarray, shape (2**level + 1,), float64
+        Nodes in ascending order.
+    weights : numpy.ndarray, shape (2**level + 1,), float64
+        Quadrature weights (sum 1).
+    index : numpy.ndarray, shape (2**level + 1,), int64
+        ``index[i]``: the order in which node ``i`` is first needed.
+
+    Raises
+    ------
+    ValueError
+        If ``method`` is not nested.
+
+    Examples
+    --------
+    >>> alphas, weights, index = nested_level("trapezoid", 2)
+    >>> alphas.tolist(), weights.tolist(), index.tolist()
+    ([0.0, 0.25, 0.5, 0.75, 1.0], [0.125, 0.25, 0.25, 0.25, 0.125], [1, 3, 2, 4, 0])
+    """
     if method not in NESTED_METHODS:
         raise ValueError(f"{method!r} is not nested; nested rules: {', '.join(NESTED_METHODS)}")
     n = 2**level

@@ -35,7 +35,7 @@ __all__ = ["run_attribution_ray", "RayUnavailable", "RayRunError"]
 
 
 class RayUnavailable(ImportError):
-    """Ray is not installed."""
+    """Ray is not installed (``pip install pyattn[ray]``)."""
 
 
 class RayRunError(RuntimeError):
@@ -118,14 +118,61 @@ def run_attribution_ray(
     model) that each worker loads; the driver loads and checks it first
     (or takes ``loaded``, a ``(model, tokenizer)`` pair it already checked),
     so a model that cannot run is refused before any worker starts.
-    ``address`` None starts a local Ray cluster; otherwise it joins one
-    (``"auto"`` or ``"ray://host:10001"``). ``on_workers`` (for tests and
-    monitoring) is called with the actor handles once they are up. Results
-    come back in completion order; the store sorts them by input index when
-    read. A worker's error ends the run with that error in one line
-    (:class:`RayRunError` or the worker's :class:`DataError`), after the
-    finished documents are written; Ctrl-C raises :class:`Interrupted` the
-    same way.
+    Results come back in completion order; the store sorts them by input
+    index when read.
+
+    Parameters
+    ----------
+    model : str
+        ``"demo"``, a folder or a hub name (see :func:`pyattn.runner.load_model`).
+    documents : sequence of Document
+    store : ResultsStore
+        Created (holding its lock).
+    attribute_kwargs : dict, optional
+        Passed to :func:`pyattn.attribute` on the workers.
+    tokenizer : str, optional
+    trust_remote_code : bool
+    device : str, optional
+        The workers' device.
+    address : str, optional
+        None starts a local Ray cluster; otherwise it joins one (``"auto"`` or
+        ``"ray://host:10001"``).
+    num_workers : int
+        Ray actors, each loading the model once.
+    gpus_per_worker : float
+    threads_per_worker : int
+        torch threads per actor.
+    shard_size, progress, flush_seconds, force, label_column
+        As for :func:`pyattn.runner.run_attribution`.
+    on_workers : callable, optional
+        Called with the actor handles once they are up (for tests and
+        monitoring).
+    loaded : (model, tokenizer), optional
+        Already loaded and checked by the caller (the driver skips loading).
+
+    Returns
+    -------
+    RunSummary
+
+    Raises
+    ------
+    RayUnavailable
+        If Ray is not installed.
+    RayRunError, DataError
+        A worker's error, in one line, after the finished documents are
+        written.
+    Interrupted
+        On Ctrl-C, the same way.
+
+    Examples
+    --------
+    >>> from pyattn.dataset import load_documents
+    >>> from pyattn.store import ResultsStore
+    >>> documents = load_documents("reviews.csv")  # doctest: +SKIP
+    >>> with ResultsStore.create("results", {"model": "demo"}) as store:  # doctest: +SKIP
+    ...     summary = run_attribution_ray("demo", documents, store, {"n_steps": "auto"}, num_workers=4)
+    >>> summary.processed == len(documents) - len(summary.skipped)  # doctest: +SKIP
+    True
     """
     ray = _ray()
     if num_workers < 1:

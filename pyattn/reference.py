@@ -32,7 +32,27 @@ def _layout(local_attn: torch.Tensor, global_attn: torch.Tensor | None) -> tuple
 
 
 def global_positions(global_attention_mask: torch.Tensor | None, batch: int, n: int) -> list[torch.Tensor]:
-    """Per item, the global positions in ascending order: slot m is entry m."""
+    """Per item, the global positions in ascending order: slot m of the band's
+    first X entries is the m-th of them.
+
+    Parameters
+    ----------
+    global_attention_mask : torch.Tensor, shape (B, N), or None
+        Nonzero where a token attends globally; None for no global tokens.
+    batch, n : int
+        B and N (used when the mask is None).
+
+    Returns
+    -------
+    list of torch.Tensor
+        B int64 tensors (on CPU) of each item's global positions.
+
+    Examples
+    --------
+    >>> import torch
+    >>> [p.tolist() for p in global_positions(torch.tensor([[1, 0, 1, 0], [0, 0, 0, 1]]), 2, 4)]
+    [[0, 2], [3]]
+    """
     if global_attention_mask is None:
         return [torch.zeros(0, dtype=torch.long) for _ in range(batch)]
     return [torch.nonzero(global_attention_mask[b] != 0).flatten().cpu() for b in range(batch)]
@@ -43,8 +63,48 @@ def band_to_dense(
     global_attn: torch.Tensor | None = None,
     global_attention_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Dense ``(B, H, N, N)`` attention, A[b, h, i, j], built entry by entry
-    from the layout rules (computed in float64, returned in the input dtype)."""
+    """Dense attention ``A[b, h, i, j]``, built entry by entry from the layout
+    rules (computed in float64, returned in the input dtype).
+
+    Parameters
+    ----------
+    local_attn : torch.Tensor, shape (B, H, N, X + w + 1)
+        One layer's ``attentions`` output: X global slots, then the window
+        band (entry k of row i is column ``i + k - w/2``).
+    global_attn : torch.Tensor, shape (B, H, N', X), N' >= N, or None
+        The layer's ``global_attentions`` output (None when X = 0).
+    global_attention_mask : torch.Tensor, shape (B, N), or None
+
+    Returns
+    -------
+    torch.Tensor, shape (B, H, N, N), dtype of ``local_attn``
+
+    Raises
+    ------
+    ValueError
+        If the last dimension is not ``X + w + 1`` with an even ``w >= 2``, or
+        an item has more global tokens than X.
+
+    Examples
+    --------
+    >>> import torch
+    >>> band = torch.full((1, 1, 4, 3), 1 / 3)  # B=1, H=1, N=4, no globals (X=0), window w=2
+    >>> band_to_dense(band)[0, 0]
+    tensor([[0.3333, 0.3333, 0.0000, 0.0000],
+            [0.3333, 0.3333, 0.3333, 0.0000],
+            [0.0000, 0.3333, 0.3333, 0.3333],
+            [0.0000, 0.0000, 0.3333, 0.3333]])
+
+    With token 0 global (X=1): its row comes from ``global_attn``, and slot 0
+    of every other row is that row's attention to token 0.
+
+    >>> local = torch.tensor([[[[0.0, 0, 0, 0], [0.25, 0.25, 0.25, 0.25], [0.25, 0.25, 0.25, 0.25], [0.25, 0.25, 0.25, 0.25]]]])
+    >>> band_to_dense(local, torch.full((1, 1, 4, 1), 0.25), torch.tensor([[1, 0, 0, 0]]))[0, 0]
+    tensor([[0.2500, 0.2500, 0.2500, 0.2500],
+            [0.5000, 0.2500, 0.2500, 0.0000],
+            [0.2500, 0.2500, 0.2500, 0.2500],
+            [0.2500, 0.0000, 0.2500, 0.2500]])
+    """
     B, H, N, _ = local_attn.shape
     X, w = _layout(local_attn, global_attn)
     half = w // 2
@@ -75,8 +135,32 @@ def attention_received(
     head_weights: torch.Tensor | None = None,
     row_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Column sums of :func:`band_to_dense`: ``(B, H, N)``, or ``(B, N)`` with
-    ``head_weights``; ``row_weights`` ``(B, N)`` weights each query row."""
+    """Attention received per token: the column sums of :func:`band_to_dense`
+    (computed in float64, returned in the input dtype).
+
+    Parameters
+    ----------
+    local_attn, global_attn, global_attention_mask
+        As for :func:`band_to_dense`.
+    head_weights : torch.Tensor, shape (H,), optional
+        Weights to combine the heads.
+    row_weights : torch.Tensor, shape (B, N), optional
+        Weight of each query row in the sum.
+
+    Returns
+    -------
+    torch.Tensor, shape (B, H, N), or (B, N) with ``head_weights``
+
+    Examples
+    --------
+    >>> import torch
+    >>> band = torch.full((1, 1, 4, 3), 1 / 3)
+    >>> attention_received(band)  # rows 0 and 3 reach past the ends
+    tensor([[[0.6667, 1.0000, 1.0000, 0.6667]]])
+    >>> local = torch.tensor([[[[0.0, 0, 0, 0], [0.25, 0.25, 0.25, 0.25], [0.25, 0.25, 0.25, 0.25], [0.25, 0.25, 0.25, 0.25]]]])
+    >>> attention_received(local, torch.full((1, 1, 4, 1), 0.25), torch.tensor([[1, 0, 0, 0]]))
+    tensor([[[1.2500, 0.7500, 1.0000, 0.7500]]])
+    """
     B, H, N, _ = local_attn.shape
     dense = band_to_dense(local_attn.double(), None if global_attn is None else global_attn.double(), global_attention_mask)
     weights = torch.ones(B, N, dtype=torch.float64, device=dense.device) if row_weights is None else row_weights.double()
@@ -119,9 +203,31 @@ def attention_received_banded(
     head_weights: torch.Tensor | None = None,
     row_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Column sums from the band in a few vectorised passes, no ``N x N``:
-    the same result as :func:`attention_received`, computed in float32
-    (float64 for float64 input). See ``_band_column_sums`` for the trick."""
+    """Column sums from the band in a few vectorised passes, no ``N x N``: the
+    same result as :func:`attention_received`, computed in float32 (float64 for
+    float64 input). See ``_band_column_sums`` for the trick.
+
+    Parameters
+    ----------
+    local_attn, global_attn, global_attention_mask, head_weights, row_weights
+        As for :func:`attention_received`.
+
+    Returns
+    -------
+    torch.Tensor, shape (B, H, N), or (B, N) with ``head_weights``; dtype of
+    ``local_attn``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> local = torch.rand(2, 3, 40, 1 + 8 + 1, generator=torch.Generator().manual_seed(0))
+    >>> glob = torch.rand(2, 3, 40, 1, generator=torch.Generator().manual_seed(1))
+    >>> mask = torch.zeros(2, 40, dtype=torch.long)
+    >>> mask[:, 0] = 1
+    >>> fast = attention_received_banded(local, glob, mask)
+    >>> fast.shape, torch.allclose(fast, attention_received(local, glob, mask), atol=1e-5)
+    (torch.Size([2, 3, 40]), True)
+    """
     B, H, N, _ = local_attn.shape
     X, w = _layout(local_attn, global_attn)
     acc = torch.float64 if local_attn.dtype == torch.float64 else torch.float32

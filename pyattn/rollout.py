@@ -52,10 +52,42 @@ def attention_rollout(
     residual: float = 0.5,
 ) -> torch.Tensor:
     """Rollout from position ``start`` (CLS) over all layers of a Longformer
-    output: ``(B, N)``, float32, summing to 1 per item.
+    output, computed from the bands (no ``N x N`` matrix).
 
-    ``head_importance`` ``(L, H)`` weights the heads of each layer (normalised
-    to sum 1) instead of averaging them.
+    Parameters
+    ----------
+    attentions : sequence of torch.Tensor, each (B, H, N, X + w + 1), or a model output
+        Per layer, the ``attentions`` output (the band); a model output with
+        ``attentions`` and ``global_attentions`` may be passed instead. Band
+        entries outside the sequence must be zero, as the model makes them.
+    global_attentions : sequence of torch.Tensor, each (B, H, N, X), optional
+    global_attention_mask : torch.Tensor, shape (B, N), optional
+    head_importance : torch.Tensor, shape (L, H), optional
+        Weights the heads of each layer (normalised to sum 1) instead of
+        averaging them.
+    start : int
+        The position the rollout starts from (0 = CLS).
+    residual : float
+        Weight of the identity: ``Â_l = (1 - residual) Ā_l + residual I``.
+
+    Returns
+    -------
+    torch.Tensor, shape (B, N), float32
+        Sums to 1 per item.
+
+    Raises
+    ------
+    IndexError
+        If ``start`` is outside the sequence.
+
+    Examples
+    --------
+    >>> import torch
+    >>> band = torch.tensor([[[[0, .5, .5], [1/3, 1/3, 1/3], [1/3, 1/3, 1/3], [.5, .5, 0]]]])  # N=4, w=2
+    >>> attention_rollout([band])  # one layer: 0.5 * row 0 of A + 0.5 * e_0
+    tensor([[0.7500, 0.2500, 0.0000, 0.0000]])
+    >>> attention_rollout([band, band])  # [.75, .25, 0, 0] @ Â
+    tensor([[0.6042, 0.3542, 0.0417, 0.0000]])
     """
     local, glob = layers_of(attentions, global_attentions)
     B, H, N, _ = local[0].shape
@@ -82,8 +114,31 @@ def attention_rollout(
 
 
 def dense_rollout(dense_layers: Sequence[torch.Tensor], head_weights: Sequence[torch.Tensor] | None = None, start: int = 0, residual: float = 0.5) -> torch.Tensor:
-    """The same rollout from dense ``(B, H, N, N)`` matrices (for checking and
-    for full-attention models): ``(B, N)``."""
+    """The same rollout as :func:`attention_rollout` from dense matrices (for
+    checking, and for full-attention models), computed in float64.
+
+    Parameters
+    ----------
+    dense_layers : sequence of torch.Tensor, each (B, H, N, N)
+    head_weights : sequence of torch.Tensor, each (H,), optional
+        Per layer, weights of the heads (normalised to sum 1); default the mean.
+    start : int
+    residual : float
+        As for :func:`attention_rollout`.
+
+    Returns
+    -------
+    torch.Tensor, shape (B, N), float32
+
+    Examples
+    --------
+    >>> import torch
+    >>> A = torch.tensor([[[[0.5, 0.5], [0.0, 1.0]]]])
+    >>> dense_rollout([A])  # 0.5 * [0.5, 0.5] + 0.5 * [1, 0]
+    tensor([[0.7500, 0.2500]])
+    >>> dense_rollout([A, A])  # [0.75, 0.25] @ [[0.75, 0.25], [0, 1]]
+    tensor([[0.5625, 0.4375]])
+    """
     B, H, N, _ = dense_layers[0].shape
     eye = torch.eye(N, dtype=torch.float64, device=dense_layers[0].device)
     v = torch.zeros(B, N, dtype=torch.float64, device=dense_layers[0].device)

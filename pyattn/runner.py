@@ -13,6 +13,22 @@ A record holds the document's attention received per layer and head as a
 flat Parquet ``list<float32>`` (``attention_per_head``, shape in
 ``attention_shape`` = ``[L, H, N]``): ``4 * L * H`` bytes per token before
 compression (48 B on the demo model, 576 B on Longformer-base).
+
+How this relates to :func:`pyattn.explain`: a dataset run goes through the
+same stages as one ``explain`` call, document by document. A record is made
+by :func:`pyattn.attribute` (the same attribution), attention received per
+layer and head from :func:`pyattn.attention` (streamed layer by layer for
+Longformer, so no layer's attention is kept), and the record's summary
+metrics by :func:`pyattn.explain.compose`, ``explain``'s comparison stage.
+:func:`compare_results` computes the dataset's tables from the stored
+records with ``compose``'s own building blocks
+(:func:`pyattn.explain.attention_views` and
+:func:`pyattn.similarity.compare`), and :func:`report_results` rebuilds each
+document's :class:`pyattn.Explanation` with ``compose`` from its record. Two
+things stay per-document only, because they need the model's full
+attention tensors or more forward passes than a dataset run should pay for:
+attention rollout and faithfulness (AOPC); call :func:`pyattn.explain` on
+the documents where you want them.
 """
 
 from __future__ import annotations
@@ -48,11 +64,17 @@ __all__ = [
 
 
 class ModelError(DataError):
-    """The model cannot be explained as asked."""
+    """The model cannot be explained as asked (no trained classification head, a
+    regression head, a tokenizer that does not fit, unreadable weights, no
+    usable attentions); one line that says which.
+    """
 
 
 class Interrupted(KeyboardInterrupt):
-    """A run stopped by Ctrl-C after writing every finished document."""
+    """A run stopped by Ctrl-C after writing every finished document;
+    ``summary`` (:class:`RunSummary`) says how far it got, and ``--resume``
+    continues it.
+    """
 
     def __init__(self, summary: "RunSummary"):
         super().__init__(summary)
@@ -61,6 +83,30 @@ class Interrupted(KeyboardInterrupt):
 
 @dataclass
 class RunSummary:
+    """What a dataset run did (returned by :func:`run_attribution`, and
+    :func:`plan_run`'s plan before it starts).
+
+    Attributes
+    ----------
+    total : int
+        Documents given.
+    already_done : int
+        Found in the store (a resumed run skips them).
+    processed : int
+        Attributed and written in this run.
+    skipped : list of dict
+        ``doc_id``, ``index`` and ``reason`` of each document that cannot run.
+    seconds : float
+        Wall time of the run.
+    not_converged : int
+        Records whose attribution did not reach its completeness tolerance.
+
+    Examples
+    --------
+    >>> summary = RunSummary(total=3, already_done=1)
+    >>> summary.processed, summary.skipped, summary.not_converged
+    (0, [], 0)
+    """
     total: int
     already_done: int
     processed: int = 0
@@ -70,14 +116,55 @@ class RunSummary:
 
 
 def text_hash(text: str) -> str:
-    """SHA-1 of a document's UTF-8 text, as stored in ``text_sha1``."""
+    """SHA-1 of a document's UTF-8 text, as stored in ``text_sha1`` (a resumed
+    run refuses a document whose text has changed since).
+
+    Parameters
+    ----------
+    text : str
+
+    Returns
+    -------
+    str
+        40 hex digits.
+
+    Examples
+    --------
+    >>> text_hash("hello")  # the SHA-1 test value of "hello"
+    'aaf4c61ddcc5e8a2dabede0f3b482cd9aea9434d'
+    """
     return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 # ----------------------------------------------------------------- devices
 def check_device(device: str | None) -> str | None:
     """``device`` if it names a device this machine has, else a ValueError
-    naming it. None (the default device) passes."""
+    naming it. None (the default device) passes.
+
+    Parameters
+    ----------
+    device : str or None
+        ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+
+    Returns
+    -------
+    str or None
+        ``device`` unchanged.
+
+    Raises
+    ------
+    ValueError
+        If it is not a device, or not one this machine has.
+
+    Examples
+    --------
+    >>> check_device("cpu"), check_device(None)
+    ('cpu', None)
+    >>> check_device("gpu")
+    Traceback (most recent call last):
+    ...
+    ValueError: --device 'gpu' is not a device: use cpu, cuda, cuda:N or mps
+    """
     import torch
 
     if device is None:
@@ -153,9 +240,33 @@ def load_model(name: str, tokenizer_name: str | None = None, trust_remote_code: 
     (transformers would add a random one), a regression head, no tokenizer
     files, a tokenizer that does not fit the model, unreadable weights.
 
-    Example
+    Parameters
+    ----------
+    name : str
+        ``"demo"``, a local folder or a Hugging Face hub name.
+    tokenizer_name : str, optional
+        Another tokenizer than the model's own.
+    trust_remote_code : bool
+    device : str, optional
+
+    Returns
     -------
-    >>> model, tokenizer = load_model("demo")  # doctest: +SKIP
+    (model, tokenizer)
+        The model in eval mode with eager attention, and its tokenizer.
+
+    Raises
+    ------
+    ModelError
+
+    Examples
+    --------
+    >>> model, tokenizer = load_model("demo")
+    >>> type(model).__name__, model.training, model.config._attn_implementation
+    ('LongformerForSequenceClassification', False, 'eager')
+    >>> load_model("no/such-folder")
+    Traceback (most recent call last):
+    ...
+    pyattn.runner.ModelError: model folder 'no/such-folder' does not exist
     """
     import pyattn
 
@@ -216,7 +327,38 @@ def resolve_labels(documents: Sequence[Document], model, column: str | None = "l
     """Labels as class indices of ``model``: class names mapped through its
     ``label2id`` (case as written), indices checked against its classes.
     With a label ``column``, every document with a text needs a label.
-    Anything else is a :class:`DataError` naming the row."""
+
+    Parameters
+    ----------
+    documents : sequence of Document
+    model
+        A sequence classifier (its ``config.num_labels`` and ``label2id``).
+    column : str or None
+        The label column the documents came from (named in errors); None
+        allows documents without labels.
+
+    Returns
+    -------
+    list of Document
+        New documents with integer (or None) labels.
+
+    Raises
+    ------
+    DataError
+        Naming the row: a missing label, an unknown class name, an index out
+        of range.
+
+    Examples
+    --------
+    >>> from pyattn import load_demo
+    >>> model = load_demo()[0]
+    >>> [d.label for d in resolve_labels([Document("a", 0, "x", "programming languages"), Document("b", 1, "y", 0)], model)]
+    [1, 0]
+    >>> resolve_labels([Document("a", 0, "x", 5)], model)
+    Traceback (most recent call last):
+    ...
+    pyattn.dataset.DataError: row 0 (id 'a'): label 5 is out of range: the model has 2 classes, 0..1
+    """
     classes = int(model.config.num_labels)
     label2id = {str(k): int(v) for k, v in (getattr(model.config, "label2id", None) or {}).items()}
     resolved = []
@@ -275,7 +417,47 @@ def _record(document: Document, attribution, per_head, special_tokens, names: di
 
 
 def process_document(model, tokenizer, document: Document, attribute_kwargs: dict, names: dict[int, str] | None = None) -> dict:
-    """Attribution and attention received of one document, as a store record."""
+    """Attribution and attention received of one document, as a store record
+    (the same stages as :func:`pyattn.explain`: see the module docstring).
+
+    Parameters
+    ----------
+    model, tokenizer
+        A sequence classifier and its tokenizer.
+    document : Document
+        With a resolved (integer or None) label.
+    attribute_kwargs : dict
+        Passed to :func:`pyattn.attribute` (``n_steps``, ``max_length``, ...).
+    names : dict of int to str, optional
+        Class names (default :func:`pyattn.explain.label_names` of the model).
+
+    Returns
+    -------
+    dict
+        One record: ``doc_id``, ``index``, ``label`` and its name,
+        ``text_sha1``, ``tokens`` and ``input_ids`` (N), ``scores`` (the
+        attribution, N), ``delta``, ``relative_error``, ``n_steps``,
+        ``model_evaluations``, ``converged``, ``probabilities`` (C), predicted
+        and target class and names, ``truncated_tokens``, ``attention_shape``
+        ``[L, H, N]`` and ``attention_per_head`` (flat, float32), and
+        ``metrics`` (JSON rows of :func:`pyattn.explain.compose`'s similarity
+        table, mask ``no_special``).
+
+    Raises
+    ------
+    ModelError
+        If the model returns no usable attentions.
+
+    Examples
+    --------
+    >>> from pyattn import load_demo
+    >>> model, tokenizer = load_demo()
+    >>> record = process_document(model, tokenizer, Document("a", 0, "the borrow checker rejects the program", 1), {"n_steps": 16})
+    >>> record["attention_shape"], len(record["attention_per_head"]) == 3 * 4 * 11, len(record["scores"])
+    ([3, 4, 11], True, 11)
+    >>> record["label_name"], record["predicted_label_name"], record["converged"]
+    ('programming languages', 'programming languages', True)
+    """
     import warnings
 
     import pyattn
@@ -352,7 +534,43 @@ def plan_run(store: ResultsStore, documents: Sequence[Document], force: bool = F
     that cannot run go to ``summary.skipped``). A stored document whose text
     has changed since is always refused (a :class:`StoreError` naming them):
     its result would no longer describe its text. ``force`` is accepted for
-    the callers' sake and changes nothing here."""
+    the callers' sake and changes nothing here.
+
+    Parameters
+    ----------
+    store : ResultsStore
+    documents : sequence of Document
+    force : bool
+
+    Returns
+    -------
+    todo : list of Document
+        To run, in input order.
+    summary : RunSummary
+        ``total``, ``already_done`` and ``skipped`` filled in.
+
+    Raises
+    ------
+    StoreError
+        If a stored document's text has changed.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from pyattn.store import ResultsStore
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> with ResultsStore.create(os.path.join(folder.name, "run"), {"model": "demo"}) as store:
+    ...     _ = store.write_shard([{"doc_id": "a", "index": 0, "text_sha1": text_hash("a stored text")}])
+    >>> documents = [Document("a", 0, "a stored text", 1), Document("b", 1, "a new text", 0), Document("c", 2, " ", 0)]
+    >>> todo, summary = plan_run(store, documents)
+    >>> [d.doc_id for d in todo], summary.already_done, summary.skipped
+    (['b'], 1, [{'doc_id': 'c', 'index': 2, 'reason': 'empty text'}])
+    >>> plan_run(store, [Document("a", 0, "the text changed", 1)])
+    Traceback (most recent call last):
+    ...
+    pyattn.store.StoreError: cannot resume ...: 1 finished document(s) have a different text now: 'a' (row 0); use a new --out
+    >>> folder.cleanup()
+    """
     done = store.done_hashes()
     changed = [d for d in documents if d.doc_id in done and done[d.doc_id] is not None and isinstance(d.text, str) and text_hash(d.text) != done[d.doc_id]]
     if changed:
@@ -467,7 +685,59 @@ def run_attribution(
     ``label_column`` None allows documents without labels. With ``group``
     several documents' integration nodes share a forward + backward when
     they fit (:func:`pyattn.attribution.attribute_stream`; results equal the
-    one-at-a-time ones); a document is written only when it is finished."""
+    one-at-a-time ones); a document is written only when it is finished.
+
+    Parameters
+    ----------
+    model, tokenizer
+        A sequence classifier and its tokenizer.
+    documents : sequence of Document
+        Labels as class indices or class names (resolved with
+        :func:`resolve_labels`).
+    store : ResultsStore
+        Created (holding its lock).
+    attribute_kwargs : dict, optional
+        Passed to :func:`pyattn.attribute`.
+    shard_size : int
+    progress : bool
+        Show a progress bar (by tokens).
+    flush_seconds : float or None
+    force : bool
+        As for :func:`plan_run`.
+    on_record : callable, optional
+        Called with each record after it is queued.
+    label_column : str or None
+        None allows documents without labels.
+    group : bool
+        Let several documents' nodes share a forward + backward.
+
+    Returns
+    -------
+    RunSummary
+
+    Raises
+    ------
+    Interrupted
+        On Ctrl-C, after writing what was finished.
+    DataError, StoreError, ModelError
+        Bad labels, a changed text on resume, a model without attentions.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from pyattn import load_demo
+    >>> from pyattn.store import ResultsStore
+    >>> model, tokenizer = load_demo()
+    >>> documents = [Document("a", 0, "the borrow checker rejects the program", "programming languages"), Document("b", 1, "", None)]
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     with ResultsStore.create(os.path.join(folder, "run"), {"model": "demo"}) as store:
+    ...         summary = run_attribution(model, tokenizer, documents, store, {"n_steps": 16}, progress=False)
+    ...     stored = ResultsStore.open(store.path).records()
+    >>> summary.total, summary.processed, summary.skipped
+    (2, 1, [{'doc_id': 'b', 'index': 1, 'reason': 'empty text'}])
+    >>> stored[["doc_id", "label", "n_steps"]].values.tolist()
+    [['a', 1, 16]]
+    """
     attribute_kwargs = dict(attribute_kwargs or {})
     documents = resolve_labels(documents, model, label_column)
     todo, summary = plan_run(store, documents, force)
@@ -569,7 +839,58 @@ def compare_results(store: ResultsStore, head_importance=None, ranges=(), masks=
     draws used in ``significance_null`` and ``significance_n_perm``.
     ``attribution_as`` (``"magnitude"``, the default, or ``"signed"``) is the
     attributions' ranking convention in every metric, p-value and the head
-    map; every table names it. Returns ``(per_document, summary, tokens)``."""
+    map; every table names it.
+
+    Parameters
+    ----------
+    store : ResultsStore
+    head_importance : array-like, shape (L, H), optional
+    ranges : sequence of (int, int)
+        Layer ranges, from 0, inclusive (see ``parse_layer_ranges``).
+    masks : sequence of str
+        Token masks (:data:`pyattn.similarity.MASKS`); all but ``"all"`` need
+        ``special_tokens``.
+    special_tokens : sequence of str
+    progress : bool
+    n_boot : int
+    head_map : bool
+    head_map_perm : int, optional
+    significance : int
+    attribution_as : {"magnitude", "signed"}
+
+    Returns
+    -------
+    per_document : pandas.DataFrame
+        :func:`pyattn.similarity.compare` rows of every document, with
+        ``document``.
+    summary : pandas.DataFrame
+        Means per attention choice x mask
+        (:func:`pyattn.similarity.dataset_similarity`).
+    tokens : pandas.DataFrame
+        :func:`pyattn.tokens.dataset_token_table` of the attributions.
+
+    Raises
+    ------
+    DataError
+        If the store is empty, head importance does not fit, or scores are not
+        finite.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from pyattn import load_demo
+    >>> from pyattn.store import ResultsStore
+    >>> model, tokenizer = load_demo()
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> with ResultsStore.create(os.path.join(folder.name, "run"), {"model": "demo"}) as store:
+    ...     _ = store.write_shard([process_document(model, tokenizer, Document("a", 0, "the borrow checker rejects the program", 1), {"n_steps": 16})])
+    >>> per_document, summary, tokens = compare_results(store, ranges=[(0, 1)], special_tokens=tokenizer.all_special_tokens, progress=False, n_boot=200)
+    >>> summary[summary["mask"] == "no_special"]["attention"].tolist(), int(summary["documents"].max())
+    (['final', 'all', '0-1'], 1)
+    >>> sorted(name for name in os.listdir(store.path) if name.endswith((".csv", ".parquet")))
+    ['metrics.parquet', 'metrics_intervals.csv', 'metrics_summary.csv', 'tokens.csv', 'tokens.parquet', 'tokens_intervals.csv']
+    >>> folder.cleanup()
+    """
     import numpy as np
     from tqdm.auto import tqdm
 
@@ -714,7 +1035,56 @@ def report_results(store: ResultsStore, out: str | None = None, head_importance=
     itself. Either way it writes the numbers it shows to ``metrics.parquet``
     and ``metrics_intervals.csv`` in ``out``. ``attribution_as``:
     ``"magnitude"`` or ``"signed"``; None takes ``pyattn compare``'s (else
-    magnitude)."""
+    magnitude).
+
+    Each document's report is the :class:`pyattn.Explanation` that :func:`pyattn.explain.compose`
+    rebuilds from its record (no rollout or faithfulness: they need the model).
+
+    Parameters
+    ----------
+    store : ResultsStore
+    out : str, optional
+        The report folder.
+    head_importance : array-like, shape (L, H), optional
+    special_tokens : sequence of str
+        The index's Spearman columns use mask ``no_special`` when given, else
+        ``all`` (and say which).
+    label_names : dict of int to str, or sequence of str, optional
+    progress : bool
+    significance : int
+        Permutations per document computed here (0: use compare's, if any).
+    attribution_as : {"magnitude", "signed"} or None
+    n_boot : int
+        Bootstrap resamples for the intervals.
+
+    Returns
+    -------
+    str
+        The index's path.
+
+    Raises
+    ------
+    StoreError
+        If ``out`` holds files pyattn did not write.
+    DataError
+        If the store is empty.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from pyattn import load_demo
+    >>> from pyattn.store import ResultsStore
+    >>> model, tokenizer = load_demo()
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> with ResultsStore.create(os.path.join(folder.name, "run"), {"model": "demo"}) as store:
+    ...     _ = store.write_shard([process_document(model, tokenizer, Document("a", 0, "the borrow checker rejects the program", 1), {"n_steps": 16})])
+    >>> index = report_results(store, special_tokens=tokenizer.all_special_tokens, progress=False)
+    >>> os.path.relpath(index, store.path), sorted(os.listdir(os.path.dirname(index)))
+    ('reports/index.html', ['.pyattn-report', 'document-0.html', 'index.html'])
+    >>> "spearman, final (no_special)" in open(index, encoding="utf-8").read()
+    True
+    >>> folder.cleanup()
+    """
     import numpy as np
     import pandas as pd
     from tqdm.auto import tqdm

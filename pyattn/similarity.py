@@ -82,7 +82,23 @@ def as_vector(values, name: str) -> np.ndarray:
 
 
 def cosine(x: np.ndarray, y: np.ndarray) -> float:
-    """Cosine of two vectors; NaN when either is all zero."""
+    """Cosine of two vectors; NaN when either is all zero.
+
+    Parameters
+    ----------
+    x, y : numpy.ndarray, shape (N,), float
+
+    Returns
+    -------
+    float
+        ``x . y / (|x| |y|)``, in [-1, 1], or NaN.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> round(cosine(np.array([1.0, 0.0]), np.array([1.0, 1.0])), 4), cosine(np.zeros(2), np.ones(2))
+    (0.7071, nan)
+    """
     nx, ny = np.linalg.norm(x), np.linalg.norm(y)
     if nx == 0 or ny == 0:
         return float("nan")
@@ -90,7 +106,23 @@ def cosine(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def minmax(x: np.ndarray) -> np.ndarray:
-    """Min-max normalise to [0, 1]; a constant vector becomes all zeros."""
+    """Min-max normalise to [0, 1]; a constant vector becomes all zeros.
+
+    Parameters
+    ----------
+    x : numpy.ndarray, shape (N,), float
+
+    Returns
+    -------
+    numpy.ndarray, shape (N,), float
+        ``(x - min) / (max - min)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> minmax(np.array([2.0, 4.0, 3.0])).tolist(), minmax(np.array([5.0, 5.0])).tolist()
+    ([0.0, 1.0, 0.5], [0.0, 0.0])
+    """
     low, high = float(np.min(x)), float(np.max(x))
     return (x - low) / (high - low) if high > low else np.zeros_like(x)
 
@@ -115,8 +147,29 @@ def top_k_count(percent: float, n: int) -> int:
 
 
 def top_positions(x: np.ndarray, percent: float) -> np.ndarray:
-    """Indices of the :func:`top_k_count` ``(percent, n)`` largest values
-    (ties broken by position, earlier first), in position order."""
+    """Indices of the :func:`top_k_count` ``(percent, n)`` largest values (signed:
+    pass ``abs(x)`` for magnitude), ties broken by position (earlier first),
+    returned in position order.
+
+    Parameters
+    ----------
+    x : numpy.ndarray, shape (N,), float
+    percent : float
+        In (0, 100].
+
+    Returns
+    -------
+    numpy.ndarray, shape (k,), int64
+        Sorted positions, ``k = ceil(percent % of N)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> top_positions(np.array([0.1, 0.9, 0.5, 0.9]), 50).tolist()
+    [1, 3]
+    >>> top_positions(np.array([0.1, 0.9, 0.5, 0.9]), 1).tolist()  # ceil(0.04) = 1 member, the earlier tie
+    [1]
+    """
     k = top_k_count(percent, len(x))
     order = np.lexsort((np.arange(len(x)), -x))
     return np.sort(order[:k])
@@ -131,11 +184,41 @@ def _keep_top(x: np.ndarray, percent: float) -> np.ndarray:
 
 def rank_biased_overlap(x: np.ndarray, y: np.ndarray, p: float = 0.9) -> float:
     """Extrapolated rank-biased overlap (Webber, Moffat & Zobel 2010, eq. 32)
-    of the rankings of positions by ``x`` and by ``y`` (largest first):
-    ``RBO_ext = A_k p^k + (1 - p)/p * sum_{d=1..k} A_d p^d`` with ``A_d`` the
-    overlap of the top-d prefixes divided by d, and k = n. 1 for identical
-    rankings; near 0 for rankings that disagree at the top. ``p`` in (0, 1):
-    smaller p weighs the top more."""
+    of the rankings of positions by ``x`` and by ``y`` (largest first, ties
+    broken by position): ``RBO_ext = A_k p^k + (1 - p)/p * sum_{d=1..k} A_d p^d``
+    with ``A_d`` the overlap of the top-d prefixes divided by d, and k = n.
+
+    Parameters
+    ----------
+    x, y : numpy.ndarray, shape (N,)
+        Scores of the same N positions (signed as given: pass ``abs(x)`` to
+        rank by magnitude).
+    p : float
+        Persistence in (0, 1): smaller p weighs the top more.
+
+    Returns
+    -------
+    float
+        1 for identical rankings, near 0 for rankings that disagree at the top;
+        NaN for N = 0.
+
+    Raises
+    ------
+    ValueError
+        If ``p`` is not in (0, 1).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rank_biased_overlap(np.array([3.0, 2.0, 1.0]), np.array([30.0, 20.0, 10.0]))
+    1.0
+
+    Reversed, the top-1 sets differ, the top-2 share one of two, the top-3 all:
+    ``0.9**3 + 0.1/0.9 * (0 * 0.9 + 1/2 * 0.81 + 1 * 0.729) = 0.855``.
+
+    >>> round(rank_biased_overlap(np.array([3.0, 2.0, 1.0]), np.array([1.0, 2.0, 3.0])), 4)
+    0.855
+    """
     if not 0 < p < 1:
         raise ValueError(f"p must be in (0, 1), got {p}")
     n = len(x)
@@ -376,10 +459,41 @@ def compare(
 def dataset_similarity(tables: Sequence[object], document_ids: Sequence[object] | None = None):
     """Dataset-level similarity from per-document :func:`compare` tables.
 
-    Returns ``(per_document, means)``: every document's rows with a
-    ``document`` column, and the mean (and standard deviation, and count of
-    documents with a value) of each metric per attention choice x mask, as
-    one table."""
+    Parameters
+    ----------
+    tables : sequence of pandas.DataFrame
+        One :func:`compare` table per document (same attention choices and
+        masks in each).
+    document_ids : sequence, optional
+        One id per table (default ``0 .. len(tables) - 1``), written to the
+        ``document`` column.
+
+    Returns
+    -------
+    per_document : pandas.DataFrame
+        Every document's rows with a ``document`` column.
+    means : pandas.DataFrame
+        One row per attention choice x mask (x ``attribution_as``): for each
+        metric its mean over documents (``<metric>_mean``), its standard
+        deviation (``<metric>_std``, NaN for one document), and ``documents``,
+        the number of documents with a value of the first metric
+        (``cosine_raw``).
+
+    Raises
+    ------
+    ValueError
+        If ``tables`` is empty or ``document_ids`` has another length.
+
+    Examples
+    --------
+    >>> first = compare([0.5, -2.0, 1.0, 0.1], {"final": [0.1, 0.5, 0.3, 0.1]}, masks=["all"])
+    >>> second = compare([1.0, 2.0, 3.0, 4.0], {"final": [0.1, 0.2, 0.3, 0.4]}, masks=["all"])
+    >>> per_document, means = dataset_similarity([first, second], document_ids=["a", "b"])
+    >>> per_document[["document", "spearman_rho"]].round(4).values.tolist()
+    [['a', 0.9487], ['b', 1.0]]
+    >>> means[["attention", "mask", "spearman_rho_mean", "documents"]].round(4).values.tolist()
+    [['final', 'all', 0.9743, 2]]
+    """
     import pandas as pd
 
     if not tables:

@@ -63,12 +63,27 @@ __all__ = ["SinglePass", "SinglePassBatch", "single_pass", "single_pass_from_inp
 
 @dataclass
 class SinglePassBatch:
-    """Batched single-pass explanations (torch, float32 on the model's device).
+    """Batched single-pass explanations (torch, float32 on the model's device),
+    returned by :func:`single_pass_from_inputs`; see the module docstring for
+    the definitions.
 
-    ``gradient_x_input`` ``(B, N)``; ``attention_gradient`` and
-    ``attention_gradient_positive`` ``(L, B, N)``; ``gradient_rollout``
-    ``(B, N)``; ``logits`` ``(B, C)``; ``targets`` ``(B,)``. See the module
-    docstring for the definitions.
+    Attributes
+    ----------
+    gradient_x_input : torch.Tensor, shape (B, N)
+    attention_gradient, attention_gradient_positive : torch.Tensor, shape (L, B, N)
+    gradient_rollout : torch.Tensor, shape (B, N)
+    logits : torch.Tensor, shape (B, C)
+    targets : torch.Tensor, shape (B,)
+
+    Examples
+    --------
+    >>> import pyattn
+    >>> from pyattn.inputs import encode
+    >>> model, tokenizer = pyattn.load_demo()
+    >>> document = encode(model, tokenizer, "the borrow checker rejects the program")
+    >>> batch = single_pass_from_inputs(model, **document.forward_kwargs())
+    >>> batch.gradient_x_input.shape, batch.attention_gradient.shape, batch.targets.tolist()
+    (torch.Size([1, 11]), torch.Size([3, 1, 11]), [1])
     """
 
     gradient_x_input: torch.Tensor
@@ -81,10 +96,35 @@ class SinglePassBatch:
 
 @dataclass
 class SinglePass:
-    """Single-pass explanations of one document (numpy float64).
+    """Single-pass explanations of one document (numpy float64), returned by
+    :func:`single_pass`; the definitions are in the module docstring.
 
-    Positions include [CLS] and [SEP], as in :class:`pyattn.Attribution`.
-    All vectors are signed scores where larger means "more for the target".
+    Positions include [CLS] and [SEP], as in :class:`pyattn.Attribution`. All
+    vectors are signed scores where larger means "more for the target".
+
+    Attributes
+    ----------
+    tokens : list of str, length N
+    input_ids : list of int, length N
+    target, predicted_label : int
+    probabilities : numpy.ndarray, shape (C,)
+    gradient_x_input : numpy.ndarray, shape (N,)
+    attention_gradient, attention_gradient_positive : numpy.ndarray, shape (L, N)
+        Layers numbered from 0; ``*_total`` properties sum them, ``(N,)``.
+    gradient_rollout : numpy.ndarray, shape (N,)
+    truncated_tokens : int
+
+    Examples
+    --------
+    >>> import pyattn
+    >>> model, tokenizer = pyattn.load_demo()
+    >>> sp = pyattn.single_pass(model, tokenizer, "the borrow checker rejects the program")
+    >>> len(sp.tokens), sp.attention_gradient.shape, sp.predicted_label
+    (11, (3, 11), 1)
+    >>> bool((sp.attention_gradient_positive >= sp.attention_gradient).all())  # positive part per head >= signed
+    True
+    >>> sp.to_frame().columns.tolist()
+    ['position', 'token', 'gradient_x_input', 'attention_gradient', 'attention_gradient_positive', 'gradient_rollout']
     """
 
     tokens: list[str]
@@ -324,12 +364,17 @@ def single_pass_from_inputs(
     -------
     SinglePassBatch
 
-    Example
-    -------
-    >>> doc = encode(model, tokenizer, "a text")            # doctest: +SKIP
-    >>> out = single_pass_from_inputs(model, **doc.forward_kwargs())  # doctest: +SKIP
-    >>> out.gradient_rollout.shape                          # doctest: +SKIP
-    torch.Size([1, 4])
+    Examples
+    --------
+    >>> import pyattn
+    >>> from pyattn.inputs import encode
+    >>> model, tokenizer = pyattn.load_demo()
+    >>> doc = encode(model, tokenizer, "the borrow checker rejects the program")
+    >>> out = single_pass_from_inputs(model, **doc.forward_kwargs())
+    >>> out.gradient_rollout.shape, out.logits.shape  # (B, N), (B, C)
+    (torch.Size([1, 11]), torch.Size([1, 2]))
+    >>> out.targets.tolist() == out.logits.argmax(-1).tolist()  # target None: the predicted class
+    True
     """
     from pyattn.attention import default_global_attention_mask
 
@@ -433,11 +478,14 @@ def single_pass(
     -------
     SinglePass
 
-    Example
-    -------
-    >>> model, tokenizer = pyattn.load_demo()                     # doctest: +SKIP
-    >>> sp = single_pass(model, tokenizer, "gradient descent on a neural network")  # doctest: +SKIP
-    >>> sp.gradient_rollout.shape == (len(sp.tokens),)           # doctest: +SKIP
+    Examples
+    --------
+    >>> import pyattn
+    >>> model, tokenizer = pyattn.load_demo()
+    >>> sp = single_pass(model, tokenizer, "gradient descent on a neural network")
+    >>> sp.gradient_rollout.shape == (len(sp.tokens),), sp.target == sp.predicted_label
+    (True, True)
+    >>> bool(sp.gradient_rollout[0] >= 1.0)  # [CLS] carries the identity's 1 of R^0
     True
     """
     if device is not None:

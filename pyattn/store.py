@@ -34,7 +34,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-__all__ = ["ResultsStore", "StoreError", "StoreBusy", "ShardWriter", "MANIFEST", "fault_point"]
+__all__ = ["ResultsStore", "StoreError", "StoreBusy", "ShardWriter", "MANIFEST"]
 
 MANIFEST = "manifest.json"
 SHARDS = "shards"
@@ -44,14 +44,17 @@ FORMAT = 1
 
 
 class StoreError(RuntimeError):
-    """The results directory cannot be used as asked."""
+    """The results directory cannot be used as asked (a file, a foreign folder,
+    an existing store without resume, other settings, a damaged shard or
+    manifest); the message says what to do instead.
+    """
 
 
 class StoreBusy(StoreError):
-    """Another process holds the store's lock."""
+    """Another live process holds the store's lock; the message gives its PID."""
 
 
-def fault_point(name: str) -> None:
+def _fault_point(name: str) -> None:
     """Test hook for crash tests: when ``PYATTN_FAULT`` names this point, say
     so in the file ``PYATTN_FAULT_READY`` and wait to be killed. A no-op
     otherwise."""
@@ -72,7 +75,7 @@ def _atomic_write_bytes(path: str, data: bytes, fault: str | None = None) -> Non
         out.write(data[:half])
         if fault:
             out.flush()
-            fault_point(fault)
+            _fault_point(fault)
         out.write(data[half:])
         out.flush()
         os.fsync(out.fileno())
@@ -123,7 +126,7 @@ class _Lock:
                 "wait for it to finish, or stop it and pass --resume"
             ) from None
         os.ftruncate(fd, 0)
-        fault_point("lock")
+        _fault_point("lock")
         os.write(fd, str(os.getpid()).encode())
         os.fsync(fd)
         self.fd = fd
@@ -168,18 +171,55 @@ def _own_entries_only(path: str) -> bool:
 
 @dataclass
 class ResultsStore:
-    """A results directory. Open it with :meth:`create` (new or resumed run,
-    holding the store's lock until :meth:`close`) or :meth:`open` (read)."""
+    """A results directory (layout in the module docstring). Open it with
+    :meth:`create` (new or resumed run, holding the store's lock until
+    :meth:`close` or the end of a ``with`` block) or :meth:`open` (read).
+
+    Attributes
+    ----------
+    path : str
+        The directory.
+
+    Records are dicts of one document each (``doc_id``, ``index``,
+    ``text_sha1`` and the run's columns); :meth:`records` reads them back as
+    one pandas DataFrame in input order.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> out = os.path.join(folder.name, "run")
+    >>> manifest = {"model": "demo", "tokenizer": "demo", "settings": {"n_steps": 16}}
+    >>> with ResultsStore.create(out, manifest) as store:
+    ...     _ = store.write_shard([{"doc_id": "a", "index": 0, "text_sha1": "x1", "attribution": [0.5, -0.25]}])
+    ...     store.add_skipped([{"doc_id": "b", "index": 1, "reason": "empty text"}])
+    ...     ResultsStore.create(out, manifest, resume=True)  # a second writer while the first holds the lock
+    Traceback (most recent call last):
+    ...
+    pyattn.store.StoreBusy: ... is in use by another pyattn run (PID ...); wait for it to finish, or stop it and pass --resume
+    >>> ResultsStore.create(out, {**manifest, "settings": {"n_steps": 32}}, resume=True)
+    Traceback (most recent call last):
+    ...
+    pyattn.store.StoreError: cannot resume ...: the settings differ from its manifest (n_steps: 16 -> 32); use the same settings, a new --out, or --force to resume anyway
+    >>> done = ResultsStore.open(out)
+    >>> done.records()[["doc_id", "attribution"]].values.tolist(), done.done_hashes(), done.skipped()
+    ([['a', array([ 0.5 , -0.25])]], {'a': 'x1'}, [{'doc_id': 'b', 'index': 1, 'reason': 'empty text'}])
+    >>> sorted(os.listdir(out))
+    ['.pyattn.lock', 'manifest.json', 'shards', 'skipped.json']
+    >>> folder.cleanup()
+    """
 
     path: str
     _lock: _Lock | None = field(default=None, repr=False, compare=False)
 
     @property
     def manifest_path(self) -> str:
+        """``path/manifest.json``."""
         return os.path.join(self.path, MANIFEST)
 
     @property
     def shard_dir(self) -> str:
+        """``path/shards``, where the Parquet shards are."""
         return os.path.join(self.path, SHARDS)
 
     # ----------------------------------------------------------- lifecycle
@@ -279,6 +319,13 @@ class ResultsStore:
 
     @classmethod
     def open(cls, path: str) -> "ResultsStore":
+        """Open an existing store to read (no lock taken).
+
+        Raises
+        ------
+        StoreError
+            If ``path`` holds no readable pyattn manifest.
+        """
         store = cls(os.fspath(path))
         if not os.path.isfile(store.manifest_path):
             raise StoreError(f"{store.path} is not a pyattn results store (no {MANIFEST})")
@@ -286,6 +333,9 @@ class ResultsStore:
         return store
 
     def manifest(self) -> dict:
+        """The manifest as a dict (``pyattn_results`` format number, model,
+        tokenizer, settings, ...); :class:`StoreError` if it cannot be read.
+        """
         try:
             with open(self.manifest_path) as f:
                 manifest = json.load(f)
@@ -306,6 +356,7 @@ class ResultsStore:
 
     # -------------------------------------------------------------- shards
     def shard_paths(self) -> list[str]:
+        """The store's complete shards (``shards/part-*.parquet``), sorted."""
         if not os.path.isdir(self.shard_dir):
             return []
         return sorted(os.path.join(self.shard_dir, n) for n in os.listdir(self.shard_dir) if n.startswith("part-") and n.endswith(".parquet"))
@@ -332,7 +383,7 @@ class ResultsStore:
         with open(tmp, "wb") as out:
             out.write(data[: len(data) // 2])
             out.flush()
-            fault_point("shard")
+            _fault_point("shard")
             out.write(data[len(data) // 2 :])
             out.flush()
             os.fsync(out.fileno())
@@ -351,6 +402,7 @@ class ResultsStore:
             ) from error
 
     def done_ids(self) -> set[str]:
+        """The ids of every stored document."""
         return set(self.done_hashes())
 
     def done_hashes(self) -> dict[str, str | None]:
@@ -368,14 +420,26 @@ class ResultsStore:
         import pandas as pd
         import pyarrow as pa
 
-        tables = [self._read(path) for path in self.shard_paths()]
+        paths = self.shard_paths()
+        tables = [self._read(path) for path in paths]
         if not tables:
             return pd.DataFrame()
-        frame = pa.concat_tables(tables, promote_options="default").to_pandas()
+        try:
+            combined = pa.concat_tables(tables, promote_options="default")
+        except (pa.ArrowTypeError, pa.ArrowInvalid) as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise StoreError(
+                f"the shards of {self.path} do not fit together ({first}): they were written with different "
+                "column types (e.g. a label as a class name in one and an index in another)"
+            ) from None
+        frame = combined.to_pandas()
         return frame.sort_values("index").reset_index(drop=True)
 
     # ------------------------------------------------------------- skipped
     def skipped(self) -> list[dict]:
+        """The skipped documents (dicts with ``doc_id``, ``index`` and why), in input
+        order; empty when none.
+        """
         path = os.path.join(self.path, SKIPPED)
         if not os.path.exists(path):
             return []
@@ -386,6 +450,9 @@ class ResultsStore:
             raise StoreError(f"cannot read {path}: {error}") from error
 
     def add_skipped(self, entries: Iterable[dict]) -> None:
+        """Add skipped documents (dicts with ``doc_id`` and ``index``; a doc_id
+        already listed is replaced), written atomically.
+        """
         existing = {e["doc_id"]: e for e in self.skipped()}
         for entry in entries:
             existing[entry["doc_id"]] = entry
@@ -395,7 +462,39 @@ class ResultsStore:
 class ShardWriter:
     """The one store writer of both engines: collects records and writes a
     shard every ``size`` records or every ``seconds`` of elapsed time,
-    whichever comes first (so a slow run never holds finished work for long)."""
+    whichever comes first (so a slow run never holds finished work for long).
+
+    Parameters
+    ----------
+    store : ResultsStore
+        Created (holding the lock).
+    size : int
+        Records per shard.
+    seconds : float or None
+        Flush when a record arrives this long after the last flush; None: by
+        size only.
+    clock : callable
+        Returns seconds (tests pass a fake clock).
+
+    Attributes
+    ----------
+    pending : list of dict
+        Records not yet written.
+    written : int
+        Records written so far.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> with tempfile.TemporaryDirectory() as folder, ResultsStore.create(os.path.join(folder, "run"), {"model": "demo"}) as store:
+    ...     writer = ShardWriter(store, size=2, seconds=None)
+    ...     writer.add({"doc_id": "a", "index": 0})
+    ...     print(len(store.shard_paths()), writer.written)
+    ...     writer.add({"doc_id": "b", "index": 1})
+    ...     print(len(store.shard_paths()), writer.written)
+    0 0
+    1 2
+    """
 
     def __init__(self, store: ResultsStore, size: int = 4, seconds: float | None = 60.0, clock=time.monotonic):
         self.store, self.size, self.seconds, self.clock = store, size, seconds, clock
@@ -404,11 +503,13 @@ class ShardWriter:
         self.last = clock()
 
     def add(self, record: dict) -> None:
+        """Queue one record; write a shard when ``size`` or ``seconds`` is reached."""
         self.pending.append(record)
         if len(self.pending) >= self.size or (self.seconds is not None and self.clock() - self.last >= self.seconds):
             self.flush()
 
     def flush(self) -> None:
+        """Write the pending records as one shard (nothing when none are pending)."""
         if self.pending:
             self.store.write_shard(self.pending)
             self.written += len(self.pending)

@@ -125,14 +125,41 @@ def overlap_table(attribution, attention, tokens: Sequence[str], percent: float 
     """Tokens in the top ``percent`` % (:func:`pyattn.similarity.top_k_count`
     of them) by attention only, by attribution only, and by both.
 
-    ``attribution_as``: ``"magnitude"`` ranks attributions by ``|attribution|``
-    (default, as the similarity metrics do), ``"signed"`` by the signed score.
+    Parameters
+    ----------
+    attribution : array-like, shape (N,), float
+        Per-token attribution.
+    attention : array-like, shape (N,), float
+        Attention received per token.
+    tokens : sequence of str, length N
+    percent : float
+        Size of each top set, in (0, 100]: ``ceil(percent % of N)`` tokens.
+    attribution_as : {"magnitude", "signed"}
+        ``"magnitude"`` ranks attributions by ``|attribution|`` (default, as the
+        similarity metrics do), ``"signed"`` by the signed score.
 
-    Returns ``(table, counts)``: ``table`` has one row per such position with
-    ``set`` (``"attention only"``, ``"attribution only"``, ``"both"``), token,
-    raw_token, position, the min-max normalised attribution (as ranked) and
-    attention, both ranks (1 = largest) and ``attribution_as``; ``counts``
-    counts each token type per set."""
+    Returns
+    -------
+    table : pandas.DataFrame
+        One row per position in either top set: ``set`` (``"attention only"``,
+        ``"attribution only"``, ``"both"``), ``token``, ``raw_token``,
+        ``position``, the min-max normalised attribution (as ranked) and
+        attention, both ranks (1 = largest) and ``attribution_as``.
+    counts : pandas.DataFrame
+        ``set``, ``token``, ``count``: each token type per set.
+
+    Raises
+    ------
+    ValueError
+        If ``attribution_as`` is unknown or a vector's length is not N.
+
+    Examples
+    --------
+    >>> tokens = ["<s>", "Ġcat", "Ġsat", "Ġcat", "</s>"]
+    >>> table, counts = overlap_table([0.1, 2.0, -3.0, 0.5, 0.0], [0.1, 0.9, 0.2, 0.8, 0.0], tokens, percent=40)
+    >>> table[["set", "token", "position"]].values.tolist()  # top 2 of 5: |-3.0| ranks first by magnitude
+    [['attention only', 'cat', 3], ['attribution only', 'sat', 2], ['both', 'cat', 1]]
+    """
     import pandas as pd
     from scipy import stats
 
@@ -168,8 +195,35 @@ def overlap_table(attribution, attention, tokens: Sequence[str], percent: float 
 
 def token_type_totals(scores, tokens: Sequence[str], merge_forms: bool = False):
     """Per token type within one document: count and sum of scores, sorted by
-    sum (largest first). ``type`` is the raw token, with its display form
-    beside it; ``merge_forms=True`` groups by the display form instead."""
+    sum (largest first).
+
+    Parameters
+    ----------
+    scores : array-like, shape (N,), float
+        Per-token scores (attribution or attention received).
+    tokens : sequence of str, length N
+    merge_forms : bool
+        ``False`` (default) groups by the raw token, with its display form
+        beside it; ``True`` groups by the display form (``Ġcat`` and ``cat``
+        together).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``raw_token`` (or only ``token`` when ``merge_forms``),
+        ``token``, ``count``, ``sum``; one row per type.
+
+    Raises
+    ------
+    ValueError
+        If ``scores`` does not have one value per token.
+
+    Examples
+    --------
+    >>> tokens = ["<s>", "Ġcat", "Ġsat", "Ġcat", "</s>"]
+    >>> token_type_totals([0.1, 2.0, -3.0, 0.5, 0.0], tokens).values.tolist()
+    [['Ġcat', 'cat', 2, 2.5], ['<s>', '<s>', 1, 0.1], ['</s>', '</s>', 1, 0.0], ['Ġsat', 'sat', 1, -3.0]]
+    """
     import pandas as pd
 
     values = _scores(scores, tokens)
@@ -182,17 +236,43 @@ def token_type_totals(scores, tokens: Sequence[str], merge_forms: bool = False):
 
 
 def dataset_token_table(documents: Iterable[tuple[Sequence[str], object]], merge_forms: bool = False):
-    """Per token type across documents, from ``(tokens, scores)`` pairs:
+    """Per token type across documents, from ``(tokens, scores)`` pairs.
 
-    - ``documents``: how many documents contain the type;
-    - ``occurrences``: how many times it occurs;
-    - ``sum``: total score;
-    - ``mean_per_occurrence``: sum / occurrences;
-    - ``mean_per_document``: sum / documents containing it;
-    - ``mean_over_all_documents``: sum / number of documents in the dataset
-      (what the original notebook called the mean).
+    Parameters
+    ----------
+    documents : iterable of (sequence of str, array-like of shape (N_i,))
+        Each document's tokens and its per-token scores (note the order:
+        tokens first here).
+    merge_forms : bool
+        Group by the display form (``Ġcat`` and ``cat`` together) instead of
+        the raw token.
 
-    Sorted by ``sum``, largest first, as the original's per-token table was.
+    Returns
+    -------
+    pandas.DataFrame
+        One row per type, sorted by ``sum`` (largest first, as the original's
+        per-token table was), with columns ``raw_token`` (unless
+        ``merge_forms``), ``token`` and
+
+        - ``documents``: how many documents contain the type;
+        - ``occurrences``: how many times it occurs;
+        - ``sum``: total score;
+        - ``mean_per_occurrence``: sum / occurrences;
+        - ``mean_per_document``: sum / documents containing it;
+        - ``mean_over_all_documents``: sum / number of documents in the dataset
+          (what the original notebook called the mean).
+
+    Raises
+    ------
+    ValueError
+        If there are no documents, or a document's scores and tokens differ
+        in length.
+
+    Examples
+    --------
+    >>> table = dataset_token_table([(["Ġcat", "Ġsat"], [1.0, 2.0]), (["Ġcat", "Ġcat"], [0.5, 1.0])])
+    >>> table[["token", "documents", "occurrences", "sum", "mean_per_occurrence", "mean_over_all_documents"]].values.tolist()
+    [['cat', 2, 3, 2.5, 0.8333333333333334, 1.25], ['sat', 1, 1, 2.0, 2.0, 1.0]]
     """
     import pandas as pd
 
@@ -214,8 +294,30 @@ def dataset_token_table(documents: Iterable[tuple[Sequence[str], object]], merge
 
 
 def export_table(table, path: str | os.PathLike) -> None:
-    """Write a table to ``.csv`` or ``.parquet`` (pyarrow), chosen by the
-    file's extension."""
+    """Write a table to ``.csv`` or ``.parquet`` (pyarrow), chosen by the file's
+    extension; the index is not written.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+    path : str or os.PathLike
+        Ends in ``.csv`` or ``.parquet``.
+
+    Raises
+    ------
+    ValueError
+        For any other extension.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import pandas as pd
+    >>> table = pd.DataFrame({"token": ["cat", "sat"], "sum": [2.5, -3.0]})
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     export_table(table, os.path.join(folder, "tokens.parquet"))
+    ...     pd.read_parquet(os.path.join(folder, "tokens.parquet")).equals(table)
+    True
+    """
     path = os.fspath(path)
     if path.endswith(".csv"):
         table.to_csv(path, index=False)

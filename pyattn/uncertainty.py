@@ -53,6 +53,20 @@ def bootstrap_weights(n_documents: int, n_boot: int = 2000, seed: int | np.rando
         Each row sums to ``n_documents`` (a multinomial draw: resampling
         documents with replacement). A resampled mean is ``weights @ values /
         n_documents``.
+
+    Raises
+    ------
+    ValueError
+        If ``n_boot`` or ``n_documents`` is below 1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> weights = bootstrap_weights(3, n_boot=4, seed=0)
+    >>> weights.tolist()
+    [[0.0, 2.0, 1.0], [3.0, 0.0, 0.0], [3.0, 0.0, 0.0], [0.0, 1.0, 2.0]]
+    >>> (weights @ np.array([1.0, 2.0, 3.0]) / 3).tolist()  # four resampled means of (1, 2, 3)
+    [2.3333333333333335, 1.0, 1.0, 2.6666666666666665]
     """
     _check_n_boot(n_boot)
     if n_documents < 1:
@@ -179,10 +193,16 @@ def bootstrap_means(
         ``mean``, ``ci_low``, ``ci_high``, ``documents`` (with a value),
         ``confidence``, ``n_boot``, ``method``.
 
-    Example
-    -------
-    >>> per_document, means = dataset_similarity(tables)  # doctest: +SKIP
-    >>> bootstrap_means(per_document, metrics=["spearman_rho"])  # doctest: +SKIP
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> per_document = pd.DataFrame({"attention": ["final"] * 4, "mask": ["all"] * 4, "document": [0, 1, 2, 3],
+    ...                              "spearman_rho": [0.2, 0.4, 0.6, 0.8]})
+    >>> row = bootstrap_means(per_document, metrics=["spearman_rho"], n_boot=1000).iloc[0]
+    >>> row["attention"], row["metric"], float(row["mean"]), int(row["documents"])
+    ('final', 'spearman_rho', 0.5, 4)
+    >>> bool(0.2 <= row["ci_low"] < 0.5 < row["ci_high"] <= 0.8)  # inside the range of the documents' values
+    True
     """
     import pandas as pd
 
@@ -266,9 +286,16 @@ def bootstrap_token_means(
         ``mean_per_occurrence_low``, ``mean_per_occurrence_high``; sorted by
         ``sum``, largest first.
 
-    Example
-    -------
-    >>> bootstrap_token_means([(["Ġa", "Ġb"], [0.5, -0.1]), (["Ġa"], [0.2])], n_boot=500)  # doctest: +SKIP
+    Examples
+    --------
+    >>> table = bootstrap_token_means([(["Ġa", "Ġb"], [0.5, -0.1]), (["Ġa"], [0.2])], n_boot=500)
+    >>> table[["token", "documents", "sum", "mean_over_all_documents"]].values.tolist()
+    [['Ġa', 2, 0.7, 0.35], ['Ġb', 1, -0.1, -0.05]]
+
+    ``Ġa``'s resampled means lie between its two documents' 0.2 and 0.5:
+
+    >>> table.loc[0, ["mean_over_all_documents_low", "mean_over_all_documents_high"]].tolist()
+    [0.2, 0.5]
     """
     import pandas as pd
     from scipy import sparse

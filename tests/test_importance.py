@@ -122,3 +122,25 @@ def test_save_and_load(setup, tmp_path):
         load_head_importance(tmp_path / "missing.pt")
     with pytest.raises(ValueError, match="use .pt or .npy"):
         save_head_importance(importance, tmp_path / "importance.csv")
+
+
+@pytest.mark.parametrize(
+    ("importance", "message"),
+    [
+        (torch.tensor([[0.5, -1.0]]), r"must be >= 0, got a minimum of -1"),
+        (torch.tensor([[0.5, float("nan")]]), r"1 non-finite value"),
+        (torch.tensor([[float("inf"), 1.0], [float("-inf"), 2.0]]), r"2 non-finite value"),
+        (torch.zeros(0, 4), r"L, H >= 1"),
+    ],
+)
+def test_save_refuses_what_load_would_refuse(importance, message, tmp_path):
+    # what cannot be loaded back must not be written: the loader refuses these (checked here too)
+    for name in ("importance.pt", "importance.npy"):
+        path = tmp_path / name
+        with pytest.raises(ValueError, match=message):
+            save_head_importance(importance, path)
+        assert not path.exists()
+        if importance.numel():
+            torch.save(importance, tmp_path / "direct.pt")
+            with pytest.raises(ValueError, match="non-finite|negative"):
+                load_head_importance(tmp_path / "direct.pt")

@@ -249,3 +249,16 @@ def test_dataset_records_go_through_the_same_pipeline_as_explain(uninterrupted, 
     a = rebuilt.similarity.set_index(["attention", "mask"])["spearman_rho"]
     b = direct.similarity.set_index(["attention", "mask"])["spearman_rho"]
     np.testing.assert_allclose(a.sort_index().to_numpy(), b.sort_index().to_numpy(), atol=1e-3)
+
+
+def test_shards_that_do_not_fit_together_are_one_line_store_error(tmp_path):
+    # written directly through the Python API: one shard's label a class name, another's an index
+    from pyattn.store import ResultsStore, StoreError
+
+    with ResultsStore.create(str(tmp_path / "run"), {"model": "demo"}) as store:
+        store.write_shard([{"doc_id": "a", "index": 0, "label": "programming languages"}])
+        store.write_shard([{"doc_id": "b", "index": 1, "label": 0}])
+    with pytest.raises(StoreError) as stop:
+        ResultsStore.open(str(tmp_path / "run")).records()
+    message = str(stop.value)
+    assert "do not fit together" in message and "label" in message and "\n" not in message

@@ -77,11 +77,28 @@ _TEMPLATES = [
 
 @dataclass(frozen=True)
 class DemoDocument:
+    """One generated document and its label (0: machine learning, 1:
+    programming languages); ``label_name`` is its entry in :data:`LABELS`.
+
+    Attributes
+    ----------
+    text : str
+    label : int
+
+    Examples
+    --------
+    >>> document = demo_documents("test", n=1)[0]
+    >>> document.label, document.label_name, isinstance(document.text, str)
+    (0, 'machine learning', True)
+    >>> DemoDocument("the borrow checker", 1).label_name
+    'programming languages'
+    """
     text: str
     label: int
 
     @property
     def label_name(self) -> str:
+        """The label's name in :data:`LABELS`."""
         return LABELS[self.label]
 
 
@@ -91,7 +108,38 @@ def generate_document(label: int | None, n_words: int, rng: random.Random, noise
     topic with probability ``noise``, else a word of its own topic; shared
     slots ({S}) take shared words; filler words are sprinkled in.
     ``label=None`` makes a neutral document of shared words only (used in
-    training, to teach the model that text without topic words says nothing)."""
+    training, to teach the model that text without topic words says nothing).
+
+    Parameters
+    ----------
+    label : int or None
+        0, 1, or None for a neutral document.
+    n_words : int
+    rng : random.Random
+        The only source of randomness (seed it to repeat a document).
+    noise : float
+        Share of topic slots filled from the other topic, in [0, 1].
+    topic_rate : float
+        Share of topic slots that take a topic word at all, in [0, 1].
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> import random
+    >>> def topic_words(text, label):
+    ...     return set(text.replace(".", " ").replace(",", " ").lower().split()) & set(LABEL_WORDS[label])
+    >>> text = generate_document(0, 40, random.Random(1), noise=0.0)
+    >>> len(topic_words(text, 0)) > 0, topic_words(text, 1)  # no noise: no word of the other topic
+    (True, set())
+    >>> neutral = generate_document(None, 30, random.Random(0))
+    >>> topic_words(neutral, 0) | topic_words(neutral, 1)
+    set()
+    >>> generate_document(1, 12, random.Random(0)) == generate_document(1, 12, random.Random(0))  # seeded
+    True
+    """
     if label is None:
         own = other = _SHARED
     else:

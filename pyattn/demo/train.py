@@ -51,11 +51,13 @@ from pyattn.demo import MODEL_DIR
 from pyattn.demo.data import LABELS, demo_documents
 from pyattn.inputs import EncodedDocument, TruncationWarning, encode
 
+__all__ = ["Example", "accuracy", "encode_documents", "main", "predictions", "train"]
+
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 MAX_TOKENS = 4096
 
 
-def train_tokenizer(texts, vocab_size: int = 1200):
+def _train_tokenizer(texts, vocab_size: int = 1200):
     """A byte-level BPE tokenizer whose ``tokenizer(text)`` adds ``<s>`` ...
     ``</s>`` (RoBERTa's post-processor), as :func:`pyattn.inputs.encode`
     builds inputs."""
@@ -82,7 +84,7 @@ def train_tokenizer(texts, vocab_size: int = 1200):
     )
 
 
-def make_config(vocab_size: int):
+def _make_config(vocab_size: int):
     from transformers import LongformerConfig
 
     return LongformerConfig(
@@ -107,7 +109,14 @@ def make_config(vocab_size: int):
 @dataclass
 class Example:
     """One training input exactly as pyattn feeds the model (the tensors of
-    :func:`pyattn.inputs.encode`, as lists) and its target probabilities."""
+    :func:`pyattn.inputs.encode`, as lists of length N) and its target
+    probabilities (length C).
+
+    Examples
+    --------
+    >>> Example([0, 71, 2], [2, 3, 4], [1, 0, 0], [0.95, 0.05]).target
+    [0.95, 0.05]
+    """
 
     input_ids: list[int]
     position_ids: list[int]
@@ -130,7 +139,29 @@ def _example(document: EncodedDocument, target, input_ids=None) -> Example:
 def encode_documents(model, tokenizer, documents, smoothing: float = 0.0) -> list[Example]:
     """Each document through :func:`pyattn.inputs.encode` (``<s>`` text
     ``</s>``, the model's position ids, global attention on ``<s>``), with
-    its (smoothed) one-hot target."""
+    its (smoothed) one-hot target.
+
+    Parameters
+    ----------
+    model, tokenizer
+    documents : sequence of DemoDocument
+        Anything with ``.text`` and ``.label`` (0 or 1).
+    smoothing : float
+        Label smoothing: the target is ``1 - smoothing / 2`` on the label.
+
+    Returns
+    -------
+    list of Example
+
+    Examples
+    --------
+    >>> import pyattn
+    >>> from pyattn.demo import DemoDocument
+    >>> model, tokenizer = pyattn.load_demo()
+    >>> example = encode_documents(model, tokenizer, [DemoDocument("the borrow checker", 1)], smoothing=0.1)[0]
+    >>> example.input_ids == encode(model, tokenizer, "the borrow checker").input_ids[0].tolist(), example.global_attention_mask, example.target
+    (True, [1, 0, 0, 0, 0], [0.05, 0.95])
+    """
     out = []
     for d in documents:
         target = [smoothing / 2] * 2
@@ -139,7 +170,7 @@ def encode_documents(model, tokenizer, documents, smoothing: float = 0.0) -> lis
     return out
 
 
-def neutral_examples(model, tokenizer, documents, count: int, rng: random.Random) -> list[Example]:
+def _neutral_examples(model, tokenizer, documents, count: int, rng: random.Random) -> list[Example]:
     """Target (0.5, 0.5): shared-words-only documents, and (one in four) the
     integrated-gradients baseline exactly as pyattn builds it for a training
     document (``<s>`` + ``<pad>``... + ``</s>`` with the document's
@@ -211,10 +242,15 @@ def predictions(model, tokenizer, documents) -> tuple[np.ndarray, np.ndarray]:
 
     Examples
     --------
+    >>> import pyattn
+    >>> from pyattn.demo import DemoDocument
     >>> model, tokenizer = pyattn.load_demo()
-    >>> on_text, on_baseline = predictions(model, tokenizer, pyattn.demo_documents("test", n=4))
-    >>> on_text.shape
-    (4, 2)
+    >>> documents = [DemoDocument("the borrow checker rejects the program", 1), DemoDocument("gradient descent on a neural network", 0)]
+    >>> on_text, on_baseline = predictions(model, tokenizer, documents)
+    >>> on_text.shape, on_text.argmax(-1).tolist()
+    ((2, 2), [1, 0])
+    >>> bool((abs(on_baseline - 0.5) < 0.1).all())  # the baseline says nothing: trained toward (0.5, 0.5)
+    True
     """
     model.eval()
     on_text, on_baseline = [], []
@@ -230,26 +266,57 @@ def accuracy(model, tokenizer, documents) -> float:
     class, as :func:`predictions` computes it (as pyattn feeds the model),
     is their label.
 
+    Measured on the 200 held-out documents
+    (``python -m pyattn.demo.train --evaluate``): 0.995.
+
     Examples
     --------
+    >>> import pyattn
+    >>> from pyattn.demo import DemoDocument
     >>> model, tokenizer = pyattn.load_demo()
-    >>> accuracy(model, tokenizer, pyattn.demo_documents("test"))  # 200 documents
-    0.995
+    >>> accuracy(model, tokenizer, [DemoDocument("the borrow checker rejects the program", 1),
+    ...                             DemoDocument("gradient descent on a neural network", 1)])  # the second label is wrong
+    0.5
     """
     probabilities, _ = predictions(model, tokenizer, documents)
     return float(np.mean(probabilities.argmax(-1) == np.array([d.label for d in documents])))
 
 
 def train(out_dir: str, epochs: int = 3, lr: float = 1e-3, batch_tokens: int = 8192, seed: int = 0) -> dict:
+    """Train the demo model from scratch (seeded) and save it with its
+    tokenizer: a byte-level BPE tokenizer on the training split, then the
+    small Longformer with AdamW, as the module docstring describes.
+
+    Parameters
+    ----------
+    out_dir : str
+        Where the model and tokenizer are written.
+    epochs : int
+    lr : float
+        Peak learning rate (warm-up, then cosine decay).
+    batch_tokens : int
+        Tokens per batch (documents bucketed by length).
+    seed : int
+
+    Returns
+    -------
+    dict
+        ``train_seconds`` and ``validation_accuracy``.
+
+    Examples
+    --------
+    >>> train("demo-model")  # 11-15 minutes on one thread  # doctest: +SKIP
+    {'train_seconds': ..., 'validation_accuracy': 1.0}
+    """
     from transformers import LongformerForSequenceClassification
     from tqdm.auto import tqdm
 
     torch.manual_seed(seed)
     rng = random.Random(seed)
     train_docs, validation_docs = demo_documents("train"), demo_documents("validation")
-    tokenizer = train_tokenizer([d.text for d in train_docs])
-    model = LongformerForSequenceClassification(make_config(len(tokenizer)))
-    examples = encode_documents(model, tokenizer, train_docs, smoothing=0.1) + neutral_examples(model, tokenizer, train_docs, 160, rng)
+    tokenizer = _train_tokenizer([d.text for d in train_docs])
+    model = LongformerForSequenceClassification(_make_config(len(tokenizer)))
+    examples = encode_documents(model, tokenizer, train_docs, smoothing=0.1) + _neutral_examples(model, tokenizer, train_docs, 160, rng)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     steps = epochs * len(_batches(examples, batch_tokens, random.Random(0)))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * s / steps)))
@@ -277,6 +344,27 @@ def train(out_dir: str, epochs: int = 3, lr: float = 1e-3, batch_tokens: int = 8
 
 
 def main(argv=None) -> int:
+    """The ``python -m pyattn.demo.train`` command: retrain (unless
+    ``--evaluate``), then print the held-out accuracy and the baseline's
+    probabilities.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Command-line arguments (default ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        The exit status (0).
+
+    Examples
+    --------
+    >>> main(["--evaluate"])  # 200 held-out documents: minutes  # doctest: +SKIP
+    held-out accuracy (through pyattn.inputs.encode) on 200 test documents: 0.995
+    ...
+    0
+    """
     parser = argparse.ArgumentParser(prog="python -m pyattn.demo.train", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=MODEL_DIR, help="where to write the model and tokenizer (default: inside the package)")
     parser.add_argument("--epochs", type=int, default=3)

@@ -105,22 +105,61 @@ def render_document(
     extra_tables: Sequence[tuple[str, object]] = (),
 ) -> str:
     """One document's report as a self-contained HTML string (see
-    :func:`document_report`, which writes it to a file). ``plots=False``
-    leaves out the matplotlib plots (faster, e.g. for a notebook cell).
+    :func:`document_report`, which writes it to a file): facts, the tokens
+    coloured by attribution and by attention (Captum's colours), the tokens
+    that support and oppose the prediction, the similarity table, plots.
+    Every token and text is HTML-escaped. ``plots=False`` leaves out the
+    matplotlib plots (faster, e.g. for a notebook cell).
     ``extra_tables``: (heading, DataFrame[, note[, HTML table id]]) shown
     after the similarity table (e.g. permutation p-values, the dataset
     statistics of a dataset report).
 
-    ``attribution``: per-token scores ``(N,)``. ``attentions``: name ->
-    attention received ``(N,)``; the first is the one drawn as a heat map
-    (e.g. ``{"final": ..., "all": ...}``). ``per_layer``: attention received
-    of each layer, to plot similarity per layer. ``per_head``: ``(H, N)`` of
-    one layer. ``head_importance``: ``(L, H)``. ``facts``: lines shown at the
-    top (prediction, label, steps, ...). ``masks``: token masks of the
-    similarity table (default: all four when ``special_tokens`` are given,
-    else ``["all"]``; the table's ``mask`` column says which).
-    ``attribution_as``: similarity on ``"magnitude"`` (default) or
-    ``"signed"`` attributions (the table says which).
+    Parameters
+    ----------
+    tokens : sequence of str, length N
+    attribution : array-like, shape (N,)
+        Per-token scores.
+    attentions : mapping of str to array-like, shape (N,)
+        Name -> attention received; the first is the one drawn as a heat map
+        (e.g. ``{"final": ..., "all": ...}``).
+    title : str
+    facts : mapping, optional
+        Lines shown at the top (prediction, label, steps, ...).
+    special_tokens : sequence of str
+    per_layer : sequence of array-like (N,), optional
+        Attention received of each layer, to plot similarity per layer.
+    per_head : numpy.ndarray, shape (H, N), optional
+        One layer's attention received per head.
+    head_importance : numpy.ndarray, shape (L, H), optional
+    top_k : int
+        Supporting and opposing tokens listed.
+    masks : sequence of str, optional
+        Token masks of the similarity table (default: all four when
+        ``special_tokens`` are given, else ``["all"]``; the table's ``mask``
+        column says which).
+    attribution_as : {"magnitude", "signed"}
+        Similarity on ``|attribution|`` (default) or the signed scores (the
+        table says which).
+    plots : bool
+        ``False`` leaves out the matplotlib plots (faster, e.g. for a
+        notebook cell).
+    metrics : pandas.DataFrame, optional
+        A similarity table already computed (else computed here).
+    extra_tables : sequence of (str, pandas.DataFrame)
+        (heading, table) pairs shown after the similarity table (e.g.
+        permutation p-values).
+
+    Returns
+    -------
+    str
+        HTML.
+
+    Examples
+    --------
+    >>> html = render_document(["<s>", "Ġa", "<script>", "</s>"], [0.1, 0.5, -0.3, 0.0], {"final": [0.1, 0.2, 0.3, 0.4]},
+    ...                        special_tokens=["<s>", "</s>"], plots=False)
+    >>> html.startswith("<!DOCTYPE html>") or html.startswith("<html"), "&lt;script&gt;" in html, "<script>" in html
+    (True, True, False)
     """
     import jinja2
 
@@ -197,10 +236,31 @@ def render_document(
 def document_report(path: str | os.PathLike, tokens: Sequence[str], attribution, attentions: Mapping[str, object], **options) -> str:
     """Write one document's report to ``path`` (HTML) and return the path.
 
-    ``tokens`` (N strings), ``attribution`` ``(N,)`` and ``attentions``
-    (name -> ``(N,)``) as in :func:`render_document`, whose keyword options
-    (title, facts, special_tokens, per_layer, per_head, head_importance, top_k,
-    masks, attribution_as, plots) it takes.
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file (its folder is made if missing).
+    tokens : sequence of str, length N
+    attribution : array-like, shape (N,)
+    attentions : mapping of str to array-like, shape (N,)
+    **options
+        :func:`render_document`'s keyword options (title, facts,
+        special_tokens, per_layer, per_head, head_importance, top_k, masks,
+        attribution_as, plots, ...).
+
+    Returns
+    -------
+    str
+        ``path``.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = document_report(os.path.join(folder, "doc.html"), ["<s>", "Ġa", "Ġb", "</s>"], [0.1, 0.5, -0.3, 0.0],
+    ...                            {"final": [0.1, 0.2, 0.3, 0.4]}, title="document a", plots=False)
+    ...     "document a" in open(path, encoding="utf-8").read()
+    True
     """
     return write_html(path, render_document(tokens, attribution, attentions, **options))
 
@@ -218,9 +278,33 @@ def write_html(path: str | os.PathLike, html: str) -> str:
 
 def bertviz_head_view_data(dense_layers: Sequence[object], tokens: Sequence[str]) -> dict:
     """Dense attention in the form ``bertviz.head_view(attention, tokens)``
-    takes: ``{"attention": tuple of (1, H, N, N) tensors, one per layer,
-    "tokens": list of N strings}``. Build the dense layers with
-    :func:`pyattn.layer_to_dense` (one item of the batch)."""
+    takes. Build the dense layers with :func:`pyattn.layer_to_dense` (one item
+    of the batch).
+
+    Parameters
+    ----------
+    dense_layers : sequence of tensor-like, each (1, H, N, N)
+    tokens : sequence of str, length N
+
+    Returns
+    -------
+    dict
+        ``{"attention": tuple of (1, H, N, N) float32 tensors, one per
+        layer, "tokens": list of N strings}`` (tokens in display form,
+        without the tokenizer's space marker).
+
+    Raises
+    ------
+    ValueError
+        If a layer is not ``(1, H, N, N)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> data = bertviz_head_view_data([torch.full((1, 4, 5, 5), 0.2)] * 3, ["<s>", "Ġb", "c", "Ġd", "</s>"])
+    >>> len(data["attention"]), data["attention"][0].shape, data["tokens"]
+    (3, torch.Size([1, 4, 5, 5]), ['<s>', 'b', 'c', 'd', '</s>'])
+    """
     import torch
 
     layers = []
@@ -257,12 +341,40 @@ th { background: #f3f3f3; } td.text { text-align: left; }
 def index_report(path: str | os.PathLike, table, link_column: str = "report", title: str = "pyattn results", notes: Sequence[str] = (),
                  images: Sequence[tuple[str, bytes]] = (), tables: Sequence[tuple] = ()) -> str:
     """A summary page for a set of documents: one row per document of
-    ``table`` (a pandas DataFrame); ``link_column`` holds each document
-    report's relative path and becomes a link on the first column.
-    ``images``: (heading, PNG bytes) pairs shown below the table (e.g. metric
-    distributions across documents, the head agreement map). ``tables``:
-    (heading, DataFrame[, note[, HTML table id]]) shown above the documents
-    (e.g. every mean with its interval)."""
+    ``table``; ``link_column`` holds each document report's relative path and
+    becomes a link on the first column.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The HTML file to write.
+    table : pandas.DataFrame
+        One row per document.
+    link_column : str
+    title : str
+    notes : sequence of str
+        Lines shown above the table (e.g. which mask a column uses).
+    images : sequence of (str, bytes)
+        (heading, PNG bytes) pairs shown below the table (e.g. metric
+        distributions across documents, the head agreement map).
+    tables : sequence of tuple
+        (heading, DataFrame[, note[, HTML table id]]) shown above the
+        documents (e.g. every mean with its interval).
+
+    Returns
+    -------
+    str
+        ``path``.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import pandas as pd
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = index_report(os.path.join(folder, "index.html"), pd.DataFrame({"document": ["a"], "report": ["document-0.html"], "spearman": [0.5]}))
+    ...     'href="document-0.html"' in open(path, encoding="utf-8").read()
+    True
+    """
     import jinja2
 
     columns = [c for c in table.columns if c != link_column]

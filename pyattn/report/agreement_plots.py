@@ -15,10 +15,22 @@ def head_agreement_grid(table, value: str = "mean") -> np.ndarray:
     """A column of a :func:`pyattn.agreement.head_agreement` table as an
     (L, H) array (layer and head from 0; NaN where a cell is missing).
 
-    Example
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        With ``layer``, ``head`` and ``value`` columns.
+    value : str
+
+    Returns
     -------
-    >>> head_agreement_grid(table, "p_holm").shape  # doctest: +SKIP
-    (12, 12)
+    numpy.ndarray, shape (L, H), float64
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> table = pd.DataFrame({"layer": [0, 0, 1], "head": [0, 1, 1], "mean": [0.9, 0.1, 0.3]})
+    >>> head_agreement_grid(table, "mean").tolist()
+    [[0.9, 0.1], [nan, 0.3]]
     """
     for column in ("layer", "head", value):
         if column not in table.columns:
@@ -50,10 +62,16 @@ def head_agreement_figure(table, *, head_importance=None, value: str = "mean", a
     -------
     matplotlib.figure.Figure
 
-    Example
-    -------
-    >>> fig = head_agreement_figure(table, head_importance=importance)  # doctest: +SKIP
-    >>> fig.savefig("heads.png")  # doctest: +SKIP
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import pandas as pd
+    >>> table = pd.DataFrame({"layer": [0, 0, 1, 1], "head": [0, 1, 0, 1], "mean": [0.9, 0.1, 0.2, 0.3], "p_holm": [0.01, 0.5, 0.5, 0.5]})
+    >>> fig = head_agreement_figure(table, head_importance=np.array([[2.0, 0.1], [0.3, 0.5]]))
+    >>> [axis.get_title() for axis in fig.axes[:2]]  # two panels (and their colour bars)
+    ['mean (mean), per head', 'head importance']
+    >>> fig._suptitle.get_text()  # importance and agreement rank the 4 heads alike
+    'do the important heads agree? Spearman(importance, mean) across heads = 1.00'
     """
     import matplotlib
 
@@ -107,7 +125,25 @@ def head_agreement_figure(table, *, head_importance=None, value: str = "mean", a
 
 
 def head_agreement_png(table, *, head_importance=None, value: str = "mean", alpha: float = 0.05) -> bytes:
-    """:func:`head_agreement_figure` as PNG bytes (for the HTML report)."""
+    r""":func:`head_agreement_figure` as PNG bytes (for the HTML report).
+
+    Parameters
+    ----------
+    table, head_importance, value, alpha
+        As for :func:`head_agreement_figure`.
+
+    Returns
+    -------
+    bytes
+        A PNG image.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> table = pd.DataFrame({"layer": [0, 0], "head": [0, 1], "mean": [0.9, 0.1], "p_holm": [0.01, 0.5]})
+    >>> head_agreement_png(table)[:4]
+    b'\x89PNG'
+    """
     import matplotlib.pyplot as plt
 
     fig = head_agreement_figure(table, head_importance=head_importance, value=value, alpha=alpha)

@@ -31,7 +31,29 @@ def _png(fig) -> bytes:
 
 
 def scatter_png(attribution: np.ndarray, attention: np.ndarray, attention_name: str = "attention received") -> bytes:
-    """Attribution (x) against attention received (y), one point per token."""
+    r"""Attribution (x) against attention received (y), one point per token.
+
+    Parameters
+    ----------
+    attribution : numpy.ndarray, shape (N,)
+    attention : numpy.ndarray, shape (N,)
+    attention_name : str
+        The y axis label.
+
+    Returns
+    -------
+    bytes
+        A PNG image.
+
+    Examples
+    --------
+    >>> import io
+    >>> import numpy as np
+    >>> from PIL import Image
+    >>> png = scatter_png(np.array([0.5, -1.0, 2.0]), np.array([0.2, 0.3, 0.5]))
+    >>> png[:8], Image.open(io.BytesIO(png)).format
+    (b'\x89PNG\r\n\x1a\n', 'PNG')
+    """
     fig, ax = _figure()
     ax.scatter(attribution, attention, s=8, alpha=0.6, color="#3b6ea8")
     ax.axvline(0, color="#999", linewidth=0.8)
@@ -42,7 +64,26 @@ def scatter_png(attribution: np.ndarray, attention: np.ndarray, attention_name: 
 
 
 def per_layer_png(values: Mapping[str, Sequence[float]], ylabel: str = "similarity") -> bytes:
-    """One line per metric over layers 0..L-1 (layers are numbered from 0)."""
+    """One line per metric over layers 0..L-1 (layers are numbered from 0).
+
+    Parameters
+    ----------
+    values : mapping of str to sequence of float
+        Metric name -> its value at each layer (length L).
+    ylabel : str
+
+    Returns
+    -------
+    bytes
+        A PNG image.
+
+    Examples
+    --------
+    >>> import io
+    >>> from PIL import Image
+    >>> Image.open(io.BytesIO(per_layer_png({"spearman_rho": [0.1, 0.3, 0.2]}))).size  # (width, height) in pixels
+    (550, 396)
+    """
     fig, ax = _figure()
     for name, series in values.items():
         ax.plot(np.arange(len(series)), series, marker="o", label=name)
@@ -55,7 +96,25 @@ def per_layer_png(values: Mapping[str, Sequence[float]], ylabel: str = "similari
 
 
 def head_importance_png(importance: np.ndarray) -> bytes:
-    """(L, H) head importance as a heat map."""
+    """Head importance as a heat map (layers down, heads across, both from 0).
+
+    Parameters
+    ----------
+    importance : numpy.ndarray, shape (L, H)
+
+    Returns
+    -------
+    bytes
+        A PNG image.
+
+    Examples
+    --------
+    >>> import io
+    >>> import numpy as np
+    >>> from PIL import Image
+    >>> Image.open(io.BytesIO(head_importance_png(np.arange(12.0).reshape(3, 4)))).format
+    'PNG'
+    """
     fig, ax = _figure()
     image = ax.imshow(np.asarray(importance), aspect="auto", cmap="viridis")
     ax.set_xlabel("head")
@@ -67,7 +126,28 @@ def head_importance_png(importance: np.ndarray) -> bytes:
 
 
 def per_head_png(per_head: np.ndarray, layer_name: str = "final layer") -> bytes:
-    """(H, N) attention received per head as a heat map over positions."""
+    """Attention received per head as a heat map over positions.
+
+    Parameters
+    ----------
+    per_head : numpy.ndarray, shape (H, N)
+        One layer's attention received per head.
+    layer_name : str
+        Shown in the title.
+
+    Returns
+    -------
+    bytes
+        A PNG image.
+
+    Examples
+    --------
+    >>> import io
+    >>> import numpy as np
+    >>> from PIL import Image
+    >>> Image.open(io.BytesIO(per_head_png(np.ones((4, 11))))).format
+    'PNG'
+    """
     fig, ax = _figure(7.0, 3.0)
     image = ax.imshow(np.asarray(per_head), aspect="auto", cmap="magma", interpolation="nearest")
     ax.set_xlabel("token position")
@@ -82,7 +162,31 @@ def metric_distributions_png(per_document, metrics: Sequence[str] | None = None,
     :data:`pyattn.similarity.METRICS` in the table), one box per attention
     choice (the triangle marks the mean), from
     :func:`pyattn.similarity.dataset_similarity`'s per-document table
-    (restricted to one ``mask`` when given); ``columns`` panels per row."""
+    (restricted to one ``mask`` when given); ``columns`` panels per row.
+
+    Parameters
+    ----------
+    per_document : pandas.DataFrame
+        With ``attention``, ``mask`` and the metric columns.
+    metrics : sequence of str
+        One panel each.
+    mask : str, optional
+    columns : int
+
+    Returns
+    -------
+    bytes
+        A PNG image.
+
+    Examples
+    --------
+    >>> import io
+    >>> import pandas as pd
+    >>> from PIL import Image
+    >>> rows = pd.DataFrame({"attention": ["final", "all"] * 2, "mask": ["all"] * 4, "spearman_rho": [0.1, 0.2, 0.3, 0.4]})
+    >>> Image.open(io.BytesIO(metric_distributions_png(rows, metrics=["spearman_rho"]))).format
+    'PNG'
+    """
     from pyattn.similarity import METRICS
 
     frame = per_document if mask is None else per_document[per_document["mask"] == mask]
