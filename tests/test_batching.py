@@ -102,7 +102,8 @@ def test_grouped_equal_one_at_a_time_float32(kind):
 def test_grouped_equal_one_at_a_time(kind, n_steps):
     model, tokenizer = MODELS64[kind]
     texts = _texts()
-    kwargs = dict(n_steps=n_steps, tol=5e-4, max_steps=65, device="cpu")
+    # trapezoid: its slower convergence makes the documents stop at different levels
+    kwargs = dict(n_steps=n_steps, method="trapezoid", tol=5e-4, max_steps=65, device="cpu")
     singles = [pyattn.attribute(model, tokenizer, text, internal_batch_size=4, **kwargs) for text in texts]
     with _EncoderRows(model) as counter:
         grouped = pyattn.attribute_many(model, tokenizer, texts, internal_batch_size=16, progress=False, **kwargs)
