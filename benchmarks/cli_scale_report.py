@@ -43,7 +43,7 @@ def main(path: str, out: str = "benchmarks/results/cli_scale.md") -> None:
         lines.append(
             f"| {route} | {r['wall_seconds']:.0f} | {ratio} | {r['peak_rss_bytes'] / 1e9:.2f} | "
             f"{', '.join(str(d['evaluations']) for d in docs)} | {', '.join(str(d['n_steps']) for d in docs)} | "
-            f"{', '.join(f'{d['relative_error']:.1e}' for d in docs)} | {r['load_before']:.1f} / {r['load_after']:.1f} |"
+            f"{', '.join(format(d['relative_error'], '.1e') for d in docs)} | {r['load_before']:.1f} / {r['load_after']:.1f} |"
         )
     tokens = [d["tokens"] for d in routes.get("cli", routes.get("doubling", {"documents": []}))["documents"]]
     lines += ["", f"Document lengths (tokens, <s> and </s> included): {', '.join(map(str, tokens))}.", ""]
