@@ -315,27 +315,37 @@ def predicted_step_bytes(model: torch.nn.Module, n_tokens: int, batch: int = 1, 
 
     Parameters
     ----------
-    model:
+    model : torch.nn.Module
         The sequence classifier (its ``config`` and weights are read).
-    n_tokens:
+    n_tokens : int
         Document length in tokens ([CLS] and [SEP] included); Longformer
         models pad it to a multiple of their largest window.
-    batch:
-        Interpolation nodes run at once.
-    fast_attention:
+    batch : int
+        Interpolation nodes run at once (0: nothing runs, 0 bytes; under
+        ``autocast`` still the half-precision weights).
+    fast_attention : bool or None
         Longformer only: pyattn's banded attention (None: as ``attribute``
         chooses, on unless ``autocast``).
-    autocast:
+    autocast : bool
         Under bfloat16/float16 autocast (transformers' attention).
 
     Returns
     -------
-    int, bytes.
+    int
+        Bytes, on top of what the process already holds (the model's own
+        weights are not counted). A prediction from the fitted coefficients,
+        not a measurement.
 
     Examples
     --------
-    >>> model, _ = pyattn.load_demo()  # doctest: +SKIP
-    >>> predicted_step_bytes(model, 512, batch=2) < predicted_step_bytes(model, 1024, batch=2)  # doctest: +SKIP
+    >>> import pyattn
+    >>> model, _ = pyattn.load_demo()
+    >>> one, two = predicted_step_bytes(model, 512, batch=1), predicted_step_bytes(model, 512, batch=2)
+    >>> one < two < predicted_step_bytes(model, 1024, batch=2)  # grows with the batch and the length
+    True
+    >>> two - one == one - predicted_step_bytes(model, 512, batch=0)  # linear in the batch
+    True
+    >>> predicted_step_bytes(model, 500) == one  # the demo pads to a multiple of its largest window, 128
     True
     """
     config = model.config
@@ -420,7 +430,37 @@ def _format_bytes(size: float) -> str:
 def held_bytes(device=None) -> int:
     """What the process holds now: on a CPU its resident memory (after
     handing freed memory back to the OS with ``malloc_trim``), on CUDA the
-    memory torch has allocated on the device."""
+    memory torch has allocated on the device.
+
+    Parameters
+    ----------
+    device : torch.device, str or None
+        Where to measure (None: CUDA when available, else the CPU, as
+        :func:`attribute` chooses).
+
+    Returns
+    -------
+    int
+        Bytes. On a CPU this is the whole process, not only torch's tensors;
+        on CUDA only torch's allocated tensors, not its cache or the context.
+
+    Raises
+    ------
+    ValueError
+        When ``device`` is not a torch device.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> before = held_bytes("cpu")
+    >>> block = np.ones(50_000_000 // 8)  # 50 MB, written, so resident
+    >>> held_bytes("cpu") - before > 40_000_000
+    True
+    >>> held_bytes("nonsense")
+    Traceback (most recent call last):
+    ...
+    ValueError: device must be a torch device such as 'cpu' or 'cuda:0', got 'nonsense'
+    """
     device = _resolve_device(device)
     if device.type == "cuda":
         return int(torch.cuda.memory_allocated(device))
@@ -443,7 +483,35 @@ def default_memory_budget(device=None, held: int | None = None) -> int:
     """The budget used when none is given: on a CPU
     ``min(DEFAULT_MEMORY_CAP, held + DEFAULT_MEMORY_FRACTION * available)``
     (6 GB, or less where less memory is free); on CUDA what torch holds plus
-    80% of the device's free memory."""
+    80% of the device's free memory.
+
+    Parameters
+    ----------
+    device : torch.device, str or None
+        Where the attribution runs (None: CUDA when available, else the CPU).
+    held : int or None
+        Bytes the process holds now (None: :func:`held_bytes` measures it).
+
+    Returns
+    -------
+    int
+        The budget in bytes, for the whole process (what it holds included):
+        what an attribution may add is the budget minus ``held``. It depends
+        on the memory free on this machine now.
+
+    Raises
+    ------
+    ValueError
+        When ``device`` is not a torch device.
+
+    Examples
+    --------
+    >>> budget = default_memory_budget("cpu", held=10**8)
+    >>> 10**8 < budget <= DEFAULT_MEMORY_CAP  # at most 6 GB, and more than what is held
+    True
+    >>> default_memory_budget("cpu", held=10**10) == DEFAULT_MEMORY_CAP  # holding more than the cap: the cap
+    True
+    """
     device = _resolve_device(device)
     held = held_bytes(device) if held is None else held
     if device.type == "cuda":
@@ -456,10 +524,37 @@ def batch_for_budget(model: torch.nn.Module, n_tokens: int, n_steps: int, allowa
     (:func:`predicted_step_bytes`) fits in ``allowance`` bytes; 0 when not
     even one step fits.
 
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The sequence classifier (as for :func:`predicted_step_bytes`).
+    n_tokens : int
+        Document length in tokens (the longest of the batch).
+    n_steps : int
+        Interpolation nodes wanted: the batch is never larger.
+    allowance : int
+        Bytes a step may add to what the process holds (a budget minus
+        :func:`held_bytes`).
+    fast_attention, autocast
+        As for :func:`predicted_step_bytes`.
+
+    Returns
+    -------
+    int
+        The batch, 0 to ``n_steps``; a caller that must run anyway runs at
+        batch 1 (as :func:`attribute` does, with a ``MemoryBudgetWarning``).
+
     Examples
     --------
-    >>> batch_for_budget(model, 512, 16, allowance=10**9)  # doctest: +SKIP
-    16
+    >>> import pyattn
+    >>> model, _ = pyattn.load_demo()
+    >>> allowance = predicted_step_bytes(model, 512, batch=3)  # exactly three steps
+    >>> batch_for_budget(model, 512, 16, allowance), batch_for_budget(model, 512, 2, allowance)
+    (3, 2)
+    >>> batch_for_budget(model, 512, 16, allowance - 1)  # a byte less: two
+    2
+    >>> batch_for_budget(model, 512, 16, allowance=1000)  # not even one step
+    0
     """
     def predicted(batch: int) -> int:
         return predicted_step_bytes(model, n_tokens, batch, fast_attention, autocast)
@@ -813,10 +908,55 @@ def attribute_stream(
     callback (``on_progress(nodes_done, nodes_planned)``), opened when the
     document starts.
 
+    Parameters
+    ----------
+    model, tokenizer
+        The Longformer (or other) sequence classifier and its tokenizer, as
+        for :func:`attribute`.
+    texts : iterable of str
+        The documents (read into a list first).
+    targets : sequence of int or None, optional
+        One class per text (None in it, or no ``targets``: each document's
+        predicted class).
+    n_steps, method, internal_batch_size, max_length, device, tol, max_steps, autocast, fast_attention, memory_budget
+        As for :func:`attribute`, the same for every document.
+    group : bool
+        Run the nodes of several documents in one batch (results unchanged).
+    on_progress_for : callable, optional
+        ``on_progress_for(index)`` returns document ``index``'s progress
+        callback, or None.
+    on_progress : callable, optional
+        One callback for every document, used when ``on_progress_for`` is None.
+
+    Yields
+    ------
+    (int, Attribution)
+        The text's index in ``texts`` and its :class:`Attribution`
+        (``scores``: numpy float64, shape (N,), N the document's tokens).
+        Completion order, not input order: sort by index when it matters.
+
+    Raises
+    ------
+    ValueError
+        When ``targets`` and ``texts`` differ in length, or any argument (or
+        ``targets[i]``, named so) is invalid: raised at the first ``next()``,
+        before any document runs.
+
     Examples
     --------
-    >>> for index, result in attribute_stream(model, tokenizer, texts, n_steps=9):  # doctest: +SKIP
-    ...     print(index, result.converged)
+    >>> import numpy as np, pyattn
+    >>> model, tokenizer = pyattn.load_demo()
+    >>> texts = ["a compiler for a typed language", "the match ended in a draw"]
+    >>> results = dict(attribute_stream(model, tokenizer, texts, n_steps=9))
+    >>> sorted(results), [r.scores.shape for _, r in sorted(results.items())]
+    ([0, 1], [(8,), (15,)])
+    >>> alone = pyattn.attribute(model, tokenizer, texts[1], n_steps=9)  # grouped = alone
+    >>> bool(np.allclose(results[1].scores, alone.scores, atol=1e-6))
+    True
+    >>> next(attribute_stream(model, tokenizer, texts, targets=[0, 7]))
+    Traceback (most recent call last):
+    ...
+    ValueError: targets[1]: target must be a class index in 0..1 (or None for the predicted class), got 7
     """
     texts = list(texts)
     if targets is None:

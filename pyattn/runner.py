@@ -1080,7 +1080,7 @@ def report_results(store: ResultsStore, out: str | None = None, head_importance=
     ...     _ = store.write_shard([process_document(model, tokenizer, Document("a", 0, "the borrow checker rejects the program", 1), {"n_steps": 16})])
     >>> index = report_results(store, special_tokens=tokenizer.all_special_tokens, progress=False)
     >>> os.path.relpath(index, store.path), sorted(os.listdir(os.path.dirname(index)))
-    ('reports/index.html', ['.pyattn-report', 'document-0.html', 'index.html'])
+    ('reports/index.html', ['.pyattn-report', 'document-0.html', 'index.html', 'metrics.parquet', 'metrics_intervals.csv', 'tokens_intervals.csv'])
     >>> "spearman, final (no_special)" in open(index, encoding="utf-8").read()
     True
     >>> folder.cleanup()

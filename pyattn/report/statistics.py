@@ -64,9 +64,27 @@ def document_statistics(per_document, intervals, document, mask: str):
         ``n_perm`` (NaN without p-values), ``mean``, ``ci_low``, ``ci_high``,
         ``documents``, ``percentile``.
 
-    Example
-    -------
-    >>> document_statistics(positions, intervals, "d0", "no_special")  # doctest: +SKIP
+    Raises
+    ------
+    KeyError
+        When ``per_document`` has no ``document`` or ``attention`` column, or
+        ``intervals`` no ``attention``/``metric``/``mean``/``ci_low``/``ci_high``/``documents``.
+
+    An unknown ``document`` or ``mask`` gives an empty table (no error).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from pyattn.uncertainty import dataset_statistics
+    >>> metrics = pd.DataFrame({"document": ["a", "b", "c"], "attention": "final", "mask": "all",
+    ...                         "spearman_rho": [0.1, 0.3, 0.2], "p_spearman_rho": [0.5, 0.01, 0.04],
+    ...                         "significance_n_perm": 99})
+    >>> per_document, intervals = dataset_statistics(metrics, n_boot=200)
+    >>> row = document_statistics(per_document, intervals, "b", "all").iloc[0]
+    >>> row["metric"], float(row["value"]), float(row["p_value"]), round(float(row["p_holm"]), 2), float(row["percentile"])
+    ('spearman_rho', 0.3, 0.01, 0.03, 100.0)
+    >>> round(float(row["mean"]), 2), int(row["documents"])
+    (0.2, 3)
     """
     import pandas as pd
 
@@ -99,7 +117,37 @@ def document_statistics(per_document, intervals, document, mask: str):
 
 def summary_statistics(intervals, mask: str):
     """The index's summary: ``intervals`` (one row per attention choice x
-    mask x metric) restricted to ``mask``."""
+    mask x metric) restricted to ``mask``.
+
+    Parameters
+    ----------
+    intervals : pandas.DataFrame
+        The second table of :func:`pyattn.uncertainty.dataset_statistics`
+        (``metrics_intervals.csv`` of ``pyattn compare``). Without a ``mask``
+        column every row is kept.
+    mask : str
+        The token mask whose rows are kept.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The rows of ``mask``, with all of ``intervals``' columns, indexed from 0.
+        An unknown ``mask`` gives an empty table (no error).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from pyattn.uncertainty import dataset_statistics
+    >>> metrics = pd.DataFrame({"document": ["a", "b", "c"], "attention": "final", "mask": "all",
+    ...                         "spearman_rho": [0.1, 0.3, 0.2], "p_spearman_rho": [0.5, 0.01, 0.04],
+    ...                         "significance_n_perm": 99})
+    >>> per_document, intervals = dataset_statistics(metrics, n_boot=200)
+    >>> summary = summary_statistics(intervals, "all")
+    >>> summary[["attention", "metric", "documents", "share_p05", "share_p05_holm"]].round(3).values.tolist()
+    [['final', 'spearman_rho', 3, 0.667, 0.333]]
+    >>> len(summary_statistics(intervals, "no_special"))
+    0
+    """
     return _select(intervals, mask).reset_index(drop=True)
 
 
@@ -118,7 +166,40 @@ def _interval(low, high) -> str:
 
 def display_document_statistics(table):
     """:func:`document_statistics` as labelled text columns (p-value columns
-    left out when no p-value was computed)."""
+    left out when no p-value was computed).
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        A table of :func:`document_statistics`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per row of ``table``; every column text, headed by its label:
+        values, p-values and means to 4 decimals, the interval as
+        ``"[low, high]"``, documents as an integer, the percentile to 1
+        decimal; an empty string where the number is NaN.
+
+    Raises
+    ------
+    KeyError
+        When ``table`` lacks one of :func:`document_statistics`' columns.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from pyattn.uncertainty import dataset_statistics
+    >>> metrics = pd.DataFrame({"document": ["a", "b", "c"], "attention": "final", "mask": "all",
+    ...                         "spearman_rho": [0.1, 0.3, 0.2], "p_spearman_rho": [0.5, 0.01, 0.04],
+    ...                         "significance_n_perm": 99})
+    >>> per_document, intervals = dataset_statistics(metrics, n_boot=200)
+    >>> shown = display_document_statistics(document_statistics(per_document, intervals, "b", "all"))
+    >>> shown.iloc[0].to_dict()  # doctest: +NORMALIZE_WHITESPACE
+    {'attention received': 'final', 'metric': 'spearman_rho', 'this document': '0.3000', 'p (one-sided)': '0.0100',
+     'p, Holm over documents': '0.0300', 'dataset mean': '0.2000', '95% CI of the mean': '[0.1000, 0.3000]',
+     'documents': '3', 'percentile among documents (% with value <= this)': '100.0'}
+    """
     import pandas as pd
 
     with_p = "p_value" in table.columns and table["p_value"].notna().any()
@@ -139,7 +220,40 @@ def display_document_statistics(table):
 
 def display_summary_statistics(table):
     """:func:`summary_statistics` as labelled text columns (the shares only
-    when p-values were computed)."""
+    when p-values were computed).
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        A table of :func:`summary_statistics`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per row of ``table``; every column text, headed by its label:
+        means and shares to 4 decimals, the interval as ``"[low, high]"``,
+        documents as an integer; an empty string where the number is NaN.
+
+    Raises
+    ------
+    KeyError
+        When ``table`` lacks ``attention``, ``metric``, ``mean``, ``ci_low``,
+        ``ci_high`` or ``documents``.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from pyattn.uncertainty import dataset_statistics
+    >>> metrics = pd.DataFrame({"document": ["a", "b", "c"], "attention": "final", "mask": "all",
+    ...                         "spearman_rho": [0.1, 0.3, 0.2], "p_spearman_rho": [0.5, 0.01, 0.04],
+    ...                         "significance_n_perm": 99})
+    >>> per_document, intervals = dataset_statistics(metrics, n_boot=200)
+    >>> shown = display_summary_statistics(summary_statistics(intervals, "all"))
+    >>> shown.iloc[0].to_dict()  # doctest: +NORMALIZE_WHITESPACE
+    {'attention received': 'final', 'metric': 'spearman_rho', 'dataset mean': '0.2000', '95% CI of the mean': '[0.1000, 0.3000]',
+     'documents': '3', 'share of documents with p <= 0.05': '0.6667',
+     'share of documents with p <= 0.05 after Holm over documents': '0.3333'}
+    """
     import pandas as pd
 
     shown = pd.DataFrame({
@@ -157,7 +271,57 @@ def display_summary_statistics(table):
 
 def statistics_note(intervals, per_document, mask: str, source: str) -> str:
     """What the statistics tables mean, in words: the mask, the ranking
-    convention, the null and its draws, the bootstrap, the source."""
+    convention, the null and its draws, the bootstrap, the source.
+
+    Parameters
+    ----------
+    intervals, per_document : pandas.DataFrame
+        The two tables of :func:`pyattn.uncertainty.dataset_statistics`
+        (note the order: ``intervals`` first).
+    mask : str
+        The token mask the tables show.
+    source : str
+        Where the numbers come from (a file name), quoted at the end.
+
+    Returns
+    -------
+    str
+        One paragraph. Without an ``attribution_as`` column the convention is
+        stated as magnitude. When p-values were computed and too few draws
+        were made for any document to pass Holm at 0.05, it says so and how
+        many draws would be needed.
+
+    Raises
+    ------
+    KeyError
+        When ``intervals`` has rows of ``mask`` but lacks ``confidence``,
+        ``n_boot`` or ``method``.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from pyattn.uncertainty import dataset_statistics
+    >>> metrics = pd.DataFrame({"document": ["a", "b", "c"], "attention": "final", "mask": "all",
+    ...                         "spearman_rho": [0.1, 0.3, 0.2], "p_spearman_rho": [0.5, 0.01, 0.04],
+    ...                         "significance_n_perm": 99})
+    >>> per_document, intervals = dataset_statistics(metrics, n_boot=200)
+    >>> note = statistics_note(intervals, per_document, "all", "metrics.parquet")
+    >>> print(note)  # doctest: +NORMALIZE_WHITESPACE
+    Token mask all; attributions as |attribution| (magnitude) in every metric but cosine_raw (always signed).
+    p: one-sided permutation p-value for agreement greater than chance, null: circular shifts of the attention
+    vector over the mask's tokens, n_perm = 99 draws per document (all shifts when a document has fewer tokens),
+    p = (1 + #{null >= observed}) / (1 + n_perm); Holm: adjusted over the documents' p-values of the same
+    attention and metric. Dataset mean over the documents with a value, with its bootstrap 95% interval
+    (documents resampled, 200 resamples, expanded percentile). Source: metrics.parquet.
+
+    With 30 documents and 99 draws no document can pass Holm, and the note says so:
+
+    >>> many = pd.DataFrame({"document": range(30), "attention": "final", "mask": "all",
+    ...                      "spearman_rho": 0.5, "p_spearman_rho": 0.01, "significance_n_perm": 99})
+    >>> positions, means = dataset_statistics(many, n_boot=200)
+    >>> print(statistics_note(means, positions, "all", "metrics.parquet"))  # doctest: +ELLIPSIS
+    Token mask all; ... the smallest Holm-adjusted p-value possible is 30/100 = 0.3 > 0.05: no document can pass Holm at 0.05 (that needs n_perm >= 599). ...
+    """
     rows = _select(per_document, mask)
     convention = str(rows["attribution_as"].iloc[0]) if "attribution_as" in rows.columns and len(rows) else "magnitude"
     first = _select(intervals, mask)
@@ -207,7 +371,44 @@ def display_token_intervals(table, k: int = 15, end: str = "top"):
     """The ``k`` token types with the largest (``end="top"``) or most
     negative (``"bottom"``) summed signed attribution of a
     :func:`pyattn.uncertainty.bootstrap_token_means` table (its rows are sorted
-    by ``sum``, largest first), as labelled text columns."""
+    by ``sum``, largest first), as labelled text columns.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        A table of :func:`pyattn.uncertainty.bootstrap_token_means`, in its
+        order (largest ``sum`` first); it is not re-sorted here.
+    k : int
+        How many token types to show (fewer when the table is shorter).
+    end : {"top", "bottom"}
+        ``"top"``: the largest sums, largest first; ``"bottom"``: the most
+        negative sums, most negative first.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``k`` rows (at most); counts as integers, sums and means to 4
+        decimals, intervals as ``"[low, high]"``.
+
+    Raises
+    ------
+    ValueError
+        When ``end`` is neither ``"top"`` nor ``"bottom"``.
+
+    Examples
+    --------
+    >>> from pyattn.uncertainty import bootstrap_token_means
+    >>> table = bootstrap_token_means([(["Ġa", "Ġb"], [0.5, -0.1]), (["Ġa"], [0.2])], n_boot=500)
+    >>> top = display_token_intervals(table, k=1)
+    >>> top.iloc[:, :5].values.tolist()  # token, documents with it, occurrences, sum, sum / 2 documents
+    [['Ġa', 2, 2, '0.7000', '0.3500']]
+    >>> display_token_intervals(table, k=1, end="bottom").iloc[:, :5].values.tolist()
+    [['Ġb', 1, 1, '-0.1000', '-0.0500']]
+    >>> display_token_intervals(table, end="middle")
+    Traceback (most recent call last):
+    ...
+    ValueError: end must be "top" or "bottom", got 'middle'
+    """
     import pandas as pd
 
     if end not in ("top", "bottom"):
