@@ -78,8 +78,8 @@ def main(*paths: str, out: str = "benchmarks/results/attribution.md") -> None:
         lines += [
             "## To 1% completeness on a demo test document",
             "",
-            "Demo model (smooth) and the demo model with its classification head's output weights and bias x30 "
-            "(logits 30x sharper: needs >= 64 nodes). notebook = Captum LayerIntegratedGradients, Gauss-Legendre "
+            "Demo model (smooth) and the demo model with its classification head's output weights and bias x300 "
+            "(logits 300x sharper: a steep step along the path, over 64 nodes for 1%). notebook = Captum LayerIntegratedGradients, Gauss-Legendre "
             "50 steps, batch 2 (fixed: its error is what 50 steps give); doubling = pyattn's previous auto loop "
             "(Gauss-Legendre 8, 16, 32 ... fresh Captum call per try); one round each; nested = `pyattn.attribute(n_steps=\"auto\")` "
             f"({_nested_rule(completeness)} levels 5, 9, 17, 33 ..., fast attention). Evaluations = examples through the full model. " + _run_of(completeness),

@@ -58,12 +58,13 @@ __all__ = [
 AUTO_FIRST_STEPS = 5
 AUTO_MAX_STEPS = 513
 #: the default rule, chosen by measured completeness error per evaluation
-#: (benchmarks/results/attribution.md, its last table): on smooth
-#: integrands (the demo model, the base-shaped Longformer) Clenshaw-Curtis
-#: converges spectrally (1e-4 at 5 nodes where trapezoid doubling needs 17
-#: to 65 for 1%); on the demo model with logits sharpened 30x it needs 65
-#: nodes where trapezoid doubling needs 33 (a steep step mid-path, where
-#: Clenshaw-Curtis nodes are sparser). ``method="trapezoid"`` for such models.
+#: (benchmarks/results/attribution.md, its last table): on the base-shaped
+#: Longformer Clenshaw-Curtis reaches 1e-4 at 5 nodes where trapezoid
+#: doubling needs 17 or more for 1%; on the demo model, smooth or with logits
+#: sharpened 300x, it needs no more nodes than trapezoid doubling for 1%.
+#: (An earlier demo model, sharpened 30x, needed 65 where trapezoid needed
+#: 33: a steep step mid-path, where Clenshaw-Curtis nodes are sparser;
+#: ``method="trapezoid"`` remains for such paths.)
 DEFAULT_METHOD = "clenshaw-curtis"
 
 
