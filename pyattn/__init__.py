@@ -71,7 +71,7 @@ from pyattn.layers import (
     layer_attention_received,
     layer_to_dense,
 )
-from pyattn.attribution import Attribution, attribute, attribute_many, auto_batch_size
+from pyattn.attribution import Attribution, MemoryBudgetWarning, attribute, attribute_many, attribute_stream, auto_batch_size, parse_memory_budget
 from pyattn.attention import ModelAttention, attention, attention_from_inputs
 from pyattn.importance import head_gate_importance, load_head_importance, save_head_importance, taylor_importance
 from pyattn.demo import demo_documents, load_demo
@@ -98,6 +98,9 @@ __all__ = [
     "attention_views",
     "attribute",
     "attribute_many",
+    "attribute_stream",
+    "parse_memory_budget",
+    "MemoryBudgetWarning",
     "auto_batch_size",
     "band_to_dense",
     "bootstrap_means",

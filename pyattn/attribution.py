@@ -560,7 +560,7 @@ def batch_for_budget(model: torch.nn.Module, n_tokens: int, n_steps: int, allowa
     def predicted(batch: int) -> int:
         return predicted_step_bytes(model, n_tokens, batch, fast_attention, autocast)
 
-    fixed = predicted(0)  # the batch-independent part
+    fixed = predicted(0)  # 0 without autocast (the per-step constant counts from batch 1); the loops below settle rounding
     per_step = max(1, predicted(1) - fixed)
     batch = int(max(0, min(n_steps, (allowance - fixed) // per_step)))
     while batch < n_steps and predicted(batch + 1) <= allowance:  # rounding
@@ -1085,7 +1085,7 @@ def attribute(
     target:
         Class index to explain; None explains the predicted class.
     n_steps:
-        ``"auto"``: refine a nested rule level by level (9, 17, 33, ...
+        ``"auto"``: refine a nested rule level by level (5, 9, 17, 33, ...
         nodes, each level reusing every earlier node) until
         ``|delta| <= tol * |F(input) - F(baseline)|``, at most ``max_steps``
         nodes. An int: exactly that many nodes (Captum's ``n_steps``).

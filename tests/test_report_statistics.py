@@ -267,3 +267,23 @@ def test_index_shows_token_types_with_the_intervals_of_compares_table(compared):
     first = tokens.iloc[0]
     total = sum(float(np.sum(np.asarray(r["scores"])[np.asarray(r["tokens"]) == first["token"]])) for _, r in records.iterrows())
     assert first["sum"] == pytest.approx(total) and first["mean_over_all_documents"] == pytest.approx(total / len(records))
+
+
+def test_swapped_tables_are_refused():
+    """statistics_note takes (intervals, per_document), document_statistics
+    (per_document, intervals): swapping them would print a wrong note or an
+    empty table silently; both refuse in one line."""
+    import pandas as pd
+    import pytest
+
+    from pyattn.report.statistics import document_statistics, statistics_note
+    from pyattn.uncertainty import dataset_statistics
+
+    metrics = pd.DataFrame({"document": ["a", "b", "c"], "attention": "final", "mask": "all", "spearman_rho": [0.1, 0.3, 0.2]})
+    per_document, intervals = dataset_statistics(metrics, n_boot=50)
+    assert "all" in statistics_note(intervals, per_document, "all", "x")
+    assert len(document_statistics(per_document, intervals, "a", "all")) > 0
+    with pytest.raises(TypeError, match="swapped"):
+        statistics_note(per_document, intervals, "all", "x")
+    with pytest.raises(TypeError, match="swapped"):
+        document_statistics(intervals, per_document, "a", "all")

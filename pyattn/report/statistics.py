@@ -44,6 +44,14 @@ def _select(table, mask: str):
     return table[table["mask"] == mask] if "mask" in table.columns else table
 
 
+def _check_order(per_document, intervals, function: str) -> None:
+    """Refuse the two tables in the wrong order (they would give an empty
+    table or a wrong note, silently)."""
+    if "ci_low" in getattr(per_document, "columns", ()) and "ci_low" not in getattr(intervals, "columns", ()):
+        raise TypeError(f"{function}: the per-document table and the intervals table are swapped "
+                        "(the intervals table is the one with ci_low / ci_high)")
+
+
 def document_statistics(per_document, intervals, document, mask: str):
     """One document's statistics: one row per attention choice x metric.
 
@@ -86,6 +94,7 @@ def document_statistics(per_document, intervals, document, mask: str):
     >>> round(float(row["mean"]), 2), int(row["documents"])
     (0.2, 3)
     """
+    _check_order(per_document, intervals, "document_statistics")
     import pandas as pd
 
     from pyattn.similarity import METRICS
@@ -322,6 +331,7 @@ def statistics_note(intervals, per_document, mask: str, source: str) -> str:
     >>> print(statistics_note(means, positions, "all", "metrics.parquet"))  # doctest: +ELLIPSIS
     Token mask all; ... the smallest Holm-adjusted p-value possible is 30/100 = 0.3 > 0.05: no document can pass Holm at 0.05 (that needs n_perm >= 599). ...
     """
+    _check_order(per_document, intervals, "statistics_note")
     rows = _select(per_document, mask)
     convention = str(rows["attribution_as"].iloc[0]) if "attribution_as" in rows.columns and len(rows) else "magnitude"
     first = _select(intervals, mask)
