@@ -147,3 +147,17 @@ class PeakRSS:
         self._thread.join()
         self.peak = max(self.peak, self._rss())
         self.extra_bytes = self.peak - self.start
+
+
+def corpus_ids(tokenizer, n: int) -> list[int]:
+    """The first ``n`` token ids (no special tokens) of the demo training
+    corpus, documents concatenated: long documents for the base-shaped
+    benchmarks, tokenized by the demo tokenizer (ids < 50,265)."""
+    from pyattn.demo import demo_documents
+
+    ids: list[int] = []
+    for document in demo_documents("train"):
+        ids += tokenizer(document.text, add_special_tokens=False)["input_ids"]
+        if len(ids) >= n:
+            break
+    return ids[:n]

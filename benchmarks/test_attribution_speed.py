@@ -28,7 +28,7 @@ import pytest
 import torch
 
 import pyattn
-from attribution_baselines import PeakRSS, base_shaped_longformer, doubling_loop, notebook_method, sharpened
+from attribution_baselines import PeakRSS, base_shaped_longformer, corpus_ids, doubling_loop, notebook_method, sharpened
 from pyattn.demo import demo_documents, load_demo
 from pyattn.fast_attention import fast_attention_context
 
@@ -143,15 +143,8 @@ def test_rule_error_base_shaped(benchmark, rule):
     """The same on the base-shaped Longformer (random seeded weights): one
     document of 512 tokens (the first of benchmarks/test_cli_scale.py's
     corpus slice), up to 17 nodes."""
-    from pyattn.demo import demo_documents
-
     model, tokenizer = base_model(), demo()[1]
-    ids: list[int] = []
-    for document in demo_documents("train"):
-        ids += tokenizer(document.text, add_special_tokens=False)["input_ids"]
-        if len(ids) >= 510:
-            break
-    text = tokenizer.decode(ids[:510])
+    text = tokenizer.decode(corpus_ids(tokenizer, 510))
     benchmark.group = "rules-base-512"
 
     def run():

@@ -46,8 +46,8 @@ def _prepare() -> tuple[str, str]:
     import pandas as pd
 
     sys.path.insert(0, HERE)
-    from attribution_baselines import base_shaped_longformer
-    from pyattn.demo import demo_documents, load_demo
+    from attribution_baselines import base_shaped_longformer, corpus_ids
+    from pyattn.demo import load_demo
 
     _, tokenizer = load_demo()
     model = base_shaped_longformer(seed=0)
@@ -56,11 +56,7 @@ def _prepare() -> tuple[str, str]:
     os.makedirs(model_dir, exist_ok=True)
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
-    ids: list[int] = []
-    for document in demo_documents("train"):
-        ids += tokenizer(document.text, add_special_tokens=False)["input_ids"]
-        if len(ids) > sum(TOKENS):
-            break
+    ids = corpus_ids(tokenizer, sum(TOKENS))
     texts, start = [], 0
     for n in TOKENS:
         texts.append(tokenizer.decode(ids[start : start + n]))

@@ -570,19 +570,25 @@ def batch_for_budget(model: torch.nn.Module, n_tokens: int, n_steps: int, allowa
     return batch
 
 
-def auto_batch_size(model: torch.nn.Module, n_tokens: int, n_steps: int, device=None, fraction: float = 0.5) -> int:
-    """How many interpolation steps to run at once: :func:`predicted_step_bytes`
-    fitted into ``fraction`` of the device's free memory. At least 1, at most
+def auto_batch_size(model: torch.nn.Module, n_tokens: int, n_steps: int, device=None, memory_budget: int | str | None = None) -> int:
+    """The batch :func:`attribute` chooses for one document of ``n_tokens``
+    tokens and ``n_steps`` nodes: the largest whose predicted step fits in
+    ``memory_budget`` (None: :func:`default_memory_budget`) minus what the
+    process holds now (:func:`batch_for_budget`). At least 1, at most
     ``n_steps``.
 
     >>> import pyattn
     >>> model, _ = pyattn.load_demo()
     >>> 1 <= auto_batch_size(model, n_tokens=512, n_steps=16) <= 16
     True
+    >>> auto_batch_size(model, n_tokens=512, n_steps=16, memory_budget=1)  # not even one step fits: 1 anyway
+    1
     """
-    bytes_per_step = max(1, predicted_step_bytes(model, n_tokens, 1))
-    fit = int(_available_bytes(_resolve_device(device)) * fraction // bytes_per_step)
-    return max(1, min(n_steps, fit))
+    device = _resolve_device(device)
+    held = held_bytes(device)
+    budget = parse_memory_budget(memory_budget)
+    budget = default_memory_budget(device, held) if budget is None else budget
+    return max(1, batch_for_budget(model, n_tokens, n_steps, budget - held))
 
 
 # --------------------------------------------------------------------------- the path integral
