@@ -9,12 +9,13 @@ TORCH_CUDA_ARCH_LIST ?= 8.0;9.0
 CUDA_HOME ?= /usr/local/cuda
 
 PY := $(VENV)/bin/python
-SOURCES := setup.py pyproject.toml $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/*.cpp csrc/cuda/*.cu)
+SOURCES := setup.py pyproject.toml constraints.txt $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/*.cpp csrc/cuda/*.cu)
 
 .PHONY: demo test build bench bench-scale bench-attention cuda-check gpu-check clean
 
 # torch first (the CPU wheel on disk), then pyattn with its test extras,
-# built against that torch (no build isolation).
+# built against that torch (no build isolation), every other package at the
+# version in constraints.txt (the versions the tests passed with).
 $(VENV)/.torch:
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
@@ -22,8 +23,8 @@ $(VENV)/.torch:
 	touch $@
 
 $(VENV)/.built: $(VENV)/.torch $(SOURCES)
-	$(VENV)/bin/pip install -q ninja setuptools wheel
-	$(VENV)/bin/pip install -q --no-build-isolation -e ".[test]"
+	$(VENV)/bin/pip install -q -c constraints.txt ninja setuptools wheel numpy
+	$(VENV)/bin/pip install -q -c constraints.txt --no-build-isolation -e ".[test]"
 	touch $@
 
 build: $(VENV)/.built

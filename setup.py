@@ -14,7 +14,7 @@ import os
 import shutil
 import sys
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 try:
     import torch
@@ -113,7 +113,9 @@ def extensions():
 
 
 setup(
-    packages=find_packages(include=["pyattn", "pyattn.*"]),
+    # namespace discovery, so that data-only folders (the demo model) are
+    # packages too and setuptools has nothing to warn about
+    packages=find_namespace_packages(include=["pyattn", "pyattn.*"], exclude=["*.__pycache__"]),
     ext_modules=extensions(),
     cmdclass={"build_ext": BuildExtension.with_options(no_python_abi_suffix=True)},
 )

@@ -10,7 +10,7 @@ import torch
 
 import pyattn
 from pyattn.fast_attention import banded_self_attention, fast_attention_context, fast_longformer_attention
-from testing import sample_text, tiny_classifier, tiny_longformer, tiny_tokenizer
+from testing import assert_close_scaled, sample_text, tiny_classifier, tiny_longformer, tiny_tokenizer
 
 
 def _batch(dtype_model=None):
@@ -47,20 +47,23 @@ def _run(model, ids, attention_mask, global_mask, fast: bool, dtype=torch.float3
 @pytest.mark.parametrize("windows", [(4, 16, 8), (8, 8)])
 # float32 only: in float64 transformers' own gradients are NaN for padded
 # items (its float64 mask minimum becomes -inf in its float32 softmax)
-@pytest.mark.parametrize("dtype, atol", [(torch.float32, 1e-5)])
-def test_equal_to_transformers_outputs_and_gradients(windows, dtype, atol):
+@pytest.mark.parametrize("dtype", [torch.float32])
+def test_equal_to_transformers_outputs_and_gradients(windows, dtype):
     model = tiny_longformer(windows=windows, seed=5).to(dtype)
     ids, attention_mask, global_mask = _batch()
     reference, reference_input_grad, reference_grads = _run(model, ids, attention_mask, global_mask, fast=False, dtype=dtype)
     fast, fast_input_grad, fast_grads = _run(model, ids, attention_mask, global_mask, fast=True, dtype=dtype)
-    torch.testing.assert_close(fast.logits, reference.logits, atol=atol, rtol=0)
+    assert_close_scaled(fast.logits, reference.logits)
     for layer, (a, b) in enumerate(zip(fast.hidden_states, reference.hidden_states)):
-        torch.testing.assert_close(a, b, atol=atol, rtol=0, msg=lambda m: f"layer {layer}: {m}")
-    torch.testing.assert_close(fast_input_grad, reference_input_grad, atol=atol, rtol=0)
+        assert_close_scaled(a, b, msg=lambda m: f"layer {layer}: {m}")
+    assert_close_scaled(fast_input_grad, reference_input_grad)
     assert fast_grads.keys() == reference_grads.keys()
     assert any("query_global" in name for name in fast_grads)  # the global projections get their gradient
+    # a key bias's true gradient is zero (softmax cancels it): what is left is
+    # rounding of terms as large as the model's largest gradient
+    largest = max(float(g.abs().max()) for g in reference_grads.values())
     for name in reference_grads:
-        torch.testing.assert_close(fast_grads[name], reference_grads[name], atol=atol, rtol=0, msg=lambda m: f"{name}: {m}")
+        assert_close_scaled(fast_grads[name], reference_grads[name], msg=lambda m: f"{name}: {m}", scale=largest)
 
 
 def test_one_layer_without_global_tokens():
@@ -73,7 +76,7 @@ def test_one_layer_without_global_tokens():
     masked, is_global = mask < 0, mask > 0
     expected = module(hidden, attention_mask=mask, is_index_masked=masked, is_index_global_attn=is_global, is_global_attn=False)[0]
     got = banded_self_attention(module, hidden, mask, masked, is_global, False)
-    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+    assert_close_scaled(got, expected)
     assert float(got.detach()[1, 17:].abs().max()) == 0.0  # padding rows are zero, as in transformers
 
 
@@ -98,8 +101,8 @@ def test_global_rows_both_routes(n_global):
     (expected_grad,) = torch.autograd.grad((expected * torch.linspace(-1, 1, 32)).sum(), hidden)
     got = banded_self_attention(module, hidden, mask, masked, is_global, True)
     (got_grad,) = torch.autograd.grad((got * torch.linspace(-1, 1, 32)).sum(), hidden)
-    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
-    torch.testing.assert_close(got_grad, expected_grad, atol=1e-5, rtol=0)
+    assert_close_scaled(got, expected)
+    assert_close_scaled(got_grad, expected_grad)
 
 
 def test_weights_class_and_forward_untouched():

@@ -120,6 +120,25 @@ def sample_text(n_words: int, seed: int = 0) -> str:
     return " ".join(WORDS[i] for i in picks)
 
 
+
+def assert_close_scaled(actual, expected, ulps: float = 256, msg=None, scale: float | None = None):
+    """assert_close with the tolerance float32 error analysis gives two
+    computations of the same sums in different orders: each element may differ
+    by about (terms summed) x eps x (the magnitude of what is summed), so the
+    tolerance is ``ulps`` x eps(dtype) x max|expected| of the whole tensor
+    (relative, scaled to the values), not a fixed absolute number that a
+    tensor of large values misses by rounding alone. 256 eps is 3e-5 of the
+    largest value in float32: rounding stays far under it, while a real error
+    (a wrong mask, a dropped bias) moves values by percents. ``scale``
+    overrides max|expected| where the true value is zero and only rounding
+    is left (the gradient of a key bias, which softmax cancels): pass the
+    magnitude of the terms summed, e.g. the largest gradient of the model."""
+    expected = expected.detach()
+    if scale is None:
+        scale = float(expected.abs().max()) if expected.numel() else 0.0
+    atol = ulps * torch.finfo(expected.dtype).eps * max(scale, torch.finfo(expected.dtype).tiny)
+    torch.testing.assert_close(actual, expected, atol=atol, rtol=0, msg=msg)
+
 TOLERANCE = {
     torch.float32: dict(atol=1e-5, rtol=1e-5),
     torch.float64: dict(atol=1e-12, rtol=1e-12),
