@@ -326,9 +326,10 @@ def predicted_step_bytes(model: torch.nn.Module, n_tokens: int, batch: int = 1, 
         ``autocast`` still the half-precision weights).
     fast_attention : bool or None
         Longformer only: pyattn's banded attention (None: as ``attribute``
-        chooses, on unless ``autocast``).
+        chooses, on for Longformer models).
     autocast : bool
-        Under bfloat16/float16 autocast (transformers' attention).
+        Under bfloat16/float16 autocast (the float32 prediction, an upper
+        bound, plus the half-precision copies of the weights).
 
     Returns
     -------
@@ -351,7 +352,7 @@ def predicted_step_bytes(model: torch.nn.Module, n_tokens: int, batch: int = 1, 
     """
     config = model.config
     if fast_attention is None:
-        fast_attention = getattr(config, "attention_window", None) is not None and not autocast
+        fast_attention = getattr(config, "attention_window", None) is not None
     features = memory_features(config, n_tokens, bool(fast_attention))
     per_example = sum(MEMORY_COEFFICIENTS[name] * value for name, value in features.items())
     total = per_example * int(batch) + (MEMORY_COEFFICIENTS["step"] if batch else 0)
@@ -983,8 +984,6 @@ def attribute_stream(
 
     from pyattn.fast_attention import fast_attention_context, longformer_self_attentions
 
-    if fast_attention is None and autocast_dtype is not None:
-        fast_attention = False
     fast_active = bool(longformer_self_attentions(model)) if fast_attention is None else bool(fast_attention)
     with fast_attention_context(model, fast_attention):
         allowance = None
@@ -1126,7 +1125,8 @@ def attribute(
         (:func:`pyattn.fast_attention.fast_longformer_attention`), equal to
         transformers' to 1e-5 in float32 (outputs and gradients; tested) and
         several times faster on a CPU. None (default): on for Longformer
-        models in float32, off under ``autocast`` (not proven equal there).
+        models, under ``autocast`` too (there it is at least as close to the
+        float32 model as transformers' own attention under autocast; tested).
     memory_budget:
         The most memory the process may hold while attributing: bytes, or a
         string such as ``"6GB"`` or ``"500MB"``. On a CPU it is the

@@ -228,6 +228,8 @@ def attribute_command(args: argparse.Namespace) -> int:
         "id_column": args.id_column,
         "data": os.path.abspath(args.data) if os.path.exists(args.data) else args.data,
     }
+    if args.autocast:  # only when given, so stores made without it resume as before
+        settings["autocast"] = args.autocast
     try:
         ResultsStore.check_target(args.out, resume=args.resume, force=args.force)
         documents = load_documents(args.data, args.text_column, args.label_column, args.id_column)
@@ -259,6 +261,8 @@ def attribute_command(args: argparse.Namespace) -> int:
         return _fail(str(error))
     kwargs = {"n_steps": args.steps, "target": args.target, "max_length": args.max_length, "tol": args.tol,
               "internal_batch_size": args.batch_size, "device": args.device, "memory_budget": args.memory_budget}
+    if args.autocast:
+        kwargs["autocast"] = args.autocast
     try:
         if args.engine == "ray":
             from pyattn.ray_engine import RayRunError, RayUnavailable, run_attribution_ray
@@ -453,6 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
     attribute_parser.add_argument("--target", type=_positive_int("--target", 0), default=None, help="class to explain, from 0 (default: the predicted class)")
     attribute_parser.add_argument("--max-length", type=_positive_int("--max-length", 3), default=None, help="longest input in tokens, [CLS] and [SEP] included (at least 3)")
     attribute_parser.add_argument("--device", type=_device, default=None, help="cpu, cuda, cuda:1 ... (default: the GPU when there is one)")
+    attribute_parser.add_argument("--autocast", choices=["bfloat16", "float16"], default=None,
+                                  help="run the model under torch.autocast in this dtype (faster on a GPU; the completeness error against "
+                                       "the float32 model is stored too, as float32_relative_error); default: float32")
     attribute_parser.add_argument("--batch-size", type=_positive_int("--batch-size"), default=None, help="integration steps per forward pass, over all documents in it (default: as many as --memory-budget allows; given, it wins)")
     attribute_parser.add_argument("--memory-budget", type=_memory_budget, default=None,
                                   help='most memory the process may hold, e.g. 6GB or 500MB (default: min(6GB, held + half the available memory)); '

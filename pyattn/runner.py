@@ -397,6 +397,10 @@ def _record(document: Document, attribution, per_head, special_tokens, names: di
         "scores": [float(s) for s in attribution.scores],
         "delta": float(attribution.delta),
         "relative_error": float(attribution.relative_error),
+        # the dtype the model ran in, and the completeness error against the
+        # float32 model's own outputs (the same as relative_error in float32)
+        "compute_dtype": attribution.autocast_dtype or "float32",
+        "float32_relative_error": float(attribution.relative_error if attribution.float32_relative_error is None else attribution.float32_relative_error),
         "n_steps": int(attribution.n_steps),
         "model_evaluations": int(attribution.model_evaluations),
         "converged": bool(attribution.converged),

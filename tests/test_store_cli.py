@@ -69,7 +69,6 @@ def test_store_contents(uninterrupted):
     assert per_head.shape == (3, 4, len(row["tokens"])) and len(row["scores"]) == len(row["tokens"]) and row["converged"]
     # each record's scores are what attribute() gives for that text
     text = pd.read_csv(manifest["settings"]["data"]).set_index("doc").loc[row["doc_id"], "text"]
-    model, tokenizer = pyattn.load_demo()
     np.testing.assert_allclose(row["scores"], pyattn.attribute(model, tokenizer, text, device="cpu").scores, atol=1e-6)
 
 
@@ -236,7 +235,6 @@ def test_dataset_records_go_through_the_same_pipeline_as_explain(uninterrupted, 
     from pyattn.explain import compose
     from pyattn.runner import attribution_from_record, stored_attention
 
-    model, tokenizer = pyattn.load_demo()
     record = uninterrupted.records().iloc[0]
     text = pd.read_csv(data_csv).set_index("doc").loc[record["doc_id"], "text"]
     direct = pyattn.explain(model, tokenizer, text, rollout=False, faithfulness=False, device="cpu")
@@ -262,3 +260,23 @@ def test_shards_that_do_not_fit_together_are_one_line_store_error(tmp_path):
         ResultsStore.open(str(tmp_path / "run")).records()
     message = str(stop.value)
     assert "do not fit together" in message and "label" in message and "\n" not in message
+
+
+def test_autocast_is_recorded_with_both_completeness_errors(data_csv, tmp_path):
+    """--autocast bfloat16: each record names the dtype the model ran in and
+    carries the completeness error against the float32 model's own gap;
+    without it the two errors are one and the same."""
+    half, full = tmp_path / "half", tmp_path / "full"
+    assert main(["attribute", "--model", "demo", "--data", data_csv, "--out", str(half), "--id-column", "doc", "--device", "cpu",
+                 "--quiet", "--limit", "2", "--steps", "9", "--autocast", "bfloat16"]) == 0
+    assert main(["attribute", "--model", "demo", "--data", data_csv, "--out", str(full), "--id-column", "doc", "--device", "cpu",
+                 "--quiet", "--limit", "2", "--steps", "9"]) == 0
+    half_records, full_records = ResultsStore.open(half).records(), ResultsStore.open(full).records()
+    assert list(half_records["compute_dtype"]) == ["bfloat16"] * 2 and list(full_records["compute_dtype"]) == ["float32"] * 2
+    np.testing.assert_array_equal(full_records["float32_relative_error"], full_records["relative_error"])
+    for (_, record), (_, exact) in zip(half_records.iterrows(), full_records.iterrows()):
+        # the float32 error is measured against the float32 model's own gap
+        gap = np.sum(exact["scores"]) - exact["delta"]  # F(input) - F(baseline) of the float32 model
+        assert record["float32_relative_error"] == pytest.approx(abs(np.sum(record["scores"]) - gap) / abs(gap), abs=1e-5)
+    assert ResultsStore.open(half).manifest["settings"]["autocast"] == "bfloat16"
+    assert "autocast" not in ResultsStore.open(full).manifest["settings"]
