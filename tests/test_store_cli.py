@@ -278,5 +278,5 @@ def test_autocast_is_recorded_with_both_completeness_errors(data_csv, tmp_path):
         # the float32 error is measured against the float32 model's own gap
         gap = np.sum(exact["scores"]) - exact["delta"]  # F(input) - F(baseline) of the float32 model
         assert record["float32_relative_error"] == pytest.approx(abs(np.sum(record["scores"]) - gap) / abs(gap), abs=1e-5)
-    assert ResultsStore.open(half).manifest["settings"]["autocast"] == "bfloat16"
-    assert "autocast" not in ResultsStore.open(full).manifest["settings"]
+    assert ResultsStore.open(half).manifest()["settings"]["autocast"] == "bfloat16"
+    assert "autocast" not in ResultsStore.open(full).manifest()["settings"]
