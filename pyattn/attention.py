@@ -149,6 +149,18 @@ def check_band_rows(model, layer: int, band: torch.Tensor, global_attn: torch.Te
         _check_sums(model, layer, column_sums, slots[:, None, :].expand_as(column_sums), tolerance)
 
 
+def refuse_block_sparse(model) -> None:
+    """BigBird ``block_sparse`` returns an approximation padded to its block
+    size (rows summing to about 0.8), and transformers switches the model to
+    ``original_full`` by itself on short inputs: refused up front, at every
+    length (:class:`NotADistribution`)."""
+    if getattr(getattr(model, "config", None), "attention_type", None) == "block_sparse":
+        raise NotADistribution(
+            f"{type(model).__name__} runs BigBird block_sparse attention, which is not a distribution per token (rows padded to its "
+            "block size sum to about 0.8): call model.set_attention_type('original_full') to explain it with full attention"
+        )
+
+
 def _windows(model) -> list[int] | None:
     window = getattr(model.config, "attention_window", None)
     if window is None:
@@ -291,6 +303,7 @@ def attention_from_inputs(
     >>> attention_from_inputs(model, ids).received.per_layer.shape[:2]  # (L, B, N)
     torch.Size([3, 1])
     """
+    refuse_block_sparse(model)
     model.eval()
     if not is_longformer(model):
         use_eager_attention(model)  # sdpa returns no attention probabilities

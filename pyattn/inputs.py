@@ -334,6 +334,21 @@ def _same_pooled_position(model, tokenizer, ids: list[int], baseline: list[int])
     = eos), that one position gets the tokenizer's first special token that
     is not the pad (unk, mask, bos, eos, cls, sep). None: a one-line
     ValueError."""
+    pad = model.config.pad_token_id
+    fill = pooling_fill(model, tokenizer)
+    target = pooled_position(ids, pad)
+    baseline = [ids[i] if 0 < i < len(ids) - 1 and i > target else token for i, token in enumerate(baseline)]
+    if pooled_position(baseline, pad) != target:
+        baseline[target] = fill
+    return baseline
+
+
+def pooling_fill(model, tokenizer) -> int:
+    """For a last-non-pad classifier (:func:`pools_last_non_pad`): the id
+    the baseline gets at the pooled position when the pad would move it,
+    the tokenizer's first special token that is not the model's pad (unk,
+    mask, bos, eos, cls, sep). A one-line ValueError when the model has no
+    ``config.pad_token_id`` or every special token is the pad."""
     name = type(model).__name__
     pad = getattr(model.config, "pad_token_id", None)
     if pad is None:
@@ -341,18 +356,14 @@ def _same_pooled_position(model, tokenizer, ids: list[int], baseline: list[int])
             f"{name} has no config.pad_token_id: it then pools at the last position and refuses batches of more than one; "
             "set model.config.pad_token_id to the tokenizer's pad token id"
         )
-    target = pooled_position(ids, pad)
-    baseline = [ids[i] if 0 < i < len(ids) - 1 and i > target else token for i, token in enumerate(baseline)]
-    if pooled_position(baseline, pad) != target:
-        candidates = (tokenizer.unk_token_id, tokenizer.mask_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.cls_token_id, tokenizer.sep_token_id)
-        fill = next((c for c in candidates if c is not None and c != pad), None)
-        if fill is None:
-            raise ValueError(
-                f"{name} pools at the last token that is not its pad token (id {pad}), and every special token of the tokenizer is that "
-                "pad token: a [PAD] baseline would be read at another position; give the tokenizer an unk or pad token of its own"
-            )
-        baseline[target] = fill
-    return baseline
+    candidates = (tokenizer.unk_token_id, tokenizer.mask_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.cls_token_id, tokenizer.sep_token_id)
+    fill = next((c for c in candidates if c is not None and c != pad), None)
+    if fill is None:
+        raise ValueError(
+            f"{name} pools at the last token that is not its pad token (id {pad}), and every special token of the tokenizer is that "
+            "pad token: a [PAD] baseline would be read at another position; give the tokenizer an unk or pad token of its own"
+        )
+    return int(fill)
 
 
 def encode(model: torch.nn.Module, tokenizer, text: str, max_length: int | None = None) -> EncodedDocument:

@@ -213,11 +213,15 @@ def check_model(model, tokenizer, name: str = "the model") -> None:
     classifier of at least 2 classes, sigmoid of a multi-label one, raw
     output of a regression head), or a tokenizer whose ids do not fit the
     model's vocabulary."""
-    from pyattn.inputs import output_kind
+    from pyattn.attention import refuse_block_sparse
+    from pyattn.inputs import output_kind, pooling_fill, pools_last_non_pad
 
     config = model.config
     try:
         output_kind(model)
+        if pools_last_non_pad(model):
+            pooling_fill(model, tokenizer)
+        refuse_block_sparse(model)  # every record holds attention
     except ValueError as error:
         raise ModelError(f"{name}: {error}") from None
     vocab = int(getattr(config, "vocab_size", 0) or 0)
@@ -361,12 +365,17 @@ def resolve_labels(documents: Sequence[Document], model, column: str | None = "l
     ...
     pyattn.dataset.DataError: row 0 (id 'a'): label 5 is out of range: the model has 2 classes, 0..1
     """
+    from pyattn.inputs import output_kind
+
     classes = int(model.config.num_labels)
     label2id = {str(k): int(v) for k, v in (getattr(model.config, "label2id", None) or {}).items()}
+    regression = output_kind(model) == "raw"
     resolved = []
     for document in documents:
         label = document.label
         where = f"row {document.index} (id {document.doc_id!r})"
+        if regression and label is not None and column is not None:
+            raise DataError(f"{where}: the model has a regression head, whose labels are not classes; pass --label-column '' to run without labels")
         if label is None and column is not None and skip_reason(document) is None:
             raise DataError(f"{where}: no label in column {column!r}; fill it in, or pass --label-column '' to run without labels")
         if isinstance(label, str):
