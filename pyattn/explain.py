@@ -300,8 +300,10 @@ class Explanation:
     def __repr__(self) -> str:
         a = self.attribution
         return (
-            f"Explanation({len(self.tokens)} tokens, predicted {self._prediction()}, "
-            f"completeness error {a.relative_error:.2%}, views {list(self.attention)})"
+            f"Explanation({len(self.tokens)} tokens, "
+            + (f"raw output {self.output_value:.4g}" if a.output == "raw" else
+               f"predicted {self.label_name(self.predicted_label)!r} {'sigmoid ' if a.output == 'sigmoid' else ''}p={self.output_value:.3f}")
+            + f", completeness error {a.relative_error:.2%}, views {list(self.attention)})"
         )
 
 
