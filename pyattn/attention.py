@@ -92,6 +92,75 @@ def use_eager_attention(model) -> None:
         model.set_attn_implementation("eager")
 
 
+class NotADistribution(ValueError):
+    """A layer's attention is not one probability distribution per token (rows
+    that do not sum to 1 on the positions used, or a shape other than the
+    input's), so attention received would be meaningless: refused."""
+
+
+def _row_tolerance(dtype: torch.dtype) -> float:
+    return 1e-3 if dtype in (torch.float32, torch.float64) else 3e-2
+
+
+def _refuse_rows(model, layer: int, detail: str) -> None:
+    name = type(model).__name__
+    hint = ""
+    if getattr(model.config, "attention_type", None) == "block_sparse":
+        hint = " (BigBird block_sparse approximates attention over padded blocks: model.set_attention_type('original_full') explains it exactly)"
+    raise NotADistribution(f"{name}'s attention is not a distribution per token: layer {layer} {detail}{hint}")
+
+
+def check_full_rows(model, layer: int, probabilities: torch.Tensor, n_tokens: int, attention_mask: torch.Tensor | None) -> None:
+    """Refuse (:class:`NotADistribution`) a full attention ``(B, H, N, N)``
+    whose shape is not the input's or whose rows of the tokens used
+    (``attention_mask`` 1) do not sum to 1."""
+    if probabilities.dim() != 4 or tuple(probabilities.shape[-2:]) != (n_tokens, n_tokens):
+        _refuse_rows(model, layer, f"has shape {tuple(probabilities.shape)}, expected (B, H, {n_tokens}, {n_tokens})")
+    sums = probabilities.detach().float().sum(-1)  # (B, H, N)
+    used = torch.ones_like(sums, dtype=torch.bool) if attention_mask is None else attention_mask.bool()[:, None, :].expand_as(sums)
+    _check_sums(model, layer, sums, used, _row_tolerance(probabilities.dtype))
+
+
+def _check_sums(model, layer: int, sums: torch.Tensor, used: torch.Tensor, tolerance: float) -> None:
+    error = (sums - 1).abs().masked_fill(~used, 0)
+    if error.numel() and float(error.max()) > tolerance:
+        b, h, i = (int(k) for k in torch.unravel_index(error.argmax(), error.shape))
+        _refuse_rows(model, layer, f"head {h}: the row of token {i} sums to {float(sums[b, h, i]):.4f}, not 1")
+
+
+def check_band_rows(model, layer: int, band: torch.Tensor, global_attn: torch.Tensor | None, global_mask: torch.Tensor | None,
+                    attention_mask: torch.Tensor | None) -> None:
+    """Longformer: refuse (:class:`NotADistribution`) a band ``(B, H, N, X + w + 1)``
+    whose rows of used non-global tokens do not sum to 1, or global attention
+    ``(B, H, N_pad, X)`` whose columns of each item's global tokens do not."""
+    n = band.shape[2]
+    tolerance = _row_tolerance(band.dtype)
+    sums = band.detach().float().sum(-1)  # (B, H, N)
+    used = torch.ones(sums.shape[0], n, dtype=torch.bool, device=sums.device)
+    if attention_mask is not None:
+        used &= attention_mask[:, :n].bool().to(used.device)
+    if global_mask is not None:
+        used &= ~global_mask[:, :n].bool().to(used.device)  # their rows are in global_attn
+    _check_sums(model, layer, sums, used[:, None, :].expand_as(sums), tolerance)
+    if global_attn is not None and global_mask is not None:
+        column_sums = global_attn.detach().float().sum(-2)  # (B, H, X)
+        counts = global_mask.sum(-1).to(column_sums.device)  # (B,)
+        slots = torch.arange(column_sums.shape[-1], device=column_sums.device)[None, :] < counts[:, None]
+        _check_sums(model, layer, column_sums, slots[:, None, :].expand_as(column_sums), tolerance)
+
+
+def refuse_block_sparse(model) -> None:
+    """BigBird ``block_sparse`` returns an approximation padded to its block
+    size (rows summing to about 0.8), and transformers switches the model to
+    ``original_full`` by itself on short inputs: refused up front, at every
+    length (:class:`NotADistribution`)."""
+    if getattr(getattr(model, "config", None), "attention_type", None) == "block_sparse":
+        raise NotADistribution(
+            f"{type(model).__name__} runs BigBird block_sparse attention, which is not a distribution per token (rows padded to its "
+            "block size sum to about 0.8): call model.set_attention_type('original_full') to explain it with full attention"
+        )
+
+
 def _windows(model) -> list[int] | None:
     window = getattr(model.config, "attention_window", None)
     if window is None:
@@ -165,6 +234,7 @@ class _StreamingHooks:
     layer's band to attention received, then swap in placeholders."""
 
     def __init__(self, model, n_tokens: int, global_attention_mask, head_importance, per_head: bool):
+        self.model = model
         self.layers = model.base_model.encoder.layer
         self.n = n_tokens
         self.mask = global_attention_mask
@@ -172,6 +242,7 @@ class _StreamingHooks:
         self.per_head = per_head
         self.received: list[torch.Tensor | None] = [None] * len(self.layers)
         self.handles = []
+        self.attention_mask = None  # rows of these tokens must sum to 1
 
     def __enter__(self):
         for index, layer in enumerate(self.layers):
@@ -183,11 +254,14 @@ class _StreamingHooks:
             handle.remove()
 
     def _hook(self, index: int):
+        module_model = self.model
+
         def hook(module, args, output):
             if len(output) < 2:
                 return output
             band = output[1].transpose(1, 2)[:, :, : self.n]  # (B, H, N, X + w + 1)
             global_attn = output[2].transpose(2, 3) if len(output) > 2 else None  # (B, H, N_pad, X)
+            check_band_rows(module_model, index, band, global_attn, self.mask, self.attention_mask)
             weights = None if self.weights is None else self.weights[index].to(band.device)
             if self.per_head:
                 received = attention_received(band, global_attn, self.mask)
@@ -229,6 +303,7 @@ def attention_from_inputs(
     >>> attention_from_inputs(model, ids).received.per_layer.shape[:2]  # (L, B, N)
     torch.Size([3, 1])
     """
+    refuse_block_sparse(model)
     model.eval()
     if not is_longformer(model):
         use_eager_attention(model)  # sdpa returns no attention probabilities
@@ -252,6 +327,7 @@ def attention_from_inputs(
         if windows is None:
             raise ValueError(f"stream=True needs Longformer's banded attention; {type(model).__name__} has full attention")
         with _StreamingHooks(model, input_ids.shape[1], global_attention_mask, weights, per_head) as hooks:
+            hooks.attention_mask = kwargs.get("attention_mask")
             output = model(**kwargs)
         received = AttentionReceived(torch.stack(hooks.received), head_weighted=weights is not None, per_head=per_head)
         return ModelAttention(received, global_attention_mask, windows, output.logits)
@@ -260,8 +336,13 @@ def attention_from_inputs(
     if output.attentions is None:
         raise ValueError(f"{type(model).__name__} returned no attentions with output_attentions=True")
     if windows is not None:
+        for layer, band in enumerate(output.attentions):
+            global_attn = output.global_attentions[layer] if output.global_attentions is not None else None
+            check_band_rows(model, layer, band, global_attn, global_attention_mask, kwargs.get("attention_mask"))
         received = layer_attention_received(output.attentions, output.global_attentions, global_attention_mask, weights, per_head)
         return ModelAttention(received, global_attention_mask, windows, output.logits, output.attentions, output.global_attentions)
+    for layer, probabilities in enumerate(output.attentions):  # one distribution per used row, or refused
+        check_full_rows(model, layer, probabilities, input_ids.shape[1], kwargs.get("attention_mask"))
     received = full_attention_received(output.attentions, weights, per_head, kwargs.get("attention_mask"))
     return ModelAttention(received, None, None, output.logits, output.attentions, None)
 

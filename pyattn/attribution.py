@@ -4,7 +4,10 @@ quadrature that reuses every evaluation, and convergence that means
 convergence.
 
 Integrated gradients is complete: the attributions sum to
-``F(input) - F(baseline)`` for the target class's probability. The gap between
+``F(input) - F(baseline)``, F the model's own output for the target: the
+class's softmax probability for a single-label classifier, the label's
+sigmoid for a multi-label one (``problem_type="multi_label_classification"``),
+the raw output for a regression head (``Attribution.output`` names which). The gap between
 the two, ``delta``, measures how well the path integral was approximated.
 ``converged`` is True exactly when ``|delta| <= tol * |F(input) - F(baseline)|``,
 for a fixed number of steps as for ``n_steps="auto"``.
@@ -37,7 +40,7 @@ import numpy as np
 import torch
 
 from pyattn import quadrature
-from pyattn.inputs import embedding_layer, encode
+from pyattn.inputs import embedding_layer, encode, model_output, output_kind
 
 __all__ = [
     "Attribution",
@@ -91,12 +94,19 @@ class Attribution:
     tokens : list of str, length N
     input_ids : list of int, length N
     scores : numpy.ndarray, shape (N,), float64
-    probabilities : numpy.ndarray, shape (C,)
+    outputs : numpy.ndarray, shape (C,)
+        F of every class on the input: what ``output`` names.
     predicted_label, target : int
     delta : float
         ``sum(scores) - output_gap``, the completeness error.
     output_gap : float
-        ``p(target | input) - p(target | baseline)``.
+        ``F(input) - F(baseline)`` for the target.
+    output : str
+        What F is: ``"softmax"`` (class probabilities), ``"sigmoid"`` (one
+        probability per label, multi-label heads) or ``"raw"`` (the
+        regression head's output, not a probability); see
+        :func:`pyattn.inputs.output_kind`. ``probabilities`` is ``outputs``
+        for the first two and refused for ``"raw"``.
     n_steps, model_evaluations : int
     converged : bool
     truncated_tokens : int
@@ -117,7 +127,7 @@ class Attribution:
     tokens: list[str]
     input_ids: list[int]
     scores: np.ndarray
-    probabilities: np.ndarray  # (C,) softmax of the model on the input
+    outputs: np.ndarray  # (C,) F of the model on the input (softmax, sigmoid or raw: see output)
     predicted_label: int
     target: int
     delta: float  # sum(scores) - (F(input) - F(baseline)), target class
@@ -136,6 +146,15 @@ class Attribution:
     autocast_dtype: str | None = None  # "bfloat16"/"float16" when run under autocast
     float32_output_gap: float | None = None  # under autocast: F(input) - F(baseline) in float32
     seconds: float = float("nan")
+    output: str = "softmax"  # what F is: "softmax", "sigmoid" (multi-label) or "raw" (regression)
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        """``outputs`` when they are probabilities (``output`` softmax or
+        sigmoid); a regression head's raw outputs are refused (ValueError)."""
+        if self.output == "raw":
+            raise ValueError("this model has a regression head: its outputs are raw values, not probabilities (read .outputs)")
+        return self.outputs
 
     @property
     def scores_l2_normalised(self) -> np.ndarray:
@@ -146,7 +165,7 @@ class Attribution:
     @property
     def relative_error(self) -> float:
         """Completeness error: |delta| / |F(input) - F(baseline)| (inf when
-        the gap is 0)."""
+        the gap is 0, and then ``converged`` is False)."""
         return abs(self.delta) / abs(self.output_gap) if self.output_gap else float("inf")
 
     @property
@@ -226,6 +245,8 @@ def _check_arguments(model, n_steps, method, tol, max_steps, max_length, target,
         raise ValueError(f"max_length must be None or an int >= 3 ([CLS] + one token + [SEP]), got {max_length!r}")
     if internal_batch_size is not None and not (_is_int(internal_batch_size) and internal_batch_size >= 1):
         raise ValueError(f"internal_batch_size must be None (fit to memory) or a positive int, got {internal_batch_size!r}")
+    if getattr(model, "config", None) is not None:
+        output_kind(model)  # a head pyattn cannot explain: one line, before any work
     num_classes = getattr(getattr(model, "config", None), "num_labels", None)
     if target is not None:
         if not _is_int(target) or int(target) < 0 or (num_classes is not None and int(target) >= num_classes):
@@ -612,8 +633,9 @@ class _PathIntegrand:
         self.target = target
         self.autocast_dtype = autocast_dtype
         self.device = device
+        self.output = output_kind(model)  # what F is
         self.forward_examples = 0
-        self.endpoints: dict[float, np.ndarray] = {}  # alpha -> (C,) probabilities
+        self.endpoints: dict[float, np.ndarray] = {}  # alpha -> (C,) outputs F
         self.embedded_input, self.embedded_baseline = self._embed()
         self.difference = self.embedded_input - self.embedded_baseline
 
@@ -657,12 +679,12 @@ class _PathIntegrand:
         return _evaluate_group([(self, list(alphas))])[0]
 
     def plain_forward(self, autocast: bool = True) -> np.ndarray:
-        """Softmax of the model on (input, baseline), (2, C), one no-grad forward."""
+        """F of the model on (input, baseline), (2, C), one no-grad forward."""
         ids = torch.cat([self.document.input_ids, self.document.baseline_ids])
         with torch.no_grad(), (self._autocast() if autocast else nullcontext()):
             logits = self.model(**self._model_kwargs(2, ids)).logits
         self.forward_examples += 2
-        return logits.float().softmax(-1).cpu().numpy()
+        return model_output(logits, self.output).cpu().numpy()
 
     def run_endpoints(self) -> None:
         """F(input) and F(baseline) by a plain forward (for rules without the ends)."""
@@ -725,7 +747,7 @@ def _evaluate_group(parts: Sequence[tuple[_PathIntegrand, list[float]]]) -> list
     try:
         with torch.enable_grad(), first._autocast():
             logits = first.model(**_group_kwargs(parts)).logits
-        probabilities = logits.float().softmax(-1)
+        probabilities = model_output(logits, first.output)  # F: softmax, sigmoid or raw
         objective = []
         start = 0
         for integrand, alphas in parts:
@@ -826,7 +848,8 @@ class _DocumentRun:
         self.gap = integrand.gap()
         self.delta = float(self.scores[: self.n_tokens].sum()) - self.gap
         self.tries.append((self.steps, abs(self.delta)))
-        self.converged = abs(self.delta) <= self.tol * abs(self.gap)
+        # a gap of 0 has no relative error to speak of: never converged
+        self.converged = self.gap != 0 and abs(self.delta) <= self.tol * abs(self.gap)
         if self.nested and self.levels and not (self.converged and self.n_steps == "auto"):
             self._start_level(self.levels.pop(0))
         else:
@@ -861,7 +884,7 @@ class _DocumentRun:
             tokens=document.tokens,
             input_ids=document.input_ids[0].tolist(),
             scores=final.astype(np.float64),
-            probabilities=np.asarray(probabilities, dtype=np.float32),
+            outputs=np.asarray(probabilities, dtype=np.float32),
             predicted_label=int(np.argmax(probabilities)),
             target=target,
             delta=self.delta,
@@ -880,6 +903,7 @@ class _DocumentRun:
             autocast_dtype=None if integrand.autocast_dtype is None else str(integrand.autocast_dtype).replace("torch.", ""),
             float32_output_gap=float32_gap,
             seconds=time.perf_counter() - self.start_time,
+            output=integrand.output,
         )
 
 
@@ -1161,7 +1185,8 @@ def attribute(
     (True, True)
 
     Completeness, from first principles: the scores sum to the change of
-    the target's probability from the baseline to the input, up to
+    the target's probability (``result.output``: softmax for this
+    single-label classifier) from the baseline to the input, up to
     ``delta``.
 
     >>> document = encode(model, tokenizer, "a compiler for a typed language")

@@ -171,8 +171,23 @@ class Explanation:
 
     @property
     def probability(self) -> float:
-        """The model's probability of its predicted class."""
+        """The model's probability of its predicted class (softmax, or the
+        label's sigmoid for a multi-label head); a regression head's raw
+        output is refused (ValueError): read :attr:`output_value`."""
         return float(self.attribution.probabilities[self.predicted_label])
+
+    @property
+    def output_value(self) -> float:
+        """F of the predicted class on the input, whatever the head:
+        ``attribution.output`` names it (softmax, sigmoid or raw)."""
+        return float(self.attribution.outputs[self.predicted_label])
+
+    def _prediction(self) -> str:
+        """``label (p = 0.912)``, ``label (sigmoid p = 0.912)`` or ``output 1.234`` (regression)."""
+        kind = self.attribution.output
+        if kind == "raw":
+            return f"output {self.output_value:.4g} (regression head: raw output, not a probability)"
+        return f"{self.label_name(self.predicted_label)} ({'sigmoid ' if kind == 'sigmoid' else ''}p = {self.output_value:.3f})"
 
     # -- token tables -------------------------------------------------------
     def supporting(self, k: int = 10):
@@ -226,8 +241,9 @@ class Explanation:
         """
         a = self.attribution
         facts = {
-            "predicted": f"{self.label_name(self.predicted_label)} (p = {self.probability:.3f})",
+            "predicted": self._prediction(),
             "explained class": self.label_name(a.target),
+            "explained output F": {"softmax": "softmax probability", "sigmoid": "sigmoid probability of the label", "raw": "raw output"}[a.output],
             "integration steps": f"{a.n_steps} ({a.model_evaluations} model evaluations)",
             "completeness error": f"{a.relative_error:.2%} ({'converged' if a.converged else 'NOT converged'} at tolerance)",
             "similarity": f"attributions as {self.attribution_as}; token masks: {', '.join(self.masks)}",
@@ -284,8 +300,10 @@ class Explanation:
     def __repr__(self) -> str:
         a = self.attribution
         return (
-            f"Explanation({len(self.tokens)} tokens, predicted {self.label_name(self.predicted_label)!r} "
-            f"p={self.probability:.3f}, completeness error {a.relative_error:.2%}, views {list(self.attention)})"
+            f"Explanation({len(self.tokens)} tokens, "
+            + (f"raw output {self.output_value:.4g}" if a.output == "raw" else
+               f"predicted {self.label_name(self.predicted_label)!r} {'sigmoid ' if a.output == 'sigmoid' else ''}p={self.output_value:.3f}")
+            + f", completeness error {a.relative_error:.2%}, views {list(self.attention)})"
         )
 
 

@@ -23,7 +23,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from pyattn.inputs import EncodedDocument, encode, position_ids_for
+from pyattn.inputs import EncodedDocument, encode, model_output, output_kind, position_ids_for
 from pyattn.similarity import top_k_count
 
 __all__ = ["faithfulness", "DEFAULT_PERCENTS"]
@@ -59,7 +59,7 @@ def _probabilities(model, document: EncodedDocument, variants: list[list[int]], 
             global_mask = torch.zeros_like(ids)
             global_mask[:, 0] = 1
             kwargs["global_attention_mask"] = global_mask.to(device)
-        out.append(model(**kwargs).logits.float().softmax(-1)[:, target].cpu().numpy())
+        out.append(model_output(model(**kwargs).logits, output_kind(model))[:, target].cpu().numpy())  # F as attribute integrates it
     return np.concatenate(out)
 
 
@@ -185,7 +185,7 @@ def faithfulness(
                 index.append((name, draw, percent, k))
     device = next(model.parameters()).device
     with torch.no_grad():
-        full = model(**{key: value.to(device) for key, value in document.forward_kwargs().items()}).logits.float().softmax(-1)[0]
+        full = model_output(model(**{key: value.to(device) for key, value in document.forward_kwargs().items()}).logits, output_kind(model))[0]
     if target is None:
         target = int(full.argmax())
     if not 0 <= int(target) < full.shape[0]:

@@ -17,7 +17,17 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["EncodedDocument", "encode", "position_ids_for", "is_longformer", "embedding_layer", "TruncationWarning"]
+__all__ = [
+    "EncodedDocument",
+    "encode",
+    "position_ids_for",
+    "is_longformer",
+    "embedding_layer",
+    "TruncationWarning",
+    "output_kind",
+    "model_output",
+    "pools_last_non_pad",
+]
 
 
 class TruncationWarning(UserWarning):
@@ -46,6 +56,100 @@ def is_longformer(model: torch.nn.Module) -> bool:
     (True, False)
     """
     return getattr(getattr(model, "config", None), "model_type", None) == "longformer"
+
+
+#: What F, the function of the logits pyattn explains, can be (see :func:`output_kind`).
+OUTPUT_KINDS = ("softmax", "sigmoid", "raw")
+
+
+def output_kind(model: torch.nn.Module) -> str:
+    """What the model's head outputs, read from its config as transformers'
+    own loss reads it: ``"sigmoid"`` (one independent probability per label)
+    for ``problem_type="multi_label_classification"``, ``"raw"`` (the output
+    itself, not a probability) for ``problem_type="regression"`` or for one
+    output with no problem_type, ``"softmax"`` (class probabilities) for a
+    single-label classifier of at least 2 classes.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A Hugging Face sequence classifier (its ``config``).
+
+    Returns
+    -------
+    str
+        One of ``"softmax"``, ``"sigmoid"``, ``"raw"``.
+
+    Raises
+    ------
+    ValueError
+        A single-label classifier of one class (its softmax is always 1),
+        or a problem_type transformers does not know.
+
+    Examples
+    --------
+    >>> from transformers import BertConfig, BertForSequenceClassification
+    >>> def head(**config):
+    ...     return output_kind(BertForSequenceClassification(BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16, **config)))
+    >>> head(num_labels=3), head(num_labels=3, problem_type="multi_label_classification"), head(num_labels=1)
+    ('softmax', 'sigmoid', 'raw')
+    """
+    config = getattr(model, "config", None)
+    problem = getattr(config, "problem_type", None)
+    labels = int(getattr(config, "num_labels", 2) or 0)
+    name = type(model).__name__
+    if problem == "multi_label_classification":
+        return "sigmoid"
+    if problem == "regression" or (problem is None and labels == 1):
+        return "raw"
+    if problem not in (None, "single_label_classification"):
+        raise ValueError(f"{name} has config.problem_type {problem!r}: expected single_label_classification, multi_label_classification or regression")
+    if labels < 2:
+        raise ValueError(
+            f"{name} is a single-label classifier of {labels} class: its softmax is always 1, so there is nothing to explain "
+            "(a one-output regression head needs problem_type='regression')"
+        )
+    return "softmax"
+
+
+def model_output(logits: torch.Tensor, kind: str) -> torch.Tensor:
+    """F of every output, ``(B, C)`` float32 from ``(B, C)`` logits: softmax
+    over the classes, the sigmoid of each label, or the raw outputs
+    (``kind`` as :func:`output_kind` returns it).
+
+    >>> model_output(torch.tensor([[0.0, 0.0]]), "softmax"), model_output(torch.tensor([[0.0, 2.0]]), "raw")
+    (tensor([[0.5000, 0.5000]]), tensor([[0., 2.]]))
+    """
+    logits = logits.float()
+    if kind == "softmax":
+        return logits.softmax(-1)
+    if kind == "sigmoid":
+        return logits.sigmoid()
+    if kind == "raw":
+        return logits
+    raise ValueError(f"output kind must be one of {', '.join(OUTPUT_KINDS)}, got {kind!r}")
+
+
+def pools_last_non_pad(model: torch.nn.Module) -> bool:
+    """Whether the classifier pools at the last token that is not its pad
+    token, as transformers' decoder classifiers (GPT-2, Llama, Qwen2,
+    Mistral, ... ``*ForSequenceClassification`` with a ``score`` head) find
+    it from ``input_ids == config.pad_token_id``.
+
+    >>> from pyattn import load_demo
+    >>> pools_last_non_pad(load_demo()[0])  # Longformer pools at [CLS]
+    False
+    """
+    return type(model).__name__.endswith("ForSequenceClassification") and isinstance(getattr(model, "score", None), torch.nn.Linear)
+
+
+def pooled_position(input_ids: list[int], pad_token_id: int | None) -> int:
+    """The position a last-non-pad classifier pools at (transformers' rule:
+    the rightmost id that is not the pad id, 0 when every id is pad)."""
+    if pad_token_id is None:
+        return len(input_ids) - 1
+    positions = [i for i, token in enumerate(input_ids) if token != pad_token_id]
+    return positions[-1] if positions else 0
 
 
 def _embeddings_module(model: torch.nn.Module) -> torch.nn.Module | None:
@@ -134,6 +238,9 @@ class EncodedDocument:
     input_ids : torch.Tensor, shape (1, N), int64
     baseline_ids : torch.Tensor, shape (1, N), int64
         ``[CLS] pad ... pad [SEP]``: the reference input of Integrated Gradients.
+        A classifier that pools at the last non-pad token (GPT-2, Llama, ...)
+        gets a baseline it pools at the same position as the input (see
+        :func:`encode`).
     attention_mask : torch.Tensor, shape (1, N), int64
     position_ids : torch.Tensor, shape (1, N), int64
         As the model builds them (see :func:`position_ids_for`).
@@ -218,10 +325,60 @@ def default_max_length(model: torch.nn.Module, tokenizer=None) -> int:
     return limit
 
 
+def _same_pooled_position(model, tokenizer, ids: list[int], baseline: list[int]) -> list[int]:
+    """The baseline of a last-non-pad classifier, changed so that the model
+    pools it at the position it pools the input at (else F(baseline) would
+    be read at another token than the path integral reads it): text positions
+    after the input's pooled one keep the input's (pad) ids; when the input
+    pools at a text token and the baseline there is the model's pad id (pad
+    = eos), that one position gets the tokenizer's first special token that
+    is not the pad (unk, mask, bos, eos, cls, sep). None: a one-line
+    ValueError."""
+    pad = model.config.pad_token_id
+    fill = pooling_fill(model, tokenizer)
+    target = pooled_position(ids, pad)
+    baseline = [ids[i] if 0 < i < len(ids) - 1 and i > target else token for i, token in enumerate(baseline)]
+    if pooled_position(baseline, pad) != target:
+        baseline[target] = fill
+    return baseline
+
+
+def pooling_fill(model, tokenizer) -> int:
+    """For a last-non-pad classifier (:func:`pools_last_non_pad`): the id
+    the baseline gets at the pooled position when the pad would move it,
+    the tokenizer's first special token that is not the model's pad (unk,
+    mask, bos, eos, cls, sep). A one-line ValueError when the model has no
+    ``config.pad_token_id`` or every special token is the pad."""
+    name = type(model).__name__
+    pad = getattr(model.config, "pad_token_id", None)
+    if pad is None:
+        raise ValueError(
+            f"{name} has no config.pad_token_id: it then pools at the last position and refuses batches of more than one; "
+            "set model.config.pad_token_id to the tokenizer's pad token id"
+        )
+    candidates = (tokenizer.unk_token_id, tokenizer.mask_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.cls_token_id, tokenizer.sep_token_id)
+    fill = next((c for c in candidates if c is not None and c != pad), None)
+    if fill is None:
+        raise ValueError(
+            f"{name} pools at the last token that is not its pad token (id {pad}), and every special token of the tokenizer is that "
+            "pad token: a [PAD] baseline would be read at another position; give the tokenizer an unk or pad token of its own"
+        )
+    return int(fill)
+
+
 def encode(model: torch.nn.Module, tokenizer, text: str, max_length: int | None = None) -> EncodedDocument:
     """Encode one text for attribution and attention: ``[CLS] text [SEP]`` with
     CLS global for Longformer. Truncation is reported (a
     :class:`TruncationWarning` and ``truncated_tokens``), never silent.
+
+    Classifiers that pool at the last token that is not their pad token
+    (:func:`pools_last_non_pad`: GPT-2, Llama, Qwen2, Mistral) must pool the
+    baseline where they pool the input, so that F(baseline) is the model's
+    own output on ``baseline_ids``: when pad = eos the input pools at its
+    last text token, and that one position of the baseline gets the
+    tokenizer's unk token (or another special token that is not the pad)
+    instead of the pad. A tokenizer whose special tokens are all the pad, or
+    a model without ``config.pad_token_id``, is refused (ValueError).
 
     Parameters
     ----------
@@ -281,7 +438,10 @@ def encode(model: torch.nn.Module, tokenizer, text: str, max_length: int | None 
         text_ids = text_ids[:kept]
     ids = [cls_id, *text_ids, sep_id]
     input_ids = torch.tensor([ids])
-    baseline_ids = torch.tensor([[cls_id] + [pad_id] * len(text_ids) + [sep_id]])
+    baseline = [cls_id] + [pad_id] * len(text_ids) + [sep_id]
+    if pools_last_non_pad(model):
+        baseline = _same_pooled_position(model, tokenizer, ids, baseline)
+    baseline_ids = torch.tensor([baseline])
     attention_mask = torch.ones_like(input_ids)
     global_attention_mask = None
     if is_longformer(model):

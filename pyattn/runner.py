@@ -208,16 +208,22 @@ def quiet_transformers() -> None:
 
 
 def check_model(model, tokenizer, name: str = "the model") -> None:
-    """Refuse a model pyattn cannot explain: no classification head of at
-    least two classes, or a tokenizer whose ids do not fit the model's
-    vocabulary."""
+    """Refuse a model pyattn cannot explain: a head whose output F is not
+    defined (:func:`pyattn.inputs.output_kind`: softmax of a single-label
+    classifier of at least 2 classes, sigmoid of a multi-label one, raw
+    output of a regression head), or a tokenizer whose ids do not fit the
+    model's vocabulary."""
+    from pyattn.attention import refuse_block_sparse
+    from pyattn.inputs import output_kind, pooling_fill, pools_last_non_pad
+
     config = model.config
-    labels = int(getattr(config, "num_labels", 0) or 0)
-    if getattr(config, "problem_type", None) == "regression" or labels < 2:
-        raise ModelError(
-            f"{name} has a single-output (regression) head ({labels} output); pyattn explains a class probability "
-            "and needs a classifier with at least 2 classes"
-        )
+    try:
+        output_kind(model)
+        if pools_last_non_pad(model):
+            pooling_fill(model, tokenizer)
+        refuse_block_sparse(model)  # every record holds attention
+    except ValueError as error:
+        raise ModelError(f"{name}: {error}") from None
     vocab = int(getattr(config, "vocab_size", 0) or 0)
     if vocab and len(tokenizer) > vocab:
         raise ModelError(
@@ -359,12 +365,17 @@ def resolve_labels(documents: Sequence[Document], model, column: str | None = "l
     ...
     pyattn.dataset.DataError: row 0 (id 'a'): label 5 is out of range: the model has 2 classes, 0..1
     """
+    from pyattn.inputs import output_kind
+
     classes = int(model.config.num_labels)
     label2id = {str(k): int(v) for k, v in (getattr(model.config, "label2id", None) or {}).items()}
+    regression = output_kind(model) == "raw"
     resolved = []
     for document in documents:
         label = document.label
         where = f"row {document.index} (id {document.doc_id!r})"
+        if regression and label is not None and column is not None:
+            raise DataError(f"{where}: the model has a regression head, whose labels are not classes; pass --label-column '' to run without labels")
         if label is None and column is not None and skip_reason(document) is None:
             raise DataError(f"{where}: no label in column {column!r}; fill it in, or pass --label-column '' to run without labels")
         if isinstance(label, str):
@@ -404,7 +415,9 @@ def _record(document: Document, attribution, per_head, special_tokens, names: di
         "n_steps": int(attribution.n_steps),
         "model_evaluations": int(attribution.model_evaluations),
         "converged": bool(attribution.converged),
-        "probabilities": [float(p) for p in attribution.probabilities],
+        # F of every class on the input, and what F is (softmax, sigmoid or raw)
+        "output": attribution.output,
+        "outputs": [float(p) for p in attribution.outputs],
         "predicted_label": int(attribution.predicted_label),
         "predicted_label_name": names.get(int(attribution.predicted_label)),
         "target": int(attribution.target),
@@ -441,7 +454,8 @@ def process_document(model, tokenizer, document: Document, attribute_kwargs: dic
         One record: ``doc_id``, ``index``, ``label`` and its name,
         ``text_sha1``, ``tokens`` and ``input_ids`` (N), ``scores`` (the
         attribution, N), ``delta``, ``relative_error``, ``n_steps``,
-        ``model_evaluations``, ``converged``, ``probabilities`` (C), predicted
+        ``model_evaluations``, ``converged``, ``output`` (what F is:
+        softmax, sigmoid or raw) and ``outputs`` (F of each class, C), predicted
         and target class and names, ``truncated_tokens``, ``attention_shape``
         ``[L, H, N]`` and ``attention_per_head`` (flat, float32), and
         ``metrics`` (JSON rows of :func:`pyattn.explain.compose`'s similarity
@@ -508,7 +522,8 @@ def attribution_from_record(record):
         tokens=list(record["tokens"]),
         input_ids=[int(i) for i in record["input_ids"]],
         scores=scores,
-        probabilities=np.asarray(record["probabilities"], dtype=np.float64),
+        # stores written before pyattn named F kept softmax probabilities as "probabilities"
+        outputs=np.asarray(record["outputs"] if "outputs" in record else record["probabilities"], dtype=np.float64),
         predicted_label=int(record["predicted_label"]),
         target=int(record["target"]),
         delta=delta,
@@ -517,6 +532,7 @@ def attribution_from_record(record):
         model_evaluations=int(record["model_evaluations"]),
         converged=bool(record["converged"]),
         truncated_tokens=int(record["truncated_tokens"]),
+        output=str(record["output"]) if "output" in record else "softmax",
     )
 
 

@@ -323,10 +323,13 @@ def _check_targets(target, logits: torch.Tensor) -> torch.Tensor:
     return targets
 
 
-def _explained(logits: torch.Tensor, targets: torch.Tensor, output: str) -> torch.Tensor:
+def _explained(logits: torch.Tensor, targets: torch.Tensor, output: str, kind: str = "softmax") -> torch.Tensor:
     """Sum over the batch of each item's explained quantity (items are
-    independent, so each gets its own gradient)."""
-    values = logits.softmax(-1) if output == "probability" else logits
+    independent, so each gets its own gradient): the model's probability
+    (``kind``: softmax, or sigmoid for a multi-label head) or the logit."""
+    from pyattn.inputs import model_output
+
+    values = model_output(logits, kind) if output == "probability" else logits
     return values.gather(1, targets[:, None]).sum()
 
 
@@ -354,7 +357,9 @@ def single_pass_from_inputs(
         class.
     output:
         What is explained: ``"probability"`` (the target class's softmax
-        probability, as :func:`pyattn.attribute` integrates it) or
+        probability, or its sigmoid for a multi-label head, as
+        :func:`pyattn.attribute` integrates it; regression heads are
+        refused) or
         ``"logit"`` (its logit, as Chefer et al.'s reference code
         differentiates it).
     model_kwargs:
@@ -378,8 +383,13 @@ def single_pass_from_inputs(
     """
     from pyattn.attention import default_global_attention_mask
 
+    from pyattn.inputs import output_kind
+
     if output not in ("probability", "logit"):
         raise ValueError(f'output must be "probability" or "logit", got {output!r}')
+    kind = output_kind(model)
+    if kind == "raw":
+        raise ValueError(f"{type(model).__name__} has a regression head (a raw output, not class probabilities): single_pass explains a class; use pyattn.attribute")
     model.eval()
     device = next(model.parameters()).device
     if input_ids.dim() == 1:
@@ -421,7 +431,7 @@ def single_pass_from_inputs(
                 with _LongformerHooks(model, N, global_attention_mask) as hooks:
                     result = model(**kwargs)
                     targets = _check_targets(target, result.logits.detach())
-                    explained = _explained(result.logits, targets, output)
+                    explained = _explained(result.logits, targets, output, kind)
                     (embedded["grad"],) = torch.autograd.grad(explained, [embedded["value"]])
                 missing = [index for index, value in enumerate(hooks.signed) if value is None]
                 if missing:
@@ -432,7 +442,7 @@ def single_pass_from_inputs(
                 if result.attentions is None or any(a is None for a in result.attentions):
                     raise ValueError(f"{type(model).__name__} returned no attention probabilities: load it with attn_implementation=\"eager\"")
                 targets = _check_targets(target, result.logits.detach())
-                explained = _explained(result.logits, targets, output)
+                explained = _explained(result.logits, targets, output, kind)
                 *grads, embedded["grad"] = torch.autograd.grad(explained, [*result.attentions, embedded["value"]])
                 signed, positive, rollout = _FullAttention.reduce(result.attentions, grads, N)
     finally:
@@ -494,7 +504,9 @@ def single_pass(
     kwargs = document.forward_kwargs()
     global_mask = kwargs.pop("global_attention_mask", None)
     out = single_pass_from_inputs(model, global_attention_mask=global_mask, target=target, output=output, **kwargs)
-    probabilities = out.logits[0].float().softmax(-1).cpu().double().numpy()
+    from pyattn.inputs import model_output, output_kind
+
+    probabilities = model_output(out.logits[:1], output_kind(model))[0].cpu().double().numpy()  # softmax, or sigmoid per label
     as_numpy = lambda t: t.detach().cpu().double().numpy()  # noqa: E731
     return SinglePass(
         tokens=document.tokens,

@@ -167,7 +167,7 @@ def test_any_classifier_runs_from_the_cli(kind, models, data, tmp_path, capsys):
 # ------------------------------------ 2. models that cannot be explained as asked
 BAD_MODELS = [
     ("no_head", [], "no trained classification head"),
-    ("regression", [], "single-output (regression) head"),
+    ("regression", [], "regression head, whose labels are not classes"),  # without labels it runs: tests/test_model_zoo.py
     ("no_tokenizer", [], "has no tokenizer files"),
     ("vocab_mismatch", [], "do not belong together"),
     ("truncated", [], "cannot load model"),

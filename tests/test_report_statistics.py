@@ -40,7 +40,7 @@ def records_for(documents: int, seed: int, first: int = 0) -> list[dict]:
         tokens = ["<s>"] + ["Ġ" + WORDS[j] for j in rng.integers(0, len(WORDS), words)] + ["</s>"]
         n = len(tokens)
         scores = rng.normal(size=n)
-        attribution = Attribution(tokens=tokens, input_ids=list(range(n)), scores=scores, probabilities=np.array([0.3, 0.7]),
+        attribution = Attribution(tokens=tokens, input_ids=list(range(n)), scores=scores, outputs=np.array([0.3, 0.7]),
                                   predicted_label=1, target=1, delta=0.0, output_gap=float(scores.sum()), n_steps=16,
                                   model_evaluations=16, converged=True, truncated_tokens=0)
         per_head = rng.gamma(2.0, size=(2, 3, n))

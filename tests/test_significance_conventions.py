@@ -120,7 +120,7 @@ def test_the_per_document_object_follows_the_convention(tmp_path):
     rng = np.random.default_rng(12)
     tokens = ["<s>"] + [f"Ġw{i}" for i in range(30)] + ["</s>"]
     scores = rng.normal(size=len(tokens))
-    attribution = Attribution(tokens=tokens, input_ids=list(range(len(tokens))), scores=scores, probabilities=np.array([0.4, 0.6]),
+    attribution = Attribution(tokens=tokens, input_ids=list(range(len(tokens))), scores=scores, outputs=np.array([0.4, 0.6]),
                               predicted_label=1, target=1, delta=0.0, output_gap=float(scores.sum()), n_steps=8, model_evaluations=8,
                               converged=True, truncated_tokens=0)
     per_head = rng.gamma(2.0, size=(2, 3, len(tokens)))
