@@ -69,6 +69,7 @@ def test_store_contents(uninterrupted):
     assert per_head.shape == (3, 4, len(row["tokens"])) and len(row["scores"]) == len(row["tokens"]) and row["converged"]
     # each record's scores are what attribute() gives for that text
     text = pd.read_csv(manifest["settings"]["data"]).set_index("doc").loc[row["doc_id"], "text"]
+    model, tokenizer = pyattn.load_demo()
     np.testing.assert_allclose(row["scores"], pyattn.attribute(model, tokenizer, text, device="cpu").scores, atol=1e-6)
 
 
@@ -235,6 +236,7 @@ def test_dataset_records_go_through_the_same_pipeline_as_explain(uninterrupted, 
     from pyattn.explain import compose
     from pyattn.runner import attribution_from_record, stored_attention
 
+    model, tokenizer = pyattn.load_demo()
     record = uninterrupted.records().iloc[0]
     text = pd.read_csv(data_csv).set_index("doc").loc[record["doc_id"], "text"]
     direct = pyattn.explain(model, tokenizer, text, rollout=False, faithfulness=False, device="cpu")
