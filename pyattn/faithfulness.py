@@ -25,6 +25,7 @@ import torch
 
 from pyattn.inputs import EncodedDocument, encode, position_ids_for
 from pyattn.similarity import top_k_count
+from pyattn._model_state import preserving
 
 __all__ = ["faithfulness", "DEFAULT_PERCENTS"]
 
@@ -63,6 +64,7 @@ def _probabilities(model, document: EncodedDocument, variants: list[list[int]], 
     return np.concatenate(out)
 
 
+@preserving()
 def faithfulness(
     model,
     tokenizer,
