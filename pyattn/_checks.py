@@ -84,7 +84,7 @@ def head_importance_tensor(value: Any, name: str = "head_importance") -> torch.T
     >>> head_importance_tensor([[0.5, float("nan")]])
     Traceback (most recent call last):
     ...
-    ValueError: head_importance holds 1 non-finite value(s) (NaN or inf); it must be finite and >= 0 (it scales attention)
+    ValueError: head_importance holds 1 non-finite value(s) (NaN or inf); it must be finite and non-negative (it scales attention)
     """
     if isinstance(value, torch.Tensor):
         if value.is_meta:
@@ -102,9 +102,9 @@ def head_importance_tensor(value: Any, name: str = "head_importance") -> torch.T
         tensor = torch.from_numpy(array.copy())
     finite = torch.isfinite(tensor)
     if not finite.all():
-        raise ValueError(f"{name} holds {int((~finite).sum())} non-finite value(s) (NaN or inf); it must be finite and >= 0 (it scales attention)")
+        raise ValueError(f"{name} holds {int((~finite).sum())} non-finite value(s) (NaN or inf); it must be finite and non-negative (it scales attention)")
     if tensor.numel() and float(tensor.min()) < 0:
-        raise ValueError(f"{name} holds negative value(s) (min {float(tensor.min()):g}); it must be >= 0 (it scales attention)")
+        raise ValueError(f"{name} holds negative value(s) (min {float(tensor.min()):g}); it must be finite and non-negative (it scales attention)")
     return tensor
 
 

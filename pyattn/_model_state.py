@@ -28,8 +28,8 @@ turns (each gets what it gets alone: the hooks pyattn puts on the model's
 layers would otherwise see the other thread's forward passes). A call made
 from inside another on the same thread (``explain`` calls ``attribute``)
 joins the outer one, which alone restores. A generator entry point
-(:func:`pyattn.attribute_stream`) holds the model until it is exhausted or
-closed.
+(:func:`pyattn.attribute_stream`) holds the lock only while it computes (not
+while it waits at a ``yield``) and restores the model when it ends.
 """
 
 from __future__ import annotations
@@ -111,8 +111,9 @@ def _models_own(hook) -> bool:
 class _Snapshot:
     """What pyattn may change, noted on entry; :meth:`restore` puts it back."""
 
-    def __init__(self, model) -> None:
+    def __init__(self, model, keep_globals: bool = True) -> None:
         self.model = model if isinstance(model, torch.nn.Module) else None
+        self.keep_globals = keep_globals
         self.grad_enabled = torch.is_grad_enabled()
         self.deterministic = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
         self.num_threads = torch.get_num_threads()
@@ -133,11 +134,14 @@ class _Snapshot:
             parameter.grad = None
 
     def restore(self) -> None:
-        torch.set_grad_enabled(self.grad_enabled)
-        torch.use_deterministic_algorithms(self.deterministic[0], warn_only=self.deterministic[1])
-        if torch.get_num_threads() != self.num_threads:
-            torch.set_num_threads(self.num_threads)
-        torch.set_default_dtype(self.default_dtype)
+        if self.keep_globals:
+            torch.set_grad_enabled(self.grad_enabled)
+            if (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()) != self.deterministic:
+                torch.use_deterministic_algorithms(self.deterministic[0], warn_only=self.deterministic[1])
+            if torch.get_num_threads() != self.num_threads:
+                torch.set_num_threads(self.num_threads)
+            if torch.get_default_dtype() != self.default_dtype:
+                torch.set_default_dtype(self.default_dtype)
         if self.model is None:
             return
         # Hook ids are unique across modules: those removed from the dicts of
@@ -174,6 +178,31 @@ class _Snapshot:
 
 
 @contextmanager
+def _turn(model, gradients: bool) -> Iterator[bool]:
+    """Hold ``model``'s lock for one stretch of work (gradients on if asked);
+    yields whether this is the outermost pyattn call on the model."""
+    lock = _model_lock(model) if isinstance(model, torch.nn.Module) else None
+    if lock is not None:
+        lock.lock.acquire()
+    try:
+        outermost = lock is None or lock.depth == 0
+        if lock is not None:
+            lock.depth += 1
+        try:
+            with ExitStack() as stack:
+                if gradients:
+                    stack.enter_context(torch.inference_mode(False))
+                    stack.enter_context(torch.enable_grad())
+                yield outermost
+        finally:
+            if lock is not None:
+                lock.depth -= 1
+    finally:
+        if lock is not None:
+            lock.lock.release()
+
+
+@contextmanager
 def preserved(model, gradients: bool = False) -> Iterator[None]:
     """Run a block with ``model`` to itself and leave it, and torch's global
     state, as found (see the module docstring).
@@ -197,42 +226,47 @@ def preserved(model, gradients: bool = False) -> Iterator[None]:
     >>> model.training, model.weight.grad.tolist(), len(model._forward_hooks)
     (True, [[1.0, 1.0]], 0)
     """
-    lock = _model_lock(model) if isinstance(model, torch.nn.Module) else None
-    if lock is not None:
-        lock.lock.acquire()
-    try:
-        if lock is not None and lock.depth > 0:  # inside another pyattn call on this thread: it restores
-            lock.depth += 1
-            try:
-                with ExitStack() as stack:
-                    if gradients:
-                        stack.enter_context(torch.inference_mode(False))
-                        stack.enter_context(torch.enable_grad())
-                    yield
-            finally:
-                lock.depth -= 1
-            return
-        snapshot = _Snapshot(model)
-        if lock is not None:
-            lock.depth += 1
+    with _turn(model, gradients) as outermost:
+        snapshot = _Snapshot(model) if outermost else None  # a call inside another: the outer one restores
         try:
-            with ExitStack() as stack:
-                if gradients:
-                    stack.enter_context(torch.inference_mode(False))
-                    stack.enter_context(torch.enable_grad())
-                yield
+            yield
         finally:
-            if lock is not None:
-                lock.depth -= 1
-            snapshot.restore()
+            if snapshot is not None:
+                snapshot.restore()
+
+
+def _preserved_generator(function: Callable, model, gradients: bool, args, kwargs):
+    """A generator entry point: the model is noted at its first step and put
+    back when it ends (exhausted, closed, or failed); the lock (and grad
+    mode) are held only while it computes, never while it waits at a
+    ``yield``, so an abandoned generator blocks no one. torch's global
+    state is not restored here (the end may come at any time, from any
+    thread): pyattn does not change it."""
+    inner = function(*args, **kwargs)
+    snapshot = None
+    try:
+        while True:
+            with _turn(model, gradients) as outermost:
+                if snapshot is None and outermost and isinstance(model, torch.nn.Module):
+                    snapshot = _Snapshot(model, keep_globals=False)
+                try:
+                    value = next(inner)
+                except StopIteration:
+                    return
+            yield value
     finally:
-        if lock is not None:
-            lock.lock.release()
+        with _turn(model, False):
+            try:
+                inner.close()
+            finally:
+                if snapshot is not None:
+                    snapshot.restore()
 
 
 def preserving(gradients: bool = False, argument: str = "model") -> Callable:
     """Decorator: run the function inside :func:`preserved` of its ``model``
-    argument (a generator function: for as long as it runs).
+    argument (a generator function: from its first step to its end, holding
+    the model only while it computes).
 
     Examples
     --------
@@ -257,8 +291,7 @@ def preserving(gradients: bool = False, argument: str = "model") -> Callable:
 
             @functools.wraps(function)
             def generator(*args, **kwargs):
-                with preserved(model_of(args, kwargs), gradients):
-                    yield from function(*args, **kwargs)
+                return (yield from _preserved_generator(function, model_of(args, kwargs), gradients, args, kwargs))
 
             return generator
 

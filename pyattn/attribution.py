@@ -27,6 +27,7 @@ nodes and weights; the tests check it):
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from contextlib import nullcontext
@@ -1236,7 +1237,9 @@ def attribute_many(
             ("max_length", None), ("internal_batch_size", None), ("device", None))})
     results: list[Attribution | None] = [None] * len(texts)
     with tqdm(total=len(texts), desc="attributing", unit="doc", disable=not progress) as bar:
-        for index, result in attribute_stream(model, tokenizer, texts, targets, group=group, **kwargs):
-            results[index] = result
-            bar.update(1)
+        stream = attribute_stream(model, tokenizer, texts, targets, group=group, **kwargs)
+        with contextlib.closing(stream):
+            for index, result in stream:
+                results[index] = result
+                bar.update(1)
     return results

@@ -186,6 +186,7 @@ def faithfulness(
                 variants.append(_variant(document, top, mode, mask_id))  # only the top k
                 index.append((name, draw, percent, k))
     device = next(model.parameters()).device
+    model.eval()  # no dropout: the model's own probabilities (its training flag is put back on the way out)
     with torch.no_grad():
         full = model(**{key: value.to(device) for key, value in document.forward_kwargs().items()}).logits.float().softmax(-1)[0]
     if target is None:

@@ -34,6 +34,7 @@ the documents where you want them.
 from __future__ import annotations
 
 import hashlib
+import contextlib
 import json
 import math
 import os
@@ -664,9 +665,10 @@ def _attributed_records(model, tokenizer, documents, sizes, attribute_kwargs: di
         warnings.simplefilter("ignore", TruncationWarning)  # recorded in truncated_tokens
         stream = attribute_stream(model, tokenizer, [d.text for d in documents], targets, group=group,
                                   on_progress_for=lambda i: bar.within(sizes[i], key=documents[i].doc_id), **kwargs)
-        for index, result in stream:
-            document = documents[index]
-            yield document, sizes[index], record_of(model, tokenizer, document, result, attribute_kwargs.get("max_length"), names)
+        with contextlib.closing(stream):  # ended here, also when a record fails: the model is put back now
+            for index, result in stream:
+                document = documents[index]
+                yield document, sizes[index], record_of(model, tokenizer, document, result, attribute_kwargs.get("max_length"), names)
 
 
 @preserving(gradients=True)
