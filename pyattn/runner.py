@@ -1114,6 +1114,7 @@ def report_results(store: ResultsStore, out: str | None = None, head_importance=
         _check_attribution_as(attribution_as)
     if isinstance(significance, bool) or not isinstance(significance, int) or significance < 0:
         raise ValueError(f"significance must be a number of permutations >= 0 (0: none), got {significance!r}")
+    weights = None if head_importance is None else head_importance_tensor(head_importance).numpy()  # finite, >= 0: before any file
     mask = "no_special" if special_tokens else "all"
     out = out or os.path.join(store.path, "reports")
     check_report_dir(out)
@@ -1123,7 +1124,6 @@ def report_results(store: ResultsStore, out: str | None = None, head_importance=
     os.makedirs(out, exist_ok=True)
     open(os.path.join(out, REPORT_MARKER), "w").close()
     names = {int(k): v for k, v in (label_names or {}).items()} if isinstance(label_names, dict) else dict(enumerate(label_names or []))
-    weights = None if head_importance is None else head_importance_tensor(head_importance).numpy()  # finite, >= 0
 
     # The dataset statistics first: every page shows the document among the others.
     per_document, intervals, why = (None, None, f"p-values asked of `pyattn report` ({significance} permutations)") if significance else \
