@@ -185,6 +185,8 @@ def _check_new_file(path: str, force: bool, suffixes: tuple[str, ...], flag: str
         raise _Refused(f"{flag} {path!r} must end in {' or '.join(suffixes)}")
     if os.path.isdir(path):
         raise _Refused(f"{flag} {path!r} is a folder; give a file name")
+    if os.path.basename(path).lower() in suffixes:
+        raise _Refused(f"{flag} {path!r} has no name before {os.path.basename(path)!r}; give a name such as importance{suffixes[0]}")
     if os.path.exists(path) and not force:
         raise _Refused(f"{flag} {path} exists; pass --force to overwrite it")
     parent = os.path.dirname(os.path.abspath(path))

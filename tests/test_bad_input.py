@@ -390,6 +390,8 @@ def test_attribute_refuses_a_foreign_folder(models, data, tmp_path, capsys):
     ("wrong.txt", None, "must end in .pt or .npy"),
     ("missing-dir/i.pt", None, "does not exist"),
     ("folder.pt", "dir", "is a folder"),
+    (".pt", None, "has no name before '.pt'"),  # issue 17
+    (".npy", None, "has no name before '.npy'"),
 ])
 def test_importance_out_checked_before_computing(name, make, message, data, tmp_path, capsys):
     target = tmp_path / name

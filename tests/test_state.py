@@ -432,3 +432,22 @@ def test_an_abandoned_stream_blocks_no_one_and_puts_the_model_back_when_closed()
     assert not other.is_alive() and len(out) == 1, "the other thread was not blocked"
     stream.close()
     assert_same(before, model_state(model), "after the stream was closed")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("entry", ["attribute", "explain", "single_pass"])
+def test_a_call_on_another_device_moves_the_model_back(entry):
+    """device="cuda" for a model on the CPU: the work runs on the GPU, the
+    model (and the user's .grad) is back on the CPU afterwards, and the
+    scores are the CPU ones up to float32 rounding."""
+    model, tokenizer, _ = user_model("bert")
+    model.eval()
+    before = model_state(model)
+    calls = {
+        "attribute": lambda device: pyattn.attribute(model, tokenizer, TEXT, device=device, **STEPS).scores,
+        "explain": lambda device: pyattn.explain(model, tokenizer, TEXT, device=device, faithfulness=False, **STEPS).attribution.scores,
+        "single_pass": lambda device: pyattn.single_pass(model, tokenizer, TEXT, device=device).gradient_x_input,
+    }
+    on_gpu = calls[entry]("cuda")
+    assert_same(before, model_state(model), f"{entry} on cuda")
+    np.testing.assert_allclose(on_gpu, calls[entry]("cpu"), rtol=1e-3, atol=1e-6)
