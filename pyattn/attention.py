@@ -30,6 +30,8 @@ from pyattn.layers import (
     layer_to_dense,
 )
 from pyattn.ops import attention_received
+from pyattn._checks import require_mask, require_token_ids
+from pyattn._model_state import preserving
 
 __all__ = ["ModelAttention", "attention_from_inputs", "attention", "default_global_attention_mask", "use_eager_attention"]
 
@@ -229,6 +231,15 @@ class ModelAttention:
         return full
 
 
+def _check_model_inputs(model, input_ids, attention_mask=None, global_attention_mask=None) -> None:
+    """Token ids an integer tensor inside the model's vocabulary, masks
+    integer tensors of the same shape: one line naming the argument."""
+    require_token_ids("input_ids", input_ids, getattr(getattr(model, "config", None), "vocab_size", None))
+    shape = tuple(input_ids.shape) if input_ids.dim() == 2 else (1, input_ids.shape[0])
+    require_mask("attention_mask", attention_mask, shape)
+    require_mask("global_attention_mask", global_attention_mask, shape)
+
+
 class _StreamingHooks:
     """Forward hooks on each Longformer self-attention module: reduce the
     layer's band to attention received, then swap in placeholders."""
@@ -279,6 +290,7 @@ class _StreamingHooks:
         return hook
 
 
+@preserving()
 @torch.no_grad()
 def attention_from_inputs(
     model: torch.nn.Module,
@@ -304,6 +316,7 @@ def attention_from_inputs(
     torch.Size([3, 1])
     """
     refuse_block_sparse(model)
+    _check_model_inputs(model, input_ids, attention_mask, global_attention_mask)
     model.eval()
     if not is_longformer(model):
         use_eager_attention(model)  # sdpa returns no attention probabilities

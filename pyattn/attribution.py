@@ -30,6 +30,7 @@ nodes and weights; the tests check it):
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from contextlib import nullcontext
@@ -40,7 +41,8 @@ import numpy as np
 import torch
 
 from pyattn import quadrature
-from pyattn.inputs import embedding_layer, encode, model_output, output_kind
+from pyattn._model_state import preserving
+from pyattn.inputs import default_max_length, embedding_layer, encode, model_output, output_kind
 
 __all__ = [
     "Attribution",
@@ -60,6 +62,11 @@ __all__ = [
 #: levels (2 and 3 nodes) are evaluated on the way but never trusted.
 AUTO_FIRST_STEPS = 5
 AUTO_MAX_STEPS = 513
+MAX_STEPS = 4096
+"""The most integration nodes ``n_steps`` and ``max_steps`` may ask for (as
+the CLI's ``--steps``): far beyond what the completeness error needs (the
+base-shaped benchmarks converge to 1% by 129), and refused above this at once
+rather than run for days."""
 #: the default rule, chosen by measured completeness error per evaluation
 #: (benchmarks/results/attribution.md, its last table): on the base-shaped
 #: Longformer Clenshaw-Curtis reaches 1e-4 at 5 nodes where trapezoid
@@ -228,8 +235,8 @@ def _is_int(value) -> bool:
 def _check_arguments(model, n_steps, method, tol, max_steps, max_length, target, internal_batch_size, device) -> torch.device:
     """Range checks for :func:`attribute`, before any work: one ValueError
     naming the argument, its value and what is allowed."""
-    if n_steps != "auto" and not (_is_int(n_steps) and n_steps >= 1):
-        raise ValueError(f'n_steps must be "auto" or a positive int, got {n_steps!r}')
+    if n_steps != "auto" and not (_is_int(n_steps) and 1 <= n_steps <= MAX_STEPS):
+        raise ValueError(f'n_steps must be "auto" or an int 1..{MAX_STEPS}, got {n_steps!r}')
     if method not in quadrature.METHODS:
         raise ValueError(f"method must be one of {', '.join(quadrature.METHODS)}; got {method!r}")
     if n_steps == "auto" and method not in quadrature.NESTED_METHODS:
@@ -239,10 +246,14 @@ def _check_arguments(model, n_steps, method, tol, max_steps, max_length, target,
         )
     if isinstance(tol, bool) or not isinstance(tol, (int, float, np.floating)) or not math.isfinite(tol) or tol <= 0:
         raise ValueError(f"tol must be a finite number > 0 (a relative completeness error, e.g. 0.01), got {tol!r}")
-    if not (_is_int(max_steps) and max_steps >= 2):
-        raise ValueError(f"max_steps must be an int >= 2, got {max_steps!r}")
+    if not (_is_int(max_steps) and 2 <= max_steps <= MAX_STEPS):
+        raise ValueError(f"max_steps must be an int 2..{MAX_STEPS}, got {max_steps!r}")
     if max_length is not None and not (_is_int(max_length) and max_length >= 3):
         raise ValueError(f"max_length must be None or an int >= 3 ([CLS] + one token + [SEP]), got {max_length!r}")
+    if max_length is not None and hasattr(getattr(model, "config", None), "max_position_embeddings") and max_length > default_max_length(model):
+        positions = default_max_length(model)
+        raise ValueError(f"max_length {max_length} is over the model's limit of {positions} tokens (its position embeddings); "
+                         f"use max_length <= {positions} or None")
     if internal_batch_size is not None and not (_is_int(internal_batch_size) and internal_batch_size >= 1):
         raise ValueError(f"internal_batch_size must be None (fit to memory) or a positive int, got {internal_batch_size!r}")
     if getattr(model, "config", None) is not None:
@@ -907,6 +918,7 @@ class _DocumentRun:
         )
 
 
+@preserving(gradients=True)
 def attribute_stream(
     model: torch.nn.Module,
     tokenizer,
@@ -1117,7 +1129,8 @@ def attribute(
         ``"auto"``: refine a nested rule level by level (5, 9, 17, 33, ...
         nodes, each level reusing every earlier node) until
         ``|delta| <= tol * |F(input) - F(baseline)|``, at most ``max_steps``
-        nodes. An int: exactly that many nodes (Captum's ``n_steps``).
+        nodes. An int: exactly that many nodes (Captum's ``n_steps``), at
+        most :data:`MAX_STEPS` (4096).
         Either way ``converged`` says whether ``|delta| <= tol * |gap|``.
     method:
         Quadrature rule: ``"clenshaw-curtis"`` (default, nested; spectrally
@@ -1131,13 +1144,15 @@ def attribute(
         Given, it wins over the budget.
     max_length:
         Longest input in tokens, [CLS] and [SEP] included; None takes the
-        model's limit. Longer texts are truncated with a warning.
+        model's limit. Longer texts are truncated with a warning; a
+        ``max_length`` over the model's positions is refused.
     device:
         None uses the GPU when there is one.
     tol:
         Completeness tolerance (relative to ``|F(input) - F(baseline)|``).
     max_steps:
-        Cap on the nodes of ``n_steps="auto"`` (rounded down to 2**k + 1).
+        Cap on the nodes of ``n_steps="auto"`` (rounded down to 2**k + 1),
+        2..:data:`MAX_STEPS`.
     autocast:
         Run the model under ``torch.autocast``: True (float16 on CUDA,
         bfloat16 on CPU), ``"bfloat16"`` or ``"float16"``. Faster, less exact:
@@ -1247,7 +1262,9 @@ def attribute_many(
             ("max_length", None), ("internal_batch_size", None), ("device", None))})
     results: list[Attribution | None] = [None] * len(texts)
     with tqdm(total=len(texts), desc="attributing", unit="doc", disable=not progress) as bar:
-        for index, result in attribute_stream(model, tokenizer, texts, targets, group=group, **kwargs):
-            results[index] = result
-            bar.update(1)
+        stream = attribute_stream(model, tokenizer, texts, targets, group=group, **kwargs)
+        with contextlib.closing(stream):
+            for index, result in stream:
+                results[index] = result
+                bar.update(1)
     return results

@@ -185,6 +185,8 @@ def _check_new_file(path: str, force: bool, suffixes: tuple[str, ...], flag: str
         raise _Refused(f"{flag} {path!r} must end in {' or '.join(suffixes)}")
     if os.path.isdir(path):
         raise _Refused(f"{flag} {path!r} is a folder; give a file name")
+    if os.path.basename(path).lower() in suffixes:
+        raise _Refused(f"{flag} {path!r} has no name before {os.path.basename(path)!r}; give a name such as importance{suffixes[0]}")
     if os.path.exists(path) and not force:
         raise _Refused(f"{flag} {path} exists; pass --force to overwrite it")
     parent = os.path.dirname(os.path.abspath(path))
@@ -205,6 +207,19 @@ def _check_model_limits(args, model, tokenizer) -> None:
         limit = default_max_length(model, tokenizer)
         if args.max_length > limit:
             raise _Refused(f"--max-length {args.max_length} is over the model's limit of {limit} tokens")
+
+
+def _check_tokenizer_fits(model, tokenizer, documents, data: str) -> None:
+    """The tokenizer fits the model on these documents (ids inside the
+    vocabulary, not mostly unknown), before any store is made."""
+    from pyattn.inputs import check_tokenizer_fits
+
+    texts = [d.text for d in documents if isinstance(d.text, str) and d.text.strip()]
+    ids = [i for text in texts for i in tokenizer(text, add_special_tokens=False)["input_ids"]]
+    try:
+        check_tokenizer_fits(model, tokenizer, ids, where=f"the {len(texts)} document(s) of {data}")
+    except ValueError as error:
+        raise _Refused(str(error).replace("(pass the model's own tokenizer)", "(pass the model's own with --tokenizer)")) from None
 
 
 def attribute_command(args: argparse.Namespace) -> int:
@@ -239,6 +254,7 @@ def attribute_command(args: argparse.Namespace) -> int:
             raise _Refused(f"{args.data} holds no documents")
         model, tokenizer = load_model(args.model, args.tokenizer, args.trust_remote_code, args.device if args.engine == "local" else "cpu")
         _check_model_limits(args, model, tokenizer)
+        _check_tokenizer_fits(model, tokenizer, documents, args.data)
         resolve_labels(documents, model, args.label_column)
         config = model.config
         manifest = {
@@ -379,6 +395,7 @@ def importance_command(args: argparse.Namespace) -> int:
             raise _Refused(f"head importance needs a label for every document: row {missing[0].index} (id {missing[0].doc_id!r}) has none "
                            f"in column {args.label_column!r}")
         model, tokenizer = load_model(args.model, args.tokenizer, args.trust_remote_code, args.device)
+        _check_tokenizer_fits(model, tokenizer, documents, args.data)
         documents = resolve_labels(documents, model, args.label_column)
     except (DataError, _Refused) as error:
         return _fail(str(error))

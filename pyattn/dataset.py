@@ -132,10 +132,14 @@ def load_documents(path: str, text_column: str = "text", label_column: str | Non
     if os.path.exists(path):
         lower = path.lower()
         try:
+            # utf-8-sig: a byte-order mark (as some editors write) is read, not kept in the first column's name
             if lower.endswith(".csv"):
-                frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+                frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
             elif lower.endswith((".jsonl", ".ndjson")):
-                frame = pd.read_json(path, lines=True, dtype=False)
+                import io
+
+                with open(path, encoding="utf-8-sig") as handle:
+                    frame = pd.read_json(io.StringIO(handle.read()), lines=True, dtype=False)
             elif lower.endswith(".parquet"):
                 frame = pd.read_parquet(path)
             else:

@@ -29,6 +29,8 @@ import torch
 
 from pyattn.attribution import Attribution, attribute
 from pyattn.layers import parse_layer_range
+from pyattn._checks import head_importance_tensor
+from pyattn._model_state import preserving
 
 __all__ = ["Explanation", "explain", "compose", "attention_views", "label_names"]
 
@@ -76,11 +78,9 @@ def attention_views(
     values = values[:, item]  # (L, H, N)
     sources = [("", values)]
     if head_importance is not None:
-        weights = torch.as_tensor(head_importance).double()
+        weights = head_importance_tensor(head_importance)  # numbers, finite, >= 0, outside autograd
         if tuple(weights.shape) != (L, H):
             raise ValueError(f"head_importance must have shape (L, H) = ({L}, {H}), got {tuple(weights.shape)}")
-        if not torch.isfinite(weights).all() or (weights < 0).any():
-            raise ValueError("head_importance must be finite and non-negative: it scales attention, which is a probability")
         sources.append((", scaled", values * weights[:, :, None]))
     ranges = [parse_layer_range(r, L) if isinstance(r, str) else parse_layer_range(f"{r[0]}-{r[1]}", L) for r in layer_ranges]
     views: dict[str, np.ndarray] = {}
@@ -318,6 +318,7 @@ def label_names(model) -> dict[int, str]:
     return {int(k): str(v) for k, v in id2label.items()}
 
 
+@preserving(gradients=True)
 def explain(
     model: torch.nn.Module,
     tokenizer,

@@ -25,6 +25,7 @@ import torch
 
 from pyattn.inputs import EncodedDocument, encode, model_output, output_kind, position_ids_for
 from pyattn.similarity import top_k_count
+from pyattn._model_state import preserving
 
 __all__ = ["faithfulness", "DEFAULT_PERCENTS"]
 
@@ -63,6 +64,7 @@ def _probabilities(model, document: EncodedDocument, variants: list[list[int]], 
     return np.concatenate(out)
 
 
+@preserving()
 def faithfulness(
     model,
     tokenizer,
@@ -184,6 +186,7 @@ def faithfulness(
                 variants.append(_variant(document, top, mode, mask_id))  # only the top k
                 index.append((name, draw, percent, k))
     device = next(model.parameters()).device
+    model.eval()  # no dropout: the model's own probabilities (its training flag is put back on the way out)
     with torch.no_grad():
         full = model_output(model(**{key: value.to(device) for key, value in document.forward_kwargs().items()}).logits, output_kind(model))[0]
     if target is None:

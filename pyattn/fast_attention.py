@@ -304,7 +304,7 @@ def fast_longformer_attention(model: torch.nn.Module):
         yield model
     finally:
         for module in replaced:
-            del module.forward
+            module.__dict__.pop("forward", None)  # (already put back if the model was restored first)
 
 
 def fast_attention_context(model: torch.nn.Module, enabled: bool | None):

@@ -30,6 +30,8 @@ import torch
 
 from pyattn.fast_attention import fast_attention_context
 from pyattn.inputs import encode
+from pyattn._checks import whole_label
+from pyattn._model_state import preserving
 
 __all__ = [
     "taylor_importance",
@@ -55,12 +57,16 @@ def _attention_layers(model) -> list:
 
 def _documents(model, tokenizer, texts: Iterable[str], labels: Sequence[int], max_length):
     texts = list(texts)
+    if isinstance(labels, (str, bytes)) or not hasattr(labels, "__len__"):
+        raise TypeError(f"labels must be a sequence of class indices, one per text, got {type(labels).__name__}")
     if len(texts) != len(labels):
         raise ValueError(f"got {len(texts)} texts but {len(labels)} labels")
     if not texts:
         raise ValueError("head importance needs at least one labelled document")
+    num_classes = getattr(getattr(model, "config", None), "num_labels", None)
+    labels = [whole_label(label, index, num_classes) for index, label in enumerate(labels)]  # all checked before any work
     for text, label in zip(texts, labels):
-        yield encode(model, tokenizer, text, max_length), int(label)
+        yield encode(model, tokenizer, text, max_length), label
 
 
 def _loss(model, document, label: int, device) -> torch.Tensor:
@@ -69,6 +75,7 @@ def _loss(model, document, label: int, device) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits, torch.tensor([label], device=device))
 
 
+@preserving(gradients=True)
 def taylor_importance(
     model,
     tokenizer,
@@ -103,6 +110,11 @@ def taylor_importance(
     scores = torch.zeros(len(layers), heads, dtype=torch.float64)
     model.eval()
     documents = list(_documents(model, tokenizer, texts, labels, max_length))
+    # Frozen models too: the projections read need their gradients (put back
+    # as found on the way out, with the user's own .grad tensors).
+    for layer in layers:
+        for linear in [getattr(layer.attention.self, name) for name in projections] + [layer.attention.output.dense]:
+            linear.requires_grad_(True)
     for document, label in tqdm(documents, desc="taylor importance", unit="doc", disable=not progress):
         model.zero_grad(set_to_none=True)
         with fast_attention_context(model, fast_attention):
@@ -161,6 +173,7 @@ class _HeadGates:
         return hook
 
 
+@preserving(gradients=True)
 def head_gate_importance(
     model,
     tokenizer,
@@ -230,6 +243,18 @@ def save_head_importance(importance: torch.Tensor, path: str | os.PathLike) -> N
     ValueError: head importance must be >= 0, got a minimum of -1: it could not be loaded back
     """
     path = os.fspath(path)
+    if not path.endswith((".npy", ".pt")):
+        raise ValueError(f"unknown head-importance file type for {path!r}: use .pt or .npy")
+    name = os.path.basename(path)
+    if name in (".pt", ".npy"):
+        raise ValueError(f"head-importance file {path!r} has no name before {name!r}: give a name such as importance{name}")
+    folder = os.path.dirname(path)
+    if folder and not os.path.isdir(folder):
+        raise ValueError(f"head-importance file {path!r}: folder {folder!r} does not exist")
+    if os.path.isdir(path):
+        raise ValueError(f"head-importance file {path!r} is a folder; give a file name")
+    if isinstance(importance, torch.Tensor) and importance.is_meta:
+        raise ValueError("head importance is a meta tensor (shape only, no values): there is nothing to save")
     importance = torch.as_tensor(importance).detach().cpu()
     if importance.dim() != 2:
         raise ValueError(f"head importance must be 2-D (L, H), got shape {tuple(importance.shape)}")

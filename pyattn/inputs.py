@@ -13,8 +13,10 @@ Longformer gets global attention on the first token, as
 from __future__ import annotations
 
 import warnings
+from typing import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "output_kind",
     "model_output",
     "pools_last_non_pad",
+    "check_tokenizer_fits",
 ]
 
 
@@ -366,6 +369,56 @@ def pooling_fill(model, tokenizer) -> int:
     return int(fill)
 
 
+UNKNOWN_SHARE_LIMIT = 0.5
+"""A text of at least :data:`UNKNOWN_MIN_TOKENS` tokens of which more than
+this share are the tokenizer's unknown token is refused: the tokenizer does
+not fit the text or the model (attributions of ``[UNK]`` say nothing)."""
+UNKNOWN_MIN_TOKENS = 4
+
+
+def check_tokenizer_fits(model: torch.nn.Module, tokenizer, ids: Sequence[int], where: str = "the text") -> None:
+    """Refuse token ids that do not fit the model: an id at or above its
+    vocabulary size, or mostly the unknown token (more than
+    :data:`UNKNOWN_SHARE_LIMIT` of at least :data:`UNKNOWN_MIN_TOKENS`
+    tokens). One ValueError line saying which.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+    tokenizer
+    ids : sequence of int
+        Token ids the tokenizer made (special tokens may be included: they
+        are not counted as unknown).
+    where : str
+        Named in the message (``"the text"``, ``"row 3 (id 'a')"``).
+
+    Examples
+    --------
+    >>> from pyattn import load_demo
+    >>> model, tokenizer = load_demo()
+    >>> check_tokenizer_fits(model, tokenizer, tokenizer("a typed language")["input_ids"])
+    >>> check_tokenizer_fits(model, tokenizer, [0, 10**6, 2])
+    Traceback (most recent call last):
+    ...
+    ValueError: the tokenizer gives id 1000000 for the text but the model's vocabulary has ids 0..1051 only: the tokenizer does not belong to the model
+    """
+    ids = [int(i) for i in ids]
+    vocab = int(getattr(getattr(model, "config", None), "vocab_size", 0) or 0)
+    if vocab and ids and (max(ids) >= vocab or min(ids) < 0):
+        bad = max(ids) if max(ids) >= vocab else min(ids)
+        raise ValueError(f"the tokenizer gives id {bad} for {where} but the model's vocabulary has ids 0..{vocab - 1} only: "
+                         "the tokenizer does not belong to the model")
+    unknown_id = getattr(tokenizer, "unk_token_id", None)
+    specials = set(getattr(tokenizer, "all_special_ids", None) or ()) - {unknown_id}
+    words = [i for i in ids if i not in specials]
+    if unknown_id is None or len(words) < UNKNOWN_MIN_TOKENS:
+        return
+    unknown = sum(i == unknown_id for i in words)
+    if unknown > UNKNOWN_SHARE_LIMIT * len(words):
+        raise ValueError(f"{unknown} of the {len(words)} tokens of {where} are unknown to the tokenizer "
+                         f"({tokenizer.unk_token}): the tokenizer does not fit this text or model (pass the model's own tokenizer)")
+
+
 def encode(model: torch.nn.Module, tokenizer, text: str, max_length: int | None = None) -> EncodedDocument:
     """Encode one text for attribution and attention: ``[CLS] text [SEP]`` with
     CLS global for Longformer. Truncation is reported (a
@@ -402,7 +455,8 @@ def encode(model: torch.nn.Module, tokenizer, text: str, max_length: int | None 
     TypeError
         If ``text`` is not a str.
     ValueError
-        If ``text`` is empty or ``max_length < 3``.
+        If ``text`` is empty, ``max_length`` is under 3 or over the model's
+        positions, or the tokenizer does not fit (:func:`check_tokenizer_fits`).
 
     Examples
     --------
@@ -421,11 +475,21 @@ def encode(model: torch.nn.Module, tokenizer, text: str, max_length: int | None 
         raise TypeError(f"text must be a str, got {type(text).__name__}")
     if not text.strip():
         raise ValueError("text is empty: there is nothing to attribute")
-    limit = default_max_length(model, tokenizer) if max_length is None else int(max_length)
-    if limit < 3:
-        raise ValueError(f"max_length must be at least 3 ([CLS] + one token + [SEP]), got {limit}")
+    if max_length is None:
+        limit = default_max_length(model, tokenizer)
+    else:
+        if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)):
+            raise TypeError(f"max_length must be None or an int >= 3, got {max_length!r}")
+        limit = int(max_length)
+        if limit < 3:
+            raise ValueError(f"max_length must be at least 3 ([CLS] + one token + [SEP]), got {limit}")
+        positions = default_max_length(model)
+        if limit > positions:
+            raise ValueError(f"max_length {limit} is over the model's limit of {positions} tokens (its position embeddings); "
+                             f"use max_length <= {positions} or None")
     cls_id, sep_id, pad_id = _special_ids(tokenizer)
     text_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    check_tokenizer_fits(model, tokenizer, [cls_id, sep_id, pad_id, *text_ids])
     kept = limit - 2
     truncated = max(0, len(text_ids) - kept)
     if truncated:

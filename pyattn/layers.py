@@ -31,6 +31,7 @@ from typing import Any, Sequence
 import torch
 
 from pyattn.ops import attention_received_layers, band_to_dense
+from pyattn._checks import head_importance_tensor, require_tensor_sequence
 
 __all__ = [
     "AttentionReceived",
@@ -98,12 +99,16 @@ def layers_of(attentions: Any, global_attentions: Any) -> tuple[list[torch.Tenso
             "no attentions were given: run the model with output_attentions=True "
             "and pass output.attentions (and output.global_attentions)"
         )
+    if not isinstance(attentions, torch.Tensor):
+        require_tensor_sequence("attentions", attentions, "(B, H, N, K)")
     local = list(attentions.unbind(0)) if isinstance(attentions, torch.Tensor) else list(attentions)
     if not local:
         raise ValueError("attentions is empty: expected one (B, H, N, X + w + 1) tensor per layer")
     if global_attentions is None:
         glob: list[torch.Tensor | None] = [None] * len(local)
     else:
+        if not isinstance(global_attentions, torch.Tensor):
+            require_tensor_sequence("global_attentions", global_attentions, "(B, H, N_pad, X)", allow_none=True)
         glob = list(global_attentions.unbind(0)) if isinstance(global_attentions, torch.Tensor) else list(global_attentions)
         if len(glob) != len(local):
             raise ValueError(
@@ -167,7 +172,10 @@ def check_head_importance(head_importance: torch.Tensor | None, num_layers: int,
     Raises
     ------
     ValueError
-        If the shape is not ``(num_layers, num_heads)``.
+        If the shape is not ``(num_layers, num_heads)``, a value is NaN,
+        infinite or negative, or the tensor is meta or requires grad.
+    TypeError
+        If it is not an array of numbers.
 
     Examples
     --------
@@ -180,6 +188,7 @@ def check_head_importance(head_importance: torch.Tensor | None, num_layers: int,
     """
     if head_importance is None:
         return None
+    head_importance_tensor(head_importance)  # numbers, finite, >= 0, real values outside autograd
     head_importance = torch.as_tensor(head_importance)
     if tuple(head_importance.shape) != (num_layers, num_heads):
         raise ValueError(

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 
 from pyattn import _C  # noqa: F401  (loads the library, registering the ops)
+from pyattn._checks import require_tensor, require_tensor_sequence
 
 __all__ = ["band_to_dense", "attention_received", "attention_received_layers", "global_tables", "has_cuda_kernels"]
 
@@ -49,6 +50,7 @@ def band_to_dense(
     >>> pyattn.attention_received(band, None, None)  # column sums; rows 0 and 3 reach past the ends
     tensor([[[0.6667, 1.0000, 1.0000, 0.6667]]])
     """
+    _require_tensors(local_attn, global_attn, global_attention_mask)
     return torch.ops.pyattn.band_to_dense.default(local_attn, global_attn, global_attention_mask)
 
 
@@ -105,6 +107,7 @@ def attention_received(
     >>> torch.allclose(received, reference.attention_received(out.attentions[-1], out.global_attentions[-1], mask), atol=1e-5)
     True
     """
+    _require_tensors(local_attn, global_attn, global_attention_mask, head_weights, row_weights)
     return torch.ops.pyattn.attention_received.default(
         local_attn, global_attn, global_attention_mask, head_weights, row_weights, out_dtype
     )
@@ -162,6 +165,10 @@ def attention_received_layers(
     >>> torch.allclose(received[2], attention_received(out.attentions[2], out.global_attentions[2], mask))
     True
     """
+    require_tensor_sequence("local_attn", local_attn, "(B, H, N, X + w + 1)")
+    if global_attn is not None:
+        require_tensor_sequence("global_attn", global_attn, "(B, H, N_pad, X)", allow_none=True)
+    _require_tensors(None, None, global_attention_mask, head_weights, row_weights, head_shape="(L, H)", row_shape="(B, N) or (L, B, N)")
     local = list(local_attn)
     glob = [] if global_attn is None else list(global_attn)
     if glob and all(g is None for g in glob):
@@ -169,6 +176,21 @@ def attention_received_layers(
     return torch.ops.pyattn.attention_received_layers.default(
         local, glob, global_attention_mask, head_weights, row_weights, out_dtype
     )
+
+
+def _require_tensors(local_attn, global_attn, global_attention_mask, head_weights=None, row_weights=None,
+                     head_shape: str = "(H,)", row_shape: str = "(B, N)") -> None:
+    """One line naming the argument for anything that is not a tensor (a
+    numpy array, a list), before the dispatcher's own message."""
+    for name, value, shape in (
+        ("local_attn", local_attn, "(B, H, N, X + w + 1)"),
+        ("global_attn", global_attn, "(B, H, N_pad, X)"),
+        ("global_attention_mask", global_attention_mask, "(B, N)"),
+        ("head_weights", head_weights, head_shape),
+        ("row_weights", row_weights, row_shape),
+    ):
+        if value is not None:
+            require_tensor(name, value, shape)
 
 
 def has_cuda_kernels() -> bool:

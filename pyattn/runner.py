@@ -34,6 +34,7 @@ the documents where you want them.
 from __future__ import annotations
 
 import hashlib
+import contextlib
 import json
 import math
 import os
@@ -45,6 +46,8 @@ from pyattn.attention import use_eager_attention
 from pyattn.explain import label_names
 from pyattn.dataset import DataError, Document, skip_reason
 from pyattn.store import ResultsStore, ShardWriter, StoreError
+from pyattn._checks import head_importance_tensor
+from pyattn._model_state import preserving
 
 __all__ = [
     "Interrupted",
@@ -433,6 +436,7 @@ def _record(document: Document, attribution, per_head, special_tokens, names: di
     }
 
 
+@preserving(gradients=True)
 def process_document(model, tokenizer, document: Document, attribute_kwargs: dict, names: dict[int, str] | None = None) -> dict:
     """Attribution and attention received of one document, as a store record
     (the same stages as :func:`pyattn.explain`: see the module docstring).
@@ -488,6 +492,7 @@ def process_document(model, tokenizer, document: Document, attribute_kwargs: dic
     return record_of(model, tokenizer, document, result, attribute_kwargs.get("max_length"), names)
 
 
+@preserving()
 def record_of(model, tokenizer, document: Document, result, max_length: int | None, names: dict[int, str] | None = None) -> dict:
     """The store record of one document's finished attribution: its
     attention received is computed here."""
@@ -680,11 +685,13 @@ def _attributed_records(model, tokenizer, documents, sizes, attribute_kwargs: di
         warnings.simplefilter("ignore", TruncationWarning)  # recorded in truncated_tokens
         stream = attribute_stream(model, tokenizer, [d.text for d in documents], targets, group=group,
                                   on_progress_for=lambda i: bar.within(sizes[i], key=documents[i].doc_id), **kwargs)
-        for index, result in stream:
-            document = documents[index]
-            yield document, sizes[index], record_of(model, tokenizer, document, result, attribute_kwargs.get("max_length"), names)
+        with contextlib.closing(stream):  # ended here, also when a record fails: the model is put back now
+            for index, result in stream:
+                document = documents[index]
+                yield document, sizes[index], record_of(model, tokenizer, document, result, attribute_kwargs.get("max_length"), names)
 
 
+@preserving(gradients=True)
 def run_attribution(
     model,
     tokenizer,
@@ -921,7 +928,7 @@ def compare_results(store: ResultsStore, head_importance=None, ranges=(), masks=
     records = store.records()
     if records.empty:
         raise DataError(f"{store.path} holds no results yet: run `pyattn attribute` first")
-    weights = None if head_importance is None else np.asarray(head_importance, dtype=np.float64)
+    weights = None if head_importance is None else head_importance_tensor(head_importance).numpy()  # finite, >= 0
     tables, ids, token_docs, heads_input, special_masks = [], [], [], [], []
     for _, record in tqdm(records.iterrows(), total=len(records), desc="comparing", unit="doc", disable=not progress):
         per_head = stored_attention(record)
@@ -1127,6 +1134,7 @@ def report_results(store: ResultsStore, out: str | None = None, head_importance=
         _check_attribution_as(attribution_as)
     if isinstance(significance, bool) or not isinstance(significance, int) or significance < 0:
         raise ValueError(f"significance must be a number of permutations >= 0 (0: none), got {significance!r}")
+    weights = None if head_importance is None else head_importance_tensor(head_importance).numpy()  # finite, >= 0: before any file
     mask = "no_special" if special_tokens else "all"
     out = out or os.path.join(store.path, "reports")
     check_report_dir(out)
@@ -1136,7 +1144,6 @@ def report_results(store: ResultsStore, out: str | None = None, head_importance=
     os.makedirs(out, exist_ok=True)
     open(os.path.join(out, REPORT_MARKER), "w").close()
     names = {int(k): v for k, v in (label_names or {}).items()} if isinstance(label_names, dict) else dict(enumerate(label_names or []))
-    weights = None if head_importance is None else np.asarray(head_importance, dtype=np.float64)
 
     # The dataset statistics first: every page shows the document among the others.
     per_document, intervals, why = (None, None, f"p-values asked of `pyattn report` ({significance} permutations)") if significance else \

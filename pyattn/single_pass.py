@@ -57,6 +57,7 @@ import torch
 
 from pyattn.inputs import embedding_layer, encode, is_longformer
 from pyattn.ops import attention_received
+from pyattn._model_state import preserving
 
 __all__ = ["SinglePass", "SinglePassBatch", "single_pass", "single_pass_from_inputs"]
 
@@ -333,6 +334,7 @@ def _explained(logits: torch.Tensor, targets: torch.Tensor, output: str, kind: s
     return values.gather(1, targets[:, None]).sum()
 
 
+@preserving(gradients=True)
 def single_pass_from_inputs(
     model: torch.nn.Module,
     input_ids: torch.Tensor,
@@ -383,14 +385,18 @@ def single_pass_from_inputs(
     """
     from pyattn.attention import default_global_attention_mask
 
+    from pyattn.attention import _check_model_inputs, use_eager_attention
     from pyattn.inputs import output_kind
 
     if output not in ("probability", "logit"):
         raise ValueError(f'output must be "probability" or "logit", got {output!r}')
+    _check_model_inputs(model, input_ids, attention_mask, global_attention_mask)
     kind = output_kind(model)
     if kind == "raw":
         raise ValueError(f"{type(model).__name__} has a regression head (a raw output, not class probabilities): single_pass explains a class; use pyattn.attribute")
     model.eval()
+    if not is_longformer(model):
+        use_eager_attention(model)  # sdpa returns no attention probabilities (put back on the way out)
     device = next(model.parameters()).device
     if input_ids.dim() == 1:
         input_ids = input_ids[None]
@@ -399,14 +405,16 @@ def single_pass_from_inputs(
     kwargs = dict(model_kwargs, input_ids=input_ids, output_attentions=True)
     if attention_mask is not None:
         kwargs["attention_mask"] = attention_mask.to(device)
-    kwargs = {key: value.to(device) if isinstance(value, torch.Tensor) else value for key, value in kwargs.items()}
+    # Tensors made under torch.inference_mode() cannot be saved for backward: plain copies.
+    kwargs = {key: (value.clone() if value.is_inference() else value).to(device) if isinstance(value, torch.Tensor) else value
+              for key, value in kwargs.items()}
     longformer = is_longformer(model)
     if not longformer and global_attention_mask is not None:
         raise ValueError(f"global_attention_mask is for Longformer models; {type(model).__name__} has full attention")
     if longformer:
         if global_attention_mask is None:
             global_attention_mask = default_global_attention_mask(model, input_ids)
-        global_attention_mask = global_attention_mask.to(device)
+        global_attention_mask = (global_attention_mask.clone() if global_attention_mask.is_inference() else global_attention_mask).to(device)
         if tuple(global_attention_mask.shape) != (B, N):
             raise ValueError(f"global_attention_mask must have shape (B, N) = {(B, N)}, got {tuple(global_attention_mask.shape)}")
         kwargs["global_attention_mask"] = global_attention_mask
@@ -458,6 +466,7 @@ def single_pass_from_inputs(
     )
 
 
+@preserving(gradients=True)
 def single_pass(
     model: torch.nn.Module,
     tokenizer,

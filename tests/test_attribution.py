@@ -255,7 +255,7 @@ def test_bad_input(longformer, roberta_tokenizer):
         pyattn.attribute(longformer, roberta_tokenizer, "   ")
     with pytest.raises(TypeError, match="text must be a str"):
         pyattn.attribute(longformer, roberta_tokenizer, 12)
-    with pytest.raises(ValueError, match='n_steps must be "auto" or a positive int'):
+    with pytest.raises(ValueError, match='n_steps must be "auto" or an int 1..4096'):
         pyattn.attribute(longformer, roberta_tokenizer, "the model", n_steps=0)
     with pytest.raises(ValueError, match="cannot find the embedding layer"):
         pyattn.inputs.embedding_layer(torch.nn.Linear(2, 2))
@@ -264,8 +264,8 @@ def test_bad_input(longformer, roberta_tokenizer):
 @pytest.mark.parametrize(
     "argument, value, message",
     [
-        ("n_steps", 2.5, r'n_steps must be "auto" or a positive int, got 2.5'),
-        ("n_steps", True, r'n_steps must be "auto" or a positive int, got True'),
+        ("n_steps", 2.5, r'n_steps must be "auto" or an int 1..4096, got 2.5'),
+        ("n_steps", True, r'n_steps must be "auto" or an int 1..4096, got True'),
         ("n_steps", "10", r"n_steps must be .* got '10'"),
         ("tol", 0, r"tol must be a finite number > 0 .* got 0"),
         ("tol", -0.1, r"tol must be a finite number > 0 .* got -0.1"),
@@ -282,7 +282,7 @@ def test_bad_input(longformer, roberta_tokenizer):
         ("device", "gpu", r"device must be a torch device such as 'cpu' or 'cuda:0', got 'gpu'"),
         ("method", "simpson", r"method must be one of clenshaw-curtis, trapezoid, gausslegendre.* got 'simpson'"),
         ("method", "gausslegendre", r'n_steps="auto" refines a nested rule .* method .gausslegendre. is not nested'),
-        ("max_steps", 1, r"max_steps must be an int >= 2, got 1"),
+        ("max_steps", 1, r"max_steps must be an int 2..4096, got 1"),
     ],
 )
 def test_arguments_are_checked_before_any_work(longformer, roberta_tokenizer, argument, value, message):

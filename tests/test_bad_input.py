@@ -390,6 +390,8 @@ def test_attribute_refuses_a_foreign_folder(models, data, tmp_path, capsys):
     ("wrong.txt", None, "must end in .pt or .npy"),
     ("missing-dir/i.pt", None, "does not exist"),
     ("folder.pt", "dir", "is a folder"),
+    (".pt", None, "has no name before '.pt'"),  # issue 17
+    (".npy", None, "has no name before '.npy'"),
 ])
 def test_importance_out_checked_before_computing(name, make, message, data, tmp_path, capsys):
     target = tmp_path / name
@@ -705,3 +707,401 @@ def test_progress_is_by_tokens(models, many, tmp_path, capsys):
     assert code == 0
     tokens = sum(len(row["tokens"]) for _, row in ResultsStore.open(str(out)).records().iterrows())
     assert f"{tokens}/{tokens}" in err and "8/8 docs" in err and "tok" in err
+
+
+# =================================================================== issue 17
+# Families 4-8 of issue 17: the model and torch's state are left as found
+# when a call is refused (4); tensors, not arrays or lists, at the ops and
+# model-level calls (6); inputs that cannot run as asked (7); report links (8).
+# Python calls are checked as the CLI is: the error's class, a message of one
+# or two lines naming the argument (no torch internals), and what is left
+# behind (the model as found, no file written).
+from pyattn.report import index_report, write_html  # noqa: E402
+
+TORCH_INTERNALS = ("enforce fail", "Expected a value of type", "while checking arguments", "inline_container", "object has no attribute",
+                   "index out of range", "Traceback")
+
+
+def assert_clear_error(raised, *fragments: str) -> None:
+    message = str(raised.value)
+    lines = [line for line in message.splitlines() if line.strip()]
+    assert 1 <= len(lines) <= 2, f"expected one or two lines, got {len(lines)}:\n{message}"
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+    for internal in TORCH_INTERNALS:
+        assert internal not in message, f"torch's internals in {message!r}"
+
+
+def light_state(model) -> tuple:
+    """What a refused call must not change: attention implementation,
+    training flags, hooks, requires_grad and .grad."""
+    return (model.config._attn_implementation, [m.training for m in model.modules()],
+            [(len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks)) for m in model.modules()],
+            [(p.requires_grad, None if p.grad is None else id(p.grad)) for p in model.parameters()])
+
+
+@pytest.fixture(scope="module")
+def user():
+    """A tiny BERT as a user leaves it: sdpa attention, training mode, its own .grad on one weight."""
+    model = tiny_classifier("bert", seed=2)
+    tokenizer = tiny_tokenizer("bert")
+    with torch.no_grad():  # a model that has run: transformers installs its output-capturing hooks on the first call
+        model(**tokenizer("the model", return_tensors="pt"), output_attentions=True, output_hidden_states=True)
+    model.train()
+    model.classifier.weight.grad = torch.ones_like(model.classifier.weight)
+    assert model.config._attn_implementation == "sdpa"
+    return model, tokenizer
+
+
+def refused(user, call, *fragments, error=(ValueError, TypeError)):
+    model, tokenizer = user
+    before = light_state(model)
+    with pytest.raises(error) as raised:
+        call(model, tokenizer)
+    assert_clear_error(raised, *fragments)
+    assert light_state(model) == before, "a refused call changed the model"
+    return raised
+
+
+TEXT17 = sample_text(12, seed=17)
+BAND = torch.full((1, 2, 6, 5), 0.2)  # B=1, H=2, N=6, X=0, w=4
+BAND4 = torch.full((1, 4, 6, 5), 0.2)  # H=4, as the tiny models' (L, H) = (2, 4) importance
+
+
+# ---------------------------------------------- 6. the ops take tensors
+OP_CASES = [
+    ("band_to_dense-numpy", lambda: pyattn_ops().band_to_dense(BAND.numpy()), "local_attn must be a torch.Tensor", "numpy.ndarray"),
+    ("band_to_dense-list", lambda: pyattn_ops().band_to_dense(BAND.tolist()), "local_attn must be a torch.Tensor", "list"),
+    ("band_to_dense-global-numpy", lambda: pyattn_ops().band_to_dense(BAND, np.zeros((1, 2, 6, 1), np.float32)), "global_attn must be a torch.Tensor", "numpy"),
+    ("band_to_dense-mask-list", lambda: pyattn_ops().band_to_dense(BAND, None, [[0] * 6]), "global_attention_mask must be a torch.Tensor", "list"),
+    ("received-numpy", lambda: pyattn_ops().attention_received(BAND.numpy()), "local_attn must be a torch.Tensor", "numpy.ndarray"),
+    ("received-head-weights-list", lambda: pyattn_ops().attention_received(BAND, None, None, [1.0, 1.0]), "head_weights must be a torch.Tensor (H,)", "list"),
+    ("received-head-weights-numpy", lambda: pyattn_ops().attention_received(BAND, None, None, np.ones(2)), "head_weights must be a torch.Tensor", "numpy"),
+    ("received-row-weights-numpy", lambda: pyattn_ops().attention_received(BAND, None, None, None, np.ones((1, 6))), "row_weights must be a torch.Tensor (B, N)", "numpy"),
+    ("received-number", lambda: pyattn_ops().attention_received(0.5), "local_attn must be a torch.Tensor", "float"),
+    ("layers-numpy-array", lambda: pyattn_ops().attention_received_layers(np.zeros((2, 1, 2, 6, 5))), "local_attn must be a sequence of torch.Tensor", "numpy"),
+    ("layers-numpy-in-list", lambda: pyattn_ops().attention_received_layers([BAND, BAND.numpy()]), "local_attn[1] must be a torch.Tensor", "numpy"),
+    ("layers-global-numpy-in-list", lambda: pyattn_ops().attention_received_layers([BAND], [np.zeros((1, 2, 6, 1))]), "global_attn[0] must be a torch.Tensor", "numpy"),
+    ("layers-head-weights-list", lambda: pyattn_ops().attention_received_layers([BAND], None, None, [[1.0, 1.0]]), "head_weights must be a torch.Tensor (L, H)", "list"),
+    ("layer_attention_received-numpy", lambda: __import__("pyattn").layer_attention_received([BAND.numpy()], None, None), "attentions[0] must be a torch.Tensor", "numpy"),
+    ("rollout-list-of-lists", lambda: __import__("pyattn.rollout", fromlist=["x"]).attention_rollout([BAND.tolist()]), "attentions[0] must be a torch.Tensor", "list"),
+]
+
+
+def pyattn_ops():
+    import pyattn.ops
+
+    return pyattn.ops
+
+
+@pytest.mark.parametrize("call,fragment,what", [c[1:] for c in OP_CASES], ids=[c[0] for c in OP_CASES])
+def test_ops_say_they_take_tensors(call, fragment, what):
+    with pytest.raises(TypeError) as raised:
+        call()
+    assert_clear_error(raised, fragment, what)
+
+
+# ------------------------------------- 6. model-level calls take tensors
+def _ids(values, **kwargs):
+    return torch.tensor(values, **kwargs)
+
+
+MODEL_INPUT_CASES = [
+    ("ids-list", lambda m, t: pyattn_mod().attention_from_inputs(m, [[2, 5, 3]]), "input_ids must be a torch.Tensor", "list"),
+    ("ids-numpy", lambda m, t: pyattn_mod().attention_from_inputs(m, np.array([[2, 5, 3]])), "input_ids must be a torch.Tensor", "numpy.ndarray"),
+    ("ids-float", lambda m, t: pyattn_mod().attention_from_inputs(m, _ids([[2.0, 5.0, 3.0]])), "input_ids must hold integer token ids", "float32"),
+    ("ids-bool", lambda m, t: pyattn_mod().attention_from_inputs(m, _ids([[True, False]])), "input_ids must hold integer token ids", "bool"),
+    ("ids-over-vocab", lambda m, t: pyattn_mod().attention_from_inputs(m, _ids([[2, 64, 3]])), "input_ids holds id 64", "0..63"),
+    ("ids-negative", lambda m, t: pyattn_mod().attention_from_inputs(m, _ids([[2, -1, 3]])), "input_ids holds id -1", "vocabulary"),
+    ("ids-meta", lambda m, t: pyattn_mod().attention_from_inputs(m, torch.zeros(1, 3, dtype=torch.long, device="meta")), "input_ids is a meta tensor", "real values"),
+    ("ids-empty", lambda m, t: pyattn_mod().attention_from_inputs(m, torch.zeros(1, 0, dtype=torch.long)), "input_ids must be (B, N)", "(1, 0)"),
+    ("ids-3d", lambda m, t: pyattn_mod().attention_from_inputs(m, torch.zeros(1, 1, 3, dtype=torch.long)), "input_ids must be (B, N)", "(1, 1, 3)"),
+    ("mask-float", lambda m, t: pyattn_mod().attention_from_inputs(m, _ids([[2, 5, 3]]), attention_mask=torch.ones(1, 3)), "attention_mask must be an integer or bool tensor", "float32"),
+    ("mask-list", lambda m, t: pyattn_mod().attention_from_inputs(m, _ids([[2, 5, 3]]), attention_mask=[[1, 1, 1]]), "attention_mask must be a torch.Tensor", "list"),
+    ("mask-shape", lambda m, t: pyattn_mod().attention_from_inputs(m, _ids([[2, 5, 3]]), attention_mask=torch.ones(1, 4, dtype=torch.long)), "attention_mask must have the shape of input_ids (1, 3)", "(1, 4)"),
+    ("single-pass-ids-list", lambda m, t: pyattn_mod().single_pass_from_inputs(m, [2, 5, 3]), "input_ids must be a torch.Tensor", "list"),
+    ("single-pass-ids-float", lambda m, t: pyattn_mod().single_pass_from_inputs(m, _ids([2.0, 5.0, 3.0])), "input_ids must hold integer token ids", "float"),
+    ("single-pass-ids-over-vocab", lambda m, t: pyattn_mod().single_pass_from_inputs(m, _ids([2, 99, 3])), "input_ids holds id 99", "0..63"),
+]
+
+
+def pyattn_mod():
+    import pyattn
+
+    return pyattn
+
+
+@pytest.mark.parametrize("call,fragment,what", [c[1:] for c in MODEL_INPUT_CASES], ids=[c[0] for c in MODEL_INPUT_CASES])
+def test_model_level_calls_say_they_take_tensors(call, fragment, what, user):
+    refused(user, call, fragment, what)
+
+
+# --------------- 6/7. head importance: numbers, finite, >= 0, real, outside autograd
+def _importance(kind):
+    good = torch.rand(2, 4, generator=torch.Generator().manual_seed(0))
+    if kind == "nan":
+        good[1, 2] = float("nan")
+    elif kind == "inf":
+        good[0, 0] = float("inf")
+    elif kind == "negative":
+        good[0, 3] = -0.25
+    elif kind == "meta":
+        return torch.zeros(2, 4, device="meta")
+    elif kind == "requires-grad":
+        return good.requires_grad_(True)
+    elif kind == "strings":
+        return [["a", "b", "c", "d"]] * 2
+    return good
+
+
+IMPORTANCE_KINDS = [("nan", "non-finite value(s)"), ("inf", "non-finite value(s)"), ("negative", "negative value(s) (min -0.25)"),
+                    ("meta", "is a meta tensor"), ("requires-grad", "requires grad: pass importance.detach()"), ("strings", "of numbers")]
+IMPORTANCE_CALLS = {
+    "attention": lambda m, t, hi: pyattn_mod().attention(m, t, TEXT17, head_importance=hi),
+    "explain": lambda m, t, hi: pyattn_mod().explain(m, t, TEXT17, head_importance=hi, n_steps=2),
+    "attention_views": lambda m, t, hi: __import__("pyattn.explain", fromlist=["x"]).attention_views(torch.ones(2, 4, 5), hi),
+    "rollout": lambda m, t, hi: __import__("pyattn.rollout", fromlist=["x"]).attention_rollout([BAND4, BAND4], head_importance=hi),
+}
+
+
+@pytest.mark.parametrize("kind,message", IMPORTANCE_KINDS, ids=[k[0] for k in IMPORTANCE_KINDS])
+@pytest.mark.parametrize("entry", list(IMPORTANCE_CALLS))
+def test_head_importance_that_makes_no_sense_is_refused_at_every_entry_point(entry, kind, message, user):
+    refused(user, lambda m, t: IMPORTANCE_CALLS[entry](m, t, _importance(kind)), "head_importance", message)
+
+
+@pytest.mark.parametrize("kind,message", [k for k in IMPORTANCE_KINDS if k[0] in ("nan", "negative", "meta")])
+def test_head_importance_from_python_to_compare_and_report_is_checked(kind, message, store, tmp_path):
+    from pyattn.runner import compare_results, report_results
+
+    before = snapshot(store)
+    for call in (lambda s: compare_results(s, head_importance=_importance(kind), progress=False),
+                 lambda s: report_results(s, str(tmp_path / "reports"), head_importance=_importance(kind), progress=False)):
+        opened = ResultsStore.open(str(store))
+        try:
+            with pytest.raises(ValueError) as raised:
+                call(opened)
+        finally:
+            opened.close() if hasattr(opened, "close") else None
+        assert_clear_error(raised, "head_importance", message)
+    assert snapshot(store) == before and not (tmp_path / "reports").exists()
+
+
+# --------------------------------------------- 7. what cannot run is refused at once
+STEP_CASES = [
+    ("attribute-n_steps", lambda m, t: pyattn_mod().attribute(m, t, TEXT17, n_steps=10**9), "n_steps must be \"auto\" or an int 1..4096", "1000000000"),
+    ("attribute-max_steps", lambda m, t: pyattn_mod().attribute(m, t, TEXT17, max_steps=10**9), "max_steps must be an int 2..4096", "1000000000"),
+    ("attribute_many-n_steps", lambda m, t: pyattn_mod().attribute_many(m, t, [TEXT17], n_steps=5000, progress=False), "n_steps must be", "5000"),
+    ("explain-n_steps", lambda m, t: pyattn_mod().explain(m, t, TEXT17, n_steps=10**9), "n_steps must be", "1..4096"),
+    ("stream-max_steps", lambda m, t: next(pyattn_mod().attribute_stream(m, t, [TEXT17], max_steps=2**40)), "max_steps must be", "2..4096"),
+]
+
+
+@pytest.mark.parametrize("call,fragment,what", [c[1:] for c in STEP_CASES], ids=[c[0] for c in STEP_CASES])
+def test_steps_beyond_what_can_run_are_refused_at_once(call, fragment, what, user):
+    start = time.perf_counter()
+    refused(user, call, fragment, what, error=ValueError)
+    assert time.perf_counter() - start < 5, "refused before any work"
+
+
+LENGTH_CASES = [
+    ("attribute", lambda m, t: pyattn_mod().attribute(m, t, TEXT17, max_length=1000, n_steps=2), "max_length 1000 is over the model's limit of 128 tokens"),
+    ("attention", lambda m, t: pyattn_mod().attention(m, t, TEXT17, max_length=129), "max_length 129 is over the model's limit of 128 tokens"),
+    ("single_pass", lambda m, t: pyattn_mod().single_pass(m, t, TEXT17, max_length=4096), "max_length 4096 is over the model's limit"),
+    ("explain", lambda m, t: pyattn_mod().explain(m, t, TEXT17, max_length=500, n_steps=2), "max_length 500 is over the model's limit"),
+    ("taylor", lambda m, t: pyattn_mod().taylor_importance(m, t, [TEXT17], [0], max_length=300, progress=False), "max_length 300 is over the model's limit"),
+    ("faithfulness", lambda m, t: __import__("pyattn.faithfulness", fromlist=["x"]).faithfulness(m, t, TEXT17, {}, max_length=200), "max_length 200 is over"),
+    ("attention-fractional", lambda m, t: pyattn_mod().attention(m, t, TEXT17, max_length=12.5), "max_length must be None or an int >= 3"),
+]
+
+
+@pytest.mark.parametrize("call,fragment", [c[1:] for c in LENGTH_CASES], ids=[c[0] for c in LENGTH_CASES])
+def test_max_length_beyond_the_models_positions_is_refused(call, fragment, user):
+    refused(user, call, fragment)
+
+
+def test_max_length_at_the_models_positions_runs_on_the_longest_text(user):
+    """The limit is real: 128 positions run (a 300-word text, cut with the usual warning)."""
+    from pyattn.inputs import TruncationWarning
+
+    model, tokenizer = user
+    before = light_state(model)
+    with pytest.warns(TruncationWarning):
+        result = pyattn_mod().attribute(model, tokenizer, sample_text(300, seed=3), max_length=128, n_steps=2)
+    assert len(result.scores) == 128 and light_state(model) == before
+
+
+def _tokenizer(vocab):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]")
+
+
+SPECIALS = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3}
+STRANGER = _tokenizer({**SPECIALS, "the": 4, "a": 5})  # knows two words: most of any text is [UNK]
+FAR_IDS = _tokenizer({**SPECIALS, **{word: 100 + i for i, word in enumerate(["the", "a", "model", "of", "and", "to", "in", "is"])}})
+
+TOKENIZER_CASES = [
+    ("attribute-unknown", lambda m, t: pyattn_mod().attribute(m, STRANGER, TEXT17, n_steps=2), "are unknown to the tokenizer", "does not fit"),
+    ("attention-unknown", lambda m, t: pyattn_mod().attention(m, STRANGER, TEXT17), "are unknown to the tokenizer", "[UNK]"),
+    ("explain-unknown", lambda m, t: pyattn_mod().explain(m, STRANGER, TEXT17, n_steps=2), "are unknown to the tokenizer", "model's own tokenizer"),
+    ("taylor-unknown", lambda m, t: pyattn_mod().taylor_importance(m, STRANGER, [TEXT17], [0], progress=False), "are unknown to the tokenizer", "does not fit"),
+    ("attribute-far-ids", lambda m, t: pyattn_mod().attribute(m, FAR_IDS, "the model of a model", n_steps=2), "the tokenizer gives id 10", "0..63 only"),
+    ("single_pass-far-ids", lambda m, t: pyattn_mod().single_pass(m, FAR_IDS, "the model of a model"), "the tokenizer gives id 10", "does not belong to the model"),
+]
+
+
+@pytest.mark.parametrize("call,fragment,what", [c[1:] for c in TOKENIZER_CASES], ids=[c[0] for c in TOKENIZER_CASES])
+def test_a_tokenizer_that_does_not_fit_the_model_is_refused(call, fragment, what, user):
+    refused(user, call, fragment, what)
+
+
+def test_a_short_text_of_one_unknown_word_still_runs(user):
+    """The refusal is for a tokenizer that does not fit, not for one rare word."""
+    model, tokenizer = user
+    result = pyattn_mod().attribute(model, tokenizer, "zyzzyva", n_steps=2)
+    assert result.tokens == ["[CLS]", "[UNK]", "[SEP]"]
+
+
+@pytest.mark.parametrize("command", ["attribute", "importance"])
+def test_cli_refuses_a_tokenizer_that_does_not_fit(command, models, data, tmp_path, capsys):
+    folder = tmp_path / "stranger"
+    STRANGER.save_pretrained(folder)
+    out = tmp_path / ("out" if command == "attribute" else "importance.pt")
+    code, _, err = run(capsys, command, "--model", models["bert"], "--tokenizer", folder, "--data", data, "--out", out,
+                       *(FAST if command == "attribute" else ["--device", "cpu", "--quiet"]))
+    assert code == 2
+    assert_one_clear_line(err, "are unknown to the tokenizer", "--tokenizer")
+    assert not out.exists()
+
+
+LABEL_CASES = [
+    ("taylor-fractional", "taylor_importance", [0, 1.5], "labels[1] is 1.5: a label must be a whole class index"),
+    ("gate-fractional", "head_gate_importance", [0.5], "labels[0] is 0.5"),
+    ("taylor-out-of-range", "taylor_importance", [3], "labels[0] is 3, out of range: the model has classes 0..2"),
+    ("taylor-negative", "taylor_importance", [-1], "labels[0] is -1, out of range"),
+    ("taylor-bool", "taylor_importance", [True], "labels[0] is True"),
+    ("taylor-nan", "taylor_importance", [float("nan")], "labels[0] is nan"),
+    ("taylor-string", "taylor_importance", ["positive"], "labels[0] is 'positive'"),
+]
+
+
+@pytest.mark.parametrize("function,labels,fragment", [c[1:] for c in LABEL_CASES], ids=[c[0] for c in LABEL_CASES])
+def test_head_importance_refuses_labels_that_are_not_classes(function, labels, fragment, user):
+    texts = [TEXT17] * len(labels)
+    refused(user, lambda m, t: getattr(pyattn_mod(), function)(m, t, texts, labels, progress=False), fragment, error=ValueError)
+
+
+def test_head_importance_takes_whole_number_floats_as_labels(user):
+    """1.0 (a pandas float column) is class 1, as the integer is."""
+    model, tokenizer = user
+    as_float = pyattn_mod().taylor_importance(model, tokenizer, [TEXT17], [1.0], progress=False)
+    as_int = pyattn_mod().taylor_importance(model, tokenizer, [TEXT17], [1], progress=False)
+    assert torch.equal(as_float, as_int)
+
+
+@pytest.mark.parametrize("suffix,write", [
+    (".jsonl", lambda path, rows: path.write_bytes(b"\xef\xbb\xbf" + "\n".join(json.dumps(r) for r in rows).encode())),
+    (".csv", lambda path, rows: path.write_bytes(b"\xef\xbb\xbf" + pd.DataFrame(rows).to_csv(index=False).encode())),
+], ids=["jsonl", "csv"])
+def test_data_with_a_byte_order_mark_is_read(suffix, write, models, tmp_path, capsys):
+    rows = [{"doc": f"b{i}", "text": sample_text(8, seed=30 + i), "label": i % 3} for i in range(3)]
+    path = tmp_path / f"bom{suffix}"
+    write(path, rows)
+    out = tmp_path / "out"
+    code, _, err = run(capsys, "attribute", "--model", models["bert"], "--data", path, "--out", out, "--id-column", "doc", *FAST)
+    assert code == 0, err
+    records = assert_store_once(out, ["b0", "b1", "b2"]).records().set_index("doc_id")
+    assert records.loc["b1", "label"] == 1
+
+
+SAVE_CASES = [
+    ("dir-dot-pt", "{tmp}/.pt", "has no name before '.pt'"),
+    ("dir-dot-npy", "{tmp}/.npy", "has no name before '.npy'"),
+    ("missing-folder", "{tmp}/nowhere/importance.pt", "folder '{tmp}/nowhere' does not exist"),
+    ("a-folder", "{tmp}/folder.pt", "is a folder"),
+    ("txt", "{tmp}/importance.txt", "use .pt or .npy"),
+]
+
+
+@pytest.mark.parametrize("target,fragment", [c[1:] for c in SAVE_CASES], ids=[c[0] for c in SAVE_CASES])
+def test_save_head_importance_to_a_name_that_cannot_be_a_file(target, fragment, tmp_path):
+    (tmp_path / "folder.pt").mkdir()
+    before = snapshot(tmp_path)
+    with pytest.raises(ValueError) as raised:
+        pyattn_mod().save_head_importance(torch.ones(2, 4), target.format(tmp=tmp_path))
+    assert_clear_error(raised, fragment.format(tmp=tmp_path))
+    assert snapshot(tmp_path) == before and sorted(os.listdir(tmp_path)) == ["folder.pt"]
+
+
+# ------------------------------------ 8. the index links only to what pyattn wrote
+LINK_CASES = [
+    ("javascript", "javascript:alert(1)", "is not a plain relative path"),
+    ("javascript-upper", " JavaScript:alert(1)", "is not a plain relative path"),
+    ("https", "https://example.com/x.html", "is not a plain relative path"),
+    ("data-url", "data:text/html;base64,PHNjcmlwdD4=", "is not a plain relative path"),
+    ("protocol-relative", "//example.com/x.html", "is not a plain relative path"),
+    ("absolute", "/etc/passwd", "is not a plain relative path"),
+    ("parent", "../secret.html", "leaves the report folder"),
+    ("encoded-parent", "%2e%2e/secret.html", "leaves the report folder"),
+    ("query", "document-0.html?x=1", "is not a plain relative path"),
+    ("missing-file", "document-9.html", "names no file in the report folder"),
+    ("not-a-string", float("nan"), "is not a file name"),
+    ("empty", "", "is not a file name"),
+]
+
+
+@pytest.mark.parametrize("link,fragment", [c[1:] for c in LINK_CASES], ids=[c[0] for c in LINK_CASES])
+def test_index_report_links_only_to_files_in_its_folder(link, fragment, tmp_path):
+    (tmp_path / "secret.html").write_text("not pyattn's")
+    folder = tmp_path / "reports"
+    write_html(folder / "document-0.html", "<p>a</p>")
+    before = snapshot(tmp_path)
+    table = pd.DataFrame({"document": ["a", "b"], "report": ["document-0.html", link], "spearman": [0.5, 0.25]})
+    with pytest.raises(ValueError) as raised:
+        index_report(folder / "index.html", table)
+    assert_clear_error(raised, "table row 1", "column 'report'", fragment)
+    assert snapshot(tmp_path) == before, "nothing written"
+    # the good row alone is linked
+    index_report(folder / "index.html", table.iloc[:1])
+    import re
+
+    assert re.findall(r'href="([^"]*)"', (folder / "index.html").read_text()) == ["document-0.html"]
+
+
+# -------------------------------- 4. inside no_grad / inference_mode, frozen, refused
+@pytest.mark.parametrize("context", ["no_grad", "inference_mode", "set_grad_enabled(False)"])
+@pytest.mark.parametrize("entry", ["attribute", "taylor_importance", "head_gate_importance", "single_pass", "explain"])
+def test_gradient_entry_points_run_inside_no_grad_and_on_frozen_models(entry, context, user):
+    """No torch traceback: each runs and leaves the grad mode and the model as found."""
+    model, tokenizer = user
+    calls = {
+        "attribute": lambda: pyattn_mod().attribute(model, tokenizer, TEXT17, n_steps=2),
+        "taylor_importance": lambda: pyattn_mod().taylor_importance(model, tokenizer, [TEXT17], [1], progress=False),
+        "head_gate_importance": lambda: pyattn_mod().head_gate_importance(model, tokenizer, [TEXT17], [1], progress=False),
+        "single_pass": lambda: pyattn_mod().single_pass(model, tokenizer, TEXT17),
+        "explain": lambda: pyattn_mod().explain(model, tokenizer, TEXT17, n_steps=2, faithfulness=False),
+    }
+    frozen = [p for p in model.parameters() if p.requires_grad]
+    for parameter in frozen:
+        parameter.requires_grad_(False)
+    previous = torch.is_grad_enabled()
+    try:
+        before = light_state(model)
+        if context == "set_grad_enabled(False)":
+            torch.set_grad_enabled(False)
+            manager = __import__("contextlib").nullcontext()
+        else:
+            manager = getattr(torch, context)()
+        with manager:
+            grad_mode = torch.is_grad_enabled()
+            result = calls[entry]()
+            assert torch.is_grad_enabled() == grad_mode
+        assert result is not None and light_state(model) == before
+    finally:
+        torch.set_grad_enabled(previous)
+        for parameter in frozen:
+            parameter.requires_grad_(True)

@@ -338,6 +338,32 @@ th { background: #f3f3f3; } td.text { text-align: left; }
 """
 
 
+def _check_link(link, number: int, column: str, folder: str) -> None:
+    """A link of the index: a relative path to a file that is in the report
+    folder (a report pyattn wrote), nothing else (no scheme such as
+    ``javascript:`` or ``https:``, no absolute path, no ``..``, no query)."""
+    import re
+    import urllib.parse
+
+    def refuse(why: str):
+        raise ValueError(f"table row {number}: link {link!r} in column {column!r} {why}: "
+                         "index_report links only to files written in the report folder")
+
+    if not isinstance(link, str) or not link.strip():
+        refuse("is not a file name")
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", link.strip()) or link.strip().startswith(("//", "/", "\\")) or any(c in link for c in "?#\\\0") \
+            or link != link.strip() or any(ord(c) < 32 for c in link):
+        refuse("is not a plain relative path")
+    parts = urllib.parse.unquote(link).split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        refuse("leaves the report folder or is not a plain relative path")
+    target = os.path.realpath(os.path.join(folder, *parts))
+    if os.path.commonpath([target, os.path.realpath(folder)]) != os.path.realpath(folder):
+        refuse("leaves the report folder")
+    if not os.path.isfile(target):
+        refuse("names no file in the report folder")
+
+
 def index_report(path: str | os.PathLike, table, link_column: str = "report", title: str = "pyattn results", notes: Sequence[str] = (),
                  images: Sequence[tuple[str, bytes]] = (), tables: Sequence[tuple] = ()) -> str:
     """A summary page for a set of documents: one row per document of
@@ -351,6 +377,9 @@ def index_report(path: str | os.PathLike, table, link_column: str = "report", ti
     table : pandas.DataFrame
         One row per document.
     link_column : str
+        Each a relative path to a file already in the folder of ``path``
+        (the document's report): anything else (``javascript:``, a URL, an
+        absolute path, ``..``, a missing file) raises ValueError.
     title : str
     notes : sequence of str
         Lines shown above the table (e.g. which mask a column uses).
@@ -371,13 +400,22 @@ def index_report(path: str | os.PathLike, table, link_column: str = "report", ti
     >>> import os, tempfile
     >>> import pandas as pd
     >>> with tempfile.TemporaryDirectory() as folder:
+    ...     _ = write_html(os.path.join(folder, "document-0.html"), "<p>a</p>")
     ...     path = index_report(os.path.join(folder, "index.html"), pd.DataFrame({"document": ["a"], "report": ["document-0.html"], "spearman": [0.5]}))
     ...     'href="document-0.html"' in open(path, encoding="utf-8").read()
     True
+    >>> index_report("index.html", pd.DataFrame({"document": ["a"], "report": ["javascript:alert(1)"]}))
+    Traceback (most recent call last):
+    ...
+    ValueError: table row 0: link 'javascript:alert(1)' in column 'report' is not a plain relative path: index_report links only to files written in the report folder
     """
     import jinja2
 
+    path = os.fspath(path)
     columns = [c for c in table.columns if c != link_column]
+    if link_column in table.columns:
+        for number, link in enumerate(table[link_column]):
+            _check_link(link, number, link_column, os.path.dirname(os.path.abspath(path)))
     rows = []
     for _, record in table.iterrows():
         cells = []
@@ -391,7 +429,6 @@ def index_report(path: str | os.PathLike, table, link_column: str = "report", ti
         title=title, notes=list(notes), columns=columns, rows=rows, tables=_extra_tables(tables),
         images=[(alt, base64.b64encode(data).decode()) for alt, data in images],
     )
-    path = os.fspath(path)
     if os.path.dirname(path):
         os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w", encoding="utf-8") as out:
