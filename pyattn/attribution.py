@@ -154,6 +154,7 @@ class Attribution:
     float32_output_gap: float | None = None  # under autocast: F(input) - F(baseline) in float32
     seconds: float = float("nan")
     output: str = "softmax"  # what F is: "softmax", "sigmoid" (multi-label) or "raw" (regression)
+    stalled: bool = False  # under autocast: refinement stopped at the rounding floor before tol (STALL_FACTOR)
 
     @property
     def probabilities(self) -> np.ndarray:
@@ -795,6 +796,20 @@ def _autocast_dtype(autocast, device: torch.device):
     raise ValueError(f'autocast must be False, True, "bfloat16" or "float16", got {autocast!r}')
 
 
+#: Under autocast, ``n_steps="auto"`` stops refining once two doublings of
+#: the nodes have not halved the completeness error: the error has reached
+#: the half-precision rounding floor of the model's outputs, and more nodes
+#: only cost time (the result says ``stalled``; in float32 refinement goes
+#: on to ``max_steps``, as a steep path can plateau before it resolves).
+STALL_FACTOR = 0.5
+
+
+def _stalled(tries: list[tuple[int, float]], autocast_dtype, n_steps) -> bool:
+    if autocast_dtype is None or n_steps != "auto" or len(tries) < 3:
+        return False
+    return min(error for _, error in tries[-2:]) > STALL_FACTOR * tries[-3][1]
+
+
 class _DocumentRun:
     """One document's integration, level by level: ``pending`` are the nodes
     its current level still needs (in the order they must run); ``add``
@@ -811,7 +826,7 @@ class _DocumentRun:
         self.integrand = _PathIntegrand(model, self.document, target, autocast_dtype, device)
         self.projected = np.zeros((0, self.integrand.difference.shape[1]))
         self.previous_scores, self.previous_steps, self.tries, self.converged = None, None, [], False
-        self.finished = False
+        self.finished = self.stalled = False
         self.done = 0
         level = quadrature.level_of(n_steps) if n_steps != "auto" else None
         self.nested = method in quadrature.NESTED_METHODS and (n_steps == "auto" or level is not None)
@@ -861,7 +876,8 @@ class _DocumentRun:
         self.tries.append((self.steps, abs(self.delta)))
         # a gap of 0 has no relative error to speak of: never converged
         self.converged = self.gap != 0 and abs(self.delta) <= self.tol * abs(self.gap)
-        if self.nested and self.levels and not (self.converged and self.n_steps == "auto"):
+        self.stalled = self.stalled or (not self.converged and _stalled(self.tries, integrand.autocast_dtype, self.n_steps))
+        if self.nested and self.levels and not (self.converged and self.n_steps == "auto") and not self.stalled:
             self._start_level(self.levels.pop(0))
         else:
             self.finished = True
@@ -913,6 +929,7 @@ class _DocumentRun:
             score_error=score_error,
             autocast_dtype=None if integrand.autocast_dtype is None else str(integrand.autocast_dtype).replace("torch.", ""),
             float32_output_gap=float32_gap,
+            stalled=bool(self.stalled),
             seconds=time.perf_counter() - self.start_time,
             output=integrand.output,
         )

@@ -330,3 +330,19 @@ def test_autocast_reports_both_completeness_errors(longformer, roberta_tokenizer
     assert fast.float32_relative_error == pytest.approx(abs(fast.scores.sum() - exact.output_gap) / abs(exact.output_gap), rel=1e-3)
     with pytest.raises(ValueError, match=r'autocast must be False, True, "bfloat16" or "float16", got \'int8\''):
         pyattn.attribute(longformer, roberta_tokenizer, text, autocast="int8")
+
+
+def test_autocast_refinement_stops_at_the_rounding_floor(longformer, roberta_tokenizer):
+    """Under bfloat16 autocast a tolerance far below bfloat16's rounding
+    cannot be met: n_steps="auto" stops once two doublings have not halved
+    the completeness error (stalled, not converged) instead of running to
+    max_steps; in float32 the same request refines on."""
+    text = sample_text(20, seed=8)
+    half = pyattn.attribute(longformer, roberta_tokenizer, text, autocast="bfloat16", tol=1e-9, max_steps=257)
+    assert half.stalled and not half.converged
+    assert half.n_steps < 257
+    errors = [error for _, error in half.tries]
+    assert min(errors[-2:]) > 0.5 * errors[-3]  # the rule, read from the tries it reports
+    assert all(min(errors[i + 1 : i + 3]) <= 0.5 * errors[i] for i in range(len(errors) - 3))  # and not earlier
+    full = pyattn.attribute(longformer, roberta_tokenizer, text, tol=1e-9, max_steps=65)
+    assert not full.stalled and full.n_steps == 65
