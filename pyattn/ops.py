@@ -15,12 +15,21 @@ See ``../shared/LONGFORMER_LAYOUT.md`` for the layout the kernels implement.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from pyattn import _C  # noqa: F401  (loads the library, registering the ops)
 from pyattn._checks import require_tensor, require_tensor_sequence
 
-__all__ = ["band_to_dense", "attention_received", "attention_received_layers", "global_tables", "has_cuda_kernels"]
+__all__ = [
+    "band_to_dense",
+    "attention_received",
+    "attention_received_layers",
+    "attention_received_qk",
+    "global_tables",
+    "has_cuda_kernels",
+]
 
 from typing import Sequence
 
@@ -421,3 +430,143 @@ def _dense_backward(ctx, grad):
 
 torch.library.register_autograd("pyattn::attention_received", _received_backward, setup_context=_received_setup_context)
 torch.library.register_autograd("pyattn::band_to_dense", _dense_backward, setup_context=_dense_setup_context)
+
+
+
+# --- Attention received from queries and keys (no probabilities, no N x N). --
+
+
+def attention_received_qk(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    scale: float,
+    *,
+    key_mask: torch.Tensor | None = None,
+    window: tuple[int, int] = (-1, -1),
+    causal: bool = False,
+    global_mask: torch.Tensor | None = None,
+    head_weights: torch.Tensor | None = None,
+    row_weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Attention each key receives, computed from one layer's queries and
+    keys without any ``N x N`` matrix: two passes over tiles, first each
+    row's log-sum-exp, then column sums of ``exp(scale * q.k - lse)``.
+
+    The attention described is ``p[b, h, i, j] = softmax_j(scale * q[b, h, i]
+    . k[b, h', j])`` over the keys row ``i`` may see (``h' = h // (H // Hkv)``):
+
+    - ``key_mask[b, j] != 0`` (None: every key is real); a padded query row
+      contributes nothing;
+    - ``window = (left, right)``: ``j >= i - left`` unless ``left < 0``,
+      ``j <= i + right`` unless ``right < 0`` (ModernBERT's local layers:
+      ``(64, 64)``; Mistral's sliding window ``W``: ``(W - 1, -1)`` with causal);
+    - ``causal``: ``j <= i``;
+    - ``global_mask[b, i] != 0``: row ``i`` sees every real key and key ``i``
+      is seen by every real row, whatever the window and causal say
+      (Longformer / BigBird globals).
+
+    A row that sees no key contributes nothing.
+
+    Parameters
+    ----------
+    q : (B, H, N, d); k : (B, Hkv, N, d) with ``H % Hkv == 0``; float32,
+        float16 or bfloat16, one dtype, any strides. Accumulated in float32.
+    scale : finite float, the factor on ``q . k``.
+    head_weights : (H,), optional: heads fused, ``R[b, j] = sum_h
+        head_weights[h] * R[b, h, j]``.
+    row_weights : (B, N) or (B, H, N), optional: weight of each query row
+        (rollout's propagation; a one-hot of row 0 gives the CLS row). Values
+        are not checked (negative weights are allowed; NaN propagates), so the
+        check needs no host synchronisation.
+
+    Returns
+    -------
+    torch.Tensor
+        float32, ``(B, H, N)``, or ``(B, N)`` with ``head_weights``, on the
+        device of ``q``. Not differentiable: this op reads attention, it is
+        not for training (backward raises).
+
+    Examples
+    --------
+    >>> import torch
+    >>> q = torch.zeros(1, 1, 3, 2); k = torch.zeros(1, 1, 3, 2)  # all scores equal
+    >>> attention_received_qk(q, k, 1.0, causal=True)  # rows see 1, 2, 3 keys
+    tensor([[[1.8333, 0.8333, 0.3333]]])
+    """
+    _check_qk_inputs(q, k, scale, key_mask, window, causal, global_mask, head_weights, row_weights)
+    left, right = (int(x) for x in window)
+    return torch.ops.pyattn.attention_received_qk.default(
+        q, k, float(scale), key_mask, left, right, bool(causal), global_mask, head_weights, row_weights
+    )
+
+
+_QK_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _check_qk_inputs(q, k, scale, key_mask, window, causal, global_mask, head_weights, row_weights) -> None:
+    """The checks of ``csrc/cpu/qk_cpu.cpp`` (``check_qk_inputs``), with the
+    same messages, in the same order: dims, sizes, dtypes, devices."""
+
+    def fail(message: str):
+        raise RuntimeError(message)
+
+    if isinstance(window, (int, float)) or len(tuple(window)) != 2:
+        fail(f"window must be a pair of ints (left, right), -1 for unlimited, got {window!r}")
+    for name, value in zip(("window_left", "window_right"), tuple(window)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            fail(f"{name} must be an int (-1 for unlimited), got {value!r}")
+    if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not math.isfinite(float(scale)):
+        fail(f"scale must be a finite float, got {scale!r}")
+    if q.dim() != 4:
+        fail(f"q must be 4-D (B, H, N, d), got {q.dim()}-D tensor of shape {list(q.shape)}")
+    if k.dim() != 4:
+        fail(f"k must be 4-D (B, Hkv, N, d), got {k.dim()}-D tensor of shape {list(k.shape)}")
+    B, H, N, d = q.shape
+    for dim, what in ((0, "batch B"), (2, "sequence length N"), (3, "head size d")):
+        if k.shape[dim] != q.shape[dim]:
+            fail(f"k has shape {list(k.shape)} but its dimension {dim} ({what}) must be {q.shape[dim]} to match q")
+    Hkv = k.shape[1]
+    if Hkv == 0 or H % Hkv != 0:
+        fail(f"k has {Hkv} heads but q's {H} heads must be a multiple of them (grouped-query attention), k shape {list(k.shape)}")
+    for name, mask in (("key_mask", key_mask), ("global_mask", global_mask)):
+        if mask is not None and tuple(mask.shape) != (B, N):
+            fail(f"{name} must have shape (B, N) = ({B}, {N}) to match q, got shape {list(mask.shape)}")
+    if head_weights is not None and tuple(head_weights.shape) != (H,):
+        fail(f"head_weights must have shape (H,) = ({H},) to match q's heads, got shape {list(head_weights.shape)}")
+    if row_weights is not None and tuple(row_weights.shape) not in ((B, N), (B, H, N)):
+        fail(f"row_weights must have shape (B, N) = ({B}, {N}) or (B, H, N) = ({B}, {H}, {N}) to match q, got shape {list(row_weights.shape)}")
+    if q.dtype not in _QK_DTYPES:
+        fail(f"q must be float32, float16 or bfloat16, got {q.dtype}")
+    if k.dtype != q.dtype:
+        fail(f"k has dtype {k.dtype} but q has {q.dtype}; they must match")
+    for name, mask in (("key_mask", key_mask), ("global_mask", global_mask)):
+        if mask is not None and mask.dtype.is_floating_point:
+            fail(f"{name} must be bool or integer (nonzero = set), got {mask.dtype}")
+    for name, tensor in (("head_weights", head_weights), ("row_weights", row_weights)):
+        if tensor is not None and not tensor.dtype.is_floating_point:
+            fail(f"{name} must be float16, bfloat16, float32 or float64, got {tensor.dtype}")
+    for name, tensor in (("k", k), ("key_mask", key_mask), ("global_mask", global_mask), ("head_weights", head_weights), ("row_weights", row_weights)):
+        if tensor is not None and tensor.device != q.device:
+            fail(f"{name} is on {tensor.device} but q is on {q.device}; all arguments must be on one device")
+
+
+@torch.library.register_fake("pyattn::attention_received_qk")
+def _attention_received_qk_fake(q, k, scale, key_mask, window_left, window_right, causal, global_mask, head_weights, row_weights):
+    _check_qk_inputs(q, k, scale, key_mask, (window_left, window_right), causal, global_mask, head_weights, row_weights)
+    B, H, N, _ = q.shape
+    shape = (B, N) if head_weights is not None else (B, H, N)
+    return q.new_empty(shape, dtype=torch.float32)
+
+
+def _qk_setup_context(ctx, inputs, output):
+    pass
+
+
+def _qk_backward(ctx, grad):
+    raise RuntimeError(
+        "attention_received_qk is not differentiable: it reads attention (column sums of softmax(q.k)), "
+        "it is not for training; compute what needs gradients with the model's own attention"
+    )
+
+
+torch.library.register_autograd("pyattn::attention_received_qk", _qk_backward, setup_context=_qk_setup_context)

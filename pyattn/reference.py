@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["band_to_dense", "attention_received", "attention_received_banded", "global_positions"]
+__all__ = ["band_to_dense", "attention_received", "attention_received_banded", "global_positions", "attention_received_qk", "qk_visible"]
 
 
 def _layout(local_attn: torch.Tensor, global_attn: torch.Tensor | None) -> tuple[int, int]:
@@ -249,3 +249,119 @@ def attention_received_banded(
     if head_weights is not None:
         received = torch.einsum("bhj,h->bj", received, head_weights.to(acc))
     return received.to(local_attn.dtype)
+
+
+def qk_visible(
+    N: int,
+    key_mask: torch.Tensor | None = None,
+    window: tuple[int, int] = (-1, -1),
+    causal: bool = False,
+    global_mask: torch.Tensor | None = None,
+    batch: int = 1,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """Which keys each query row sees, written out as the rules of
+    :func:`attention_received_qk` say, as a dense ``(B, N, N)`` bool matrix
+    (row ``i``, column ``j``).
+
+    Examples
+    --------
+    >>> qk_visible(4, window=(1, 1)).int()[0]
+    tensor([[1, 1, 0, 0],
+            [1, 1, 1, 0],
+            [0, 1, 1, 1],
+            [0, 0, 1, 1]], dtype=torch.int32)
+    >>> qk_visible(3, causal=True, global_mask=torch.tensor([[1, 0, 0]])).int()[0]  # row 0 global: sees all
+    tensor([[1, 1, 1],
+            [1, 1, 0],
+            [1, 1, 1]], dtype=torch.int32)
+    """
+    B = batch if key_mask is None else key_mask.shape[0]
+    i = torch.arange(N, device=device)[:, None]
+    j = torch.arange(N, device=device)[None, :]
+    local = torch.ones(N, N, dtype=torch.bool, device=device)
+    left, right = window
+    if left >= 0:
+        local &= j >= i - left
+    if right >= 0:
+        local &= j <= i + right
+    if causal:
+        local &= j <= i
+    real = torch.ones(B, N, dtype=torch.bool, device=device) if key_mask is None else (key_mask != 0).to(device)
+    visible = local[None].expand(B, N, N).clone()
+    if global_mask is not None:
+        is_global = (global_mask != 0).to(device)
+        visible |= is_global[:, :, None]  # a global row sees every key
+        visible |= is_global[:, None, :]  # a global key is seen by every row
+    # Padded keys are never seen; padded query rows see nothing.
+    return visible & real[:, None, :] & real[:, :, None]
+
+
+def attention_received_qk(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    scale: float,
+    *,
+    key_mask: torch.Tensor | None = None,
+    window: tuple[int, int] = (-1, -1),
+    causal: bool = False,
+    global_mask: torch.Tensor | None = None,
+    head_weights: torch.Tensor | None = None,
+    row_weights: torch.Tensor | None = None,
+    out_dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Attention received per key from queries and keys, the readable way:
+    the dense masked softmax ``(B, H, N, N)`` in float64, then weighted column
+    sums. For tests and small ``N``; :func:`pyattn.ops.attention_received_qk`
+    computes the same without the ``N x N`` matrix.
+
+    Parameters
+    ----------
+    q : (B, H, N, d); k : (B, Hkv, N, d), ``H % Hkv == 0``: query head ``h``
+        uses key head ``h // (H // Hkv)``.
+    scale : the factor on ``q . k`` (usually ``d ** -0.5``).
+    key_mask : (B, N), nonzero for real tokens; None = all real.
+    window : (left, right): row ``i`` sees ``j >= i - left`` (unless left < 0)
+        and ``j <= i + right`` (unless right < 0).
+    causal : row ``i`` sees ``j <= i``.
+    global_mask : (B, N), nonzero for global tokens: a global row sees every
+        real key and a global key is seen by every real row, whatever the
+        window and ``causal`` say.
+    head_weights : (H,), optional: returns ``sum_h head_weights[h] * R[:, h]``.
+    row_weights : (B, N) or (B, H, N), optional: weight of each query row.
+    out_dtype : dtype of the result (float32, like the op; float64 to keep
+        the reference's precision).
+
+    Returns
+    -------
+    torch.Tensor, (B, H, N), or (B, N) with ``head_weights``. Padded query rows
+    and rows that see no key contribute nothing.
+
+    Examples
+    --------
+    >>> import torch
+    >>> q = torch.zeros(1, 1, 3, 2); k = torch.zeros(1, 1, 3, 2)  # all scores equal
+    >>> attention_received_qk(q, k, 1.0)  # every row spreads 1 evenly over 3 keys
+    tensor([[[1., 1., 1.]]])
+    >>> attention_received_qk(q, k, 1.0, causal=True)  # rows see 1, 2, 3 keys
+    tensor([[[1.8333, 0.8333, 0.3333]]])
+    """
+    B, H, N, _ = q.shape
+    Hkv = k.shape[1]
+    group = H // Hkv
+    kk = k.double().repeat_interleave(group, dim=1)  # (B, H, N, d)
+    scores = torch.einsum("bhid,bhjd->bhij", q.double(), kk) * float(scale)
+    visible = qk_visible(N, key_mask, tuple(window), causal, global_mask, batch=B, device=q.device)[:, None]  # (B, 1, N, N)
+    scores = scores.masked_fill(~visible, float("-inf"))
+    probs = torch.softmax(scores, dim=-1)
+    probs = torch.where(visible.any(-1, keepdim=True), probs, torch.zeros_like(probs))  # rows that see nothing: 0, not NaN
+    if row_weights is None:
+        weights = torch.ones(B, H, N, dtype=torch.float64, device=q.device)
+    else:
+        weights = row_weights.double()
+        if weights.dim() == 2:
+            weights = weights[:, None, :].expand(B, H, N)
+    received = torch.einsum("bhij,bhi->bhj", probs, weights)
+    if head_weights is not None:
+        received = torch.einsum("bhj,h->bj", received, head_weights.double())
+    return received.to(out_dtype)
