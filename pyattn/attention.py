@@ -31,7 +31,7 @@ from pyattn.layers import (
 )
 from pyattn.ops import attention_received
 
-__all__ = ["ModelAttention", "attention_from_inputs", "attention", "attention_route", "default_global_attention_mask", "use_eager_attention"]
+__all__ = ["ModelAttention", "attention_from_inputs", "attention", "attention_route", "ready_for_attention", "default_global_attention_mask", "use_eager_attention"]
 
 
 def default_global_attention_mask(model: torch.nn.Module, input_ids: torch.Tensor) -> torch.Tensor | None:
@@ -256,6 +256,21 @@ def attention_route(model, route: str = "auto") -> str:
     if route == "qk" and why is not None:
         raise ValueError(why)
     return "qk" if why is None else "eager"
+
+
+def ready_for_attention(model, route: str = "auto") -> str:
+    """Get ``model`` ready for :func:`attention_from_inputs` by ``route`` and
+    say which route that is: only the ``"eager"`` route switches the model to
+    eager attention; the q/k and band routes leave it as it is.
+
+    >>> from pyattn import load_demo
+    >>> ready_for_attention(load_demo()[0])
+    'band'
+    """
+    chosen = attention_route(model, route)
+    if chosen == "eager":
+        use_eager_attention(model)
+    return chosen
 
 
 def _rollout_starts(model, attention_mask: torch.Tensor | None, B: int, N: int, device) -> torch.Tensor:

@@ -48,7 +48,11 @@ class LayerMask:
     """Which keys a query row of one layer sees, besides padding:
     ``window = (left, right)`` (row ``i`` sees ``i - left <= j <= i + right``;
     -1: unlimited) and ``causal`` (``j <= i``), as
-    :func:`pyattn.ops.attention_received_qk` takes them."""
+    :func:`pyattn.ops.attention_received_qk` takes them.
+
+    >>> LayerMask((4095, -1), True)  # Mistral's sliding window of 4,096: i - 4096 < j <= i
+    LayerMask(window=(4095, -1), causal=True)
+    """
 
     window: tuple[int, int] = (-1, -1)
     causal: bool = False
@@ -56,7 +60,12 @@ class LayerMask:
 
 @dataclass(frozen=True)
 class QKArchitecture:
-    """One row of the table: how an architecture forms its attention."""
+    """One row of the table: how an architecture forms its attention.
+
+    >>> row = QK_ARCHITECTURES["modernbert"]
+    >>> row.attention_classes, row.source, row.scale
+    (('ModernBertAttention',), 'interface', 'd^-0.5')
+    """
 
     attention_classes: tuple[str, ...]
     source: str  # "interface" or "projections" (see the module docstring)
@@ -178,7 +187,12 @@ def qk_refusal(model) -> str | None:
 
 
 def takes_qk_route(model) -> bool:
-    """Whether :func:`qk_refusal` accepts ``model``."""
+    """Whether :func:`qk_refusal` accepts ``model``.
+
+    >>> import torch
+    >>> takes_qk_route(torch.nn.Linear(2, 2))
+    False
+    """
     return qk_refusal(model) is None
 
 

@@ -228,3 +228,44 @@ def test_attention_routes_agree(name):
     torch.testing.assert_close(fast.logits, reference.logits, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="route='eager'"):
         fast.dense(0)
+
+
+@pytest.mark.parametrize("name", ["modernbert", "llama"])
+def test_cli_attribute_stores_the_models_own_attention(name, tmp_path):
+    """`pyattn attribute` on a tiny model saved to a folder: the stored
+    attention received per layer and head (read by the q/k route while the
+    loaded model runs sdpa) equals the column sums of the saved model's own
+    eager attention."""
+    import pandas as pd
+    from transformers import AutoModelForSequenceClassification
+
+    from pyattn.cli import main
+    from pyattn.runner import stored_attention
+    from pyattn.store import ResultsStore
+    from testing import sample_text, tiny_tokenizer
+
+    model, tokenizer = tiny_model(name, seed=5), tiny_tokenizer("bert")
+    folder = tmp_path / name
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    texts = [sample_text(14, seed=1), sample_text(9, seed=2)]
+    pd.DataFrame({"text": texts, "label": [0, 2]}).to_csv(tmp_path / "data.csv", index=False)
+    out = tmp_path / "store"
+    assert main(["attribute", "--model", str(folder), "--data", str(tmp_path / "data.csv"), "--out", str(out), "--steps", "4", "--quiet"]) == 0
+    records = ResultsStore.open(str(out)).records().sort_values("index")
+    from pyattn.runner import load_model
+
+    assert load_model(str(folder))[0].config._attn_implementation == "sdpa"  # loaded as saved: the q/k route reads it
+    eager = AutoModelForSequenceClassification.from_pretrained(folder, attn_implementation="eager").eval()
+    for text, (_, record) in zip(texts, records.iterrows()):
+        ids = torch.tensor([[int(i) for i in record["input_ids"]]])
+        stored = torch.as_tensor(stored_attention(record))  # (L, H, N)
+        expected = eager_received(eager_attentions(eager, ids, torch.ones_like(ids)), torch.ones_like(ids))[:, 0]
+        torch.testing.assert_close(stored, expected, atol=1e-5, rtol=1e-5)
+    eager_out = tmp_path / "store-eager"
+    assert main(["attribute", "--model", str(folder), "--data", str(tmp_path / "data.csv"), "--out", str(eager_out), "--steps", "4",
+                 "--attention-route", "eager", "--quiet"]) == 0
+    by_eager = ResultsStore.open(str(eager_out)).records().sort_values("index")
+    for (_, fast), (_, reference) in zip(records.iterrows(), by_eager.iterrows()):
+        np_fast, np_ref = stored_attention(fast), stored_attention(reference)
+        torch.testing.assert_close(torch.as_tensor(np_fast), torch.as_tensor(np_ref), atol=1e-5, rtol=1e-5)
