@@ -23,3 +23,14 @@
   TORCH_CHECK((t).device() == (ref).device(), name " is on ", (t).device(),   \
               " but local_attn is on ", (ref).device(),                       \
               "; all arguments must be on one device")
+
+// The same checks against another reference argument (`ref`, its name).
+#define PYATTN_CHECK_SIZE_AS(t, name, d, expected, what, ref)                 \
+  TORCH_CHECK((t).size(d) == (expected), name " has shape ", (t).sizes(),     \
+              " but its dimension ", d, " (" what ") must be ", (expected),    \
+              " to match " ref)
+
+#define PYATTN_CHECK_DEVICE_AS(t, name, ref_t, ref)                           \
+  TORCH_CHECK((t).device() == (ref_t).device(), name " is on ", (t).device(), \
+              " but " ref " is on ", (ref_t).device(),                        \
+              "; all arguments must be on one device")

@@ -51,6 +51,10 @@ TORCH_LIBRARY(pyattn, m) {
       "attention_received(Tensor local_attn, Tensor? global_attn, "
       "Tensor? global_attention_mask, Tensor? head_weights, "
       "Tensor? row_weights, ScalarType? out_dtype=None) -> Tensor");
+  m.def(
+      "attention_received_qk(Tensor q, Tensor k, float scale, Tensor? key_mask, "
+      "int window_left, int window_right, bool causal, Tensor? global_mask, "
+      "Tensor? head_weights, Tensor? row_weights) -> Tensor");
   m.def("has_cuda_kernels() -> bool", &has_cuda_kernels);
   m.def("parallel_threads_used(int n) -> int", &parallel_threads_used);
 }

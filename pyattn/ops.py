@@ -473,13 +473,6 @@ def attention_received_qk(
     """
     _check_qk_inputs(q, k, scale, key_mask, window, causal, global_mask, head_weights, row_weights)
     left, right = (int(x) for x in window)
-    if not hasattr(torch.ops.pyattn, "attention_received_qk"):  # extension built before the op existed
-        from pyattn import reference
-
-        return reference.attention_received_qk(
-            q, k, scale, key_mask=key_mask, window=(left, right), causal=causal,
-            global_mask=global_mask, head_weights=head_weights, row_weights=row_weights,
-        )
     return torch.ops.pyattn.attention_received_qk.default(
         q, k, float(scale), key_mask, left, right, bool(causal), global_mask, head_weights, row_weights
     )
@@ -533,3 +526,25 @@ def _check_qk_inputs(q, k, scale, key_mask, window, causal, global_mask, head_we
     for name, tensor in (("k", k), ("key_mask", key_mask), ("global_mask", global_mask), ("head_weights", head_weights), ("row_weights", row_weights)):
         if tensor is not None and tensor.device != q.device:
             fail(f"{name} is on {tensor.device} but q is on {q.device}; all arguments must be on one device")
+
+
+@torch.library.register_fake("pyattn::attention_received_qk")
+def _attention_received_qk_fake(q, k, scale, key_mask, window_left, window_right, causal, global_mask, head_weights, row_weights):
+    _check_qk_inputs(q, k, scale, key_mask, (window_left, window_right), causal, global_mask, head_weights, row_weights)
+    B, H, N, _ = q.shape
+    shape = (B, N) if head_weights is not None else (B, H, N)
+    return q.new_empty(shape, dtype=torch.float32)
+
+
+def _qk_setup_context(ctx, inputs, output):
+    pass
+
+
+def _qk_backward(ctx, grad):
+    raise RuntimeError(
+        "attention_received_qk is not differentiable: it reads attention (column sums of softmax(q.k)), "
+        "it is not for training; compute what needs gradients with the model's own attention"
+    )
+
+
+torch.library.register_autograd("pyattn::attention_received_qk", _qk_backward, setup_context=_qk_setup_context)

@@ -7,7 +7,7 @@ import torch
 
 import pyattn
 
-OPS = ("band_to_dense", "attention_received")
+OPS = ("band_to_dense", "attention_received", "attention_received_qk")
 
 problems = []
 if torch.version.cuda is None:

@@ -193,3 +193,97 @@ def test_cuda_mask_disagreement_is_a_device_side_error():
     result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     assert "global_attention_mask marks fewer global tokens" in result.stderr or "device-side assert" in result.stderr
+
+
+# --- attention_received_qk (issue 18) ----------------------------------------
+
+from pyattn.ops import attention_received_qk  # noqa: E402
+
+
+def _qk_inputs(B, H, Hkv, N, d, seed, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(B, H, N, d, generator=g).to(dtype)
+    k = torch.randn(B, Hkv, N, d, generator=g).to(dtype)
+    key_mask = torch.ones(B, N, dtype=torch.long)
+    if B > 1:
+        key_mask[1, N - N // 3 :] = 0
+    return q, k, key_mask
+
+
+QK_CASES = [
+    # B, H, Hkv, N, d, window, causal, globals
+    (1, 12, 12, 1024, 64, (-1, -1), False, False),
+    (2, 12, 12, 1024, 64, (64, 64), False, True),
+    (2, 6, 2, 4097, 64, (-1, -1), False, False),  # N not a multiple of the tile; GQA
+    (2, 6, 2, 4097, 128, (127, -1), True, False),  # causal sliding window, d = 128
+    (1, 4, 4, 4097, 64, (-1, -1), True, False),
+    (1, 4, 2, 16384, 64, (64, 64), False, True),
+    (1, 2, 1, 16384, 64, (-1, -1), False, False),
+    (3, 2, 2, 1, 16, (-1, -1), False, False),  # N = 1
+]
+
+
+@pytest.mark.parametrize("case", QK_CASES, ids=[f"N{c[3]}-H{c[1]}/{c[2]}-w{c[5]}-causal{c[6]}-glob{c[7]}" for c in QK_CASES])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_qk_matches_cpu(case, dtype):
+    B, H, Hkv, N, d, window, causal, globals_ = case
+    q, k, key_mask = _qk_inputs(B, H, Hkv, N, d, seed=N + d, dtype=dtype)
+    global_mask = None
+    if globals_:
+        global_mask = torch.zeros(B, N, dtype=torch.long)
+        global_mask[:, 0] = 1
+        global_mask[0, N // 2] = 1
+    heads = torch.rand(H)
+    rows = torch.rand(B, H, N)
+    kw = dict(key_mask=key_mask, window=window, causal=causal, global_mask=global_mask)
+    kw_gpu = {name: (v.cuda() if isinstance(v, torch.Tensor) else v) for name, v in kw.items()}
+    for h, r in [(None, None), (heads, None), (None, rows), (heads, rows[:, 0])]:
+        on_cpu = attention_received_qk(q, k, d**-0.5, **kw, head_weights=h, row_weights=r)
+        on_gpu = attention_received_qk(
+            q.cuda(), k.cuda(), d**-0.5, **kw_gpu,
+            head_weights=None if h is None else h.cuda(), row_weights=None if r is None else r.cuda(),
+        )
+        assert on_gpu.device.type == "cuda" and on_gpu.dtype == torch.float32 and on_gpu.shape == on_cpu.shape
+        # both read the same (rounded) inputs and accumulate in float32: they differ only by summation order
+        torch.testing.assert_close(on_gpu.cpu(), on_cpu, atol=1e-4 * max(1.0, float(on_cpu.abs().max()) / 100), rtol=1e-4)
+
+
+def test_cuda_qk_matches_torch_softmax():
+    q, k, key_mask = (t.cuda() for t in _qk_inputs(2, 4, 2, 700, 64, seed=1))
+    got = attention_received_qk(q, k, 0.125, key_mask=key_mask, window=(40, 40))
+    kk = k.repeat_interleave(2, dim=1)
+    i = torch.arange(700, device="cuda")
+    allowed = ((i[None, :] - i[:, None]).abs() <= 40)[None] & key_mask.bool()[:, None, :] & key_mask.bool()[:, :, None]
+    scores = (q @ kk.transpose(-1, -2) * 0.125).masked_fill(~allowed[:, None], float("-inf"))
+    expected = torch.softmax(scores, -1).nan_to_num(0.0).sum(2)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_cuda_qk_bitwise_repeatable_no_sync_non_default_stream():
+    q, k, key_mask = (t.cuda() for t in _qk_inputs(2, 6, 2, 3000, 64, seed=2))
+    heads = torch.rand(6, device="cuda")
+    first = attention_received_qk(q, k, 0.125, key_mask=key_mask, head_weights=heads)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            assert torch.equal(attention_received_qk(q, k, 0.125, key_mask=key_mask, head_weights=heads), first)
+        attention_received_qk(q, k, 0.125, key_mask=key_mask, window=(63, -1), causal=True, row_weights=torch.rand(2, 3000, device="cuda"))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        got = attention_received_qk(q, k, 0.125, key_mask=key_mask, head_weights=heads)
+    stream.synchronize()
+    assert torch.equal(got, first)
+
+
+def test_cuda_qk_opcheck():
+    q, k, key_mask = (t.cuda() for t in _qk_inputs(2, 6, 2, 150, 32, seed=3))
+    glob = torch.zeros(2, 150, dtype=torch.long, device="cuda")
+    glob[:, 0] = 1
+    torch.library.opcheck(
+        torch.ops.pyattn.attention_received_qk.default,
+        (q, k, 0.2, key_mask, 16, 16, False, glob, torch.rand(6, device="cuda"), torch.rand(2, 150, device="cuda")),
+    )

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "prepare.h"
+#include "qk_prepare.h"
 
 namespace pyattn {
 
@@ -95,9 +96,88 @@ at::Tensor emulate_band_to_dense(const at::Tensor& local_attn,
   return out;
 }
 
+// attention_received_qk: qk_rows_kernel then qk_columns_kernel
+// (csrc/cuda/qk_cuda.cu), phase by phase: every thread of a block runs a
+// phase before any runs the next, as the __syncthreads() between them
+// require. Shared memory, lse and the output start as NaN; each thread's
+// registers (its 4 x 4 scores) live in `acc`.
+at::Tensor emulate_attention_received_qk(const at::Tensor& q, const at::Tensor& k, double scale,
+                                         const std::optional<at::Tensor>& key_mask,
+                                         int64_t window_left, int64_t window_right, bool causal,
+                                         const std::optional<at::Tensor>& global_mask,
+                                         const std::optional<at::Tensor>& head_weights,
+                                         const std::optional<at::Tensor>& row_weights) {
+  const QKPrepared prep = qk_prepare(q, k, scale, key_mask, window_left, window_right,
+                                     causal, global_mask, head_weights, row_weights);
+  at::Tensor out = qk_output(prep);
+  if (out.numel() == 0 || prep.H == 0) return out;
+  out.fill_(std::numeric_limits<double>::quiet_NaN());
+  at::Tensor lse = at::full({prep.B, prep.H, prep.N}, std::numeric_limits<double>::quiet_NaN(),
+                            q.options().dtype(at::kFloat));
+  const int64_t H_out = prep.head_weights.defined() ? 1 : prep.H;
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, prep.q.scalar_type(), "emulate_attention_received_qk", [&] {
+        const auto p = qk_params<scalar_t>(prep, prep.q.const_data_ptr<scalar_t>(),
+                                           prep.k.const_data_ptr<scalar_t>());
+        std::vector<float> memory(qk_shared_floats());
+        const QKShared sh = qk_shared(memory.data());
+        std::vector<QKAcc> acc(kQKThreads);
+        float* lse_p = lse.mutable_data_ptr<float>();
+        float* out_p = out.mutable_data_ptr<float>();
+        const auto each = [](auto&& phase) {
+          for (int64_t t = 0; t < kQKThreads; ++t) phase(t);
+        };
+        const auto scores = [&](int64_t b, int64_t h, int64_t rb, int64_t cb) {
+          each([&](int64_t t) { qk_acc_zero(&acc[t]); });
+          for (int64_t d0 = 0; d0 < p.d; d0 += kQKChunk) {
+            each([&](int64_t t) { qk_load_chunk(p, sh, b, h, rb, cb, d0, t); });
+            each([&](int64_t t) { qk_accumulate_chunk(sh, t, &acc[t]); });
+          }
+        };
+        // qk_rows_kernel<<<blocks * B * H, kQKThreads, shared>>>
+        for (int64_t x = 0; x < p.blocks * p.B * p.H; ++x) {
+          std::fill(memory.begin(), memory.end(), std::numeric_limits<float>::quiet_NaN());
+          const QKBlock blk = qk_block(p, p.H, x);
+          each([&](int64_t t) { qk_rows_init(p, sh, x, t); });
+          for (int64_t cb = 0; cb < p.blocks; ++cb) {
+            if (!qk_tile_needed(p, blk.b, blk.tile, cb)) continue;
+            each([&](int64_t t) { qk_stage_flags(p, sh.col_real, sh.col_glob, blk.b, cb, t); });
+            scores(blk.b, blk.head, blk.tile, cb);
+            each([&](int64_t t) { qk_store_scores(p, sh, blk.tile, cb, t, acc[t]); });
+            each([&](int64_t t) { qk_row_partials(sh, t); });
+            each([&](int64_t t) { qk_row_combine(sh, t); });
+          }
+          each([&](int64_t t) { qk_rows_finish(p, sh, lse_p, x, t); });
+        }
+        // qk_columns_kernel<<<blocks * B * H_out, kQKThreads, shared>>>
+        for (int64_t x = 0; x < p.blocks * p.B * H_out; ++x) {
+          std::fill(memory.begin(), memory.end(), std::numeric_limits<float>::quiet_NaN());
+          const QKBlock blk = qk_block(p, H_out, x);
+          const int64_t h_begin = p.head_weights ? 0 : blk.head;
+          const int64_t h_end = p.head_weights ? p.H : blk.head + 1;
+          each([&](int64_t t) { qk_cols_init(p, sh, x, t); });
+          for (int64_t h = h_begin; h < h_end; ++h) {
+            each([&](int64_t t) { qk_cols_head_begin(sh, t); });
+            for (int64_t rb = 0; rb < p.blocks; ++rb) {
+              if (!qk_tile_needed(p, blk.b, rb, blk.tile)) continue;
+              each([&](int64_t t) { qk_stage_rows(p, sh, lse_p, blk.b, h, rb, t); });
+              scores(blk.b, h, rb, blk.tile);
+              each([&](int64_t t) { qk_store_probs(p, sh, rb, blk.tile, t, acc[t]); });
+              each([&](int64_t t) { qk_col_partials(sh, t); });
+              each([&](int64_t t) { qk_col_combine(sh, t); });
+            }
+            each([&](int64_t t) { qk_cols_head_end(p, sh, h, t); });
+          }
+          each([&](int64_t t) { qk_cols_finish(p, sh, out_p, x, t); });
+        }
+      });
+  return out;
+}
+
 }  // namespace pyattn
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("attention_received", &pyattn::emulate_attention_received);
   m.def("band_to_dense", &pyattn::emulate_band_to_dense);
+  m.def("attention_received_qk", &pyattn::emulate_attention_received_qk);
 }
