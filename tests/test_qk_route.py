@@ -186,14 +186,11 @@ def test_model_comes_back_as_it_went_in_even_after_an_error(name):
     def fail(*args, **kwargs):
         raise RuntimeError("inside the forward")
 
-    handle = layer.register_forward_pre_hook(fail)
+    handle = layer.register_forward_pre_hook(fail)  # the forward raises inside layer 1, after layer 0 was captured
     before = _state(model)
     with pytest.raises(RuntimeError, match="inside the forward"):
         attention_from_inputs(model, ids, attention_mask=mask)
-    handle.remove()
-    after = _state(model)
-    handle = layer.register_forward_pre_hook(fail)  # the same count of hooks as in `before`
-    assert _state(model) == before and after[:2] == before[:2] and after[3] == before[3]
+    assert _state(model) == before
     handle.remove()
 
 
