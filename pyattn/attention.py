@@ -33,7 +33,7 @@ from pyattn.ops import attention_received
 from pyattn._checks import require_mask, require_token_ids
 from pyattn._model_state import preserving
 
-__all__ = ["ModelAttention", "attention_from_inputs", "attention", "default_global_attention_mask", "use_eager_attention"]
+__all__ = ["ModelAttention", "attention_from_inputs", "attention", "attention_route", "ready_for_attention", "default_global_attention_mask", "use_eager_attention"]
 
 
 def default_global_attention_mask(model: torch.nn.Module, input_ids: torch.Tensor) -> torch.Tensor | None:
@@ -186,7 +186,14 @@ class ModelAttention:
         Each layer's window; None for full attention.
     logits : torch.Tensor, shape (B, C)
     attentions, global_attentions : tuple of torch.Tensor, or None
-        The raw per-layer tensors; None when streamed.
+        The raw per-layer tensors; None when streamed or read by the q/k route.
+    route : str
+        How attention was read: ``"qk"`` (queries and keys, the model ran its
+        own fast attention), ``"eager"`` (the model's probabilities) or
+        ``"band"`` (Longformer's band).
+    rollout : torch.Tensor, shape (B, N), or None
+        Attention rollout from the token the classifier reads (the first; a
+        causal decoder's last real token), when asked for.
 
     ``probabilities`` is ``logits.softmax(-1)``; :meth:`dense` gives one layer's
     dense ``(B, heads, N, N)`` attention (layers and heads numbered from 0).
@@ -209,6 +216,8 @@ class ModelAttention:
     logits: torch.Tensor
     attentions: tuple | None = None
     global_attentions: tuple | None = None
+    route: str = "eager"
+    rollout: torch.Tensor | None = None
 
     @property
     def probabilities(self) -> torch.Tensor:
@@ -218,6 +227,8 @@ class ModelAttention:
     def dense(self, layer: int = -1, heads: Sequence[int] | int | None = None, max_bytes: int | None = DEFAULT_DENSE_LIMIT_BYTES) -> torch.Tensor:
         """Dense attention ``(B, heads, N, N)`` of one layer (from 0; -1 the last)
         and some heads (from 0; all when None)."""
+        if self.attentions is None and self.route == "qk":
+            raise ValueError("this attention was read from queries and keys (route='qk'), which keeps no probabilities: run again with route='eager' to get dense matrices")
         if self.attentions is None:
             raise ValueError("this attention was streamed (stream=True), so no layer's attention was kept: run again with stream=False to get dense matrices")
         if self.windows is not None:
@@ -290,9 +301,175 @@ class _StreamingHooks:
         return hook
 
 
+ROUTES = ("auto", "qk", "eager")
+
+
+def attention_route(model, route: str = "auto") -> str:
+    """The route :func:`attention_from_inputs` takes for ``model``.
+
+    ``"qk"``: attention received from the queries and keys each layer forms
+    (:mod:`pyattn.qk_capture`), while the model runs its own attention (sdpa):
+    no probabilities, no ``N x N``. ``"eager"``: the model's own attention
+    probabilities (``output_attentions``; the reference). ``"band"``:
+    Longformer's band, read directly. ``"auto"``: ``"band"`` for Longformer,
+    ``"qk"`` for the models of :data:`pyattn.qk_capture.QK_ARCHITECTURES`,
+    else ``"eager"``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown route, or ``"qk"`` for a model it cannot read (the
+        reason in one line).
+
+    Examples
+    --------
+    >>> from pyattn import load_demo
+    >>> attention_route(load_demo()[0])
+    'band'
+    """
+    from pyattn.qk_capture import qk_refusal
+
+    if route not in ROUTES:
+        raise ValueError(f"route must be one of {', '.join(map(repr, ROUTES))}, got {route!r}")
+    if is_longformer(model):
+        if route == "qk":
+            raise ValueError(qk_refusal(model))
+        return "band"
+    if route == "eager":
+        return "eager"
+    why = qk_refusal(model)
+    if route == "qk" and why is not None:
+        raise ValueError(why)
+    return "qk" if why is None else "eager"
+
+
+def ready_for_attention(model, route: str = "auto") -> str:
+    """Get ``model`` ready for :func:`attention_from_inputs` by ``route`` and
+    say which route that is: only the ``"eager"`` route switches the model to
+    eager attention; the q/k and band routes leave it as it is.
+
+    >>> from pyattn import load_demo
+    >>> ready_for_attention(load_demo()[0])
+    'band'
+    """
+    chosen = attention_route(model, route)
+    if chosen == "eager":
+        use_eager_attention(model)
+    return chosen
+
+
+def _rollout_starts(model, attention_mask: torch.Tensor | None, B: int, N: int, device) -> torch.Tensor:
+    """Where rollout starts, per item: the token the classifier reads (the
+    first; a causal decoder's last real token)."""
+    from pyattn.qk_capture import QK_ARCHITECTURES, qk_layer_masks
+
+    causal = getattr(model.config, "model_type", None) in QK_ARCHITECTURES and any(m.causal for m in qk_layer_masks(model))
+    if not causal:
+        return torch.zeros(B, dtype=torch.long, device=device)
+    if attention_mask is None:
+        return torch.full((B,), N - 1, dtype=torch.long, device=device)
+    positions = torch.arange(N, device=device)[None, :].expand(B, N)
+    return positions.masked_fill(attention_mask.to(device) == 0, -1).max(1).values
+
+
+def _qk_attention(model, input_ids, attention_mask, head_importance, per_head: bool, rollout: bool, model_kwargs) -> ModelAttention:
+    from pyattn.qk_capture import QKCapture, qk_rollout
+
+    device = next(model.parameters()).device
+    input_ids = input_ids.to(device)
+    if input_ids.dim() == 1:
+        input_ids = input_ids[None]
+    kwargs = dict(model_kwargs, input_ids=input_ids)
+    key_mask = None
+    if attention_mask is not None:
+        key_mask = kwargs["attention_mask"] = attention_mask.to(device)
+    model.eval()
+    with QKCapture(model, key_mask, head_importance=head_importance, per_head=per_head, keep_qk=rollout) as capture:
+        output = model(**kwargs)
+        received = AttentionReceived(capture.received, head_weighted=head_importance is not None, per_head=per_head)
+        rolled = None
+        if rollout:
+            B, N = input_ids.shape
+            rolled = qk_rollout(capture.layers, key_mask, start=_rollout_starts(model, key_mask, B, N, device))
+    return ModelAttention(received, None, None, output.logits, route="qk", rollout=rolled)
+
+
+def _eager_rollout(model, result: ModelAttention, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """Rollout from the model's own probabilities: banded for Longformer,
+    dense (per item, over its real tokens) otherwise."""
+    from pyattn.rollout import attention_rollout, dense_rollout
+
+    if result.windows is not None:
+        return attention_rollout(result.attentions, result.global_attentions, result.global_attention_mask)
+    first = result.attentions[0]
+    B, N = first.shape[0], first.shape[-1]
+    starts = _rollout_starts(model, attention_mask, B, N, first.device)
+    out = torch.zeros(B, N, device=first.device)
+    for b in range(B):
+        n = N if attention_mask is None else int(attention_mask[b].sum())  # right padding
+        out[b, :n] = dense_rollout([a[b : b + 1, :, :n, :n].float() for a in result.attentions], start=int(starts[b]))[0]
+    return out
+
+
 @preserving()
-@torch.no_grad()
 def attention_from_inputs(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    global_attention_mask: torch.Tensor | None = None,
+    head_importance: torch.Tensor | None = None,
+    per_head: bool = False,
+    stream: bool = False,
+    route: str = "auto",
+    rollout: bool = False,
+    **model_kwargs: Any,
+) -> ModelAttention:
+    """Run ``model`` on ``input_ids`` ``(B, N)`` and reduce its attention to
+    attention received per layer.
+
+    ``route`` (see :func:`attention_route`): ``"auto"`` reads queries and
+    keys (``"qk"``) for the architectures of
+    :data:`pyattn.qk_capture.QK_ARCHITECTURES` while the model runs its own
+    attention, Longformer's band directly, and any other model's eager
+    probabilities; ``"eager"`` asks for the model's probabilities (the
+    reference; the model is switched to eager attention). ``rollout=True``
+    adds :attr:`ModelAttention.rollout`. The model's training flag is as
+    before afterwards, also after an error.
+
+    For Longformer, ``global_attention_mask`` None means the model's own
+    default (CLS for sequence classification), made explicit so the kernels
+    and the model agree. ``head_importance`` ``(L, H)`` scales each head.
+    ``stream=True`` (Longformer only) keeps no layer's attention.
+
+    >>> import pyattn
+    >>> model, tokenizer = pyattn.load_demo()
+    >>> ids = tokenizer("gradient descent", return_tensors="pt")["input_ids"]  # (B, N)
+    >>> attention_from_inputs(model, ids).received.per_layer.shape[:2]  # (L, B, N)
+    torch.Size([3, 1])
+    """
+    chosen = attention_route(model, route)
+    _check_model_inputs(model, input_ids, attention_mask, global_attention_mask)
+    training = model.training
+    try:
+        if chosen == "qk":
+            if stream:
+                raise ValueError(f"stream=True needs Longformer's banded attention; {type(model).__name__} takes the q/k route, which keeps no layer's attention anyway")
+            with torch.no_grad():
+                return _qk_attention(model, input_ids, attention_mask, head_importance, per_head, rollout, model_kwargs)
+        result = _probabilities_attention(model, input_ids, attention_mask, global_attention_mask, head_importance, per_head, stream, **model_kwargs)
+        result.route = "band" if result.windows is not None else "eager"
+        if rollout:
+            if result.attentions is None:
+                raise ValueError("rollout=True needs the layers' attention: drop stream=True")
+            with torch.no_grad():
+                result.rollout = _eager_rollout(model, result, attention_mask)
+        return result
+    finally:
+        model.train(training)
+
+
+@torch.no_grad()
+def _probabilities_attention(
     model: torch.nn.Module,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor | None = None,
@@ -302,7 +479,8 @@ def attention_from_inputs(
     stream: bool = False,
     **model_kwargs: Any,
 ) -> ModelAttention:
-    """Run ``model`` on ``input_ids`` ``(B, N)`` with attentions and reduce them.
+    """The ``"eager"`` and ``"band"`` routes of :func:`attention_from_inputs`:
+    run ``model`` on ``input_ids`` ``(B, N)`` with attentions and reduce them.
 
     For Longformer, ``global_attention_mask`` None means the model's own
     default (CLS for sequence classification), made explicit so the kernels
@@ -368,6 +546,8 @@ def attention(
     head_importance: torch.Tensor | None = None,
     per_head: bool = False,
     stream: bool = False,
+    route: str = "auto",
+    rollout: bool = False,
 ) -> ModelAttention:
     """:func:`attention_from_inputs` on one text encoded exactly as
     :func:`pyattn.attribute` encodes it, so positions line up with its scores.
@@ -388,5 +568,7 @@ def attention(
         head_importance=head_importance,
         per_head=per_head,
         stream=stream,
+        route=route,
+        rollout=rollout,
         position_ids=document.position_ids.to(device),
     )

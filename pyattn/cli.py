@@ -245,6 +245,8 @@ def attribute_command(args: argparse.Namespace) -> int:
     }
     if args.autocast:  # only when given, so stores made without it resume as before
         settings["autocast"] = args.autocast
+    if args.attention_route:  # only when given, as --autocast
+        settings["attention_route"] = args.attention_route
     try:
         ResultsStore.check_target(args.out, resume=args.resume, force=args.force)
         documents = load_documents(args.data, args.text_column, args.label_column, args.id_column)
@@ -279,6 +281,8 @@ def attribute_command(args: argparse.Namespace) -> int:
               "internal_batch_size": args.batch_size, "device": args.device, "memory_budget": args.memory_budget}
     if args.autocast:
         kwargs["autocast"] = args.autocast
+    if args.attention_route:
+        kwargs["attention_route"] = args.attention_route
     try:
         if args.engine == "ray":
             from pyattn.ray_engine import RayRunError, RayUnavailable, run_attribution_ray
@@ -477,6 +481,10 @@ def build_parser() -> argparse.ArgumentParser:
     attribute_parser.add_argument("--autocast", choices=["bfloat16", "float16"], default=None,
                                   help="run the model under torch.autocast in this dtype (faster on a GPU; the completeness error against "
                                        "the float32 model is stored too, as float32_relative_error); default: float32")
+    attribute_parser.add_argument("--attention-route", choices=["auto", "qk", "eager"], default=None,
+                                  help="how attention received is read: 'qk' from each layer's queries and keys while the model runs its own "
+                                       "(sdpa) attention, never N x N; 'eager' from the model's attention probabilities (the reference); "
+                                       "'auto' (default): 'qk' where the architecture allows, Longformer's band, else 'eager'")
     attribute_parser.add_argument("--batch-size", type=_positive_int("--batch-size"), default=None, help="integration steps per forward pass, over all documents in it (default: as many as --memory-budget allows; given, it wins)")
     attribute_parser.add_argument("--memory-budget", type=_memory_budget, default=None,
                                   help='most memory the process may hold, e.g. 6GB or 500MB (default: min(6GB, held + half the available memory)); '

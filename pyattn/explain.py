@@ -336,6 +336,7 @@ def explain(
     significance: int = 0,
     max_length: int | None = None,
     device=None,
+    attention_route: str = "auto",
     **attribute_kwargs: Any,
 ) -> Explanation:
     """Attribution, attention and their comparison for one document.
@@ -343,8 +344,9 @@ def explain(
     Parameters
     ----------
     model, tokenizer:
-        A Hugging Face sequence classifier (Longformer, or a full-attention
-        model such as BERT/RoBERTa loaded with ``attn_implementation="eager"``)
+        A Hugging Face sequence classifier (Longformer, a model of
+        :data:`pyattn.qk_capture.QK_ARCHITECTURES` running its own sdpa
+        attention, or any other whose eager attention returns probabilities)
         and its tokenizer.
     text:
         The document.
@@ -356,7 +358,8 @@ def explain(
         Extra attention views summed over layer ranges (``"0-5"``, numbered
         from 0, inclusive).
     rollout:
-        Add attention rollout from the first token (``"rollout"``).
+        Add attention rollout (``"rollout"``) from the token the classifier
+        reads (the first; a causal decoder's last).
     faithfulness:
         Compute AOPC comprehensiveness/sufficiency of the attribution, the
         all-layers attention and rollout rankings (and ``random_rankings``
@@ -365,6 +368,10 @@ def explain(
         Token masks of the similarity table; default: all four
         (``all``, ``no_special``, ``alphabetic``, ``no_stopwords``) when the
         tokenizer has special tokens.
+    attention_route:
+        How attention is read (:func:`pyattn.attention.attention_route`):
+        ``"auto"`` (queries and keys where the architecture allows, the
+        model's probabilities otherwise), ``"qk"`` or ``"eager"``.
     attribution_as:
         ``"magnitude"`` (default) or ``"signed"`` attributions in the
         similarity metrics.
@@ -403,12 +410,12 @@ def explain(
     # Check head importance and layer ranges before any work (a dry run on zeros).
     attention_views(torch.zeros(config.num_hidden_layers, config.num_attention_heads, 1), head_importance, layer_ranges)
     attribution = attribute(model, tokenizer, text, target=target, max_length=max_length, device=device, **attribute_kwargs)
-    collected = model_attention(model, tokenizer, text, max_length=max_length, per_head=True)
+    collected = model_attention(model, tokenizer, text, max_length=max_length, per_head=True, route=attention_route, rollout=rollout)
     per_head = collected.received.per_layer  # (L, B, H, N)
     n = len(attribution.tokens)
     if per_head.shape[-1] != n:
         raise RuntimeError(f"attention covers {per_head.shape[-1]} tokens but the attribution {n}: the encodings disagree")
-    extra = {"rollout": _rollout(collected)} if rollout else {}
+    extra = {"rollout": _numpy(collected.rollout[0])} if rollout else {}
     if special_tokens is None:
         special_tokens = list(getattr(tokenizer, "all_special_tokens", []) or [])
     result = compose(attribution, per_head[:, 0], text=text, head_importance=head_importance, layer_ranges=layer_ranges,
@@ -506,12 +513,3 @@ def compose(
         significance=p_values,
     )
 
-
-def _rollout(collected) -> np.ndarray:
-    """Attention rollout from the first token: banded for Longformer, dense
-    for full-attention models (their matrices are already there)."""
-    from pyattn.rollout import attention_rollout, dense_rollout
-
-    if collected.windows is not None:
-        return _numpy(attention_rollout(collected.attentions, collected.global_attentions, collected.global_attention_mask)[0])
-    return _numpy(dense_rollout([layer.float() for layer in collected.attentions])[0])

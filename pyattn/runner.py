@@ -42,7 +42,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from pyattn.attention import use_eager_attention
+from pyattn.attention import ready_for_attention
 from pyattn.explain import label_names
 from pyattn.dataset import DataError, Document, skip_reason
 from pyattn.store import ResultsStore, ShardWriter, StoreError
@@ -243,8 +243,10 @@ def load_model(name: str, tokenizer_name: str | None = None, trust_remote_code: 
 
     ``demo`` is the shipped demo model (``tokenizer_name`` must then be
     None); anything else goes to transformers (a local folder or a hub
-    name) with remote code off unless asked for, the ``eager`` attention
-    (which returns attention probabilities) and pickled weights refused.
+    name) with remote code off unless asked for and pickled weights refused;
+    the model keeps its own attention (sdpa) where pyattn reads queries and
+    keys (:func:`pyattn.attention.attention_route`), and is switched to
+    ``eager`` (which returns attention probabilities) otherwise.
     Every refusal is a one-line :class:`ModelError`: no classification head
     (transformers would add a random one), a regression head, no tokenizer
     files, a tokenizer that does not fit the model, unreadable weights.
@@ -261,7 +263,7 @@ def load_model(name: str, tokenizer_name: str | None = None, trust_remote_code: 
     Returns
     -------
     (model, tokenizer)
-        The model in eval mode with eager attention, and its tokenizer.
+        The model in eval mode, and its tokenizer.
 
     Raises
     ------
@@ -303,7 +305,7 @@ def load_model(name: str, tokenizer_name: str | None = None, trust_remote_code: 
             )
         try:
             model, info = AutoModelForSequenceClassification.from_pretrained(
-                name, trust_remote_code=trust_remote_code, attn_implementation="eager", output_loading_info=True
+                name, trust_remote_code=trust_remote_code, output_loading_info=True
             )
         except Exception as error:  # transformers, safetensors and torch.load raise many types
             text = str(error)
@@ -326,7 +328,7 @@ def load_model(name: str, tokenizer_name: str | None = None, trust_remote_code: 
         except Exception as error:
             raise ModelError(f"cannot load the tokenizer {tokenizer_source!r}: {type(error).__name__}: {_first_line(error)}") from None
         check_model(model, tokenizer, f"model {name!r}")
-    use_eager_attention(model)
+    ready_for_attention(model)
     if device:
         model = model.to(device)
     return model, tokenizer
@@ -485,15 +487,18 @@ def process_document(model, tokenizer, document: Document, attribute_kwargs: dic
     import pyattn
     from pyattn.inputs import TruncationWarning
 
-    use_eager_attention(model)
+    attribute_kwargs = dict(attribute_kwargs)
+    route = attribute_kwargs.pop("attention_route", "auto")  # how attention is read, not an attribution setting
+    ready_for_attention(model, route)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TruncationWarning)  # recorded in truncated_tokens
         result = pyattn.attribute(model, tokenizer, document.text, **attribute_kwargs)
-    return record_of(model, tokenizer, document, result, attribute_kwargs.get("max_length"), names)
+    return record_of(model, tokenizer, document, result, attribute_kwargs.get("max_length"), names, route)
 
 
 @preserving()
-def record_of(model, tokenizer, document: Document, result, max_length: int | None, names: dict[int, str] | None = None) -> dict:
+def record_of(model, tokenizer, document: Document, result, max_length: int | None, names: dict[int, str] | None = None,
+              attention_route: str = "auto") -> dict:
     """The store record of one document's finished attribution: its
     attention received is computed here."""
     import warnings
@@ -501,12 +506,12 @@ def record_of(model, tokenizer, document: Document, result, max_length: int | No
     from pyattn.attention import attention
     from pyattn.inputs import TruncationWarning
 
-    use_eager_attention(model)
+    route = ready_for_attention(model, attention_route)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TruncationWarning)
-        streamed = getattr(model.config, "attention_window", None) is not None
+        streamed = route == "band"
         try:
-            received = attention(model, tokenizer, document.text, max_length=max_length, per_head=True, stream=streamed).received
+            received = attention(model, tokenizer, document.text, max_length=max_length, per_head=True, stream=streamed, route=attention_route).received
         except (ValueError, IndexError) as error:
             raise ModelError(f"the model gave no usable attentions for document {document.doc_id}: {_first_line(error)}") from error
     per_head = received.per_layer[:, 0].detach().cpu().numpy()
@@ -678,8 +683,9 @@ def _attributed_records(model, tokenizer, documents, sizes, attribute_kwargs: di
     from pyattn.attribution import attribute_stream
     from pyattn.inputs import TruncationWarning
 
-    use_eager_attention(model)
-    kwargs = {k: v for k, v in attribute_kwargs.items() if k not in ("target", "on_progress")}
+    route = attribute_kwargs.get("attention_route", "auto")
+    ready_for_attention(model, route)
+    kwargs = {k: v for k, v in attribute_kwargs.items() if k not in ("target", "on_progress", "attention_route")}
     targets = [attribute_kwargs.get("target")] * len(documents)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TruncationWarning)  # recorded in truncated_tokens
@@ -688,7 +694,7 @@ def _attributed_records(model, tokenizer, documents, sizes, attribute_kwargs: di
         with contextlib.closing(stream):  # ended here, also when a record fails: the model is put back now
             for index, result in stream:
                 document = documents[index]
-                yield document, sizes[index], record_of(model, tokenizer, document, result, attribute_kwargs.get("max_length"), names)
+                yield document, sizes[index], record_of(model, tokenizer, document, result, attribute_kwargs.get("max_length"), names, route)
 
 
 @preserving(gradients=True)

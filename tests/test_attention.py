@@ -63,14 +63,14 @@ def test_full_attention_models(kind):
     tokenizer = tiny_tokenizer("bert" if kind == "bert" else "roberta")
     text = sample_text(20, seed=2)
     importance = torch.rand(2, 4, generator=torch.Generator().manual_seed(5))
-    result = attention(model, tokenizer, text, head_importance=importance, per_head=True)
+    result = attention(model, tokenizer, text, head_importance=importance, per_head=True, route="eager")  # the probabilities route
     assert result.windows is None and result.received.per_layer.shape == (2, 1, 4, 22)
     dense = result.dense(layer=0)  # layers are numbered from 0
     torch.testing.assert_close(dense.sum(-1), torch.ones(1, 4, 22))
     expected = dense.sum(2) * importance[0][None, :, None]
     torch.testing.assert_close(result.received.per_layer[0], expected)
     with pytest.raises(ValueError, match="full attention"):
-        attention(model, tokenizer, text, stream=True)
+        attention(model, tokenizer, text, stream=True, route="eager")
 
 
 @pytest.mark.parametrize("kind", ["bert", "roberta"])
@@ -103,15 +103,17 @@ def test_full_attention_padding_rows_are_not_counted(kind):
 @pytest.mark.parametrize("kind", ["bert", "roberta"])
 def test_sdpa_models_are_switched_to_eager(kind):
     """transformers 5 builds BERT/RoBERTa with sdpa attention, which returns no
-    attention probabilities: pyattn runs the model eager (same outputs) and
-    puts sdpa back (issue 17: the user's model is left as found)."""
+    attention probabilities: route="eager" runs the model eager (same
+    outputs) and puts sdpa back (issue 17: the user's model is left as
+    found). (The default route reads queries and keys instead:
+    tests/test_qk_route.py.)"""
     model = tiny_classifier(kind, seed=4)
     model.set_attn_implementation("sdpa")
     tokenizer = tiny_tokenizer("bert" if kind == "bert" else "roberta")
     text = sample_text(15, seed=2)
     with torch.no_grad():
         before = model(**tokenizer(text, return_tensors="pt")).logits
-    result = attention(model, tokenizer, text, per_head=True)
+    result = attention(model, tokenizer, text, per_head=True, route="eager")
     assert model.config._attn_implementation == "sdpa"
     torch.testing.assert_close(result.dense(layer=0).sum(-1), torch.ones(1, 4, result.received.per_layer.shape[-1]))
     with torch.no_grad():

@@ -84,8 +84,8 @@ def test_full_attention_model_with_padding_free_rollout():
     model.config._attn_implementation = "eager"
     tokenizer = tiny_tokenizer("bert")
     text = sample_text(18, seed=1)
-    result = pyattn.explain(model, tokenizer, text, n_steps=8, faithfulness=False)
-    collected = pyattn.attention(model, tokenizer, text)
+    result = pyattn.explain(model, tokenizer, text, n_steps=8, faithfulness=False)  # the q/k route
+    collected = pyattn.attention(model, tokenizer, text, route="eager")  # the model's own probabilities
     dense = [a[0].double() for a in collected.attentions]  # (H, N, N)
     np.testing.assert_allclose(result.attention["all"], sum(d.sum((0, 1)) for d in dense).numpy(), atol=1e-5)
     np.testing.assert_allclose(result.attention["rollout"], dense_rollout([d[None] for d in dense])[0].numpy(), atol=1e-5)
