@@ -238,15 +238,15 @@ class Explanation:
             )
         return facts
 
-    def _render(self, title: str | None, plots: bool, facts: dict | None = None, tables=()) -> str:
+    def _render(self, title: str | None, plots: bool, facts: dict | None = None, tables=(), compact: bool = False) -> str:
         from pyattn.report import render_document
 
         return render_document(
             self.tokens,
             self.attribution.scores,
             self.attention,
-            title=title or f"pyattn: predicted {self.label_name(self.predicted_label)}",
-            facts={**(facts or {}), **self.facts()},
+            title=title or ("pyattn" if compact else f"pyattn: predicted {self.label_name(self.predicted_label)}"),
+            facts=self.headline() if compact else {**(facts or {}), **self.facts()},
             special_tokens=self.special_tokens,
             per_layer=list(self.per_head.sum(1)) if plots else None,
             per_head=self.per_head[-1] if plots else None,
@@ -256,6 +256,9 @@ class Explanation:
             plots=plots,
             metrics=self.similarity,
             extra_tables=[*self._significance_tables(), *tables],
+            target_name=repr(self.label_name(self.attribution.target)),
+            compact=compact,
+            compact_note="the full report: result.report() here, or result.save_html(path)",
         )
 
     def _significance_tables(self) -> list:
@@ -278,8 +281,38 @@ class Explanation:
 
         return write_html(path, self._render(title, plots=True, facts=facts, tables=tables))
 
+    def headline(self) -> dict[str, str]:
+        """The numbers a notebook shows inline: the prediction, the
+        completeness error, Spearman and Kendall of |attribution| (or signed,
+        as ``attribution_as`` says) against the all-layers attention with
+        special tokens left out, and the attribution's comprehensiveness AOPC
+        when computed."""
+        from pyattn.report._format import number
+
+        a = self.attribution
+        rows = self.similarity[(self.similarity["attention"] == "all") & (self.similarity["mask"] == ("no_special" if "no_special" in set(self.similarity["mask"]) else self.similarity["mask"].iloc[0]))]
+        headline = {
+            "predicted": f"{self.label_name(self.predicted_label)} (p = {self.probability:.3f})",
+            "completeness error": f"{a.relative_error:.2%}" + ("" if a.converged else " (NOT converged)"),
+        }
+        if len(rows):
+            headline["Spearman / Kendall (all layers)"] = f"{number(rows['spearman_rho'].iloc[0])} / {number(rows['kendall_tau'].iloc[0])}"
+        if self.faithfulness is not None:
+            aopc = self.faithfulness.set_index("ranking")["comprehensiveness_aopc"]
+            if "attribution" in aopc.index:
+                headline["comprehensiveness AOPC"] = number(aopc["attribution"])
+        return headline
+
+    def report(self, path: str | os.PathLike | None = None, title: str | None = None):
+        """The full report (heat maps, tables, plots): written to ``path``
+        (returns the path), or, without one, an object a notebook shows
+        inline (its ``html`` attribute holds the page)."""
+        if path is not None:
+            return self.save_html(path, title=title)
+        return _Page(self._render(title, plots=True))
+
     def _repr_html_(self) -> str:
-        return self._render(None, plots=False)
+        return self._render(None, plots=False, compact=True)
 
     def __repr__(self) -> str:
         a = self.attribution
@@ -287,6 +320,19 @@ class Explanation:
             f"Explanation({len(self.tokens)} tokens, predicted {self.label_name(self.predicted_label)!r} "
             f"p={self.probability:.3f}, completeness error {a.relative_error:.2%}, views {list(self.attention)})"
         )
+
+
+class _Page:
+    """An HTML page a notebook renders (``html`` holds it)."""
+
+    def __init__(self, html: str):
+        self.html = html
+
+    def _repr_html_(self) -> str:
+        return self.html
+
+    def __repr__(self) -> str:
+        return f"<pyattn report, {len(self.html):,} characters of HTML>"
 
 
 def label_names(model) -> dict[int, str]:
