@@ -27,6 +27,8 @@ nodes and weights; the tests check it):
 
 from __future__ import annotations
 
+from pyattn._quiet import transformers_quiet
+
 import math
 import os
 from contextlib import nullcontext
@@ -1062,6 +1064,7 @@ def attribute_stream(
                 return
 
 
+@transformers_quiet()
 def attribute(
     model: torch.nn.Module,
     tokenizer,

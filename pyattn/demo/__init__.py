@@ -40,8 +40,11 @@ def load_demo(device=None):
         raise FileNotFoundError(
             f"the demo model is missing from {MODEL_DIR}: reinstall pyattn, or train it with `python -m pyattn.demo.train`"
         )
-    tokenizer = AutoTokenizer.from_pretrained(MODEL_DIR, local_files_only=True)
-    model = LongformerForSequenceClassification.from_pretrained(MODEL_DIR, local_files_only=True).eval()
+    from pyattn._quiet import transformers_quiet
+
+    with transformers_quiet():  # no weight-loading bar for the package's own model
+        tokenizer = AutoTokenizer.from_pretrained(MODEL_DIR, local_files_only=True)
+        model = LongformerForSequenceClassification.from_pretrained(MODEL_DIR, local_files_only=True).eval()
     if device is not None:
         model = model.to(device)
     return model, tokenizer
