@@ -221,6 +221,7 @@ def render_document(
     top_k: int = 15,
     masks: Sequence[str] | None = None,
     target_name: str = "the explained class",
+    head_importance_name: str = "head importance",
     compact: bool = False,
     compact_note: str = "",
     attribution_as: str = "magnitude",
@@ -274,6 +275,9 @@ def render_document(
         permutation p-values).
     target_name : str
         The explained class, named in the attribution colour bar.
+    head_importance_name : str
+        The head importance plot's title (say which: "Taylor head
+        importance").
     compact : bool
         An HTML fragment instead of a page, for a notebook's inline view:
         the facts on one line, the colour bars and the aligned token map
@@ -346,15 +350,15 @@ def render_document(
 
     images = []
     if plots:
-        images.append(("attribution vs attention", scatter_png(scores, first, f"attention received ({first_name})")))
+        images.append(("attribution vs attention", scatter_png(scores, first, f"attention received ({first_name})", keep=ordinary)))
     if plots and per_layer is not None:
         layers = [array(v) for v in per_layer]
         series = {key: [similarity(scores, layer, attribution_as=attribution_as)[key] for layer in layers] for key in ("spearman_rho", "kendall_tau", "cosine_minmax")}
         images.append(("similarity per layer", per_layer_png(series)))
     if plots and head_importance is not None:
-        images.append(("head importance", head_importance_png(np.asarray(head_importance))))
+        images.append(("head importance", head_importance_png(np.asarray(head_importance), head_importance_name)))
     if plots and per_head is not None:
-        images.append(("attention received per head", per_head_png(np.asarray(per_head))))
+        images.append(("attention received per head", per_head_png(np.asarray(per_head), keep=ordinary)))
 
     environment = jinja2.Environment(autoescape=True)
     token_view = jinja2.utils.markupsafe.Markup(environment.from_string(_TOKENS).render(
@@ -533,7 +537,7 @@ def index_report(path: str | os.PathLike, table, link_column: str = "report", ti
         cells = []
         for position, column in enumerate(columns):
             value = record[column]
-            text = f"{value:.3f}" if isinstance(value, float) else str(value)
+            text = number(value) if isinstance(value, float) else str(value)  # never -0.000
             is_text = isinstance(value, str) and not value.rstrip("%").replace(".", "", 1).lstrip("-").isdigit()
             cells.append((text, record[link_column] if position == 0 and link_column in table.columns else None, is_text))
         rows.append(cells)
