@@ -124,4 +124,5 @@ def test_tokens_show_as_text_and_numbers_scale():
                            {"all": [5.0, 1.0, 2.0, 3.0, 1.5, 1.2, 1.1, 1.3, 4.0]}, special_tokens=["<s>", "</s>"], plots=False)
     marks = re.findall(r'<mark class="attribution"[^>]*>(.*?)</mark>', html)
     assert marks[1:4] == ["na", "ï", "ve"] and marks[7] == "—"  # "naïve", "—" decoded from byte-level BPE
+    assert "<td>—</td>" in html and "<td>Ķ</td>" not in html  # the token tables show the decoded text too
     assert "-0.000" not in html and "e-06" in html  # small attributions in scientific notation, never -0.000

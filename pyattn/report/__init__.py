@@ -341,12 +341,18 @@ def render_document(
     if metrics is None:  # else: the caller's similarity table (e.g. an Explanation's)
         metrics = compare(scores, named, tokens, special_tokens=special_tokens, masks=masks, attribution_as=attribution_as)
     columns = ["rank", "token", "position", "score"]
+
+    def as_text(table):  # each token as the text it decodes to, as in the heat map
+        table = table[columns].copy()
+        table["token"] = [shown[int(p)] for p in table["position"]]
+        return table
+
     top_tables = [
-        ("supporting the prediction (largest positive attribution)", _table_html(supporting_tokens(scores, tokens, top_k)[columns], 4)),
-        ("opposing the prediction (most negative attribution)", _table_html(opposing_tokens(scores, tokens, top_k)[columns], 4)),
+        ("supporting the prediction (largest positive attribution)", _table_html(as_text(supporting_tokens(scores, tokens, top_k)), 4)),
+        ("opposing the prediction (most negative attribution)", _table_html(as_text(opposing_tokens(scores, tokens, top_k)), 4)),
     ]
     for name, values in named.items():
-        top_tables.append((f"most attention received ({name})", _table_html(top_tokens(values, tokens, top_k)[columns], 4)))
+        top_tables.append((f"most attention received ({name})", _table_html(as_text(top_tokens(values, tokens, top_k)), 4)))
 
     images = []
     if plots:
