@@ -11,7 +11,7 @@ CUDA_HOME ?= /usr/local/cuda
 PY := $(VENV)/bin/python
 SOURCES := setup.py pyproject.toml constraints.txt $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/*.cpp csrc/cuda/*.cu)
 
-.PHONY: demo test build bench bench-scale bench-attention cuda-check gpu-check gpu-rehearsal clean
+.PHONY: demo test build docs bench bench-scale bench-attention cuda-check gpu-check gpu-rehearsal clean
 
 # torch first (the CPU wheel on disk), then pyattn with its test extras,
 # built against that torch (no build isolation), every other package at the
@@ -28,6 +28,12 @@ $(VENV)/.built: $(VENV)/.torch $(SOURCES)
 	touch $@
 
 build: $(VENV)/.built
+
+# The API reference site from the docstrings (mkdocs + mkdocstrings, read
+# statically: nothing imported) into build/site, warnings as errors.
+docs: build
+	$(VENV)/bin/pip install -q -c constraints.txt mkdocs "mkdocstrings[python]"
+	$(VENV)/bin/mkdocs build --strict
 
 demo: build
 	$(VENV)/bin/pyattn demo

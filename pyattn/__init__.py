@@ -81,6 +81,7 @@ from pyattn.single_pass import SinglePass, single_pass, single_pass_from_inputs
 from pyattn.significance import document_significance, permutation_test
 from pyattn.uncertainty import bootstrap_means, bootstrap_token_means, holm
 from pyattn.agreement import head_agreement
+from pyattn.records import read_records
 
 __version__ = "0.1.0"
 
@@ -118,6 +119,7 @@ __all__ = [
     "load_demo",
     "load_head_importance",
     "permutation_test",
+    "read_records",
     "save_head_importance",
     "single_pass",
     "single_pass_from_inputs",

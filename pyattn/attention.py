@@ -13,6 +13,8 @@ no layer's band outlives its layer, so the peak stays near a plain forward's.
 
 from __future__ import annotations
 
+from pyattn._quiet import transformers_quiet
+
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -538,6 +540,7 @@ def _probabilities_attention(
     return ModelAttention(received, None, None, output.logits, output.attentions, None)
 
 
+@transformers_quiet()
 def attention(
     model: torch.nn.Module,
     tokenizer,

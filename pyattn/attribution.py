@@ -31,6 +31,8 @@ nodes and weights; the tests check it):
 from __future__ import annotations
 
 import contextlib
+from pyattn._quiet import transformers_quiet
+
 import math
 import os
 from contextlib import nullcontext
@@ -1115,6 +1117,7 @@ def attribute_stream(
                 return
 
 
+@transformers_quiet()
 def attribute(
     model: torch.nn.Module,
     tokenizer,

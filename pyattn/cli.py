@@ -57,6 +57,7 @@ def demo(args: argparse.Namespace) -> int:
     for number, document in enumerate(documents, 1):
         start = time.perf_counter()
         result = pyattn.explain(model, tokenizer, document.text, head_importance=importance, device="cpu")
+        result.head_importance_name = "Taylor head importance (over the demo documents shown)"
         seconds = time.perf_counter() - start
         name = f"document-{number}.html"
         result.save_html(os.path.join(out, name), title=f"demo document {number}: {document.label_name}")
@@ -69,8 +70,10 @@ def demo(args: argparse.Namespace) -> int:
             "completeness error": f"{a.relative_error:.2%}",
             "spearman, final": metrics.loc["final", "spearman_rho"], "spearman, all": metrics.loc["all", "spearman_rho"],
             "spearman, rollout": metrics.loc["rollout", "spearman_rho"],
-            "AOPC attribution": aopc["attribution"], "AOPC attention": aopc["attention (all)"],
+            "AOPC attribution": aopc["attribution"], "AOPC attention (all layers)": aopc["attention (all)"],
             "AOPC rollout": aopc["rollout"], "AOPC random": aopc["random"],
+            "flags": "; ".join(([] if a.converged else [f"NOT converged ({a.relative_error:.1%})"])
+                               + ([f"truncated ({a.truncated_tokens:,} tokens dropped)"] if a.truncated_tokens else [])),
         })
         print(f"document {number}: {len(result.tokens)} tokens, label '{document.label_name}', predicted "
               f"'{result.label_name(a.predicted_label)}' (p = {result.probability:.3f})")
@@ -312,12 +315,39 @@ def attribute_command(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"{summary.processed} documents attributed in {summary.seconds:.1f} s "
               f"({summary.already_done} already done, {len(summary.skipped)} skipped) -> {store.path}")
-        if summary.not_converged:
-            print(f"{summary.not_converged} documents did not converge: their completeness error is above the tolerance "
-                  "(with --steps auto: at the step cap; with a fixed --steps: at that count)")
+        _print_flags(store, summary, args.verbose)
         for entry in summary.skipped[: 20 if not args.verbose else None]:
             print(f"  skipped {entry['doc_id']} (row {entry['index']}): {entry['reason']}")
     return 0
+
+
+def _print_flags(store, summary, verbose: bool) -> None:
+    """What the run's summary must say beyond counts: the documents truncated
+    to fit the model (how many, how many tokens dropped) and those that did
+    not converge, by id (the first 20 unless --verbose), from the store."""
+    if not summary.processed:
+        return
+    import pyarrow as pa
+
+    tables = [store._read(path, columns=["doc_id", "index", "converged", "truncated_tokens"]) for path in store.shard_paths()]
+    if not tables:
+        return
+    frame = pa.concat_tables(tables, promote_options="default").to_pandas().sort_values("index")
+    shown = None if verbose else 20
+
+    def ids(rows) -> str:
+        names = [str(v) for v in rows["doc_id"]]
+        return ", ".join(names[:shown]) + ("" if shown is None or len(names) <= shown else f", ... ({len(names) - shown} more: --verbose)")
+
+    truncated = frame[frame["truncated_tokens"] > 0]
+    if len(truncated):
+        print(f"{len(truncated)} of the store's {len(frame)} documents were truncated to fit the model: "
+              f"{int(truncated['truncated_tokens'].sum()):,} tokens dropped in all ({ids(truncated)}); "
+              "their results describe the kept part (column truncated_tokens)")
+    failed = frame[~frame["converged"].astype(bool)]
+    if len(failed):
+        print(f"{len(failed)} of the store's {len(frame)} documents did not converge: their completeness error is above the tolerance "
+              f"(with --steps auto: at the step cap; with a fixed --steps: at that count): {ids(failed)}")
 
 
 def _special_tokens(tokenizer_name: str) -> list[str]:
@@ -590,8 +620,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(exit_.code or 0) if isinstance(exit_.code, int) else 2
     if args.command == "attribute":
         args.label_column = args.label_column or None
+    from pyattn._quiet import transformers_quiet
+
     try:
-        return args.run(args)
+        with transformers_quiet():  # transformers' padding/loading messages are about pyattn's inputs, not the user's
+            return args.run(args)
     except KeyboardInterrupt:
         print("pyattn: interrupted (Ctrl-C)", file=sys.stderr)
         return 130

@@ -32,7 +32,13 @@ from pyattn.layers import parse_layer_range
 from pyattn._checks import head_importance_tensor
 from pyattn._model_state import preserving
 
-__all__ = ["Explanation", "explain", "compose", "attention_views", "label_names"]
+__all__ = ["Explanation", "explain", "compose", "attention_views", "label_names", "NotConvergedWarning"]
+
+
+class NotConvergedWarning(UserWarning):
+    """An attribution's completeness error stayed above its tolerance (more
+    steps, ``max_steps``, or ``method="trapezoid"`` for a steep path may
+    help); the explanation is still returned."""
 
 
 def _numpy(values: torch.Tensor) -> np.ndarray:
@@ -158,6 +164,7 @@ class Explanation:
     masks: list[str] = field(default_factory=list)
     attribution_as: str = "magnitude"
     significance: Any | None = None
+    head_importance_name: str = "head importance"
 
     # -- the prediction -----------------------------------------------------
     @property
@@ -254,15 +261,15 @@ class Explanation:
             )
         return facts
 
-    def _render(self, title: str | None, plots: bool, facts: dict | None = None, tables=()) -> str:
+    def _render(self, title: str | None, plots: bool, facts: dict | None = None, tables=(), compact: bool = False) -> str:
         from pyattn.report import render_document
 
         return render_document(
             self.tokens,
             self.attribution.scores,
             self.attention,
-            title=title or f"pyattn: predicted {self.label_name(self.predicted_label)}",
-            facts={**(facts or {}), **self.facts()},
+            title=title or ("pyattn" if compact else f"pyattn: predicted {self.label_name(self.predicted_label)}"),
+            facts=self.headline() if compact else {**(facts or {}), **self.facts()},
             special_tokens=self.special_tokens,
             per_layer=list(self.per_head.sum(1)) if plots else None,
             per_head=self.per_head[-1] if plots else None,
@@ -272,6 +279,10 @@ class Explanation:
             plots=plots,
             metrics=self.similarity,
             extra_tables=[*self._significance_tables(), *tables],
+            target_name=repr(self.label_name(self.attribution.target)),
+            head_importance_name=self.head_importance_name,
+            compact=compact,
+            compact_note="the full report: result.report() here, or result.save_html(path)",
         )
 
     def _significance_tables(self) -> list:
@@ -294,8 +305,38 @@ class Explanation:
 
         return write_html(path, self._render(title, plots=True, facts=facts, tables=tables))
 
+    def headline(self) -> dict[str, str]:
+        """The numbers a notebook shows inline: the prediction, the
+        completeness error, Spearman and Kendall of |attribution| (or signed,
+        as ``attribution_as`` says) against the all-layers attention with
+        special tokens left out, and the attribution's comprehensiveness AOPC
+        when computed."""
+        from pyattn.report._format import number
+
+        a = self.attribution
+        rows = self.similarity[(self.similarity["attention"] == "all") & (self.similarity["mask"] == ("no_special" if "no_special" in set(self.similarity["mask"]) else self.similarity["mask"].iloc[0]))]
+        headline = {
+            "predicted": f"{self.label_name(self.predicted_label)} (p = {self.probability:.3f})",
+            "completeness error": f"{a.relative_error:.2%}" + ("" if a.converged else " (NOT converged)"),
+        }
+        if len(rows):
+            headline["Spearman / Kendall (all layers)"] = f"{number(rows['spearman_rho'].iloc[0])} / {number(rows['kendall_tau'].iloc[0])}"
+        if self.faithfulness is not None:
+            aopc = self.faithfulness.set_index("ranking")["comprehensiveness_aopc"]
+            if "attribution" in aopc.index:
+                headline["comprehensiveness AOPC"] = number(aopc["attribution"])
+        return headline
+
+    def report(self, path: str | os.PathLike | None = None, title: str | None = None):
+        """The full report (heat maps, tables, plots): written to ``path``
+        (returns the path), or, without one, an object a notebook shows
+        inline (its ``html`` attribute holds the page)."""
+        if path is not None:
+            return self.save_html(path, title=title)
+        return _Page(self._render(title, plots=True))
+
     def _repr_html_(self) -> str:
-        return self._render(None, plots=False)
+        return self._render(None, plots=False, compact=True)
 
     def __repr__(self) -> str:
         a = self.attribution
@@ -305,6 +346,19 @@ class Explanation:
                f"predicted {self.label_name(self.predicted_label)!r} {'sigmoid ' if a.output == 'sigmoid' else ''}p={self.output_value:.3f}")
             + f", completeness error {a.relative_error:.2%}, views {list(self.attention)})"
         )
+
+
+class _Page:
+    """An HTML page a notebook renders (``html`` holds it)."""
+
+    def __init__(self, html: str):
+        self.html = html
+
+    def _repr_html_(self) -> str:
+        return self.html
+
+    def __repr__(self) -> str:
+        return f"<pyattn report, {len(self.html):,} characters of HTML>"
 
 
 def label_names(model) -> dict[int, str]:
@@ -395,7 +449,6 @@ def explain(
     >>> list(result.attention), len(result.tokens) == len(result.attribution.scores)
     (['final', 'all', 'rollout'], True)
     """
-    from pyattn.attention import attention as model_attention
     from pyattn.similarity import MASKS
 
     if isinstance(significance, bool) or not isinstance(significance, int) or significance < 0:
@@ -406,9 +459,56 @@ def explain(
         unknown = [m for m in ([masks] if isinstance(masks, str) else masks) if m not in MASKS]
         if unknown:
             raise ValueError(f"unknown masks {unknown}: choose from {list(MASKS)}")
+    import warnings
+
+    from pyattn._quiet import transformers_quiet
+    from pyattn.inputs import TruncationWarning
+
+    with transformers_quiet(), warnings.catch_warnings():
+        # each stage encodes the text: its truncation is said once, below
+        warnings.simplefilter("ignore", TruncationWarning)
+        result = _explain(model, tokenizer, text, target, head_importance, layer_ranges, rollout, faithfulness, random_rankings,
+                          masks, attribution_as, special_tokens, significance, max_length, device, attribute_kwargs, attention_route)
+    a = result.attribution
+    if a.truncated_tokens:
+        warnings.warn(f"the text was cut to fit max_length {max_length or 'of the model'}: {a.truncated_tokens} tokens dropped, "
+                      f"{len(a.tokens)} kept (special tokens included); everything here describes the kept part",
+                      TruncationWarning, stacklevel=2)
+    if not a.converged:
+        warnings.warn(f"the attribution did not converge: completeness error {a.relative_error:.2%} is above the tolerance "
+                      f"{a.tol:.2%} after {a.n_steps} steps (raise max_steps, or pass n_steps)", NotConvergedWarning, stacklevel=2)
+    return result
+
+
+def _explain(model, tokenizer, text, target, head_importance, layer_ranges, rollout, faithfulness, random_rankings, masks,
+             attribution_as, special_tokens, significance, max_length, device, attribute_kwargs, attention_route="auto") -> "Explanation":
+    from pyattn.attention import attention as model_attention
+    from pyattn.similarity import MASKS, token_masks
+
     config = model.config
     # Check head importance and layer ranges before any work (a dry run on zeros).
     attention_views(torch.zeros(config.num_hidden_layers, config.num_attention_heads, 1), head_importance, layer_ranges)
+    if special_tokens is None:
+        special_tokens = list(getattr(tokenizer, "all_special_tokens", []) or [])
+    if isinstance(text, str) and text.strip():  # checked before any model work (empty texts: attribute's own error)
+        words = tokenizer.tokenize(text)
+        unknown = getattr(tokenizer, "unk_token", None)
+        if words and unknown is not None and all(t == unknown for t in words):
+            raise ValueError(f"text: every one of its {len(words)} tokens is unknown to the tokenizer ({unknown}): there is "
+                             "nothing to explain (is this the model's own tokenizer, and the text in its language?)")
+        specials = [t for t in special_tokens if t != unknown][:2] or ["[CLS]", "[SEP]"]
+        kept = token_masks([specials[0], *words, specials[-1]], special_tokens)
+        too_few = [m for m in (([masks] if isinstance(masks, str) else masks) or [m for m in MASKS if m in kept])
+                   if m in kept and kept[m].sum() < 2]
+        if too_few and masks is not None:
+            raise ValueError(f"masks: mask {too_few[0]!r} leaves {int(kept[too_few[0]].sum())} of the document's {len(words) + 2} "
+                             "tokens; comparing needs at least 2 (choose other masks, e.g. masks=['all'])")
+        if too_few:  # default masks: those with nothing to compare are left out of the table, and said so
+            import warnings
+
+            masks = [m for m in MASKS if m in kept and m not in too_few]
+            warnings.warn(f"masks {too_few} leave fewer than 2 of the document's {len(words) + 2} tokens: left out of the "
+                          f"similarity table (kept: {masks})", UserWarning, stacklevel=3)
     attribution = attribute(model, tokenizer, text, target=target, max_length=max_length, device=device, **attribute_kwargs)
     collected = model_attention(model, tokenizer, text, max_length=max_length, per_head=True, route=attention_route, rollout=rollout)
     per_head = collected.received.per_layer  # (L, B, H, N)
@@ -416,8 +516,6 @@ def explain(
     if per_head.shape[-1] != n:
         raise RuntimeError(f"attention covers {per_head.shape[-1]} tokens but the attribution {n}: the encodings disagree")
     extra = {"rollout": _numpy(collected.rollout[0])} if rollout else {}
-    if special_tokens is None:
-        special_tokens = list(getattr(tokenizer, "all_special_tokens", []) or [])
     result = compose(attribution, per_head[:, 0], text=text, head_importance=head_importance, layer_ranges=layer_ranges,
                      extra_views=extra, special_tokens=special_tokens, masks=masks, attribution_as=attribution_as,
                      label_names=label_names(model), significance=significance)

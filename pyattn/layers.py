@@ -239,6 +239,8 @@ class AttentionReceived:
     per_head:
         Whether the head dimension was kept.
 
+    Notes
+    -----
     Layers are numbered from 0 (negative from the end); ranges are inclusive.
     :meth:`select` takes ``"final"``, ``"all"``, a layer number, ``"0-1"`` or
     ``(0, 1)``.

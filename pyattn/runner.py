@@ -1009,6 +1009,17 @@ def _with_p_values(table, scores, choices, tokens, special_tokens, n_perm: int, 
 REPORT_MARKER = ".pyattn-report"
 
 
+def _flags(record) -> str:
+    """What a reader of the index must know about one document: it did not
+    converge, it was truncated (empty when neither)."""
+    flags = []
+    if not bool(record["converged"]):
+        flags.append(f"NOT converged (completeness error {float(record['relative_error']):.1%})")
+    if int(record.get("truncated_tokens", 0) or 0):
+        flags.append(f"truncated ({int(record['truncated_tokens']):,} tokens dropped)")
+    return "; ".join(flags)
+
+
 def check_report_dir(out: str) -> None:
     """Refuse a report folder that holds files pyattn did not write there."""
     if os.path.exists(out) and not os.path.isdir(out):
@@ -1221,7 +1232,8 @@ def report_results(store: ResultsStore, out: str | None = None, head_importance=
         row = {"document": str(record["doc_id"]), "report": name, "label": label, "predicted": predicted,
                "tokens": len(scores), "steps": int(record["n_steps"]),
                f"spearman, final ({mask})": table.loc["final", "spearman_rho"],
-               f"spearman, all ({mask})": table.loc["all", "spearman_rho"]}
+               f"spearman, all ({mask})": table.loc["all", "spearman_rho"],
+               "flags": _flags(record)}
         if with_p:
             found = statistics.set_index(["attention", "metric"])
             for view in ("final", "all"):

@@ -70,8 +70,12 @@ def test_tables_and_tokens(longformer_explanation):
 def test_renders_escaped_html(tmp_path, longformer_explanation):
     _, _, _, _, result = longformer_explanation
     inline = result._repr_html_()
-    assert "supporting the prediction" in inline and "opposing the prediction" in inline
-    assert "data:image/png" not in inline  # the notebook view leaves out the plots
+    # the notebook view: a compact fragment (prediction, headline numbers, both colour bars, the aligned tokens), no plots
+    assert "<html" not in inline and "data:image/png" not in inline and "supporting the prediction" not in inline
+    assert "Spearman / Kendall (all layers)" in inline and inline.count('class="cbar"') == 2
+    assert inline.count('<mark class="attention"') == len(result.tokens)
+    full = result.report()  # the full report, a call away
+    assert "supporting the prediction" in full._repr_html_() and "opposing the prediction" in full.html
     page = result.save_html(tmp_path / "doc.html")
     text = open(page, encoding="utf-8").read()
     assert text.count("data:image/png;base64,") >= 3
@@ -113,7 +117,7 @@ def test_significance_of_every_view_and_metric():
     table = result.significance
     assert len(table) == len(result.attention) * len(METRICS) and set(table["mask"]) == {"no_special"}
     assert table["p_value"].between(1 / 50, 1).all()
-    assert "Permutation p-values" in result._repr_html_()
+    assert "Permutation p-values" in result.report().html  # in the full report (the inline view is compact)
     # the observed values are the similarity table's (mask no_special), computed by an independent route
     similarity = result.similarity[result.similarity["mask"] == "no_special"].set_index("attention")
     for row in table.itertuples():

@@ -104,3 +104,25 @@ def test_report_renders_in_headless_chromium(demo_report, tmp_path):
 
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float64)
     assert pixels.std() > 10  # not blank: text, heat maps, plots
+
+
+def test_attention_colours_span_the_scale_on_the_demo_document(demo_report):
+    # the attention strip of ordinary tokens uses at least 80% of its lightness range (white 100% .. full 50%);
+    # value / max, the old scale, used about a fifth of it on this document
+    path, _, scores = demo_report
+    html = open(path, encoding="utf-8").read()
+    strips = re.findall(r'<span class="tok( special)?"[^>]*><mark class="attribution"[^>]*>.*?</mark><mark class="attention" style="background-color: ([^"]+)">', html)
+    assert len(strips) == len(scores.tokens)
+    lightness = [int(re.match(r"hsl\(210, 80%, (\d+)%\)", color).group(1)) for special, color in strips if not special]
+    assert (max(lightness) - min(lightness)) >= 0.8 * 50
+
+
+def test_tokens_show_as_text_and_numbers_scale():
+    from pyattn.report import render_document
+
+    html = render_document(["<s>", "Ġna", "Ã¯", "ve", "Ġ", "â", "Ģ", "Ķ", "</s>"], [0.0, 1e-6, -2e-6, 0.0, 0.0, 0.0, 0.0, 3e-7, 0.0],
+                           {"all": [5.0, 1.0, 2.0, 3.0, 1.5, 1.2, 1.1, 1.3, 4.0]}, special_tokens=["<s>", "</s>"], plots=False)
+    marks = re.findall(r'<mark class="attribution"[^>]*>(.*?)</mark>', html)
+    assert marks[1:4] == ["na", "ï", "ve"] and marks[7] == "—"  # "naïve", "—" decoded from byte-level BPE
+    assert "<td>—</td>" in html and "<td>Ķ</td>" not in html  # the token tables show the decoded text too
+    assert "-0.000" not in html and "e-06" in html  # small attributions in scientific notation, never -0.000

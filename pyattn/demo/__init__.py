@@ -15,10 +15,15 @@ import os
 
 from pyattn.demo.data import LABEL_WORDS, LABELS, SHARED_WORDS, DemoDocument, demo_documents
 
-__all__ = ["load_demo", "demo_documents", "DemoDocument", "LABELS", "LABEL_WORDS", "SHARED_WORDS", "MODEL_DIR"]
+__all__ = ["load_demo", "demo_documents", "DemoDocument", "LABELS", "LABEL_WORDS", "SHARED_WORDS", "MODEL_DIR", "DOCS_CSV"]
 
 #: Where the shipped model, config and tokenizer live.
 MODEL_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "model")
+
+#: A sample dataset for ``pyattn attribute --data``: four short demo
+#: documents with the default columns ``id``, ``text`` and ``label`` (the
+#: model's class names).
+DOCS_CSV = os.path.join(os.path.dirname(os.path.abspath(__file__)), "docs.csv")
 
 
 def load_demo(device=None):
@@ -35,8 +40,11 @@ def load_demo(device=None):
         raise FileNotFoundError(
             f"the demo model is missing from {MODEL_DIR}: reinstall pyattn, or train it with `python -m pyattn.demo.train`"
         )
-    tokenizer = AutoTokenizer.from_pretrained(MODEL_DIR, local_files_only=True)
-    model = LongformerForSequenceClassification.from_pretrained(MODEL_DIR, local_files_only=True).eval()
+    from pyattn._quiet import transformers_quiet
+
+    with transformers_quiet():  # no weight-loading bar for the package's own model
+        tokenizer = AutoTokenizer.from_pretrained(MODEL_DIR, local_files_only=True)
+        model = LongformerForSequenceClassification.from_pretrained(MODEL_DIR, local_files_only=True).eval()
     if device is not None:
         model = model.to(device)
     return model, tokenizer

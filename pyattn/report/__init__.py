@@ -16,9 +16,47 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from pyattn.report.plots import head_importance_png, per_head_png, per_layer_png, scatter_png
+from pyattn.report._format import display_tokens, number
 from pyattn.similarity import display_token
 
-__all__ = ["document_report", "render_document", "index_report", "bertviz_head_view_data"]
+__all__ = ["document_report", "render_document", "index_report", "bertviz_head_view_data", "attribution_scale", "attention_scale",
+           "similarity_grid", "GRID_METRICS"]
+
+_TOKEN_CSS = """.pyattn-tokens .aligned { line-height: 1.2; max-height: 36em; }
+.pyattn-tokens .aligned .tok { display: inline-flex; flex-direction: column; margin: 0 0.2em 0.35em 0; vertical-align: top; }
+.pyattn-tokens .aligned mark.attribution { border-radius: 3px 3px 0 0; padding: 0.1em 0.2em; }
+.pyattn-tokens .aligned mark.attention { height: 0.55em; border-radius: 0 0 3px 3px; padding: 0; }
+.pyattn-tokens .aligned .special mark { outline: 1px dashed #888; }
+.pyattn-tokens .legend { display: flex; gap: 2.5em; flex-wrap: wrap; font-size: 0.85em; margin-bottom: 0.5em; }
+.pyattn-tokens .cbar { display: flex; align-items: center; gap: 0.4em; }
+.pyattn-tokens .cbar .grad { display: inline-block; width: 11em; height: 0.9em; border: 1px solid #bbb; }
+.pyattn-tokens .cbar small { color: #555; }
+"""
+
+# The colour bars and the aligned token map, shared by the report and the
+# notebook's inline view (styles scoped to .pyattn-tokens).
+_TOKENS = """<div class="pyattn-tokens">
+<div class="legend">
+  <div class="cbar"><b>attribution</b> <span>{{ attribution_bar[0] }}</span><span class="grad" style="background: linear-gradient(to right, hsl(0, 75%, 60%), #fff, hsl(120, 75%, 50%))"></span><span>{{ attribution_bar[1] }}</span>
+    <small>red: away from, green: toward {{ target_name }}</small></div>
+  <div class="cbar"><b>attention received</b> ({{ attention_name }}) <span>{{ attention_bar[0] }}</span><span class="grad" style="background: linear-gradient(to right, #fff, hsl(210, 80%, 50%))"></span><span>{{ attention_bar[1] }}</span>
+    <small>{{ attention_scale_note }}</small></div>
+</div>
+<div class="map aligned" id="token-map"><small>each token: text on its attribution colour, the bar beneath it on its attention colour; special tokens (dashed) are left out of both scales</small><br>
+{% for token, attribution_color, attention_color, title, special in token_marks %}<span class="tok{{ ' special' if special else '' }}" title="{{ title }}"><mark class="attribution" style="background-color: {{ attribution_color }}">{{ token }}</mark><mark class="attention" style="background-color: {{ attention_color }}"></mark></span>{% endfor %}</div>
+</div>
+"""
+
+# A notebook's inline view: a fragment (no page styles that would restyle the notebook).
+_INLINE = """<div class="pyattn-inline" style="font-family: system-ui, sans-serif; font-size: 13px; color: #222;">
+<style>.pyattn-inline .map { border: 1px solid #ddd; padding: 0.6em; max-height: 16em; overflow-y: auto; }
+.pyattn-inline mark { color: #000; }
+""" + _TOKEN_CSS + """</style>
+<div><b>{{ title }}</b>{% for key, value in facts %} &middot; {{ key }}: <b>{{ value }}</b>{% endfor %}</div>
+{{ token_view }}
+<div style="font-size: 0.85em; color: #555; margin-top: 0.3em">{{ note }}</div>
+</div>
+"""
 
 _TEMPLATE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
@@ -28,9 +66,12 @@ h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 1.6em; }
 .maps { display: flex; gap: 1.5em; }
 .map { flex: 1; line-height: 1.9; border: 1px solid #ddd; padding: 0.8em; max-height: 32em; overflow-y: auto; }
 .map mark { padding: 0.05em 0.15em; border-radius: 3px; color: #000; }
+.grid td { text-align: center; min-width: 4.5em; }
+details { margin: 0.6em 0; } summary { cursor: pointer; color: #245; }
 table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0; }
 td, th { border: 1px solid #ccc; padding: 0.2em 0.5em; text-align: right; }
 th { background: #f3f3f3; } td.text { text-align: left; }
+""" + _TOKEN_CSS + """
 .facts td { text-align: left; }
 .plots img { max-width: 48%; margin: 0.5em 1% 0 0; border: 1px solid #eee; }
 .tables { display: flex; gap: 2em; flex-wrap: wrap; }
@@ -41,13 +82,10 @@ th { background: #f3f3f3; } td.text { text-align: left; }
 {% for key, value in facts %}<tr><th>{{ key }}</th><td>{{ value }}</td></tr>
 {% endfor %}</table>
 <h2>Tokens: attribution and attention received</h2>
-<div class="maps">
-  <div class="map" id="attribution-map"><b>attribution</b> (green: toward the target class, red: away)<br>
-  {% for token, color, value in attribution_marks %}<mark style="background-color: {{ color }}" title="{{ value }}">{{ token }}</mark> {% endfor %}</div>
-  <div class="map" id="attention-map"><b>attention received</b> ({{ attention_name }}; colour scale without special tokens)<br>
-  {% for token, color, value in attention_marks %}<mark style="background-color: {{ color }}" title="{{ value }}">{{ token }}</mark> {% endfor %}</div>
-</div>
-{% if metrics_html %}<h2>Similarity</h2><div style="overflow-x: auto">{{ metrics_html }}</div>{% endif %}
+{{ token_view }}
+{% if metrics_html %}<h2>Similarity of attribution and attention</h2>
+{% if similarity_grid %}<p class="note">{{ similarity_note }}</p>{{ similarity_grid }}{% endif %}
+<details><summary>the full table ({{ metrics_shape }})</summary><div style="overflow-x: auto">{{ metrics_html }}</div></details>{% endif %}
 {% for name, table, note in extra_tables %}<h2>{{ name }}</h2>{% if note %}<p class="note">{{ note }}</p>{% endif %}<div style="overflow-x: auto">{{ table }}</div>{% endfor %}
 <h2>Top tokens</h2>
 <div class="tables">{% for name, table in top_tables %}<div><b>{{ name }}</b>{{ table }}</div>{% endfor %}</div>
@@ -70,8 +108,88 @@ def _attention_color(value: float) -> str:
 
 
 def _table_html(frame, digits: int = 3, table_id: str | None = None) -> str:
-    # pandas escapes cell text by default (escape=True).
-    return frame.to_html(index=False, float_format=lambda v: f"{v:.{digits}f}", border=0, escape=True, table_id=table_id)
+    # pandas escapes cell text by default (escape=True); numbers to `digits`
+    # significant digits, scientific when small (never -0.000).
+    return frame.to_html(index=False, float_format=lambda v: number(v, digits), border=0, escape=True, table_id=table_id)
+
+
+def attribution_scale(scores: np.ndarray, ordinary: np.ndarray) -> float:
+    """The symmetric colour limit of attributions: the 98th percentile of
+    ``|scores|`` over the ordinary (non-special) tokens, so that one extreme
+    token does not wash out the rest (beyond it: the end colours).
+
+    >>> float(attribution_scale(np.array([0.1, -0.2, 0.4, 50.0]), np.array([True, True, True, False])))
+    0.392
+    """
+    values = np.abs(np.asarray(scores, dtype=np.float64)[ordinary])
+    limit = float(np.percentile(values, 98)) if len(values) else 0.0
+    return limit or float(values.max(initial=0.0)) or 1.0
+
+
+def attention_scale(values: np.ndarray, ordinary: np.ndarray) -> tuple[float, float]:
+    """The colour range of attention received: the 2nd to the 98th
+    percentile over the ordinary (non-special) tokens, so the colours span
+    the spread of the words (special tokens, which receive far more, are
+    left out; beyond the range: the end colours).
+
+    >>> low, high = attention_scale(np.array([40.0, 2.7, 3.5, 4.7]), np.array([False, True, True, True]))
+    >>> round(low, 3), round(high, 3)
+    (2.732, 4.652)
+    """
+    kept = np.asarray(values, dtype=np.float64)[ordinary]
+    low, high = (float(np.percentile(kept, 2)), float(np.percentile(kept, 98))) if len(kept) else (0.0, 1.0)
+    if high <= low:
+        low, high = float(kept.min(initial=0.0)), float(kept.max(initial=1.0))
+    if high <= low:
+        high = low + 1.0
+    return low, high
+
+
+#: Metrics of the compact similarity grid, in this order (rank correlations first).
+GRID_METRICS = ("spearman_rho", "kendall_tau", "pearson_r", "cosine_minmax", "rbo", "jaccard_top")
+
+
+def _grid_color(value: float) -> str:
+    if not np.isfinite(value):
+        return "#fff"
+    value = max(-1.0, min(1.0, value))
+    return f"hsl({120 if value >= 0 else 0}, 60%, {100 - int(35 * abs(value))}%)"
+
+
+def similarity_grid(metrics) -> tuple[str, str]:
+    """The compact similarity figure: attention views down, the headline
+    metrics across (Spearman and Kendall first), one mask (``no_special``
+    when present), each cell coloured on [-1, 1]; as (HTML, note). Empty
+    when the table has none of the metrics.
+
+    >>> import pandas as pd
+    >>> html, note = similarity_grid(pd.DataFrame({"attention": ["final", "all"], "mask": "no_special", "attribution_as": "magnitude",
+    ...                                            "spearman_rho": [0.1, -0.0001], "kendall_tau": [0.05, 0.2]}))
+    >>> html.count("<tr>"), "-1.00e-04" in html, note
+    (3, True, 'mask no_special (special tokens left out), attributions as magnitude; 2 views x 2 metrics')
+    """
+    import html as html_module
+
+    if metrics is None or len(metrics) == 0 or "attention" not in metrics.columns:
+        return "", ""
+    columns = [m for m in GRID_METRICS if m in metrics.columns]
+    if not columns:
+        return "", ""
+    masks = list(dict.fromkeys(metrics["mask"])) if "mask" in metrics.columns else []
+    mask = "no_special" if "no_special" in masks else (masks[0] if masks else None)
+    rows = metrics if mask is None else metrics[metrics["mask"] == mask]
+    cells = ["<table class=\"grid\"><tr><th>attention</th>" + "".join(f"<th>{html_module.escape(c)}</th>" for c in columns) + "</tr>"]
+    for _, row in rows.iterrows():
+        cells.append("<tr><th>" + html_module.escape(str(row["attention"])) + "</th>" + "".join(
+            f'<td style="background-color: {_grid_color(float(row[c]))}">{html_module.escape(number(row[c]))}</td>' for c in columns) + "</tr>")
+    cells.append("</table>")
+    how = f", attributions as {rows['attribution_as'].iloc[0]}" if "attribution_as" in rows.columns and len(rows) else ""
+    where = f"mask {mask}{' (special tokens left out)' if mask == 'no_special' else ''}" if mask else "all tokens"
+    return "".join(cells), f"{where}{how}; {len(rows)} views x {len(columns)} metrics"
+
+
+#: Tables longer than this many rows are shown folded (a click opens them).
+LONG_TABLE = 12
 
 
 def _extra_tables(entries) -> list:
@@ -83,7 +201,10 @@ def _extra_tables(entries) -> list:
         if not 2 <= len(entry) <= 4:
             raise ValueError(f"extra_tables entries are (heading, DataFrame[, note[, table id]]), got {len(entry)} items")
         heading, frame, note, table_id = (tuple(entry) + (None, None))[:4]
-        shown.append((heading, jinja2.utils.markupsafe.Markup(_table_html(frame, 4, table_id)), note))
+        table = _table_html(frame, 4, table_id)
+        if len(frame) > LONG_TABLE:  # the heading and note stay in view; the rows a click away
+            table = f"<details><summary>show the table ({len(frame)} rows x {len(frame.columns)} columns)</summary>{table}</details>"
+        shown.append((heading, jinja2.utils.markupsafe.Markup(table), note))
     return shown
 
 
@@ -99,6 +220,10 @@ def render_document(
     head_importance: np.ndarray | None = None,
     top_k: int = 15,
     masks: Sequence[str] | None = None,
+    target_name: str = "the explained class",
+    head_importance_name: str = "head importance",
+    compact: bool = False,
+    compact_note: str = "",
     attribution_as: str = "magnitude",
     plots: bool = True,
     metrics=None,
@@ -148,6 +273,17 @@ def render_document(
     extra_tables : sequence of (str, pandas.DataFrame)
         (heading, table) pairs shown after the similarity table (e.g.
         permutation p-values).
+    target_name : str
+        The explained class, named in the attribution colour bar.
+    head_importance_name : str
+        The head importance plot's title (say which: "Taylor head
+        importance").
+    compact : bool
+        An HTML fragment instead of a page, for a notebook's inline view:
+        the facts on one line, the colour bars and the aligned token map
+        (``compact_note`` below it); its styles are scoped to its own
+        elements.
+    compact_note : str
 
     Returns
     -------
@@ -160,6 +296,8 @@ def render_document(
     ...                        special_tokens=["<s>", "</s>"], plots=False)
     >>> html.startswith("<!DOCTYPE html>") or html.startswith("<html"), "&lt;script&gt;" in html, "<script>" in html
     (True, True, False)
+    >>> "<details>" in html, "Top tokens" in render_document(["a", "b"], [0.1, 0.2], {"all": [1.0, 2.0]}, compact=True, plots=False)
+    (True, False)
     """
     import jinja2
 
@@ -183,48 +321,70 @@ def render_document(
         raise ValueError("attentions is empty: give at least one attention-received vector")
     named = {name: array(values) for name, values in attentions.items()}
     first_name, first = next(iter(named.items()))
-    shown = [display_token(t) for t in tokens]
-    # Colour scales ignore special tokens: [CLS], global in Longformer,
+    shown = display_tokens(tokens)
+    # Colour scales leave special tokens out: <s>/[CLS], global in Longformer,
     # receives far more attention than any word and would wash out the rest.
-    ordinary = np.array([t not in set(special_tokens) for t in tokens]) if special_tokens else np.ones(len(tokens), bool)
+    special_set = set(special_tokens)
+    ordinary = np.array([t not in special_set for t in tokens]) if special_tokens else np.ones(len(tokens), bool)
     if not ordinary.any():
         ordinary[:] = True
-    scale = float(np.max(np.abs(scores[ordinary]))) or 1.0
-    attention_scale = float(np.max(first[ordinary])) or 1.0
-    attribution_marks = [(t, _attribution_color(v / scale), f"{v:.4g}") for t, v in zip(shown, scores)]
-    attention_marks = [(t, _attention_color(v / attention_scale), f"{v:.4g}") for t, v in zip(shown, first)]
-
+    attribution_limit = attribution_scale(scores, ordinary)
+    attention_low, attention_high = attention_scale(first, ordinary)
+    token_marks = [
+        (t, _attribution_color(a / attribution_limit),
+         "#f4f4f4" if not keep else _attention_color((r - attention_low) / (attention_high - attention_low)),
+         f"{raw!r} at {i}: attribution {number(a)}, attention {number(r)}", not keep)
+        for i, (t, raw, a, r, keep) in enumerate(zip(shown, tokens, scores, first, ordinary))
+    ]
     if masks is None:
         masks = list(MASKS) if special_tokens else ["all"]
     if metrics is None:  # else: the caller's similarity table (e.g. an Explanation's)
         metrics = compare(scores, named, tokens, special_tokens=special_tokens, masks=masks, attribution_as=attribution_as)
     columns = ["rank", "token", "position", "score"]
+
+    def as_text(table):  # each token as the text it decodes to, as in the heat map
+        table = table[columns].copy()
+        table["token"] = [shown[int(p)] for p in table["position"]]
+        return table
+
     top_tables = [
-        ("supporting the prediction (largest positive attribution)", _table_html(supporting_tokens(scores, tokens, top_k)[columns], 4)),
-        ("opposing the prediction (most negative attribution)", _table_html(opposing_tokens(scores, tokens, top_k)[columns], 4)),
+        ("supporting the prediction (largest positive attribution)", _table_html(as_text(supporting_tokens(scores, tokens, top_k)), 4)),
+        ("opposing the prediction (most negative attribution)", _table_html(as_text(opposing_tokens(scores, tokens, top_k)), 4)),
     ]
     for name, values in named.items():
-        top_tables.append((f"most attention received ({name})", _table_html(top_tokens(values, tokens, top_k)[columns], 4)))
+        top_tables.append((f"most attention received ({name})", _table_html(as_text(top_tokens(values, tokens, top_k)), 4)))
 
     images = []
     if plots:
-        images.append(("attribution vs attention", scatter_png(scores, first, f"attention received ({first_name})")))
+        images.append(("attribution vs attention", scatter_png(scores, first, f"attention received ({first_name})", keep=ordinary)))
     if plots and per_layer is not None:
         layers = [array(v) for v in per_layer]
         series = {key: [similarity(scores, layer, attribution_as=attribution_as)[key] for layer in layers] for key in ("spearman_rho", "kendall_tau", "cosine_minmax")}
         images.append(("similarity per layer", per_layer_png(series)))
     if plots and head_importance is not None:
-        images.append(("head importance", head_importance_png(np.asarray(head_importance))))
+        images.append(("head importance", head_importance_png(np.asarray(head_importance), head_importance_name)))
     if plots and per_head is not None:
-        images.append(("attention received per head", per_head_png(np.asarray(per_head))))
+        images.append(("attention received per head", per_head_png(np.asarray(per_head), keep=ordinary)))
 
     environment = jinja2.Environment(autoescape=True)
+    token_view = jinja2.utils.markupsafe.Markup(environment.from_string(_TOKENS).render(
+        token_marks=token_marks,
+        attribution_bar=(number(-attribution_limit), number(attribution_limit)),
+        attention_bar=(number(attention_low), number(attention_high)),
+        attention_scale_note="from the 2nd to the 98th percentile of the ordinary tokens; beyond: the end colours",
+        target_name=target_name,
+        attention_name=first_name,
+    ))
+    if compact:
+        return environment.from_string(_INLINE).render(title=title, facts=list((facts or {}).items()), token_view=token_view, note=compact_note)
+    grid, grid_note = similarity_grid(metrics)
     html = environment.from_string(_TEMPLATE).render(
         title=title,
         facts=list((facts or {}).items()),
-        attribution_marks=attribution_marks,
-        attention_marks=attention_marks,
-        attention_name=first_name,
+        token_view=token_view,
+        similarity_grid=jinja2.utils.markupsafe.Markup(grid) if grid else "",
+        similarity_note=grid_note,
+        metrics_shape=f"{len(metrics)} rows x {len(metrics.columns)} columns",
         metrics_html=jinja2.utils.markupsafe.Markup(_table_html(metrics)),
         top_tables=[(name, jinja2.utils.markupsafe.Markup(table)) for name, table in top_tables],
         extra_tables=_extra_tables(extra_tables),
@@ -421,7 +581,7 @@ def index_report(path: str | os.PathLike, table, link_column: str = "report", ti
         cells = []
         for position, column in enumerate(columns):
             value = record[column]
-            text = f"{value:.3f}" if isinstance(value, float) else str(value)
+            text = number(value) if isinstance(value, float) else str(value)  # never -0.000
             is_text = isinstance(value, str) and not value.rstrip("%").replace(".", "", 1).lstrip("-").isdigit()
             cells.append((text, record[link_column] if position == 0 and link_column in table.columns else None, is_text))
         rows.append(cells)

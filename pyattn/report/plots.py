@@ -1,5 +1,7 @@
-"""Matplotlib figures for reports, returned as PNG bytes (Agg backend, no
-screen needed)."""
+"""Matplotlib figures for reports, returned as image bytes (Agg backend, no
+screen needed): PNG by default, ``format="svg"`` or ``"pdf"`` for a paper.
+One look for all: the same font sizes, a light grid behind line and point
+plots, integer ticks for layers and heads."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["scatter_png", "per_layer_png", "head_importance_png", "per_head_png", "metric_distributions_png"]
+__all__ = ["scatter_png", "per_layer_png", "head_importance_png", "per_head_png", "metric_distributions_png", "FORMATS"]
 
 
 def _figure(width: float = 5.0, height: float = 3.6):
@@ -20,17 +22,42 @@ def _figure(width: float = 5.0, height: float = 3.6):
     return plt.subplots(figsize=(width, height), dpi=110)
 
 
-def _png(fig) -> bytes:
+FORMATS = ("png", "svg", "pdf")
+
+
+def _style(ax, grid: bool = True, integer_x: bool = False, integer_y: bool = False) -> None:
+    """The reports' one look: font sizes, a light grid, integer ticks where
+    the axis counts layers or heads."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.title.set_fontsize(10)
+    ax.xaxis.label.set_fontsize(9)
+    ax.yaxis.label.set_fontsize(9)
+    ax.tick_params(labelsize=8)
+    if grid:
+        ax.grid(True, color="#e6e6e6", linewidth=0.6)
+        ax.set_axisbelow(True)
+    if integer_x:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if integer_y:
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _png(fig, format: str = "png") -> bytes:
     import matplotlib.pyplot as plt
 
+    if format not in FORMATS:
+        plt.close(fig)
+        raise ValueError(f"format must be one of {list(FORMATS)}, got {format!r}")
     buffer = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(buffer, format="png")
+    fig.savefig(buffer, format=format)
     plt.close(fig)
     return buffer.getvalue()
 
 
-def scatter_png(attribution: np.ndarray, attention: np.ndarray, attention_name: str = "attention received") -> bytes:
+def scatter_png(attribution: np.ndarray, attention: np.ndarray, attention_name: str = "attention received",
+                keep: np.ndarray | None = None, format: str = "png") -> bytes:
     r"""Attribution (x) against attention received (y), one point per token.
 
     Parameters
@@ -39,11 +66,15 @@ def scatter_png(attribution: np.ndarray, attention: np.ndarray, attention_name: 
     attention : numpy.ndarray, shape (N,)
     attention_name : str
         The y axis label.
+    keep : numpy.ndarray of bool, shape (N,), optional
+        The tokens to plot (e.g. without the special tokens, whose attention
+        would squash the rest); the title says how many were left out.
+    format : {"png", "svg", "pdf"}
 
     Returns
     -------
     bytes
-        A PNG image.
+        The image.
 
     Examples
     --------
@@ -54,16 +85,20 @@ def scatter_png(attribution: np.ndarray, attention: np.ndarray, attention_name: 
     >>> png[:8], Image.open(io.BytesIO(png)).format
     (b'\x89PNG\r\n\x1a\n', 'PNG')
     """
+    attribution, attention = np.asarray(attribution), np.asarray(attention)
+    keep = np.ones(len(attribution), bool) if keep is None else np.asarray(keep, bool)
     fig, ax = _figure()
-    ax.scatter(attribution, attention, s=8, alpha=0.6, color="#3b6ea8")
+    ax.scatter(attribution[keep], attention[keep], s=8, alpha=0.6, color="#3b6ea8")
     ax.axvline(0, color="#999", linewidth=0.8)
     ax.set_xlabel("attribution")
     ax.set_ylabel(attention_name)
-    ax.set_title("attribution vs attention, per token")
-    return _png(fig)
+    left_out = int((~keep).sum())
+    ax.set_title("attribution vs attention received, per token" + (f" ({left_out} special tokens left out)" if left_out else ""))
+    _style(ax)
+    return _png(fig, format)
 
 
-def per_layer_png(values: Mapping[str, Sequence[float]], ylabel: str = "similarity") -> bytes:
+def per_layer_png(values: Mapping[str, Sequence[float]], ylabel: str = "similarity", format: str = "png") -> bytes:
     """One line per metric over layers 0..L-1 (layers are numbered from 0).
 
     Parameters
@@ -71,11 +106,12 @@ def per_layer_png(values: Mapping[str, Sequence[float]], ylabel: str = "similari
     values : mapping of str to sequence of float
         Metric name -> its value at each layer (length L).
     ylabel : str
+    format : {"png", "svg", "pdf"}
 
     Returns
     -------
     bytes
-        A PNG image.
+        The image.
 
     Examples
     --------
@@ -92,40 +128,46 @@ def per_layer_png(values: Mapping[str, Sequence[float]], ylabel: str = "similari
     ax.set_title("attribution vs attention received, per layer")
     ax.axhline(0, color="#999", linewidth=0.8)
     ax.legend(fontsize=8)
-    return _png(fig)
+    _style(ax, integer_x=True)
+    return _png(fig, format)
 
 
-def head_importance_png(importance: np.ndarray) -> bytes:
+def head_importance_png(importance: np.ndarray, name: str = "head importance", format: str = "png") -> bytes:
     """Head importance as a heat map (layers down, heads across, both from 0).
 
     Parameters
     ----------
     importance : numpy.ndarray, shape (L, H)
+    name : str
+        The title: say which importance (e.g. "Taylor head importance").
+    format : {"png", "svg", "pdf"}
 
     Returns
     -------
     bytes
-        A PNG image.
+        The image.
 
     Examples
     --------
     >>> import io
     >>> import numpy as np
     >>> from PIL import Image
-    >>> Image.open(io.BytesIO(head_importance_png(np.arange(12.0).reshape(3, 4)))).format
+    >>> Image.open(io.BytesIO(head_importance_png(np.arange(12.0).reshape(3, 4), "Taylor head importance"))).format
     'PNG'
+    >>> head_importance_png(np.arange(12.0).reshape(3, 4), format="svg")[:5], head_importance_png(np.ones((3, 4)), format="pdf")[:5]
+    (b'<?xml', b'%PDF-')
     """
     fig, ax = _figure()
     image = ax.imshow(np.asarray(importance), aspect="auto", cmap="viridis")
     ax.set_xlabel("head")
     ax.set_ylabel("layer")
-    ax.set_yticks(range(importance.shape[0]), [str(i) for i in range(importance.shape[0])])
-    ax.set_title("head importance")
+    ax.set_title(name)
+    _style(ax, grid=False, integer_x=True, integer_y=True)
     fig.colorbar(image, ax=ax)
-    return _png(fig)
+    return _png(fig, format)
 
 
-def per_head_png(per_head: np.ndarray, layer_name: str = "final layer") -> bytes:
+def per_head_png(per_head: np.ndarray, layer_name: str = "final layer", keep: np.ndarray | None = None, format: str = "png") -> bytes:
     """Attention received per head as a heat map over positions.
 
     Parameters
@@ -134,11 +176,15 @@ def per_head_png(per_head: np.ndarray, layer_name: str = "final layer") -> bytes
         One layer's attention received per head.
     layer_name : str
         Shown in the title.
+    keep : numpy.ndarray of bool, shape (N,), optional
+        Positions on the colour scale; the others (special tokens) are drawn
+        grey and left off the scale.
+    format : {"png", "svg", "pdf"}
 
     Returns
     -------
     bytes
-        A PNG image.
+        The image.
 
     Examples
     --------
@@ -148,16 +194,25 @@ def per_head_png(per_head: np.ndarray, layer_name: str = "final layer") -> bytes
     >>> Image.open(io.BytesIO(per_head_png(np.ones((4, 11))))).format
     'PNG'
     """
+    import matplotlib
+
+    values = np.asarray(per_head, dtype=np.float64)
+    keep = np.ones(values.shape[-1], bool) if keep is None else np.asarray(keep, bool)
+    shown = np.ma.masked_array(values, mask=np.broadcast_to(~keep, values.shape))
+    cmap = matplotlib.colormaps["magma"].with_extremes(bad="#cccccc")
     fig, ax = _figure(7.0, 3.0)
-    image = ax.imshow(np.asarray(per_head), aspect="auto", cmap="magma", interpolation="nearest")
+    image = ax.imshow(shown, aspect="auto", cmap=cmap, interpolation="nearest")
     ax.set_xlabel("token position")
     ax.set_ylabel("head")
-    ax.set_title(f"attention received per head, {layer_name}")
+    left_out = int((~keep).sum())
+    ax.set_title(f"attention received per head, {layer_name}" + (f" (grey: {left_out} special tokens, off the scale)" if left_out else ""))
+    _style(ax, grid=False, integer_x=True, integer_y=True)
     fig.colorbar(image, ax=ax)
-    return _png(fig)
+    return _png(fig, format)
 
 
-def metric_distributions_png(per_document, metrics: Sequence[str] | None = None, mask: str | None = None, columns: int = 5) -> bytes:
+def metric_distributions_png(per_document, metrics: Sequence[str] | None = None, mask: str | None = None, columns: int = 5,
+                             format: str = "png") -> bytes:
     """Box plots of each metric across documents (default: every metric of
     :data:`pyattn.similarity.METRICS` in the table), one box per attention
     choice (the triangle marks the mean), from
@@ -172,11 +227,12 @@ def metric_distributions_png(per_document, metrics: Sequence[str] | None = None,
         One panel each.
     mask : str, optional
     columns : int
+    format : {"png", "svg", "pdf"}
 
     Returns
     -------
     bytes
-        A PNG image.
+        The image.
 
     Examples
     --------
@@ -209,7 +265,9 @@ def metric_distributions_png(per_document, metrics: Sequence[str] | None = None,
         ax.set_xticks(range(1, len(views) + 1), views, rotation=45, ha="right", fontsize=7)
         ax.axhline(0, color="#999", linewidth=0.8)
         ax.set_title(metric, fontsize=9)
+        _style(ax)
+        ax.title.set_fontsize(9)
     documents = frame["document"].nunique() if "document" in frame.columns else None
     fig.suptitle(f"each metric across {documents if documents is not None else 'the'} documents{'' if mask is None else f' (mask {mask})'}; "
                  "box: quartiles, triangle: mean", fontsize=9)
-    return _png(fig)
+    return _png(fig, format)

@@ -161,11 +161,18 @@ def summary_statistics(intervals, mask: str):
 
 
 def _number(value, digits: int = 4) -> str:
+    # `digits` decimals; scientific where that would hide the value (small
+    # attributions read as 1.234e-05, never as 0.0000 or -0.0000)
     try:
         value = float(value)
     except (TypeError, ValueError):
         return str(value)
-    return "" if np.isnan(value) else f"{value:.{digits}f}"
+    if np.isnan(value):
+        return ""
+    if value != 0 and digits >= 1 and abs(value) < 0.5 * 10.0 ** -digits:  # would print as 0.0000
+        return f"{value:.{max(digits - 1, 1)}e}"
+    text = f"{value:.{digits}f}"
+    return text.lstrip("-") if float(text) == 0 else text
 
 
 def _interval(low, high) -> str:

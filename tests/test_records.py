@@ -1,0 +1,69 @@
+"""pyattn.read_records: a store read back as arrays of the right shape, checked
+against the model's own attention (densified by the readable reference) and
+scipy, on the sample dataset shipped with the package."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+import pyattn
+from pyattn import reference
+from pyattn.cli import main
+from pyattn.demo import DOCS_CSV
+from pyattn.inputs import encode
+from pyattn.store import ResultsStore, StoreError
+
+
+@pytest.fixture(scope="module")
+def store_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("records") / "results"
+    # the README's quickstart command on the shipped sample: default columns text and label, ids from column id
+    assert main(["attribute", "--model", "demo", "--data", DOCS_CSV, "--id-column", "id", "--out", str(out), "--steps", "16",
+                 "--limit", "2", "--quiet"]) == 0
+    return out
+
+
+def test_records_have_their_shapes(store_dir):
+    records = pyattn.read_records(store_dir)
+    assert records["doc_id"].tolist() == ["paper-1", "paper-2"]
+    assert "attention_per_head" not in records.columns and "attention_shape" not in records.columns
+    for _, record in records.iterrows():
+        n = len(record["tokens"])
+        assert record["attention"].shape == (3, 4, n) and record["attention"].dtype == np.float32
+        assert record["scores"].shape == (n,) and record["input_ids"].shape == (n,)
+        assert set(record["metrics"]) == {"final", "all"}
+
+
+def test_attention_is_the_models_own_received_per_layer_and_head(store_dir):
+    model, tokenizer = pyattn.load_demo()
+    record = pyattn.read_records(store_dir).iloc[0]
+    text = __import__("pandas").read_csv(DOCS_CSV).set_index("id").loc[record["doc_id"], "text"]
+    encoded = encode(model, tokenizer, text)
+    with torch.no_grad():
+        output = model(**encoded.forward_kwargs(), output_attentions=True)
+    for layer in range(3):
+        dense = reference.band_to_dense(output.attentions[layer].double(), output.global_attentions[layer].double(),
+                                        encoded.global_attention_mask)  # (1, H, N, N), readable pure PyTorch
+        expected = dense[0].sum(1).numpy()  # column sums: attention each token receives, per head
+        np.testing.assert_allclose(record["attention"][layer], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_metrics_are_dicts_that_scipy_agrees_with(store_dir):
+    raw = ResultsStore.open(store_dir).records().iloc[0]
+    record = pyattn.read_records(store_dir).iloc[0]
+    assert json.loads(raw["metrics"])[1]["attention"] == "all"
+    keep = np.array([t not in ("<s>", "</s>") for t in record["tokens"]])
+    all_layers = record["attention"].astype(np.float64).sum((0, 1))
+    rho = stats.spearmanr(np.abs(record["scores"][keep]), all_layers[keep]).statistic
+    assert record["metrics"]["all"]["spearman_rho"] == pytest.approx(rho, abs=1e-6)
+    assert record["metrics"]["all"]["mask"] == "no_special" and record["metrics"]["all"]["tokens"] == keep.sum()
+
+
+def test_not_a_store_is_refused(tmp_path):
+    with pytest.raises(StoreError, match="not a pyattn results store"):
+        pyattn.read_records(tmp_path)
