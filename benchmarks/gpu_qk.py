@@ -6,6 +6,9 @@ full attention, a symmetric window of 128 (64 each side) and causal, it times
 with CUDA events (median of 10 calls after a warm-up)
 
 - ``op``: the CUDA op (two passes over tiles, no N x N);
+- ``sdpa``: the attention forward the model itself runs
+  (``scaled_dot_product_attention``, values = keys; full and causal only),
+  so the op's cost reads beside the model's own attention;
 - ``dense``: torch's dense route in the input dtype:
   ``torch.softmax(q @ k^T * scale + mask)`` materialised, then column sums
   accumulated in float32 (only where (H, N, N) fits: N <= 16,384 is 12 GB in
@@ -70,6 +73,10 @@ def run(sizes=SIZES) -> list[dict]:
                 got = op()
                 dense_fits = HEADS * n * n * 8 < 0.5 * torch.cuda.get_device_properties(0).total_memory
                 row = dict(dtype=str(dtype).replace("torch.", ""), N=n, mask=name, op_ms=time_ms(op))
+                if window[0] < 0:  # the model's own attention forward (sdpa, values = keys), beside the op
+                    sdpa = lambda: torch.nn.functional.scaled_dot_product_attention(q, k, k, is_causal=causal)  # noqa: E731
+                    row["sdpa_ms"] = time_ms(sdpa)
+                    row["op_over_sdpa"] = row["op_ms"] / row["sdpa_ms"]
                 if dense_fits:
                     truth = dense_received(q.double(), k.double(), scale, window, causal, torch.float64)
                     row["max_rel_err"] = float(((got.double() - truth).abs().max() / truth.abs().max()).item())

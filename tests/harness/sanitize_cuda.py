@@ -22,3 +22,22 @@ for B, H, N, X, w, counts in [(2, 3, 300, 3, 64, [3, 1]), (1, 2, 5, 0, 16, [0]),
     pyattn.attention_received(band, global_attn, mask, heads).sum().backward()
 torch.cuda.synchronize()
 print("sanitize_cuda.py: all kernels ran")
+
+# The query-key op: full, windowed, causal, grouped-query heads, globals,
+# padding, head and row weights, N not a multiple of the tile, half inputs.
+from pyattn.ops import attention_received_qk  # noqa: E402
+
+g = torch.Generator(device="cuda").manual_seed(0)
+for B, H, Hkv, N, d, dtype in [(2, 6, 2, 77, 64, torch.float32), (1, 4, 4, 300, 32, torch.bfloat16), (1, 2, 1, 1, 16, torch.float16)]:
+    q = torch.randn(B, H, N, d, device="cuda", generator=g).to(dtype)
+    k = torch.randn(B, Hkv, N, d, device="cuda", generator=g).to(dtype)
+    key_mask = torch.ones(B, N, dtype=torch.long, device="cuda")
+    key_mask[-1, N - N // 3 :] = 0
+    global_mask = torch.zeros(B, N, dtype=torch.long, device="cuda")
+    global_mask[:, 0] = 1
+    for window, causal, glob in [((-1, -1), False, None), ((8, 8), False, global_mask), ((-1, -1), True, None), ((15, -1), True, None)]:
+        attention_received_qk(q, k, d**-0.5, key_mask=key_mask, window=window, causal=causal, global_mask=glob)
+        attention_received_qk(q, k, d**-0.5, key_mask=key_mask, window=window, causal=causal, global_mask=glob,
+                              head_weights=torch.rand(H, device="cuda"), row_weights=torch.rand(B, H, N, device="cuda"))
+torch.cuda.synchronize()
+print("sanitize_cuda.py: the query-key op ran")
