@@ -11,7 +11,7 @@ CUDA_HOME ?= /usr/local/cuda
 PY := $(VENV)/bin/python
 SOURCES := setup.py pyproject.toml constraints.txt $(wildcard csrc/*.h csrc/*.cpp csrc/cpu/*.cpp csrc/cuda/*.cu)
 
-.PHONY: demo test build docs bench bench-scale bench-attention cuda-check gpu-check gpu-rehearsal clean
+.PHONY: demo test build docs bench bench-scale bench-attention cuda-check gpu-wheels gpu-check gpu-rehearsal clean
 
 # torch first (the CPU wheel on disk), then pyattn with its test extras,
 # built against that torch (no build isolation), every other package at the
@@ -93,6 +93,15 @@ cuda-check: $(CUDA_VENV)/.torch
 # in build/gpu-check; then benchmarks/gpu_report.py writes the results page.
 # `make gpu-rehearsal` runs the same stages on a CPU at tiny sizes.
 GPU_PYTHON ?= python3
+
+# The GPU image lacks captum and stop-words: pure-Python wheels, downloaded
+# here (where pip reaches the registry) into .whl/ (git-ignored), travel with
+# the device call (carry .whl) and gpu_check.sh installs them there.
+gpu-wheels:
+	mkdir -p .whl
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux2014_x86_64 -d .whl "captum==$$(grep -i '^captum==' constraints.txt | cut -d= -f3)" \
+		"stop-words==$$(grep -i '^stop-words==' constraints.txt | cut -d= -f3)"
 
 gpu-check:
 	GPU_PYTHON=$(GPU_PYTHON) bash benchmarks/gpu_check.sh
