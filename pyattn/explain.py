@@ -491,11 +491,11 @@ def _explain(model, tokenizer, text, target, head_importance, layer_ranges, roll
     if special_tokens is None:
         special_tokens = list(getattr(tokenizer, "all_special_tokens", []) or [])
     if isinstance(text, str) and text.strip():  # checked before any model work (empty texts: attribute's own error)
+        from pyattn.inputs import check_tokenizer_fits
+
         words = tokenizer.tokenize(text)
         unknown = getattr(tokenizer, "unk_token", None)
-        if words and unknown is not None and all(t == unknown for t in words):
-            raise ValueError(f"text: every one of its {len(words)} tokens is unknown to the tokenizer ({unknown}): there is "
-                             "nothing to explain (is this the model's own tokenizer, and the text in its language?)")
+        check_tokenizer_fits(model, tokenizer, tokenizer.convert_tokens_to_ids(words))  # all or mostly unknown: one line, before any work
         specials = [t for t in special_tokens if t != unknown][:2] or ["[CLS]", "[SEP]"]
         kept = token_masks([specials[0], *words, specials[-1]], special_tokens)
         too_few = [m for m in (([masks] if isinstance(masks, str) else masks) or [m for m in MASKS if m in kept])

@@ -371,7 +371,8 @@ def pooling_fill(model, tokenizer) -> int:
 
 UNKNOWN_SHARE_LIMIT = 0.5
 """A text of at least :data:`UNKNOWN_MIN_TOKENS` tokens of which more than
-this share are the tokenizer's unknown token is refused: the tokenizer does
+this share are the tokenizer's unknown token (or any text whose tokens are
+all unknown) is refused: the tokenizer does
 not fit the text or the model (attributions of ``[UNK]`` say nothing)."""
 UNKNOWN_MIN_TOKENS = 4
 
@@ -411,10 +412,12 @@ def check_tokenizer_fits(model: torch.nn.Module, tokenizer, ids: Sequence[int], 
     unknown_id = getattr(tokenizer, "unk_token_id", None)
     specials = set(getattr(tokenizer, "all_special_ids", None) or ()) - {unknown_id}
     words = [i for i in ids if i not in specials]
-    if unknown_id is None or len(words) < UNKNOWN_MIN_TOKENS:
+    if unknown_id is None or not words:
         return
     unknown = sum(i == unknown_id for i in words)
-    if unknown > UNKNOWN_SHARE_LIMIT * len(words):
+    # every token unknown: nothing to explain at any length; mostly unknown:
+    # from UNKNOWN_MIN_TOKENS tokens on (a short text may hold one rare word)
+    if unknown == len(words) or (len(words) >= UNKNOWN_MIN_TOKENS and unknown > UNKNOWN_SHARE_LIMIT * len(words)):
         raise ValueError(f"{unknown} of the {len(words)} tokens of {where} are unknown to the tokenizer "
                          f"({tokenizer.unk_token}): the tokenizer does not fit this text or model (pass the model's own tokenizer)")
 

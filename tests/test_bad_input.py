@@ -960,10 +960,16 @@ def test_a_tokenizer_that_does_not_fit_the_model_is_refused(call, fragment, what
 
 
 def test_a_short_text_of_one_unknown_word_still_runs(user):
-    """The refusal is for a tokenizer that does not fit, not for one rare word."""
+    """The refusal is for a tokenizer that does not fit, not for one rare
+    word among known ones; a text whose every token is unknown has nothing to
+    explain and is refused whatever its length (issue 21)."""
     model, tokenizer = user
-    result = pyattn_mod().attribute(model, tokenizer, "zyzzyva", n_steps=2)
-    assert result.tokens == ["[CLS]", "[UNK]", "[SEP]"]
+    known = next(w for w in sorted(tokenizer.get_vocab()) if w.isalpha() and w.islower() and len(w) > 2)
+    result = pyattn_mod().attribute(model, tokenizer, f"{known} zyzzyva", n_steps=2)
+    assert result.tokens == ["[CLS]", known, "[UNK]", "[SEP]"]
+    with pytest.raises(ValueError) as raised:
+        pyattn_mod().attribute(model, tokenizer, "zyzzyva", n_steps=2)
+    assert_clear_error(raised, "1 of the 1 tokens", "are unknown to the tokenizer")
 
 
 @pytest.mark.parametrize("command", ["attribute", "importance"])

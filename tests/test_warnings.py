@@ -69,7 +69,7 @@ def test_transformers_padding_message_is_silenced_only_inside_pyattn(demo, caplo
 
 def test_all_unknown_tokens_and_empty_masks_are_clear_errors():
     model, tokenizer = tiny_classifier("bert"), tiny_tokenizer("bert")
-    with pytest.raises(ValueError, match=r"text: every one of its 3 tokens is unknown to the tokenizer \(\[UNK\]\)"):
+    with pytest.raises(ValueError, match=r"3 of the 3 tokens of the text are unknown to the tokenizer \(\[UNK\]\)"):
         pyattn.explain(model, tokenizer, "zzqx qqzx xqzz", faithfulness=False)
     model, tokenizer = pyattn.load_demo()
     with pytest.raises(ValueError, match=r"masks: mask 'alphabetic' leaves 0 of the document's \d+ tokens; comparing needs at least 2"):

@@ -574,8 +574,8 @@ def index_report(path: str | os.PathLike, table, link_column: str = "report", ti
     path = os.fspath(path)
     columns = [c for c in table.columns if c != link_column]
     if link_column in table.columns:
-        for number, link in enumerate(table[link_column]):
-            _check_link(link, number, link_column, os.path.dirname(os.path.abspath(path)))
+        for row_number, link in enumerate(table[link_column]):
+            _check_link(link, row_number, link_column, os.path.dirname(os.path.abspath(path)))
     rows = []
     for _, record in table.iterrows():
         cells = []
