@@ -218,3 +218,27 @@ def test_cli(name, tmp_path):
             assert (out / "reports" / "index.html").exists()
     table = readme_table(README)
     assert {column: table[name][column] for column in found} == found
+
+
+@pytest.mark.parametrize("name, kind", [("BERT multi-label", "sigmoid"), ("BERT regression", "raw"), ("DistilBERT", "softmax")])
+def test_attention_results_name_the_heads_own_output(name, kind):
+    """pyattn.attention's outputs are the head's own F, checked against the
+    model run by hand: a sigmoid per label, the raw output, or the softmax;
+    probabilities are refused for a regression head."""
+    from zoo import build
+
+    model, tokenizer = build(name)
+    model.eval()  # pyattn reads the model in eval mode (and puts its mode back)
+    text = "the parser reads the grammar"
+    collected = pyattn.attention(model, tokenizer, text)
+    document = encode(model, tokenizer, text)  # the ids pyattn runs (special tokens added)
+    with torch.no_grad():
+        logits = model(input_ids=document.input_ids, attention_mask=document.attention_mask).logits.float()
+    own = {"sigmoid": logits.sigmoid(), "raw": logits, "softmax": logits.softmax(-1)}[kind]
+    assert collected.output == kind
+    torch.testing.assert_close(collected.outputs, own, atol=1e-5, rtol=1e-5)
+    if kind == "raw":
+        with pytest.raises(ValueError, match="regression head: its outputs are raw values"):
+            collected.probabilities
+    else:
+        torch.testing.assert_close(collected.probabilities, own, atol=1e-5, rtol=1e-5)
