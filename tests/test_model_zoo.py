@@ -192,7 +192,7 @@ def test_cli(name, tmp_path):
     from pyattn.runner import stored_attention
     from pyattn.store import ResultsStore
 
-    report = name in ("DistilBERT", "Llama", "BERT multi-label", "BERT regression", "GPT-2")
+    report = True  # attribute -> compare -> report for every architecture
     found, out = cli_outcome(name, tmp_path, report=report)
     if found["CLI attribution"] == "works":
         from transformers import AutoTokenizer
