@@ -507,22 +507,10 @@ def _probabilities_attention(
     stream: bool = False,
     **model_kwargs: Any,
 ) -> ModelAttention:
-    """The ``"eager"`` and ``"band"`` routes of :func:`attention_from_inputs`:
-    run ``model`` on ``input_ids`` ``(B, N)`` with attentions and reduce them.
-
-    For Longformer, ``global_attention_mask`` None means the model's own
-    default (CLS for sequence classification), made explicit so the kernels
-    and the model agree. ``head_importance`` ``(L, H)`` scales each head.
-    ``stream=True`` (Longformer only) keeps no layer's attention.
-
-    >>> import pyattn
-    >>> model, tokenizer = pyattn.load_demo()
-    >>> ids = tokenizer("gradient descent", return_tensors="pt")["input_ids"]  # (B, N)
-    >>> attention_from_inputs(model, ids).received.per_layer.shape[:2]  # (L, B, N)
-    torch.Size([3, 1])
-    """
+    """The ``"eager"`` and ``"band"`` routes of :func:`attention_from_inputs`
+    (arguments as there, already checked): run ``model`` on ``input_ids``
+    ``(B, N)`` with attentions and reduce them."""
     refuse_block_sparse(model)
-    _check_model_inputs(model, input_ids, attention_mask, global_attention_mask)
     model.eval()
     if not is_longformer(model):
         use_eager_attention(model)  # sdpa returns no attention probabilities
