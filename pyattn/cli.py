@@ -456,7 +456,8 @@ def report_command(args: argparse.Namespace) -> int:
         if labels is None and manifest.get("model") == "demo":
             from pyattn.demo import LABELS as labels
         index = report_results(store, args.out, importance, _special_tokens(manifest.get("tokenizer", "")), labels, progress=not args.quiet,
-                               significance=args.significance, attribution_as=args.attribution_as)
+                               significance=args.significance, attribution_as=args.attribution_as,
+                               head_importance_name=f"head importance from {os.path.basename(args.head_importance)}" if args.head_importance else "head importance")
     except (DataError, StoreError, ValueError, FileNotFoundError, _Refused) as error:
         return _fail(str(error))
     if not args.quiet:

@@ -1056,7 +1056,8 @@ def _stored_statistics(store: ResultsStore, records, mask: str, attribution_as: 
 
 
 def report_results(store: ResultsStore, out: str | None = None, head_importance=None, special_tokens=(), label_names=None, progress: bool = True,
-                   significance: int = 0, attribution_as: str | None = None, n_boot: int = 2000) -> str:
+                   significance: int = 0, attribution_as: str | None = None, n_boot: int = 2000,
+                   head_importance_name: str = "head importance") -> str:
     """An HTML report per stored document (``document-<n>.html``, ``n`` its
     position in the store, never a name taken from the store's contents) and
     an ``index.html`` linking only those, in ``STORE/reports`` unless ``out``;
@@ -1090,6 +1091,9 @@ def report_results(store: ResultsStore, out: str | None = None, head_importance=
     out : str, optional
         The report folder.
     head_importance : array-like, shape (L, H), optional
+    head_importance_name : str
+        Its plot's title: say which importance (e.g. "Taylor head
+        importance"); the CLI names the file it was read from.
     special_tokens : sequence of str
         The index's Spearman columns use mask ``no_special`` when given, else
         ``all`` (and say which).
@@ -1223,6 +1227,7 @@ def report_results(store: ResultsStore, out: str | None = None, head_importance=
                 known[int(record[index_column])] = record[column]
         explanation = compose(attribution_from_record(record), per_head, text="", head_importance=head_importance,
                               special_tokens=special_tokens, label_names=known, attribution_as=attribution_as)
+        explanation.head_importance_name = head_importance_name
         statistics = document_statistics(per_document, intervals, record["doc_id"], mask)
         heading = f"This document among the {len(records)} documents (mask {mask})"
         explanation.save_html(os.path.join(out, name), title=f"document {record['doc_id']}", facts={"label": label},

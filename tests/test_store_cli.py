@@ -187,6 +187,9 @@ def test_compare_importance_and_report_commands(uninterrupted, data_csv, tmp_pat
     # the index names its mask, as compare does, and shows the distributions and the head map
     assert "spearman, final (no_special)" in index and "mask &#39;no_special&#39;" in index
     assert index.count("data:image/png;base64,") == 2 and "Agreement per layer x head" in index
+    # a head importance read from a file is titled by the file it came from
+    assert main(["report", "--results", str(store_dir), "--head-importance", str(importance_file), "--out", str(tmp_path / "weighted"), "--quiet"]) == 0
+    assert 'alt="head importance from importance.pt"' in (tmp_path / "weighted" / "document-0.html").read_text()
     assert main(["compare", "--results", str(tmp_path / "nowhere")]) == 2
     assert "is not a pyattn results store" in capsys.readouterr().err
 

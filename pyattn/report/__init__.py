@@ -362,7 +362,7 @@ def render_document(
         series = {key: [similarity(scores, layer, attribution_as=attribution_as)[key] for layer in layers] for key in ("spearman_rho", "kendall_tau", "cosine_minmax")}
         images.append(("similarity per layer", per_layer_png(series)))
     if plots and head_importance is not None:
-        images.append(("head importance", head_importance_png(np.asarray(head_importance), head_importance_name)))
+        images.append((head_importance_name, head_importance_png(np.asarray(head_importance), head_importance_name)))
     if plots and per_head is not None:
         images.append(("attention received per head", per_head_png(np.asarray(per_head), keep=ordinary)))
 
