@@ -196,11 +196,16 @@ class ModelAttention:
     rollout : torch.Tensor, shape (B, N), or None
         Attention rollout from the token the classifier reads (the first; a
         causal decoder's last real token), when asked for.
+    output : str or None
+        What the head outputs: ``"softmax"``, ``"sigmoid"`` (multi-label) or
+        ``"raw"`` (regression); None for a head pyattn cannot name.
 
-    ``outputs`` are the head's own F (softmax, sigmoid or raw, named by
-    ``output``) and ``probabilities`` the same where they are probabilities;
-    :meth:`dense` gives one layer's
-    dense ``(B, heads, N, N)`` attention (layers and heads numbered from 0).
+    Notes
+    -----
+    ``outputs`` are the head's own F (as ``output`` names it) and
+    ``probabilities`` the same where they are probabilities; ``dense()``
+    gives one layer's dense ``(B, heads, N, N)`` attention (layers and heads
+    numbered from 0).
 
     Examples
     --------
