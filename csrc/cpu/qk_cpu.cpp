@@ -16,7 +16,8 @@
 // keeps (a chunk covers whole tiles, so nothing is computed that the tile
 // rule would skip, up to the tile granularity). The visibility mask is applied
 // only to chunks that the window / causal / padding rules cut through;
-// masked scores are -inf, which cpu_exp maps to 0.
+// masked scores are -inf, which cpu_exp maps to 0. The exp and the
+// column sums run on 16-float vectors (GCC vector extension).
 // q (times scale) and k are read as float32 copies; half inputs are converted
 // first.
 #include <ATen/ATen.h>
@@ -26,7 +27,9 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "../qk_prepare.h"
@@ -46,26 +49,58 @@ constexpr int64_t kRows = 2 * kQKTile;  // pass-1 task rows; pass-2 row chunk
 constexpr int64_t kCols = 4 * kQKTile;  // pass-2 task columns; pass-1 column chunk
 static_assert(kRows % kQKTile == 0 && kCols % kQKTile == 0, "chunks cover whole tiles");
 
-// exp for the CPU loops: qk_exp's polynomial, written so that GCC
-// vectorises the loops that call it under the default (trapping) math: clamps
-// and the final choice as selects of values computed on every lane, rounding
-// to nearest by adding 1.5 * 2^23 (n read from the sum's low bits). Within
-// 1e-7 relative of exp over [-87, 88]; 0 below -87 and for -inf.
-inline float cpu_exp(float x) {
-  const float xc = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
-  const float rounded = xc * 1.44269504088896341f + 12582912.0f;
-  const int32_t n = std::bit_cast<int32_t>(rounded) - 0x4B400000;
-  const float fn = rounded - 12582912.0f;
-  const float r = (xc - fn * 0.693359375f) + fn * 2.12194440e-4f;
-  float y = 1.9875691500e-4f;
+// 16 floats (GCC vector extension): one zmm register in the x86-64-v4 clone,
+// two ymm in v3, four xmm in the default; the same operations and summation
+// order in every clone (the v3 / v4 clones may fuse multiply-adds, so their
+// last bits can differ from the default's: one machine always runs one clone).
+#pragma GCC diagnostic ignored "-Wpsabi"  // F16 in inlined helpers (below)
+typedef float F16 __attribute__((vector_size(64)));
+typedef int32_t I16 __attribute__((vector_size(64)));
+constexpr int64_t kLanes = 16;
+
+// The helpers on F16 must be inlined into each clone: an out-of-line copy
+// would be compiled for the default target, whose way of passing 64-byte
+// vectors differs from the AVX-512 clone's.
+#define PYATTN_QK_INLINE inline __attribute__((always_inline))
+
+template <typename V>
+PYATTN_QK_INLINE V splat(float v) {
+  if constexpr (std::is_same_v<V, float>) {
+    return v;
+  } else {
+    return V{} + v;
+  }
+}
+
+PYATTN_QK_INLINE F16 load16(const float* p) {
+  F16 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+PYATTN_QK_INLINE void store16(float* p, F16 v) { std::memcpy(p, &v, sizeof(v)); }
+
+// exp for the CPU loops, lane-wise on float or F16 (I: the matching int32
+// type): qk_exp's polynomial without branches (clamps and the final choice as
+// selects, rounding to nearest by adding 1.5 * 2^23, n read from the sum's low
+// bits). Within 1e-7 relative of exp over [-87, 88]; 0 below -87 and for -inf.
+template <typename F, typename I>
+PYATTN_QK_INLINE F cpu_exp(F x) {
+  const F lo = splat<F>(-87.0f), hi = splat<F>(88.0f), magic = splat<F>(12582912.0f);
+  const F xc = x < lo ? lo : (x > hi ? hi : x);
+  const F rounded = xc * 1.44269504088896341f + magic;
+  const I n = std::bit_cast<I>(rounded) - 0x4B400000;
+  const F fn = rounded - magic;
+  const F r = (xc - fn * 0.693359375f) + fn * 2.12194440e-4f;
+  F y = splat<F>(1.9875691500e-4f);
   y = y * r + 1.3981999507e-3f;
   y = y * r + 8.3334519073e-3f;
   y = y * r + 4.1665795894e-2f;
   y = y * r + 1.6666665459e-1f;
   y = y * r + 5.0000001201e-1f;
   y = y * r * r + r + 1.0f;
-  const float v = y * std::bit_cast<float>((n + 127) << 23);
-  return x < -87.0f ? 0.0f : v;
+  const F v = y * std::bit_cast<F>((n + 127) << 23);
+  return x < lo ? splat<F>(0.0f) : v;
 }
 
 // Row i's visible keys among [j0, j0 + n): s[c] = -inf where row i does not
@@ -87,7 +122,8 @@ PYATTN_QK_CLONES void mask_row(const uint8_t* __restrict__ real, const uint8_t* 
 }
 
 // Max and sum of exp(s - max) over n scores (-inf: masked); (-inf, 0) when
-// every score is masked.
+// every score is masked. The sum in a fixed order: 16 lane sums, added lane
+// by lane, then the tail.
 PYATTN_QK_CLONES void row_stats(const float* __restrict__ s, int64_t n, float* m_out,
                                 float* l_out) {
   float m = -INFINITY;
@@ -95,8 +131,12 @@ PYATTN_QK_CLONES void row_stats(const float* __restrict__ s, int64_t n, float* m
   for (int64_t c = 0; c < n; ++c) m = s[c] > m ? s[c] : m;
   float l = 0.0f;
   if (m > -INFINITY) {
-#pragma omp simd reduction(+ : l)
-    for (int64_t c = 0; c < n; ++c) l += cpu_exp(s[c] - m);
+    const int64_t whole = n - n % kLanes;
+    F16 acc = splat<F16>(0.0f);
+    const F16 mv = splat<F16>(m);
+    for (int64_t c = 0; c < whole; c += kLanes) acc += cpu_exp<F16, I16>(load16(s + c) - mv);
+    for (int64_t x = 0; x < kLanes; ++x) l += acc[x];
+    for (int64_t c = whole; c < n; ++c) l += cpu_exp<float, int32_t>(s[c] - m);
   }
   *m_out = m;
   *l_out = l;
@@ -105,8 +145,11 @@ PYATTN_QK_CLONES void row_stats(const float* __restrict__ s, int64_t n, float* m
 // col[c] += coef * exp(s[c] - lse) over n scores (-inf: masked, adds 0).
 PYATTN_QK_CLONES void add_probs(const float* __restrict__ s, int64_t n, float coef, float lse,
                                 float* __restrict__ col) {
-#pragma omp simd
-  for (int64_t c = 0; c < n; ++c) col[c] += coef * cpu_exp(s[c] - lse);
+  const int64_t whole = n - n % kLanes;
+  const F16 lv = splat<F16>(lse);
+  for (int64_t c = 0; c < whole; c += kLanes)
+    store16(col + c, load16(col + c) + coef * cpu_exp<F16, I16>(load16(s + c) - lv));
+  for (int64_t c = whole; c < n; ++c) col[c] += coef * cpu_exp<float, int32_t>(s[c] - lse);
 }
 
 // Per-call tables and views of the CPU kernel.
