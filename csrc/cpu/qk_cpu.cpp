@@ -1,8 +1,8 @@
 // CPU kernel: attention_received_qk (see ../qk_kernels.h for the rules).
 //
 // Scores come in tiles computed by a real matrix product (at::mm_out on
-// float32 blocks: BLAS, single-threaded inside at::parallel_for), never more
-// than one tile per task in memory:
+// float32 blocks, i.e. BLAS, which runs single-threaded on at::parallel_for's
+// threads), never more than one tile per task in memory:
 //   pass 1, at::parallel_for over (item, head, row block of kRows rows): each
 //           row's log-sum-exp, merged online over column chunks of at most
 //           kCols columns;
