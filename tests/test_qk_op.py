@@ -82,6 +82,9 @@ CASES = {
     "grouped-query H=6 Hkv=2": (2, 6, 2, 130, 16, (-1, -1), False, False, True),
     "grouped-query window": (1, 6, 2, 200, 16, (20, 20), False, False, False),
     "d=100 (not a chunk multiple)": (1, 2, 1, 70, 100, (-1, -1), False, False, False),
+    # the CPU kernel's chunks (128 rows x 256 columns): several per row and column, merged
+    "full, N=600 d=64": (2, 2, 1, 600, 64, (-1, -1), False, False, True),
+    "causal window, N=600 d=64": (1, 3, 3, 600, 64, (300, -1), True, False, False),
 }
 
 
