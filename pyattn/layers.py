@@ -30,6 +30,7 @@ from typing import Any, Sequence
 
 import torch
 
+from pyattn.errors import DenseTooLarge  # defined in pyattn.errors; importable here as before 1.1
 from pyattn.ops import attention_received_layers, band_to_dense
 from pyattn._checks import head_importance_tensor, require_tensor_sequence
 
@@ -49,12 +50,6 @@ __all__ = [
 #: Default cap on the output of :func:`layer_to_dense` (2 GiB).
 DEFAULT_DENSE_LIMIT_BYTES = 2 * 1024**3
 
-
-class DenseTooLarge(MemoryError):
-    """The dense ``(B, H, N, N)`` matrix asked for is larger than the configured
-    limit (:data:`DEFAULT_DENSE_LIMIT_BYTES` unless raised): the message gives
-    its size; ask for fewer heads or layers, or raise the limit.
-    """
 
 
 def layers_of(attentions: Any, global_attentions: Any) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:

@@ -5,8 +5,8 @@ single process.
 
 A worker that dies is restarted by Ray and its in-flight document retried
 (``max_restarts`` / ``max_task_retries``); a driver that dies loses at most
-the documents of the shard it had not yet written, and ``--resume`` redoes
-them.
+the documents of the shard it had not yet written, and resuming the run (``resume=True``)
+redoes them.
 
 Ray is optional: ``pip install pyattn[ray]``.
 """
@@ -16,9 +16,9 @@ from __future__ import annotations
 import time
 from typing import Sequence
 
-from pyattn.dataset import DataError, Document
+from pyattn.dataset import Document
+from pyattn.errors import DataError, Interrupted, ModelError, RayRunError, RayUnavailable  # the Ray errors importable here as before 1.1
 from pyattn.runner import (
-    Interrupted,
     RunProgress,
     RunSummary,
     _first_line,
@@ -34,12 +34,6 @@ from pyattn.store import ResultsStore, ShardWriter
 __all__ = ["run_attribution_ray", "RayUnavailable", "RayRunError"]
 
 
-class RayUnavailable(ImportError):
-    """Ray is not installed (``pip install pyattn[ray]``)."""
-
-
-class RayRunError(RuntimeError):
-    """A Ray worker failed; the message is the worker's error in one line."""
 
 
 def _worker_error(ray, error: BaseException) -> Exception:
@@ -47,7 +41,7 @@ def _worker_error(ray, error: BaseException) -> Exception:
     cause = error
     if isinstance(error, ray.exceptions.RayTaskError):
         cause = getattr(error, "cause", None) or error
-    if isinstance(cause, DataError):
+    if isinstance(cause, (DataError, ModelError)):
         return type(cause)(_first_line(cause))
     if isinstance(cause, ray.exceptions.RayActorError):
         return RayRunError(f"a Ray worker died and could not be restarted: {_first_line(cause, 160)}")
@@ -58,7 +52,7 @@ def _ray():
     try:
         import ray
     except ImportError as error:
-        raise RayUnavailable("--engine ray needs Ray: pip install 'pyattn[ray]' (or pip install ray)") from error
+        raise RayUnavailable("the Ray engine needs Ray: pip install 'pyattn[ray]' (or pip install ray)") from error
     return ray
 
 
