@@ -10,7 +10,7 @@ The ladder of attention received, one home per rung:
   attention through the ops (:func:`layer_attention_received`), ordinary full
   ``(B, H, N, N)`` attention by column sums over the real rows
   (:func:`full_attention_received`);
-- :mod:`pyattn.attention`: text (or input ids) through the model.
+- :mod:`pyattn.model_attention`: text (or input ids) through the model.
 
 A Longformer model called with ``output_attentions=True`` returns per layer
 ``attentions[l]`` ``(B, H, N, X + w_l + 1)`` (windows may differ per layer, so

@@ -19,10 +19,10 @@ same stages as one ``explain`` call, document by document. A record is made
 by :func:`pyattn.attribute` (the same attribution), attention received per
 layer and head from :func:`pyattn.attention` (streamed layer by layer for
 Longformer, so no layer's attention is kept), and the record's summary
-metrics by :func:`pyattn.explain.compose`, ``explain``'s comparison stage.
+metrics by :func:`pyattn.explanation.compose`, ``explain``'s comparison stage.
 :func:`compare_results` computes the dataset's tables from the stored
 records with ``compose``'s own building blocks
-(:func:`pyattn.explain.attention_views` and
+(:func:`pyattn.explanation.attention_views` and
 :func:`pyattn.similarity.compare`), and :func:`report_results` rebuilds each
 document's :class:`pyattn.Explanation` with ``compose`` from its record. Two
 things stay per-document only, because they need the model's full
@@ -42,8 +42,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from pyattn.attention import ready_for_attention
-from pyattn.explain import label_names
+from pyattn.model_attention import ready_for_attention
+from pyattn.explanation import label_names
 from pyattn.dataset import Document, skip_reason
 from pyattn.errors import DataError, InputError, Interrupted, ModelError, StoreError  # Interrupted, ModelError importable here as before 1.1
 from pyattn.store import ResultsStore, ShardWriter
@@ -199,7 +199,7 @@ def check_model(model, tokenizer, name: str = "the model") -> None:
     classifier of at least 2 classes, sigmoid of a multi-label one, raw
     output of a regression head), or a tokenizer whose ids do not fit the
     model's vocabulary."""
-    from pyattn.attention import refuse_block_sparse
+    from pyattn.model_attention import refuse_block_sparse
     from pyattn.inputs import output_kind, pooling_fill, pools_last_non_pad
 
     config = model.config
@@ -228,7 +228,7 @@ def load_model(name: str, tokenizer_name: str | None = None, trust_remote_code: 
     None); anything else goes to transformers (a local folder or a hub
     name) with remote code off unless asked for and pickled weights refused;
     the model keeps its own attention (sdpa) where pyattn reads queries and
-    keys (:func:`pyattn.attention.attention_route`), and is switched to
+    keys (:func:`pyattn.model_attention.attention_route`), and is switched to
     ``eager`` (which returns attention probabilities) otherwise.
     Every refusal is a one-line :class:`ModelError`: no classification head
     (transformers would add a random one), a regression head, no tokenizer
@@ -380,7 +380,7 @@ def resolve_labels(documents: Sequence[Document], model, column: str | None = "l
 def _record(document: Document, attribution, per_head, special_tokens, names: dict[int, str]) -> dict:
     import numpy as np
 
-    from pyattn.explain import compose
+    from pyattn.explanation import compose
 
     per_head = np.asarray(per_head, dtype=np.float32)
     # The same comparison stage as pyattn.explain (views final and all, mask no_special).
@@ -435,7 +435,7 @@ def process_document(model, tokenizer, document: Document, attribute_kwargs: dic
     attribute_kwargs : dict
         Passed to :func:`pyattn.attribute` (``n_steps``, ``max_length``, ...).
     names : dict of int to str, optional
-        Class names (default :func:`pyattn.explain.label_names` of the model).
+        Class names (default :func:`pyattn.explanation.label_names` of the model).
 
     Returns
     -------
@@ -447,7 +447,7 @@ def process_document(model, tokenizer, document: Document, attribute_kwargs: dic
         softmax, sigmoid or raw) and ``outputs`` (F of each class, C), predicted
         and target class and names, ``truncated_tokens``, ``attention_shape``
         ``[L, H, N]`` and ``attention_per_head`` (flat, float32), and
-        ``metrics`` (JSON rows of :func:`pyattn.explain.compose`'s similarity
+        ``metrics`` (JSON rows of :func:`pyattn.explanation.compose`'s similarity
         table, mask ``no_special``).
 
     Raises
@@ -486,7 +486,7 @@ def record_of(model, tokenizer, document: Document, result, max_length: int | No
     attention received is computed here."""
     import warnings
 
-    from pyattn.attention import attention
+    from pyattn.model_attention import attention
     from pyattn.inputs import TruncationWarning
 
     route = ready_for_attention(model, attention_route)
@@ -910,7 +910,7 @@ def compare_results(store: ResultsStore, head_importance=None, ranges=(), masks=
     import numpy as np
     from tqdm.auto import tqdm
 
-    from pyattn.explain import attention_views
+    from pyattn.explanation import attention_views
     from pyattn.similarity import compare, dataset_similarity
     from pyattn.tokens import dataset_token_table, export_table
 
@@ -1064,7 +1064,7 @@ def report_results(store: ResultsStore, out: str | None = None, head_importance=
     ``"magnitude"`` or ``"signed"``; None takes ``pyattn compare``'s (else
     magnitude).
 
-    Each document's report is the :class:`pyattn.Explanation` that :func:`pyattn.explain.compose`
+    Each document's report is the :class:`pyattn.Explanation` that :func:`pyattn.explanation.compose`
     rebuilds from its record (no rollout or faithfulness: they need the model).
 
     Parameters
@@ -1116,7 +1116,7 @@ def report_results(store: ResultsStore, out: str | None = None, head_importance=
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from pyattn.explain import attention_views, compose
+    from pyattn.explanation import attention_views, compose
     from pyattn.report import index_report
     from pyattn.report.statistics import (
         display_document_statistics,

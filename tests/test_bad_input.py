@@ -859,7 +859,7 @@ IMPORTANCE_KINDS = [("nan", "non-finite value(s)"), ("inf", "non-finite value(s)
 IMPORTANCE_CALLS = {
     "attention": lambda m, t, hi: pyattn_mod().attention(m, t, TEXT17, head_importance=hi),
     "explain": lambda m, t, hi: pyattn_mod().explain(m, t, TEXT17, head_importance=hi, n_steps=2),
-    "attention_views": lambda m, t, hi: __import__("pyattn.explain", fromlist=["x"]).attention_views(torch.ones(2, 4, 5), hi),
+    "attention_views": lambda m, t, hi: __import__("pyattn.explanation", fromlist=["x"]).attention_views(torch.ones(2, 4, 5), hi),
     "rollout": lambda m, t, hi: __import__("pyattn.rollout", fromlist=["x"]).attention_rollout([BAND4, BAND4], head_importance=hi),
 }
 

@@ -424,7 +424,7 @@ def explain(
         (``all``, ``no_special``, ``alphabetic``, ``no_stopwords``) when the
         tokenizer has special tokens.
     attention_route:
-        How attention is read (:func:`pyattn.attention.attention_route`):
+        How attention is read (:func:`pyattn.model_attention.attention_route`):
         ``"auto"`` (queries and keys where the architecture allows, the
         model's probabilities otherwise), ``"qk"`` or ``"eager"``.
     attribution_as:
@@ -483,7 +483,7 @@ def explain(
 
 def _explain(model, tokenizer, text, target, head_importance, layer_ranges, rollout, faithfulness, random_rankings, masks,
              attribution_as, special_tokens, significance, max_length, device, attribute_kwargs, attention_route="auto") -> "Explanation":
-    from pyattn.attention import attention as model_attention
+    from pyattn.model_attention import attention as model_attention
     from pyattn.similarity import MASKS, token_masks
 
     config = model.config

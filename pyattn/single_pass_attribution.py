@@ -384,9 +384,9 @@ def single_pass_from_inputs(
     >>> out.targets.tolist() == out.logits.argmax(-1).tolist()  # target None: the predicted class
     True
     """
-    from pyattn.attention import default_global_attention_mask
+    from pyattn.model_attention import default_global_attention_mask
 
-    from pyattn.attention import _check_model_inputs, use_eager_attention
+    from pyattn.model_attention import _check_model_inputs, use_eager_attention
     from pyattn.inputs import output_kind
 
     if output not in ("probability", "logit"):
