@@ -124,3 +124,19 @@ def whole_label(value: Any, index: int, num_classes: int | None, name: str = "la
         allowed = f"0..{num_classes - 1}" if num_classes is not None else ">= 0"
         raise InputError(f"{name}[{index}] is {label}, out of range: the model has classes {allowed}")
     return label
+
+
+#: How attribution scores are ranked: by magnitude (``|attribution|``) or signed.
+ATTRIBUTION_AS = ("magnitude", "signed")
+
+
+def check_attribution_as(attribution_as: str) -> None:
+    if attribution_as not in ATTRIBUTION_AS:
+        raise InputError(f'attribution_as must be "magnitude" (|attribution|) or "signed", got {attribution_as!r}')
+
+
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """``error``'s message in one line of at most ``limit`` characters (its type's name if it has none)."""
+    text = str(error).strip()
+    line = text.splitlines()[0] if text else type(error).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."

@@ -16,12 +16,12 @@ from __future__ import annotations
 import time
 from typing import Sequence
 
+from pyattn._checks import first_line
 from pyattn.dataset import Document
 from pyattn.errors import DataError, Interrupted, ModelError, RayRunError, RayUnavailable  # the Ray errors importable here as before 1.1
 from pyattn.runner import (
     RunProgress,
     RunSummary,
-    _first_line,
     finish_run,
     label_names,
     load_model,
@@ -42,10 +42,10 @@ def _worker_error(ray, error: BaseException) -> Exception:
     if isinstance(error, ray.exceptions.RayTaskError):
         cause = getattr(error, "cause", None) or error
     if isinstance(cause, (DataError, ModelError)):
-        return type(cause)(_first_line(cause))
+        return type(cause)(first_line(cause))
     if isinstance(cause, ray.exceptions.RayActorError):
-        return RayRunError(f"a Ray worker died and could not be restarted: {_first_line(cause, 160)}")
-    return RayRunError(f"a Ray worker failed: {type(cause).__name__}: {_first_line(cause)}")
+        return RayRunError(f"a Ray worker died and could not be restarted: {first_line(cause, 160)}")
+    return RayRunError(f"a Ray worker failed: {type(cause).__name__}: {first_line(cause)}")
 
 
 def _ray():

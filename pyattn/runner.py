@@ -47,7 +47,7 @@ from pyattn.explanation import label_names
 from pyattn.dataset import Document, skip_reason
 from pyattn.errors import DataError, InputError, Interrupted, ModelError, StoreError  # Interrupted, ModelError importable here as before 1.1
 from pyattn.store import ResultsStore, ShardWriter
-from pyattn._checks import head_importance_tensor
+from pyattn._checks import first_line, head_importance_tensor
 from pyattn._model_state import preserving
 
 __all__ = [
@@ -180,12 +180,6 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "voc
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
-def _first_line(error: BaseException, limit: int = 200) -> str:
-    text = str(error).strip()
-    line = text.splitlines()[0] if text else type(error).__name__
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
 def quiet_transformers() -> None:
     from transformers.utils import logging
 
@@ -262,12 +256,12 @@ def load_model(name: str, tokenizer_name: str | None = None, trust_remote_code: 
     ...
     pyattn.errors.ModelError: model folder 'no/such-folder' does not exist
     """
-    import pyattn
+    from pyattn.demo import load_demo
 
     if name == "demo":
         if tokenizer_name:
             raise ModelError(f"tokenizer_name={tokenizer_name!r} cannot be used with name='demo' (the demo model has its own tokenizer); drop `tokenizer_name`")
-        model, tokenizer = pyattn.load_demo()
+        model, tokenizer = load_demo()
     else:
         quiet_transformers()
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -296,7 +290,7 @@ def load_model(name: str, tokenizer_name: str | None = None, trust_remote_code: 
                 raise ModelError(f"cannot load model {name!r}: its weights are a pickle that holds more than tensors; pyattn loads only safe weights") from None
             if "trust_remote_code" in text:
                 raise ModelError(f"model {name!r} needs its own code to run; pass trust_remote_code=True only if you trust its source") from None
-            raise ModelError(f"cannot load model {name!r}: {type(error).__name__}: {_first_line(error)}") from None
+            raise ModelError(f"cannot load model {name!r}: {type(error).__name__}: {first_line(error)}") from None
         model = model.eval()
         head = [key for key in info.get("missing_keys", ()) if not key.startswith(getattr(model, "base_model_prefix", "\0") + ".")]
         if head:
@@ -309,7 +303,7 @@ def load_model(name: str, tokenizer_name: str | None = None, trust_remote_code: 
         try:
             tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, trust_remote_code=trust_remote_code)
         except Exception as error:
-            raise ModelError(f"cannot load the tokenizer {tokenizer_source!r}: {type(error).__name__}: {_first_line(error)}") from None
+            raise ModelError(f"cannot load the tokenizer {tokenizer_source!r}: {type(error).__name__}: {first_line(error)}") from None
         check_model(model, tokenizer, f"model {name!r}")
     ready_for_attention(model)
     if device:
@@ -467,7 +461,7 @@ def process_document(model, tokenizer, document: Document, attribute_kwargs: dic
     """
     import warnings
 
-    import pyattn
+    from pyattn.attribution import attribute
     from pyattn.inputs import TruncationWarning
 
     attribute_kwargs = dict(attribute_kwargs)
@@ -475,7 +469,7 @@ def process_document(model, tokenizer, document: Document, attribute_kwargs: dic
     ready_for_attention(model, route)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TruncationWarning)  # recorded in truncated_tokens
-        result = pyattn.attribute(model, tokenizer, document.text, **attribute_kwargs)
+        result = attribute(model, tokenizer, document.text, **attribute_kwargs)
     return record_of(model, tokenizer, document, result, attribute_kwargs.get("max_length"), names, route)
 
 
@@ -496,7 +490,7 @@ def record_of(model, tokenizer, document: Document, result, max_length: int | No
         try:
             received = attention(model, tokenizer, document.text, max_length=max_length, per_head=True, stream=streamed, route=attention_route).received
         except (ValueError, IndexError) as error:
-            raise ModelError(f"the model gave no usable attentions for document {document.doc_id}: {_first_line(error)}") from error
+            raise ModelError(f"the model gave no usable attentions for document {document.doc_id}: {first_line(error)}") from error
     per_head = received.per_layer[:, 0].detach().cpu().numpy()
     return _record(document, result, per_head, tokenizer.all_special_tokens, label_names(model) if names is None else names)
 
@@ -1126,12 +1120,13 @@ def report_results(store: ResultsStore, out: str | None = None, head_importance=
         statistics_note,
         summary_statistics,
     )
-    from pyattn.similarity import _check_attribution_as, compare, dataset_similarity
+    from pyattn._checks import check_attribution_as
+    from pyattn.similarity import compare, dataset_similarity
     from pyattn.tokens import export_table
     from pyattn.uncertainty import dataset_statistics
 
     if attribution_as is not None:
-        _check_attribution_as(attribution_as)
+        check_attribution_as(attribution_as)
     if isinstance(significance, bool) or not isinstance(significance, int) or significance < 0:
         raise ValueError(f"significance must be a number of permutations >= 0 (0: none), got {significance!r}")
     weights = None if head_importance is None else head_importance_tensor(head_importance).numpy()  # finite, >= 0: before any file

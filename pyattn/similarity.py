@@ -43,6 +43,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from pyattn._checks import ATTRIBUTION_AS, check_attribution_as  # noqa: F401  (ATTRIBUTION_AS importable here as before)
 from pyattn.errors import InputError, MissingSpecialTokens  # MissingSpecialTokens importable here as before 1.1
 
 __all__ = [
@@ -241,14 +242,6 @@ def rank_biased_overlap(x: np.ndarray, y: np.ndarray, p: float = 0.9) -> float:
     return float((overlap / n) * p**n + (1 - p) / p * total)
 
 
-ATTRIBUTION_AS = ("magnitude", "signed")
-
-
-def _check_attribution_as(attribution_as: str) -> None:
-    if attribution_as not in ATTRIBUTION_AS:
-        raise InputError(f'attribution_as must be "magnitude" (|attribution|) or "signed", got {attribution_as!r}')
-
-
 def similarity(
     attribution,
     attention,
@@ -273,7 +266,7 @@ def similarity(
     """
     from scipy import stats
 
-    _check_attribution_as(attribution_as)
+    check_attribution_as(attribution_as)
     a_raw = as_vector(attribution, "attribution")
     r = as_vector(attention, "attention")
     if a_raw.shape != r.shape:
@@ -421,7 +414,7 @@ def compare(
     """
     import pandas as pd
 
-    _check_attribution_as(attribution_as)
+    check_attribution_as(attribution_as)
     a = as_vector(attribution, "attribution")
     if tokens is not None and len(tokens) != len(a):
         raise InputError(f"got {len(tokens)} tokens for {len(a)} attribution scores")
