@@ -474,10 +474,10 @@ def explain(
     if a.truncated_tokens:
         warnings.warn(f"the text was cut to fit max_length {max_length or 'of the model'}: {a.truncated_tokens} tokens dropped, "
                       f"{len(a.tokens)} kept (special tokens included); everything here describes the kept part",
-                      TruncationWarning, stacklevel=2)
+                      TruncationWarning, stacklevel=3)
     if not a.converged:
         warnings.warn(f"the attribution did not converge: completeness error {a.relative_error:.2%} is above the tolerance "
-                      f"{a.tol:.2%} after {a.n_steps} steps (raise max_steps, or pass n_steps)", NotConvergedWarning, stacklevel=2)
+                      f"{a.tol:.2%} after {a.n_steps} steps (raise max_steps, or pass n_steps)", NotConvergedWarning, stacklevel=3)
     return result
 
 
@@ -509,7 +509,7 @@ def _explain(model, tokenizer, text, target, head_importance, layer_ranges, roll
 
             masks = [m for m in MASKS if m in kept and m not in too_few]
             warnings.warn(f"masks {too_few} leave fewer than 2 of the document's {len(words) + 2} tokens: left out of the "
-                          f"similarity table (kept: {masks})", UserWarning, stacklevel=3)
+                          f"similarity table (kept: {masks})", UserWarning, stacklevel=4)
     attribution = attribute(model, tokenizer, text, target=target, max_length=max_length, device=device, **attribute_kwargs)
     collected = model_attention(model, tokenizer, text, max_length=max_length, per_head=True, route=attention_route, rollout=rollout)
     per_head = collected.received.per_layer  # (L, B, H, N)

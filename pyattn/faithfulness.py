@@ -12,7 +12,9 @@ Attanasio et al. 2023):
 
 AOPC is the mean over the ``k`` values. Removal deletes tokens from the
 sequence by default (``mode="delete"``, as ERASER and ferret do); ``mode="mask"``
-replaces them by the mask (or pad) token instead. [CLS] and [SEP] are never
+replaces them by the mask (or pad) token instead (for a decoder classifier
+that reads its last non-pad token, a special token that is not the pad, so
+that the position it reads does not move). [CLS] and [SEP] are never
 removed or ranked. All variants of a document run in batches.
 """
 
@@ -23,7 +25,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from pyattn.inputs import EncodedDocument, encode, model_output, output_kind, position_ids_for
+from pyattn.inputs import EncodedDocument, encode, model_output, output_kind, pooling_fill, pools_last_non_pad, position_ids_for
 from pyattn.similarity import top_k_count
 from pyattn._model_state import preserving
 
@@ -120,8 +122,10 @@ def faithfulness(
         (tokens), ``comprehensiveness``, ``sufficiency``, ``by``.
     aopc : pandas.DataFrame
         One row per ranking: ``ranking``, ``comprehensiveness_aopc``,
-        ``sufficiency_aopc`` (means over k), the full-input ``probability`` of
-        ``target``, ``target``, ``by``.
+        ``sufficiency_aopc`` (means over k), the full input's F of
+        ``target`` as ``output`` (the head's own: softmax, sigmoid or raw, named
+        in ``output_kind``) and, where it is a probability, also as
+        ``probability``; ``target``, ``by``.
 
     Raises
     ------
@@ -161,6 +165,10 @@ def faithfulness(
         raise ValueError(f"percents must be in (0, 100], got {bad}")
     pad_id = tokenizer.pad_token_id
     mask_id = tokenizer.mask_token_id if tokenizer.mask_token_id is not None else pad_id
+    if pools_last_non_pad(model) and (mask_id is None or mask_id == getattr(model.config, "pad_token_id", None)):
+        # a decoder classifier reads the last token that is not its pad: a
+        # pad put in a token's place would move where it reads (pad = eos)
+        mask_id = pooling_fill(model, tokenizer)
 
     orders: dict[str, list[np.ndarray]] = {}
     for name, scores in rankings.items():
@@ -216,7 +224,11 @@ def faithfulness(
         .rename(columns={"comprehensiveness": "comprehensiveness_aopc", "sufficiency": "sufficiency_aopc"})
         .reset_index()
     )
-    aopc["probability"] = p_full
+    kind = output_kind(model)
+    aopc["output"] = p_full  # F of the full input, as the model's head outputs it (output_kind names it)
+    aopc["output_kind"] = kind
+    if kind != "raw":  # a regression head's output is not a probability
+        aopc["probability"] = p_full
     aopc["target"] = target
     per_k["by"] = by
     aopc["by"] = by

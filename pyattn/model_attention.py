@@ -193,7 +193,9 @@ class ModelAttention:
         Attention rollout from the token the classifier reads (the first; a
         causal decoder's last real token), when asked for.
 
-    ``probabilities`` is ``logits.softmax(-1)``; :meth:`dense` gives one layer's
+    ``outputs`` are the head's own F (softmax, sigmoid or raw, named by
+    ``output``) and ``probabilities`` the same where they are probabilities;
+    :meth:`dense` gives one layer's
     dense ``(B, heads, N, N)`` attention (layers and heads numbered from 0).
 
     Examples
@@ -216,11 +218,26 @@ class ModelAttention:
     global_attentions: tuple | None = None
     route: str = "eager"
     rollout: torch.Tensor | None = None
+    output: str | None = "softmax"  # what the head outputs (pyattn.inputs.output_kind); None: a head pyattn cannot name
+
+    @property
+    def outputs(self) -> torch.Tensor:
+        """F of every output, ``(B, C)``: the softmax over classes, each
+        label's sigmoid (multi-label) or the raw outputs (regression), as
+        ``output`` names (:func:`pyattn.inputs.model_output`)."""
+        from pyattn.inputs import model_output
+
+        if self.output is None:
+            raise ValueError("this model's head is not one pyattn can name (see pyattn.inputs.output_kind): read .logits")
+        return model_output(self.logits, self.output)
 
     @property
     def probabilities(self) -> torch.Tensor:
-        """``logits.softmax(-1)``: ``(B, C)``."""
-        return self.logits.softmax(-1)
+        """``outputs`` when they are probabilities (``output`` softmax or
+        sigmoid), ``(B, C)``; a regression head's raw outputs are refused."""
+        if self.output == "raw":
+            raise ValueError("this model has a regression head: its outputs are raw values, not probabilities (read .outputs)")
+        return self.outputs
 
     def dense(self, layer: int = -1, heads: Sequence[int] | int | None = None, max_bytes: int | None = DEFAULT_DENSE_LIMIT_BYTES) -> torch.Tensor:
         """Dense attention ``(B, heads, N, N)`` of one layer (from 0; -1 the last)
@@ -445,17 +462,26 @@ def attention_from_inputs(
     >>> attention_from_inputs(model, ids).received.per_layer.shape[:2]  # (L, B, N)
     torch.Size([3, 1])
     """
+    from pyattn.inputs import output_kind
+
     chosen = attention_route(model, route)
     _check_model_inputs(model, input_ids, attention_mask, global_attention_mask)
+    try:
+        kind = output_kind(model)
+    except ValueError:  # a head attribution refuses: its attention can still be read
+        kind = None
     training = model.training
     try:
         if chosen == "qk":
             if stream:
                 raise ValueError(f"stream=True needs Longformer's banded attention; {type(model).__name__} takes the q/k route, which keeps no layer's attention anyway")
             with torch.no_grad():
-                return _qk_attention(model, input_ids, attention_mask, head_importance, per_head, rollout, model_kwargs)
+                result = _qk_attention(model, input_ids, attention_mask, head_importance, per_head, rollout, model_kwargs)
+            result.output = kind
+            return result
         result = _probabilities_attention(model, input_ids, attention_mask, global_attention_mask, head_importance, per_head, stream, **model_kwargs)
         result.route = "band" if result.windows is not None else "eager"
+        result.output = kind
         if rollout:
             if result.attentions is None:
                 raise ValueError("rollout=True needs the layers' attention: drop stream=True")
@@ -477,22 +503,10 @@ def _probabilities_attention(
     stream: bool = False,
     **model_kwargs: Any,
 ) -> ModelAttention:
-    """The ``"eager"`` and ``"band"`` routes of :func:`attention_from_inputs`:
-    run ``model`` on ``input_ids`` ``(B, N)`` with attentions and reduce them.
-
-    For Longformer, ``global_attention_mask`` None means the model's own
-    default (CLS for sequence classification), made explicit so the kernels
-    and the model agree. ``head_importance`` ``(L, H)`` scales each head.
-    ``stream=True`` (Longformer only) keeps no layer's attention.
-
-    >>> import pyattn
-    >>> model, tokenizer = pyattn.load_demo()
-    >>> ids = tokenizer("gradient descent", return_tensors="pt")["input_ids"]  # (B, N)
-    >>> attention_from_inputs(model, ids).received.per_layer.shape[:2]  # (L, B, N)
-    torch.Size([3, 1])
-    """
+    """The ``"eager"`` and ``"band"`` routes of :func:`attention_from_inputs`
+    (arguments as there, already checked): run ``model`` on ``input_ids``
+    ``(B, N)`` with attentions and reduce them."""
     refuse_block_sparse(model)
-    _check_model_inputs(model, input_ids, attention_mask, global_attention_mask)
     model.eval()
     if not is_longformer(model):
         use_eager_attention(model)  # sdpa returns no attention probabilities

@@ -192,7 +192,7 @@ def test_cli(name, tmp_path):
     from pyattn.runner import stored_attention
     from pyattn.store import ResultsStore
 
-    report = name in ("DistilBERT", "Llama", "BERT multi-label", "BERT regression", "GPT-2")
+    report = True  # attribute -> compare -> report for every architecture
     found, out = cli_outcome(name, tmp_path, report=report)
     if found["CLI attribution"] == "works":
         from transformers import AutoTokenizer
@@ -218,3 +218,61 @@ def test_cli(name, tmp_path):
             assert (out / "reports" / "index.html").exists()
     table = readme_table(README)
     assert {column: table[name][column] for column in found} == found
+
+
+@pytest.mark.parametrize("name, kind", [("BERT multi-label", "sigmoid"), ("BERT regression", "raw"), ("DistilBERT", "softmax")])
+def test_attention_results_name_the_heads_own_output(name, kind):
+    """pyattn.attention's outputs are the head's own F, checked against the
+    model run by hand: a sigmoid per label, the raw output, or the softmax;
+    probabilities are refused for a regression head."""
+    from zoo import build
+
+    model, tokenizer = build(name)
+    model.eval()  # pyattn reads the model in eval mode (and puts its mode back)
+    text = "the parser reads the grammar"
+    collected = pyattn.attention(model, tokenizer, text)
+    document = encode(model, tokenizer, text)  # the ids pyattn runs (special tokens added)
+    with torch.no_grad():
+        logits = model(input_ids=document.input_ids, attention_mask=document.attention_mask).logits.float()
+    own = {"sigmoid": logits.sigmoid(), "raw": logits, "softmax": logits.softmax(-1)}[kind]
+    assert collected.output == kind
+    torch.testing.assert_close(collected.outputs, own, atol=1e-5, rtol=1e-5)
+    if kind == "raw":
+        with pytest.raises(ValueError, match="regression head: its outputs are raw values"):
+            collected.probabilities
+    else:
+        torch.testing.assert_close(collected.probabilities, own, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["Llama", "GPT-2"])
+def test_faithfulness_masking_keeps_a_decoders_pooled_position(name):
+    """mode="mask" on a decoder classifier whose pad is its eos: masked
+    tokens get a special token that is not the pad, so the model reads the
+    same position as on the document; the comprehensiveness pyattn reports
+    is the model's own F(document) - F(masked ids), run by hand."""
+    from zoo import build
+
+    from pyattn.faithfulness import _variant, faithfulness
+    from pyattn.inputs import model_output, output_kind, pooled_position, pooling_fill
+
+    model, tokenizer = build(name)
+    pad = model.config.pad_token_id
+    text = "the parser reads the grammar of the language"
+    document = encode(model, tokenizer, text)
+    n = document.input_ids.shape[1]
+    ranking = np.arange(n, dtype=float)  # the last tokens first: masking them is what could move the pooled position
+    per_k, aopc = faithfulness(model, tokenizer, text, {"late": ranking}, mode="mask", random_rankings=0, percents=(50,))
+    fill = pooling_fill(model, tokenizer)
+    assert fill != pad
+    removed = int(per_k.iloc[0]["removed"])
+    keep = np.ones(n - 2, bool)
+    keep[n - 2 - removed :] = False  # the top of the ranking: the last text tokens
+    variant = _variant(document, keep, "mask", fill)
+    assert pooled_position(variant, pad) == pooled_position(document.input_ids[0].tolist(), pad)
+    kind = output_kind(model)
+    with torch.no_grad():
+        full = model_output(model(input_ids=document.input_ids).logits, kind)[0]
+        masked = model_output(model(input_ids=torch.tensor([variant])).logits, kind)[0]
+    target = int(aopc.iloc[0]["target"])
+    assert per_k.iloc[0]["comprehensiveness"] == pytest.approx(float(full[target] - masked[target]), abs=1e-5)
+    assert aopc.iloc[0]["output"] == pytest.approx(float(full[target]), abs=1e-6) and aopc.iloc[0]["output_kind"] == kind

@@ -182,12 +182,8 @@ def _run_attribution(model, tokenizer, tmp):
 
 
 def _rollout(model, tokenizer):
-    from pyattn.rollout import attention_rollout, dense_rollout
-
-    collected = pyattn.attention_from_inputs(model, tokenizer(TEXT, return_tensors="pt")["input_ids"])
-    if collected.windows is not None:
-        return attention_rollout(collected.attentions, collected.global_attentions, collected.global_attention_mask)
-    return dense_rollout(collected.attentions)
+    # rollout by whatever route the model takes (band, q/k, eager)
+    return pyattn.attention_from_inputs(model, tokenizer(TEXT, return_tensors="pt")["input_ids"], rollout=True).rollout
 
 
 ENTRY_POINTS = {
