@@ -27,7 +27,7 @@ def child(mode: str, n: int, device: str) -> None:
     import torch
     from transformers import LongformerConfig, LongformerForSequenceClassification
 
-    from pyattn.attention import attention_from_inputs
+    from pyattn.model_attention import attention_from_inputs
 
     torch.manual_seed(0)
     config = LongformerConfig(

@@ -110,7 +110,7 @@ def _eager_streamed(model, ids):
 def child(name: str, mode: str, n: int, tiny: bool) -> dict:
     import torch
 
-    from pyattn.attention import attention_from_inputs
+    from pyattn.model_attention import attention_from_inputs
 
     model = build(name, n, tiny)
     generator = torch.Generator().manual_seed(1)

@@ -15,14 +15,14 @@ Attention received, a ladder of three rungs
     :mod:`pyattn.ops` one layer's band -> attention received (the compiled
     kernels; :mod:`pyattn.reference` holds their readable pure-PyTorch
     versions, for tests) -> :mod:`pyattn.layers` a model's attention outputs,
-    every layer, any attention kind -> :mod:`pyattn.attention` text through
+    every layer, any attention kind -> :mod:`pyattn.model_attention` text through
     the model. :mod:`pyattn.rollout` rolls attention out over the layers.
 Attribution
     :mod:`pyattn.inputs` text -> the tensors, as the model builds them;
     :mod:`pyattn.attribution` Layer Integrated Gradients with
     :mod:`pyattn.quadrature`'s nested rules; :mod:`pyattn.fast_attention` an
     exact, faster Longformer self-attention for it;
-    :mod:`pyattn.single_pass` one-pass alternatives (gradient x input,
+    :mod:`pyattn.single_pass_attribution` one-pass alternatives (gradient x input,
     attention x gradient, gradient rollout); :mod:`pyattn.importance` head
     importance.
 Comparing attribution with attention
@@ -33,7 +33,7 @@ Comparing attribution with attention
     :mod:`pyattn.uncertainty` bootstrap intervals over documents and Holm;
     :mod:`pyattn.agreement` the head agreement map across a dataset.
 One document
-    :mod:`pyattn.explain`: :func:`explain` returns an :class:`Explanation`
+    :mod:`pyattn.explanation`: :func:`explain` returns an :class:`Explanation`
     (numbers, tables, HTML); its comparison stage, ``compose``, is shared by
     the dataset runner and the reports.
 A dataset
@@ -50,6 +50,11 @@ The demo
     :mod:`pyattn.demo` the shipped model, tokenizer and documents
     (:mod:`pyattn.demo.data` generates them, :mod:`pyattn.demo.train`
     trains the model).
+Errors
+    :mod:`pyattn.errors`: one base class, :class:`pyattn.errors.PyattnError`;
+    each subclass is also the builtin it replaced (``DataError`` a
+    ``ValueError``, ``StoreError`` a ``RuntimeError``, ...). Messages name
+    the Python parameter; the ``pyattn`` command names its flags.
 
 Conventions: per-document vectors are numpy float64 over the encoded document
 (special tokens included) and tables pandas DataFrames; torch tensors only at
@@ -72,18 +77,48 @@ from pyattn.layers import (
     layer_to_dense,
 )
 from pyattn.attribution import Attribution, MemoryBudgetWarning, attribute, attribute_many, attribute_stream, auto_batch_size, parse_memory_budget
-from pyattn.attention import ModelAttention, attention, attention_from_inputs
+from pyattn.model_attention import ModelAttention, attention, attention_from_inputs
 from pyattn.importance import head_gate_importance, load_head_importance, save_head_importance, taylor_importance
 from pyattn.demo import demo_documents, load_demo
-from pyattn.explain import Explanation, attention_views, explain
+from pyattn.explanation import Explanation, attention_views, explain
 from pyattn.fast_attention import fast_longformer_attention
-from pyattn.single_pass import SinglePass, single_pass, single_pass_from_inputs
+from pyattn.single_pass_attribution import SinglePass, single_pass, single_pass_from_inputs
 from pyattn.significance import document_significance, permutation_test
 from pyattn.uncertainty import bootstrap_means, bootstrap_token_means, holm
 from pyattn.agreement import head_agreement
 from pyattn.records import read_records
 
 __version__ = "0.1.0"
+
+
+def _keep_old_module_path(old: str, new: str) -> None:
+    """``from pyattn.<old> import x`` keeps working for one release (pyattn 1.1),
+    with a DeprecationWarning: a module registered in ``sys.modules`` as
+    ``pyattn.<old>`` forwards every name to ``pyattn.<new>``. The package
+    attribute ``pyattn.<old>`` is not touched: it stays the function of that
+    name (so ``import pyattn.<old> as m`` gives the function, as before)."""
+    import importlib
+    import sys
+    import types
+    import warnings
+
+    shim = types.ModuleType(f"pyattn.{old}", f"Deprecated: the module pyattn.{new} (this name goes in pyattn 1.2).")
+
+    def __getattr__(name: str):
+        if name.startswith("__") and name != "__all__":
+            raise AttributeError(name)  # dunders: what import machinery and tools probe, without a warning
+        warnings.warn(f"the module pyattn.{old} is now pyattn.{new}: import {name} from there (pyattn.{old} goes in pyattn 1.2)",
+                      DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module(f"pyattn.{new}"), name)
+
+    shim.__getattr__ = __getattr__
+    sys.modules[shim.__name__] = shim
+
+
+# Modules renamed in 1.1 so that no function shadows its module.
+for _old, _new in (("explain", "explanation"), ("attention", "model_attention"), ("single_pass", "single_pass_attribution")):
+    _keep_old_module_path(_old, _new)
+del _old, _new
 
 __all__ = [
     "AttentionReceived",

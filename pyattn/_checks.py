@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from pyattn.errors import InputError
+
 
 def _kind(value: Any) -> str:
     if isinstance(value, torch.Tensor):
@@ -48,16 +50,16 @@ def require_token_ids(name: str, value: Any, vocab_size: int | None = None) -> N
     values, each in ``0..vocab_size - 1``."""
     require_tensor(name, value, "of integer token ids (B, N)")
     if value.is_meta:
-        raise ValueError(f"{name} is a meta tensor (shape only, no values): token ids need real values")
+        raise InputError(f"{name} is a meta tensor (shape only, no values): token ids need real values")
     if value.dtype.is_floating_point or value.dtype.is_complex or value.dtype == torch.bool:
         raise TypeError(f"{name} must hold integer token ids (torch.long), got dtype {value.dtype}")
     if value.dim() not in (1, 2) or value.numel() == 0:
-        raise ValueError(f"{name} must be (B, N) or (N,) with N >= 1, got shape {tuple(value.shape)}")
+        raise InputError(f"{name} must be (B, N) or (N,) with N >= 1, got shape {tuple(value.shape)}")
     if vocab_size:
         low, high = int(value.min()), int(value.max())
         if low < 0 or high >= vocab_size:
             bad = low if low < 0 else high
-            raise ValueError(f"{name} holds id {bad}, outside the model's vocabulary 0..{vocab_size - 1}: the ids do not come from this model's tokenizer")
+            raise InputError(f"{name} holds id {bad}, outside the model's vocabulary 0..{vocab_size - 1}: the ids do not come from this model's tokenizer")
 
 
 def require_mask(name: str, value: Any, shape: tuple[int, ...]) -> None:
@@ -66,11 +68,11 @@ def require_mask(name: str, value: Any, shape: tuple[int, ...]) -> None:
         return
     require_tensor(name, value, "(B, N) of 0 and 1")
     if value.is_meta:
-        raise ValueError(f"{name} is a meta tensor (shape only, no values)")
+        raise InputError(f"{name} is a meta tensor (shape only, no values)")
     if value.dtype.is_floating_point or value.dtype.is_complex:
         raise TypeError(f"{name} must be an integer or bool tensor (1 = attend / global), got dtype {value.dtype}")
     if tuple(value.shape) != tuple(shape) and not (value.dim() == 1 and (1,) + tuple(value.shape) == tuple(shape)):
-        raise ValueError(f"{name} must have the shape of input_ids {tuple(shape)}, got {tuple(value.shape)}")
+        raise InputError(f"{name} must have the shape of input_ids {tuple(shape)}, got {tuple(value.shape)}")
 
 
 def head_importance_tensor(value: Any, name: str = "head_importance") -> torch.Tensor:
@@ -84,13 +86,13 @@ def head_importance_tensor(value: Any, name: str = "head_importance") -> torch.T
     >>> head_importance_tensor([[0.5, float("nan")]])
     Traceback (most recent call last):
     ...
-    ValueError: head_importance holds 1 non-finite value(s) (NaN or inf); it must be finite and non-negative (it scales attention)
+    pyattn.errors.InputError: head_importance holds 1 non-finite value(s) (NaN or inf); it must be finite and non-negative (it scales attention)
     """
     if isinstance(value, torch.Tensor):
         if value.is_meta:
-            raise ValueError(f"{name} is a meta tensor (shape only, no values): pass the real (L, H) importance")
+            raise InputError(f"{name} is a meta tensor (shape only, no values): pass the real (L, H) importance")
         if value.requires_grad:
-            raise ValueError(f"{name} requires grad: pass importance.detach() (an (L, H) table of numbers, outside autograd)")
+            raise InputError(f"{name} requires grad: pass importance.detach() (an (L, H) table of numbers, outside autograd)")
         if value.dtype.is_complex or value.dtype == torch.bool:
             raise TypeError(f"{name} must hold real numbers (L, H), got dtype {value.dtype}")
         tensor = value.detach().to("cpu", torch.float64)
@@ -102,9 +104,9 @@ def head_importance_tensor(value: Any, name: str = "head_importance") -> torch.T
         tensor = torch.from_numpy(array.copy())
     finite = torch.isfinite(tensor)
     if not finite.all():
-        raise ValueError(f"{name} holds {int((~finite).sum())} non-finite value(s) (NaN or inf); it must be finite and non-negative (it scales attention)")
+        raise InputError(f"{name} holds {int((~finite).sum())} non-finite value(s) (NaN or inf); it must be finite and non-negative (it scales attention)")
     if tensor.numel() and float(tensor.min()) < 0:
-        raise ValueError(f"{name} holds negative value(s) (min {float(tensor.min()):g}); it must be finite and non-negative (it scales attention)")
+        raise InputError(f"{name} holds negative value(s) (min {float(tensor.min()):g}); it must be finite and non-negative (it scales attention)")
     return tensor
 
 
@@ -116,9 +118,25 @@ def whole_label(value: Any, index: int, num_classes: int | None, name: str = "la
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float) and not (math.isfinite(value) and value.is_integer())):
-        raise ValueError(f"{name}[{index}] is {value!r}: a label must be a whole class index")
+        raise InputError(f"{name}[{index}] is {value!r}: a label must be a whole class index")
     label = int(value)
     if label < 0 or (num_classes is not None and label >= num_classes):
         allowed = f"0..{num_classes - 1}" if num_classes is not None else ">= 0"
-        raise ValueError(f"{name}[{index}] is {label}, out of range: the model has classes {allowed}")
+        raise InputError(f"{name}[{index}] is {label}, out of range: the model has classes {allowed}")
     return label
+
+
+#: How attribution scores are ranked: by magnitude (``|attribution|``) or signed.
+ATTRIBUTION_AS = ("magnitude", "signed")
+
+
+def check_attribution_as(attribution_as: str) -> None:
+    if attribution_as not in ATTRIBUTION_AS:
+        raise InputError(f'attribution_as must be "magnitude" (|attribution|) or "signed", got {attribution_as!r}')
+
+
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """``error``'s message in one line of at most ``limit`` characters (its type's name if it has none)."""
+    text = str(error).strip()
+    line = text.splitlines()[0] if text else type(error).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."

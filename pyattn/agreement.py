@@ -29,7 +29,8 @@ from typing import Sequence
 import numpy as np
 
 from pyattn.significance import null_permutations, similarity_batch, check_special_mask, TIE_TOLERANCE
-from pyattn.similarity import METRICS, _check_attribution_as, as_array, as_vector
+from pyattn._checks import check_attribution_as
+from pyattn.similarity import METRICS, as_array, as_vector
 from pyattn.uncertainty import percentile_interval, bootstrap_tail, bootstrap_weights, holm
 
 __all__ = ["head_agreement", "head_agreement_per_document"]
@@ -147,7 +148,7 @@ def head_agreement_per_document(
     with replacement and the identity draws among them tie with the
     observed value.
     """
-    _check_attribution_as(attribution_as)
+    check_attribution_as(attribution_as)
     a = as_vector(attribution, "attribution")
     heads = _attention_heads(attention, len(a), 0)
     if metric not in METRICS:
@@ -271,7 +272,7 @@ def head_agreement(
         raise ValueError(f"got {len(special_masks)} special_masks for {len(documents)} documents")
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
-    _check_attribution_as(attribution_as)
+    check_attribution_as(attribution_as)
     bootstrap_tail(confidence, 2, method)
     first = documents[0]
     if len(first) != 2:

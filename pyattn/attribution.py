@@ -31,6 +31,7 @@ nodes and weights; the tests check it):
 from __future__ import annotations
 
 import contextlib
+from pyattn.errors import InputError
 from pyattn._quiet import transformers_quiet
 
 import math
@@ -216,18 +217,18 @@ def _resolve_device(device) -> torch.device:
         try:
             resolved = torch.device(device)
         except (RuntimeError, TypeError) as error:
-            raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda:0', got {device!r}") from error
+            raise InputError(f"device must be a torch device such as 'cpu' or 'cuda:0', got {device!r}") from error
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} does not exist: this machine has no CUDA GPU (use 'cpu')")
+            raise InputError(f"device {device!r} does not exist: this machine has no CUDA GPU (use 'cpu')")
         if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-            raise ValueError(
+            raise InputError(
                 f"device {device!r} does not exist: this machine has {torch.cuda.device_count()} CUDA GPU(s), cuda:0..cuda:{torch.cuda.device_count() - 1}"
             )
     elif resolved.type != "cpu":
         available = {"mps": getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()}
         if not available.get(resolved.type):
-            raise ValueError(f"device {device!r} does not exist on this machine (use 'cpu'{' or a cuda device' if torch.cuda.is_available() else ''})")
+            raise InputError(f"device {device!r} does not exist on this machine (use 'cpu'{' or a cuda device' if torch.cuda.is_available() else ''})")
     return resolved
 
 
@@ -239,33 +240,33 @@ def _check_arguments(model, n_steps, method, tol, max_steps, max_length, target,
     """Range checks for :func:`attribute`, before any work: one ValueError
     naming the argument, its value and what is allowed."""
     if n_steps != "auto" and not (_is_int(n_steps) and 1 <= n_steps <= MAX_STEPS):
-        raise ValueError(f'n_steps must be "auto" or an int 1..{MAX_STEPS}, got {n_steps!r}')
+        raise InputError(f'n_steps must be "auto" or an int 1..{MAX_STEPS}, got {n_steps!r}')
     if method not in quadrature.METHODS:
-        raise ValueError(f"method must be one of {', '.join(quadrature.METHODS)}; got {method!r}")
+        raise InputError(f"method must be one of {', '.join(quadrature.METHODS)}; got {method!r}")
     if n_steps == "auto" and method not in quadrature.NESTED_METHODS:
-        raise ValueError(
+        raise InputError(
             f'n_steps="auto" refines a nested rule ({", ".join(quadrature.NESTED_METHODS)}); method {method!r} is not nested: '
             "give a fixed n_steps or a nested method"
         )
     if isinstance(tol, bool) or not isinstance(tol, (int, float, np.floating)) or not math.isfinite(tol) or tol <= 0:
-        raise ValueError(f"tol must be a finite number > 0 (a relative completeness error, e.g. 0.01), got {tol!r}")
+        raise InputError(f"tol must be a finite number > 0 (a relative completeness error, e.g. 0.01), got {tol!r}")
     if not (_is_int(max_steps) and 2 <= max_steps <= MAX_STEPS):
-        raise ValueError(f"max_steps must be an int 2..{MAX_STEPS}, got {max_steps!r}")
+        raise InputError(f"max_steps must be an int 2..{MAX_STEPS}, got {max_steps!r}")
     if max_length is not None and not (_is_int(max_length) and max_length >= 3):
-        raise ValueError(f"max_length must be None or an int >= 3 ([CLS] + one token + [SEP]), got {max_length!r}")
+        raise InputError(f"max_length must be None or an int >= 3 ([CLS] + one token + [SEP]), got {max_length!r}")
     if max_length is not None and hasattr(getattr(model, "config", None), "max_position_embeddings") and max_length > default_max_length(model):
         positions = default_max_length(model)
-        raise ValueError(f"max_length {max_length} is over the model's limit of {positions} tokens (its position embeddings); "
+        raise InputError(f"max_length {max_length} is over the model's limit of {positions} tokens (its position embeddings); "
                          f"use max_length <= {positions} or None")
     if internal_batch_size is not None and not (_is_int(internal_batch_size) and internal_batch_size >= 1):
-        raise ValueError(f"internal_batch_size must be None (fit to memory) or a positive int, got {internal_batch_size!r}")
+        raise InputError(f"internal_batch_size must be None (fit to memory) or a positive int, got {internal_batch_size!r}")
     if getattr(model, "config", None) is not None:
         output_kind(model)  # a head pyattn cannot explain: one line, before any work
     num_classes = getattr(getattr(model, "config", None), "num_labels", None)
     if target is not None:
         if not _is_int(target) or int(target) < 0 or (num_classes is not None and int(target) >= num_classes):
             allowed = f"a class index in 0..{num_classes - 1}" if num_classes else "a class index >= 0"
-            raise ValueError(f"target must be {allowed} (or None for the predicted class), got {target!r}")
+            raise InputError(f"target must be {allowed} (or None for the predicted class), got {target!r}")
     return _resolve_device(device)
 
 
@@ -444,19 +445,19 @@ def parse_memory_budget(value) -> int | None:
         return None
     expected = 'a positive number of bytes or a size such as "6GB", "500MB" or "4GiB"'
     if isinstance(value, bool):
-        raise ValueError(f"memory_budget must be {expected}, got {value!r}")
+        raise InputError(f"memory_budget must be {expected}, got {value!r}")
     if isinstance(value, (int, np.integer, float, np.floating)):
         number, unit = float(value), ""
     elif isinstance(value, str):
         match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*", value)
         if not match or match.group(2).lower() not in _UNITS:
-            raise ValueError(f"memory_budget must be {expected}, got {value!r}")
+            raise InputError(f"memory_budget must be {expected}, got {value!r}")
         number, unit = float(match.group(1)), match.group(2).lower()
     else:
-        raise ValueError(f"memory_budget must be {expected}, got {value!r}")
+        raise InputError(f"memory_budget must be {expected}, got {value!r}")
     size = number * _UNITS[unit]
     if not math.isfinite(size) or size < 1:
-        raise ValueError(f"memory_budget must be {expected}, got {value!r}")
+        raise InputError(f"memory_budget must be {expected}, got {value!r}")
     return int(size)
 
 
@@ -496,7 +497,7 @@ def held_bytes(device=None) -> int:
     >>> held_bytes("nonsense")
     Traceback (most recent call last):
     ...
-    ValueError: device must be a torch device such as 'cpu' or 'cuda:0', got 'nonsense'
+    pyattn.errors.InputError: device must be a torch device such as 'cpu' or 'cuda:0', got 'nonsense'
     """
     device = _resolve_device(device)
     if device.type == "cuda":
@@ -795,7 +796,7 @@ def _autocast_dtype(autocast, device: torch.device):
         return names[autocast]
     if autocast in (torch.bfloat16, torch.float16):
         return autocast
-    raise ValueError(f'autocast must be False, True, "bfloat16" or "float16", got {autocast!r}')
+    raise InputError(f'autocast must be False, True, "bfloat16" or "float16", got {autocast!r}')
 
 
 #: Under autocast, ``n_steps="auto"`` stops refining once two doublings of
@@ -1019,20 +1020,20 @@ def attribute_stream(
     >>> next(attribute_stream(model, tokenizer, texts, targets=[0, 7]))
     Traceback (most recent call last):
     ...
-    ValueError: targets[1]: target must be a class index in 0..1 (or None for the predicted class), got 7
+    pyattn.errors.InputError: targets[1]: target must be a class index in 0..1 (or None for the predicted class), got 7
     """
     texts = list(texts)
     if targets is None:
         targets = [None] * len(texts)
     if len(targets) != len(texts):
-        raise ValueError(f"got {len(texts)} texts but {len(targets)} targets")
+        raise InputError(f"got {len(texts)} texts but {len(targets)} targets")
     device = _check_arguments(model, n_steps, method, tol, max_steps, max_length, None, internal_batch_size, device)
     for index, target in enumerate(targets):
         if target is not None:
             try:
                 _check_arguments(model, n_steps, method, tol, max_steps, max_length, target, internal_batch_size, device)
             except ValueError as error:
-                raise ValueError(f"targets[{index}]: {error}" if len(texts) > 1 else str(error)) from None
+                raise InputError(f"targets[{index}]: {error}" if len(texts) > 1 else str(error)) from None
     budget = parse_memory_budget(memory_budget)
     autocast_dtype = _autocast_dtype(autocast, device)
     model = model.to(device).eval()
@@ -1272,10 +1273,10 @@ def attribute_many(
     single_target = "target" in kwargs
     if single_target:  # one target for every text
         if targets is not None:
-            raise ValueError("give either target (one class for every text) or targets (one per text), not both")
+            raise InputError("give either target (one class for every text) or targets (one per text), not both")
         targets = [kwargs.pop("target")] * len(texts)
     if targets is not None and len(targets) != len(texts):
-        raise ValueError(f"got {len(texts)} texts but {len(targets)} targets")
+        raise InputError(f"got {len(texts)} texts but {len(targets)} targets")
     if single_target and texts:
         _check_arguments(model, target=targets[0], **{name: kwargs.get(name, default) for name, default in (
             ("n_steps", "auto"), ("method", DEFAULT_METHOD), ("tol", 0.01), ("max_steps", AUTO_MAX_STEPS),

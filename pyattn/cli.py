@@ -109,6 +109,53 @@ def demo(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+# ------------------------------------------------- parameters -> flags
+#: The one place that names flags for the library's parameters. Library
+#: messages name a parameter as ``name=value`` (``name=True``, ``name=None``)
+#: or as ```name```; :func:`_in_flags` prints them as the flag the user typed.
+#: ``path`` is the data file to ``load_documents`` and the results folder to
+#: ``ResultsStore``: told apart by the class of the error that names it.
+PARAMETER_FLAGS: dict[str, str | dict[str, str]] = {
+    "device": "--device",
+    "layers": "--layers",
+    "out": "--out",
+    "path": {"DataError": "--data", "StoreError": "--out"},
+    "name": "--model",
+    "tokenizer_name": "--tokenizer",
+    "trust_remote_code": "--trust-remote-code",
+    "resume": "--resume",
+    "force": "--force",
+    "text_column": "--text-column",
+    "label_column": "--label-column",
+    "id_column": "--id-column",
+    "memory_budget": "--memory-budget",
+}
+
+
+def _flag(name: str, error: BaseException) -> str | None:
+    flag = PARAMETER_FLAGS.get(name)
+    if isinstance(flag, dict):
+        flag = next((flag[kind.__name__] for kind in type(error).__mro__ if kind.__name__ in flag), None)
+    return flag
+
+
+def _in_flags(error: BaseException) -> str:
+    """``error``'s message with the parameters it names written as flags:
+    ``device='gpu'`` -> ``--device 'gpu'``, ``resume=True`` -> ``--resume``,
+    ``label_column=None`` -> ``--label-column ''``, ```out``` -> ``--out``.
+    Names that are not parameters of the command are left as they are."""
+    import re
+
+    def assigned(match) -> str:
+        flag = _flag(match.group(1), error)
+        if flag is None:
+            return match.group(0)
+        return {"True": flag, "None": f"{flag} ''"}.get(match.group(2), f"{flag} ")
+
+    text = re.sub(r"(?<![\w.-])([a-z_]+)=(True\b|None\b)?", assigned, str(error))
+    return re.sub(r"`([a-z_]+)`", lambda match: _flag(match.group(1), error) or match.group(0), text)
+
+
 # ------------------------------------------------------------ flag checks
 class _Refused(Exception):
     """A refusal before any work: printed as one line, exit status 2."""
@@ -165,7 +212,7 @@ def _memory_budget(text: str) -> int:
     try:
         return parse_memory_budget(text)
     except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error).replace("memory_budget", "--memory-budget", 1)) from None
+        raise argparse.ArgumentTypeError(str(error).replace("memory_budget", str(PARAMETER_FLAGS["memory_budget"]), 1)) from None
 
 
 def _device(text: str) -> str:
@@ -174,7 +221,7 @@ def _device(text: str) -> str:
     try:
         return check_device(text)
     except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+        raise argparse.ArgumentTypeError(_in_flags(error)) from None
 
 
 def _fail(message: str, status: int = 2) -> int:
@@ -227,9 +274,10 @@ def _check_tokenizer_fits(model, tokenizer, documents, data: str) -> None:
 
 def attribute_command(args: argparse.Namespace) -> int:
     import pyattn
-    from pyattn.dataset import DataError, load_documents
-    from pyattn.runner import Interrupted, label_names, load_model, plan_run, resolve_labels, run_attribution
-    from pyattn.store import ResultsStore, StoreError
+    from pyattn.dataset import load_documents
+    from pyattn.errors import DataError, Interrupted, ModelError, StoreError
+    from pyattn.runner import label_names, load_model, plan_run, resolve_labels, run_attribution
+    from pyattn.store import ResultsStore
 
     if args.engine != "ray":
         used = [flag for flag, value in (("--address", args.address), ("--num-workers", args.num_workers), ("--gpus-per-worker", args.gpus_per_worker)) if value is not None]
@@ -278,8 +326,8 @@ def attribute_command(args: argparse.Namespace) -> int:
         except BaseException:
             store.close()
             raise
-    except (DataError, StoreError, _Refused) as error:
-        return _fail(str(error))
+    except (DataError, ModelError, StoreError, _Refused) as error:
+        return _fail(_in_flags(error))
     kwargs = {"n_steps": args.steps, "target": args.target, "max_length": args.max_length, "tol": args.tol,
               "internal_batch_size": args.batch_size, "device": args.device, "memory_budget": args.memory_budget}
     if args.autocast:
@@ -298,9 +346,9 @@ def attribute_command(args: argparse.Namespace) -> int:
                     flush_seconds=args.flush_seconds, force=args.force, loaded=(model, tokenizer), label_column=args.label_column,
                 )
             except RayUnavailable as error:
-                return _fail(str(error))
+                return _fail(_in_flags(error))
             except RayRunError as error:
-                return _fail(f"{error}; finished documents are kept in {store.path}: fix it and run again with --resume", 1)
+                return _fail(f"{_in_flags(error)}; finished documents are kept in {store.path}: fix it and run again with --resume", 1)
         else:
             summary = run_attribution(model, tokenizer, documents, store, kwargs, shard_size=args.shard_size, progress=not args.quiet,
                                       flush_seconds=args.flush_seconds, force=args.force, label_column=args.label_column)
@@ -308,8 +356,8 @@ def attribute_command(args: argparse.Namespace) -> int:
         done = stop.summary.already_done + stop.summary.processed
         return _fail(f"interrupted: {done} of {stop.summary.total} documents are stored in {store.path}; "
                      "run the same command with --resume to continue", 130)
-    except (DataError, StoreError) as error:
-        return _fail(f"{error}; finished documents are kept in {store.path}", 1)
+    except (DataError, ModelError, StoreError) as error:
+        return _fail(f"{_in_flags(error)}; finished documents are kept in {store.path}", 1)
     finally:
         store.close()
     if not args.quiet:
@@ -391,9 +439,8 @@ def _store_and_importance(args):
 
 
 def compare_command(args: argparse.Namespace) -> int:
-    from pyattn.dataset import DataError
+    from pyattn.errors import DataError, StoreError
     from pyattn.runner import compare_results, parse_layer_ranges
-    from pyattn.store import StoreError
 
     try:
         store, shape, importance = _store_and_importance(args)
@@ -403,7 +450,7 @@ def compare_command(args: argparse.Namespace) -> int:
                                                         significance=args.significance, head_map=args.head_map,
                                                         attribution_as=args.attribution_as)
     except (DataError, StoreError, ValueError, FileNotFoundError, _Refused) as error:
-        return _fail(str(error))
+        return _fail(_in_flags(error))
     if not args.quiet:
         columns = ["attention", "mask", "documents", "spearman_rho_mean", "kendall_tau_mean", "cosine_minmax_mean", "jaccard_top_mean"]
         print(summary[[c for c in columns if c in summary.columns]].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
@@ -414,7 +461,8 @@ def compare_command(args: argparse.Namespace) -> int:
 
 def importance_command(args: argparse.Namespace) -> int:
     import pyattn
-    from pyattn.dataset import DataError, load_documents
+    from pyattn.dataset import load_documents
+    from pyattn.errors import DataError, ModelError
     from pyattn.runner import load_model, resolve_labels
 
     try:
@@ -431,8 +479,8 @@ def importance_command(args: argparse.Namespace) -> int:
         model, tokenizer = load_model(args.model, args.tokenizer, args.trust_remote_code, args.device)
         _check_tokenizer_fits(model, tokenizer, documents, args.data)
         documents = resolve_labels(documents, model, args.label_column)
-    except (DataError, _Refused) as error:
-        return _fail(str(error))
+    except (DataError, ModelError, _Refused) as error:
+        return _fail(_in_flags(error))
     compute = pyattn.taylor_importance if args.method == "taylor" else pyattn.head_gate_importance
     importance = compute(model, tokenizer, [d.text for d in documents], [d.label for d in documents], progress=not args.quiet)
     pyattn.save_head_importance(importance, args.out)
@@ -442,9 +490,8 @@ def importance_command(args: argparse.Namespace) -> int:
 
 
 def report_command(args: argparse.Namespace) -> int:
-    from pyattn.dataset import DataError
+    from pyattn.errors import DataError, StoreError
     from pyattn.runner import check_report_dir, report_results
-    from pyattn.store import StoreError
 
     try:
         if args.out:
@@ -459,7 +506,7 @@ def report_command(args: argparse.Namespace) -> int:
                                significance=args.significance, attribution_as=args.attribution_as,
                                head_importance_name=f"head importance from {os.path.basename(args.head_importance)}" if args.head_importance else "head importance")
     except (DataError, StoreError, ValueError, FileNotFoundError, _Refused) as error:
-        return _fail(str(error))
+        return _fail(_in_flags(error))
     if not args.quiet:
         print(f"reports: {os.path.abspath(index)}")
     return 0
@@ -632,7 +679,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:  # the last line of defence: one line, never a traceback
         if os.environ.get("PYATTN_DEBUG"):
             raise
-        text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        text = _in_flags(error).strip().splitlines()[0] if str(error).strip() else ""
         return _fail(f"{type(error).__name__}: {text[:300]} (set PYATTN_DEBUG=1 to see where)", 1)
 
 

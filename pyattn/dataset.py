@@ -13,13 +13,10 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from pyattn.errors import DataError  # defined in pyattn.errors; importable here as before 1.1
+
 __all__ = ["Document", "DataError", "load_documents", "skip_reason"]
 
-
-class DataError(ValueError):
-    """The input data cannot be read or used as asked (a missing file or column,
-    a duplicate id, a label that is not a class); the message names the row.
-    """
 
 
 @dataclass
@@ -128,7 +125,7 @@ def load_documents(path: str, text_column: str = "text", label_column: str | Non
     import pandas as pd
 
     if os.path.isdir(path):
-        raise DataError(f"--data {path!r} is a folder; give a .csv, .jsonl or .parquet file")
+        raise DataError(f"path={path!r} is a folder; give a .csv, .jsonl or .parquet file")
     if os.path.exists(path):
         lower = path.lower()
         try:
@@ -163,7 +160,7 @@ def load_documents(path: str, text_column: str = "text", label_column: str | Non
         raise DataError(f"data file {path!r} does not exist")
     missing = [c for c in (text_column, label_column, id_column) if c is not None and c not in frame.columns]
     if missing:
-        raise DataError(f"{path!r} has no column(s) {missing}; its columns are {list(frame.columns)} (set --text-column / --label-column / --id-column)")
+        raise DataError(f"{path!r} has no column(s) {missing}; its columns are {list(frame.columns)} (set `text_column`, `label_column` or `id_column`)")
     documents, seen = [], {}
     for index, row in enumerate(frame.itertuples(index=False)):
         values = dict(zip(frame.columns, row))

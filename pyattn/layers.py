@@ -10,7 +10,7 @@ The ladder of attention received, one home per rung:
   attention through the ops (:func:`layer_attention_received`), ordinary full
   ``(B, H, N, N)`` attention by column sums over the real rows
   (:func:`full_attention_received`);
-- :mod:`pyattn.attention`: text (or input ids) through the model.
+- :mod:`pyattn.model_attention`: text (or input ids) through the model.
 
 A Longformer model called with ``output_attentions=True`` returns per layer
 ``attentions[l]`` ``(B, H, N, X + w_l + 1)`` (windows may differ per layer, so
@@ -30,6 +30,7 @@ from typing import Any, Sequence
 
 import torch
 
+from pyattn.errors import DenseTooLarge  # defined in pyattn.errors; importable here as before 1.1
 from pyattn.ops import attention_received_layers, band_to_dense
 from pyattn._checks import head_importance_tensor, require_tensor_sequence
 
@@ -49,12 +50,6 @@ __all__ = [
 #: Default cap on the output of :func:`layer_to_dense` (2 GiB).
 DEFAULT_DENSE_LIMIT_BYTES = 2 * 1024**3
 
-
-class DenseTooLarge(MemoryError):
-    """The dense ``(B, H, N, N)`` matrix asked for is larger than the configured
-    limit (:data:`DEFAULT_DENSE_LIMIT_BYTES` unless raised): the message gives
-    its size; ask for fewer heads or layers, or raise the limit.
-    """
 
 
 def layers_of(attentions: Any, global_attentions: Any) -> tuple[list[torch.Tensor], list[torch.Tensor | None]]:

@@ -5,8 +5,8 @@ single process.
 
 A worker that dies is restarted by Ray and its in-flight document retried
 (``max_restarts`` / ``max_task_retries``); a driver that dies loses at most
-the documents of the shard it had not yet written, and ``--resume`` redoes
-them.
+the documents of the shard it had not yet written, and resuming the run (``resume=True``)
+redoes them.
 
 Ray is optional: ``pip install pyattn[ray]``.
 """
@@ -16,12 +16,12 @@ from __future__ import annotations
 import time
 from typing import Sequence
 
-from pyattn.dataset import DataError, Document
+from pyattn._checks import first_line
+from pyattn.dataset import Document
+from pyattn.errors import DataError, Interrupted, ModelError, RayRunError, RayUnavailable  # the Ray errors importable here as before 1.1
 from pyattn.runner import (
-    Interrupted,
     RunProgress,
     RunSummary,
-    _first_line,
     finish_run,
     label_names,
     load_model,
@@ -34,12 +34,6 @@ from pyattn.store import ResultsStore, ShardWriter
 __all__ = ["run_attribution_ray", "RayUnavailable", "RayRunError"]
 
 
-class RayUnavailable(ImportError):
-    """Ray is not installed (``pip install pyattn[ray]``)."""
-
-
-class RayRunError(RuntimeError):
-    """A Ray worker failed; the message is the worker's error in one line."""
 
 
 def _worker_error(ray, error: BaseException) -> Exception:
@@ -47,18 +41,18 @@ def _worker_error(ray, error: BaseException) -> Exception:
     cause = error
     if isinstance(error, ray.exceptions.RayTaskError):
         cause = getattr(error, "cause", None) or error
-    if isinstance(cause, DataError):
-        return type(cause)(_first_line(cause))
+    if isinstance(cause, (DataError, ModelError)):
+        return type(cause)(first_line(cause))
     if isinstance(cause, ray.exceptions.RayActorError):
-        return RayRunError(f"a Ray worker died and could not be restarted: {_first_line(cause, 160)}")
-    return RayRunError(f"a Ray worker failed: {type(cause).__name__}: {_first_line(cause)}")
+        return RayRunError(f"a Ray worker died and could not be restarted: {first_line(cause, 160)}")
+    return RayRunError(f"a Ray worker failed: {type(cause).__name__}: {first_line(cause)}")
 
 
 def _ray():
     try:
         import ray
     except ImportError as error:
-        raise RayUnavailable("--engine ray needs Ray: pip install 'pyattn[ray]' (or pip install ray)") from error
+        raise RayUnavailable("the Ray engine needs Ray: pip install 'pyattn[ray]' (or pip install ray)") from error
     return ray
 
 

@@ -18,9 +18,9 @@ __all__ = ["read_records", "RECORD_COLUMNS"]
 
 #: The columns of :func:`read_records`' table, and what each holds.
 RECORD_COLUMNS = {
-    "doc_id": "the document's id (the --id-column value, or its row number)",
+    "doc_id": "the document's id (its id column's value, or its row number)",
     "index": "its row in the input file, from 0",
-    "label": "the true class index (None without --label-column)",
+    "label": "the true class index (None for a run without labels)",
     "label_name": "the true class's name",
     "tokens": "list of N tokens as the tokenizer wrote them, special tokens included",
     "input_ids": "(N,) int64 array",
@@ -34,7 +34,7 @@ RECORD_COLUMNS = {
     "relative_error": "|delta| / |F(input) - F(baseline)|",
     "converged": "whether relative_error reached the run's tolerance",
     "n_steps": "integration steps (and model_evaluations)",
-    "truncated_tokens": "tokens cut from the document to fit --max-length (0: none)",
+    "truncated_tokens": "tokens cut from the document to fit the maximum length (0: none)",
 }
 
 
@@ -70,7 +70,7 @@ def read_records(path: str | os.PathLike):
 
     Raises
     ------
-    pyattn.store.StoreError
+    pyattn.errors.StoreError
         If ``path`` is not a results store, or a shard is damaged.
 
     Examples

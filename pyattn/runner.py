@@ -19,10 +19,10 @@ same stages as one ``explain`` call, document by document. A record is made
 by :func:`pyattn.attribute` (the same attribution), attention received per
 layer and head from :func:`pyattn.attention` (streamed layer by layer for
 Longformer, so no layer's attention is kept), and the record's summary
-metrics by :func:`pyattn.explain.compose`, ``explain``'s comparison stage.
+metrics by :func:`pyattn.explanation.compose`, ``explain``'s comparison stage.
 :func:`compare_results` computes the dataset's tables from the stored
 records with ``compose``'s own building blocks
-(:func:`pyattn.explain.attention_views` and
+(:func:`pyattn.explanation.attention_views` and
 :func:`pyattn.similarity.compare`), and :func:`report_results` rebuilds each
 document's :class:`pyattn.Explanation` with ``compose`` from its record. Two
 things stay per-document only, because they need the model's full
@@ -42,11 +42,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from pyattn.attention import ready_for_attention
-from pyattn.explain import label_names
-from pyattn.dataset import DataError, Document, skip_reason
-from pyattn.store import ResultsStore, ShardWriter, StoreError
-from pyattn._checks import head_importance_tensor
+from pyattn.model_attention import ready_for_attention
+from pyattn.explanation import label_names
+from pyattn.dataset import Document, skip_reason
+from pyattn.errors import DataError, InputError, Interrupted, ModelError, StoreError  # Interrupted, ModelError importable here as before 1.1
+from pyattn.store import ResultsStore, ShardWriter
+from pyattn._checks import first_line, head_importance_tensor
 from pyattn._model_state import preserving
 
 __all__ = [
@@ -64,24 +65,6 @@ __all__ = [
     "run_attribution",
     "text_hash",
 ]
-
-
-class ModelError(DataError):
-    """The model cannot be explained as asked (no trained classification head, a
-    regression head, a tokenizer that does not fit, unreadable weights, no
-    usable attentions); one line that says which.
-    """
-
-
-class Interrupted(KeyboardInterrupt):
-    """A run stopped by Ctrl-C after writing every finished document;
-    ``summary`` (:class:`RunSummary`) says how far it got, and ``--resume``
-    continues it.
-    """
-
-    def __init__(self, summary: "RunSummary"):
-        super().__init__(summary)
-        self.summary = summary
 
 
 @dataclass
@@ -166,7 +149,7 @@ def check_device(device: str | None) -> str | None:
     >>> check_device("gpu")
     Traceback (most recent call last):
     ...
-    ValueError: --device 'gpu' is not a device: use cpu, cuda, cuda:N or mps
+    pyattn.errors.InputError: device='gpu' is not a device: use cpu, cuda, cuda:N or mps
     """
     import torch
 
@@ -175,32 +158,26 @@ def check_device(device: str | None) -> str | None:
     try:
         parsed = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ValueError(f"--device {device!r} is not a device: use cpu, cuda, cuda:N or mps") from None
+        raise InputError(f"device={device!r} is not a device: use cpu, cuda, cuda:N or mps") from None
     if parsed.type == "cpu":
         return device
     if parsed.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"--device {device!r} does not exist: no CUDA GPU is visible on this machine (use cpu)")
+            raise InputError(f"device={device!r} does not exist: no CUDA GPU is visible on this machine (use cpu)")
         count = torch.cuda.device_count()
         if parsed.index is not None and parsed.index >= count:
-            raise ValueError(f"--device {device!r} does not exist: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}")
+            raise InputError(f"device={device!r} does not exist: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}")
         return device
     if parsed.type == "mps":
         if not torch.backends.mps.is_available():
-            raise ValueError(f"--device {device!r} does not exist: MPS is not available on this machine (use cpu)")
+            raise InputError(f"device={device!r} does not exist: MPS is not available on this machine (use cpu)")
         return device
-    raise ValueError(f"--device {device!r}: pyattn runs on cpu, cuda, cuda:N or mps")
+    raise InputError(f"device={device!r}: pyattn runs on cpu, cuda, cuda:N or mps")
 
 
 # ------------------------------------------------------------------ models
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
-
-
-def _first_line(error: BaseException, limit: int = 200) -> str:
-    text = str(error).strip()
-    line = text.splitlines()[0] if text else type(error).__name__
-    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def quiet_transformers() -> None:
@@ -216,7 +193,7 @@ def check_model(model, tokenizer, name: str = "the model") -> None:
     classifier of at least 2 classes, sigmoid of a multi-label one, raw
     output of a regression head), or a tokenizer whose ids do not fit the
     model's vocabulary."""
-    from pyattn.attention import refuse_block_sparse
+    from pyattn.model_attention import refuse_block_sparse
     from pyattn.inputs import output_kind, pooling_fill, pools_last_non_pad
 
     config = model.config
@@ -231,7 +208,7 @@ def check_model(model, tokenizer, name: str = "the model") -> None:
     if vocab and len(tokenizer) > vocab:
         raise ModelError(
             f"the tokenizer has {len(tokenizer)} tokens but {name} has a vocabulary of {vocab}: they do not belong together "
-            "(pass the model's own tokenizer with --tokenizer)"
+            "(pass the model's own tokenizer as `tokenizer_name`)"
         )
     special = [i for i in (tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id) if i is not None]
     if vocab and any(i >= vocab for i in special):
@@ -245,7 +222,7 @@ def load_model(name: str, tokenizer_name: str | None = None, trust_remote_code: 
     None); anything else goes to transformers (a local folder or a hub
     name) with remote code off unless asked for and pickled weights refused;
     the model keeps its own attention (sdpa) where pyattn reads queries and
-    keys (:func:`pyattn.attention.attention_route`), and is switched to
+    keys (:func:`pyattn.model_attention.attention_route`), and is switched to
     ``eager`` (which returns attention probabilities) otherwise.
     Every refusal is a one-line :class:`ModelError`: no classification head
     (transformers would add a random one), a regression head, no tokenizer
@@ -277,14 +254,14 @@ def load_model(name: str, tokenizer_name: str | None = None, trust_remote_code: 
     >>> load_model("no/such-folder")
     Traceback (most recent call last):
     ...
-    pyattn.runner.ModelError: model folder 'no/such-folder' does not exist
+    pyattn.errors.ModelError: model folder 'no/such-folder' does not exist
     """
-    import pyattn
+    from pyattn.demo import load_demo
 
     if name == "demo":
         if tokenizer_name:
-            raise ModelError(f"--tokenizer {tokenizer_name!r} cannot be used with --model demo (the demo model has its own tokenizer); drop --tokenizer")
-        model, tokenizer = pyattn.load_demo()
+            raise ModelError(f"tokenizer_name={tokenizer_name!r} cannot be used with name='demo' (the demo model has its own tokenizer); drop `tokenizer_name`")
+        model, tokenizer = load_demo()
     else:
         quiet_transformers()
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -298,10 +275,10 @@ def load_model(name: str, tokenizer_name: str | None = None, trust_remote_code: 
         elif os.path.sep in name or name.startswith("."):
             raise ModelError(f"model folder {name!r} does not exist")
         if os.path.isdir(tokenizer_source) and not any(os.path.exists(os.path.join(tokenizer_source, f)) for f in _TOKENIZER_FILES):
-            where = "--tokenizer" if tokenizer_name else "model"
+            where = f"tokenizer_name={tokenizer_source!r} is a folder with" if tokenizer_name else f"model folder {tokenizer_source!r} has"
             raise ModelError(
-                f"{where} folder {tokenizer_source!r} has no tokenizer files (tokenizer.json, vocab.txt, ...)"
-                + ("" if tokenizer_name else "; save the tokenizer there or pass --tokenizer")
+                f"{where} no tokenizer files (tokenizer.json, vocab.txt, ...)"
+                + ("" if tokenizer_name else "; save the tokenizer there or pass `tokenizer_name`")
             )
         try:
             model, info = AutoModelForSequenceClassification.from_pretrained(
@@ -312,8 +289,8 @@ def load_model(name: str, tokenizer_name: str | None = None, trust_remote_code: 
             if "Weights only load failed" in text or "UnpicklingError" in type(error).__name__:
                 raise ModelError(f"cannot load model {name!r}: its weights are a pickle that holds more than tensors; pyattn loads only safe weights") from None
             if "trust_remote_code" in text:
-                raise ModelError(f"model {name!r} needs its own code to run; pass --trust-remote-code only if you trust its source") from None
-            raise ModelError(f"cannot load model {name!r}: {type(error).__name__}: {_first_line(error)}") from None
+                raise ModelError(f"model {name!r} needs its own code to run; pass trust_remote_code=True only if you trust its source") from None
+            raise ModelError(f"cannot load model {name!r}: {type(error).__name__}: {first_line(error)}") from None
         model = model.eval()
         head = [key for key in info.get("missing_keys", ()) if not key.startswith(getattr(model, "base_model_prefix", "\0") + ".")]
         if head:
@@ -326,7 +303,7 @@ def load_model(name: str, tokenizer_name: str | None = None, trust_remote_code: 
         try:
             tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, trust_remote_code=trust_remote_code)
         except Exception as error:
-            raise ModelError(f"cannot load the tokenizer {tokenizer_source!r}: {type(error).__name__}: {_first_line(error)}") from None
+            raise ModelError(f"cannot load the tokenizer {tokenizer_source!r}: {type(error).__name__}: {first_line(error)}") from None
         check_model(model, tokenizer, f"model {name!r}")
     ready_for_attention(model)
     if device:
@@ -368,7 +345,7 @@ def resolve_labels(documents: Sequence[Document], model, column: str | None = "l
     >>> resolve_labels([Document("a", 0, "x", 5)], model)
     Traceback (most recent call last):
     ...
-    pyattn.dataset.DataError: row 0 (id 'a'): label 5 is out of range: the model has 2 classes, 0..1
+    pyattn.errors.DataError: row 0 (id 'a'): label 5 is out of range: the model has 2 classes, 0..1
     """
     from pyattn.inputs import output_kind
 
@@ -380,9 +357,9 @@ def resolve_labels(documents: Sequence[Document], model, column: str | None = "l
         label = document.label
         where = f"row {document.index} (id {document.doc_id!r})"
         if regression and label is not None and column is not None:
-            raise DataError(f"{where}: the model has a regression head, whose labels are not classes; pass --label-column '' to run without labels")
+            raise DataError(f"{where}: the model has a regression head, whose labels are not classes; pass label_column=None to run without labels")
         if label is None and column is not None and skip_reason(document) is None:
-            raise DataError(f"{where}: no label in column {column!r}; fill it in, or pass --label-column '' to run without labels")
+            raise DataError(f"{where}: no label in column {column!r}; fill it in, or pass label_column=None to run without labels")
         if isinstance(label, str):
             if label not in label2id:
                 raise DataError(f"{where}: label {label!r} is not one of the model's class names {sorted(label2id)}")
@@ -397,7 +374,7 @@ def resolve_labels(documents: Sequence[Document], model, column: str | None = "l
 def _record(document: Document, attribution, per_head, special_tokens, names: dict[int, str]) -> dict:
     import numpy as np
 
-    from pyattn.explain import compose
+    from pyattn.explanation import compose
 
     per_head = np.asarray(per_head, dtype=np.float32)
     # The same comparison stage as pyattn.explain (views final and all, mask no_special).
@@ -452,7 +429,7 @@ def process_document(model, tokenizer, document: Document, attribute_kwargs: dic
     attribute_kwargs : dict
         Passed to :func:`pyattn.attribute` (``n_steps``, ``max_length``, ...).
     names : dict of int to str, optional
-        Class names (default :func:`pyattn.explain.label_names` of the model).
+        Class names (default :func:`pyattn.explanation.label_names` of the model).
 
     Returns
     -------
@@ -464,7 +441,7 @@ def process_document(model, tokenizer, document: Document, attribute_kwargs: dic
         softmax, sigmoid or raw) and ``outputs`` (F of each class, C), predicted
         and target class and names, ``truncated_tokens``, ``attention_shape``
         ``[L, H, N]`` and ``attention_per_head`` (flat, float32), and
-        ``metrics`` (JSON rows of :func:`pyattn.explain.compose`'s similarity
+        ``metrics`` (JSON rows of :func:`pyattn.explanation.compose`'s similarity
         table, mask ``no_special``).
 
     Raises
@@ -484,7 +461,7 @@ def process_document(model, tokenizer, document: Document, attribute_kwargs: dic
     """
     import warnings
 
-    import pyattn
+    from pyattn.attribution import attribute
     from pyattn.inputs import TruncationWarning
 
     attribute_kwargs = dict(attribute_kwargs)
@@ -492,7 +469,7 @@ def process_document(model, tokenizer, document: Document, attribute_kwargs: dic
     ready_for_attention(model, route)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TruncationWarning)  # recorded in truncated_tokens
-        result = pyattn.attribute(model, tokenizer, document.text, **attribute_kwargs)
+        result = attribute(model, tokenizer, document.text, **attribute_kwargs)
     return record_of(model, tokenizer, document, result, attribute_kwargs.get("max_length"), names, route)
 
 
@@ -503,7 +480,7 @@ def record_of(model, tokenizer, document: Document, result, max_length: int | No
     attention received is computed here."""
     import warnings
 
-    from pyattn.attention import attention
+    from pyattn.model_attention import attention
     from pyattn.inputs import TruncationWarning
 
     route = ready_for_attention(model, attention_route)
@@ -513,7 +490,7 @@ def record_of(model, tokenizer, document: Document, result, max_length: int | No
         try:
             received = attention(model, tokenizer, document.text, max_length=max_length, per_head=True, stream=streamed, route=attention_route).received
         except (ValueError, IndexError) as error:
-            raise ModelError(f"the model gave no usable attentions for document {document.doc_id}: {_first_line(error)}") from error
+            raise ModelError(f"the model gave no usable attentions for document {document.doc_id}: {first_line(error)}") from error
     per_head = received.per_layer[:, 0].detach().cpu().numpy()
     return _record(document, result, per_head, tokenizer.all_special_tokens, label_names(model) if names is None else names)
 
@@ -598,14 +575,14 @@ def plan_run(store: ResultsStore, documents: Sequence[Document], force: bool = F
     >>> plan_run(store, [Document("a", 0, "the text changed", 1)])
     Traceback (most recent call last):
     ...
-    pyattn.store.StoreError: cannot resume ...: 1 finished document(s) have a different text now: 'a' (row 0); use a new --out
+    pyattn.errors.StoreError: cannot resume ...: 1 finished document(s) have a different text now: 'a' (row 0); use a new store (another `path`)
     >>> folder.cleanup()
     """
     done = store.done_hashes()
     changed = [d for d in documents if d.doc_id in done and done[d.doc_id] is not None and isinstance(d.text, str) and text_hash(d.text) != done[d.doc_id]]
     if changed:
         names = ", ".join(f"{d.doc_id!r} (row {d.index})" for d in changed[:10]) + (f" and {len(changed) - 10} more" if len(changed) > 10 else "")
-        raise StoreError(f"cannot resume {store.path}: {len(changed)} finished document(s) have a different text now: {names}; use a new --out")
+        raise StoreError(f"cannot resume {store.path}: {len(changed)} finished document(s) have a different text now: {names}; use a new store (another `path`)")
     todo = [d for d in documents if d.doc_id not in done]
     summary = RunSummary(total=len(documents), already_done=len(documents) - len(todo))
     runnable = []
@@ -801,28 +778,28 @@ def run_attribution(
 
 
 # ------------------------------------------------------- reading the store
-def parse_layer_ranges(text: str | None, num_layers: int) -> list[tuple[int, int]]:
+def parse_layer_ranges(layers: str | None, num_layers: int) -> list[tuple[int, int]]:
     """``"0-5,6-11"`` -> ``[(0, 5), (6, 11)]``: layers numbered from 0,
     negative numbers from the end (``-1`` the last), ranges inclusive; each
     checked against ``num_layers``. Returns the ranges as 0-based indices."""
     import re
 
     ranges = []
-    for part in (text or "").split(","):
+    for part in (layers or "").split(","):
         part = part.strip()
         if not part:
             continue
         match = re.fullmatch(r"(-?\d+)(?:\s*-\s*(-?\d+))?", part)
         if not match:
-            raise ValueError(f"--layers {part!r} is not a layer or range: use e.g. 0-5,6-11 (layers numbered from 0, -1 the last)")
+            raise InputError(f"layers={part!r} is not a layer or range: use e.g. 0-5,6-11 (layers numbered from 0, -1 the last)")
         bounds = []
         for value in (match.group(1), match.group(2) or match.group(1)):
             number = int(value)
             if not -num_layers <= number < num_layers:
-                raise ValueError(f"--layers {part!r}: layer {number} does not exist; the model has {num_layers} layers, 0..{num_layers - 1} (or -1..-{num_layers})")
+                raise InputError(f"layers={part!r}: layer {number} does not exist; the model has {num_layers} layers, 0..{num_layers - 1} (or -1..-{num_layers})")
             bounds.append(number % num_layers)
         if bounds[0] > bounds[1]:
-            raise ValueError(f"--layers {part!r} is empty: its first layer ({bounds[0]}) comes after its last ({bounds[1]})")
+            raise InputError(f"layers={part!r} is empty: its first layer ({bounds[0]}) comes after its last ({bounds[1]})")
         ranges.append((bounds[0], bounds[1]))
     return ranges
 
@@ -927,7 +904,7 @@ def compare_results(store: ResultsStore, head_importance=None, ranges=(), masks=
     import numpy as np
     from tqdm.auto import tqdm
 
-    from pyattn.explain import attention_views
+    from pyattn.explanation import attention_views
     from pyattn.similarity import compare, dataset_similarity
     from pyattn.tokens import dataset_token_table, export_table
 
@@ -1023,9 +1000,9 @@ def _flags(record) -> str:
 def check_report_dir(out: str) -> None:
     """Refuse a report folder that holds files pyattn did not write there."""
     if os.path.exists(out) and not os.path.isdir(out):
-        raise StoreError(f"--out {out} is a file, not a folder")
+        raise StoreError(f"out={out!r} is a file, not a folder")
     if os.path.isdir(out) and os.listdir(out) and not os.path.exists(os.path.join(out, REPORT_MARKER)):
-        raise StoreError(f"{out} holds files pyattn did not write; choose another --out (pyattn never overwrites them)")
+        raise StoreError(f"{out} holds files pyattn did not write; choose another `out` (pyattn never overwrites them)")
 
 
 def _stored_statistics(store: ResultsStore, records, mask: str, attribution_as: str | None):
@@ -1082,7 +1059,7 @@ def report_results(store: ResultsStore, out: str | None = None, head_importance=
     ``"magnitude"`` or ``"signed"``; None takes ``pyattn compare``'s (else
     magnitude).
 
-    Each document's report is the :class:`pyattn.Explanation` that :func:`pyattn.explain.compose`
+    Each document's report is the :class:`pyattn.Explanation` that :func:`pyattn.explanation.compose`
     rebuilds from its record (no rollout or faithfulness: they need the model).
 
     Parameters
@@ -1137,7 +1114,7 @@ def report_results(store: ResultsStore, out: str | None = None, head_importance=
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from pyattn.explain import attention_views, compose
+    from pyattn.explanation import attention_views, compose
     from pyattn.report import index_report
     from pyattn.report.statistics import (
         display_document_statistics,
@@ -1147,12 +1124,13 @@ def report_results(store: ResultsStore, out: str | None = None, head_importance=
         statistics_note,
         summary_statistics,
     )
-    from pyattn.similarity import _check_attribution_as, compare, dataset_similarity
+    from pyattn._checks import check_attribution_as
+    from pyattn.similarity import compare, dataset_similarity
     from pyattn.tokens import export_table
     from pyattn.uncertainty import dataset_statistics
 
     if attribution_as is not None:
-        _check_attribution_as(attribution_as)
+        check_attribution_as(attribution_as)
     if isinstance(significance, bool) or not isinstance(significance, int) or significance < 0:
         raise ValueError(f"significance must be a number of permutations >= 0 (0: none), got {significance!r}")
     weights = None if head_importance is None else head_importance_tensor(head_importance).numpy()  # finite, >= 0: before any file

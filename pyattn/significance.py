@@ -63,7 +63,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from pyattn.similarity import METRICS, _check_attribution_as, as_vector, top_k_count
+from pyattn._checks import check_attribution_as
+from pyattn.similarity import METRICS, as_vector, top_k_count
 
 __all__ = [
     "ar1",
@@ -376,7 +377,7 @@ def similarity_batch(
     """
     from scipy import stats
 
-    _check_attribution_as(attribution_as)
+    check_attribution_as(attribution_as)
     a_raw = as_vector(attribution, "attribution")
     rows = np.asarray(attentions, dtype=np.float64)
     if rows.ndim != 2 or rows.shape[1] != len(a_raw):
@@ -576,7 +577,7 @@ def permutation_test(
     """
     import pandas as pd
 
-    _check_attribution_as(attribution_as)
+    check_attribution_as(attribution_as)
     a = as_vector(attribution, "attribution")
     r = as_vector(attention, "attention")
     if a.shape != r.shape:

@@ -43,6 +43,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from pyattn._checks import ATTRIBUTION_AS, check_attribution_as  # noqa: F401  (ATTRIBUTION_AS importable here as before)
+from pyattn.errors import InputError, MissingSpecialTokens  # MissingSpecialTokens importable here as before 1.1
+
 __all__ = [
     "METRICS",
     "similarity",
@@ -75,9 +78,9 @@ def as_vector(values, name: str) -> np.ndarray:
     """A 1-D float64 numpy copy of a tensor, array or list; NaN/inf refused."""
     array = as_array(values)
     if array.ndim != 1:
-        raise ValueError(f"{name} must be 1-D (one value per token), got shape {array.shape}")
+        raise InputError(f"{name} must be 1-D (one value per token), got shape {array.shape}")
     if not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} contains NaN or infinite values")
+        raise InputError(f"{name} contains NaN or infinite values")
     return array
 
 
@@ -140,7 +143,7 @@ def top_k_count(percent: float, n: int) -> int:
     if isinstance(percent, bool) or not isinstance(percent, (int, float, np.integer, np.floating)):
         raise TypeError(f"percent must be a number in (0, 100], got {percent!r}")
     if not (math.isfinite(percent) and 0 < percent <= 100):
-        raise ValueError(f"percent must be in (0, 100], got {percent!r}")
+        raise InputError(f"percent must be in (0, 100], got {percent!r}")
     exact = Fraction(repr(float(percent))) if isinstance(percent, (float, np.floating)) else Fraction(int(percent))
     count = math.ceil(exact * n / 100)
     return max(1, count) if n > 0 else 0
@@ -220,7 +223,7 @@ def rank_biased_overlap(x: np.ndarray, y: np.ndarray, p: float = 0.9) -> float:
     0.855
     """
     if not 0 < p < 1:
-        raise ValueError(f"p must be in (0, 1), got {p}")
+        raise InputError(f"p must be in (0, 1), got {p}")
     n = len(x)
     if n == 0:
         return float("nan")
@@ -237,14 +240,6 @@ def rank_biased_overlap(x: np.ndarray, y: np.ndarray, p: float = 0.9) -> float:
         seen_x[a] = seen_y[b] = True
         total += (overlap / depth) * p**depth
     return float((overlap / n) * p**n + (1 - p) / p * total)
-
-
-ATTRIBUTION_AS = ("magnitude", "signed")
-
-
-def _check_attribution_as(attribution_as: str) -> None:
-    if attribution_as not in ATTRIBUTION_AS:
-        raise ValueError(f'attribution_as must be "magnitude" (|attribution|) or "signed", got {attribution_as!r}')
 
 
 def similarity(
@@ -271,13 +266,13 @@ def similarity(
     """
     from scipy import stats
 
-    _check_attribution_as(attribution_as)
+    check_attribution_as(attribution_as)
     a_raw = as_vector(attribution, "attribution")
     r = as_vector(attention, "attention")
     if a_raw.shape != r.shape:
-        raise ValueError(f"attribution has {a_raw.shape[0]} tokens but attention has {r.shape[0]}; they must match")
+        raise InputError(f"attribution has {a_raw.shape[0]} tokens but attention has {r.shape[0]}; they must match")
     if len(a_raw) < 2:
-        raise ValueError(f"need at least 2 tokens to compare, got {len(a_raw)}")
+        raise InputError(f"need at least 2 tokens to compare, got {len(a_raw)}")
     a_used = np.abs(a_raw) if attribution_as == "magnitude" else a_raw
     a = minmax(a_used)
     b = minmax(r)
@@ -345,10 +340,6 @@ def display_token(token: str) -> str:
     the WordPiece continuation marker ('##')."""
     return token.replace("Ġ", "").replace("▁", "").removeprefix("##")
 
-
-class MissingSpecialTokens(ValueError):
-    """A mask that drops special tokens was asked for without the special
-    tokens: it would silently keep them."""
 
 
 def token_masks(tokens: Sequence[str], special_tokens: Sequence[str] | None = None) -> dict[str, np.ndarray]:
@@ -423,16 +414,16 @@ def compare(
     """
     import pandas as pd
 
-    _check_attribution_as(attribution_as)
+    check_attribution_as(attribution_as)
     a = as_vector(attribution, "attribution")
     if tokens is not None and len(tokens) != len(a):
-        raise ValueError(f"got {len(tokens)} tokens for {len(a)} attribution scores")
+        raise InputError(f"got {len(tokens)} tokens for {len(a)} attribution scores")
     masks = [masks] if isinstance(masks, str) else list(masks)
     unknown = [m for m in masks if m not in MASKS]
     if unknown:
-        raise ValueError(f"unknown masks {unknown}: choose from {list(MASKS)}")
+        raise InputError(f"unknown masks {unknown}: choose from {list(MASKS)}")
     if tokens is None and any(m != "all" for m in masks):
-        raise ValueError(f"masks {[m for m in masks if m != 'all']} need the document's tokens: pass tokens=")
+        raise InputError(f"masks {[m for m in masks if m != 'all']} need the document's tokens: pass tokens=")
     available = token_masks(tokens, special_tokens) if tokens is not None else {"all": np.ones(len(a), bool)}
     missing = [m for m in masks if m not in available]
     if missing:
@@ -444,7 +435,7 @@ def compare(
     for name, values in attentions.items():
         r = as_vector(values, f"attention {name!r}")
         if r.shape != a.shape:
-            raise ValueError(f"attention {name!r} has {r.shape[0]} tokens but attribution has {a.shape[0]}")
+            raise InputError(f"attention {name!r} has {r.shape[0]} tokens but attribution has {a.shape[0]}")
         for mask_name in masks:
             keep = available[mask_name]
             metrics = (
@@ -497,10 +488,10 @@ def dataset_similarity(tables: Sequence[object], document_ids: Sequence[object] 
     import pandas as pd
 
     if not tables:
-        raise ValueError("no per-document tables to aggregate")
+        raise InputError("no per-document tables to aggregate")
     ids = list(range(len(tables))) if document_ids is None else list(document_ids)
     if len(ids) != len(tables):
-        raise ValueError(f"got {len(tables)} tables but {len(ids)} document ids")
+        raise InputError(f"got {len(tables)} tables but {len(ids)} document ids")
     per_document = pd.concat([table.assign(document=doc) for doc, table in zip(ids, tables)], ignore_index=True)
     metrics = [m for m in METRICS if m in per_document.columns]
     keys = [k for k in ("attention", "mask", "attribution_as") if k in per_document.columns]

@@ -34,6 +34,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from pyattn.errors import StoreBusy, StoreError  # defined in pyattn.errors; importable here as before 1.1
+
 __all__ = ["ResultsStore", "StoreError", "StoreBusy", "ShardWriter", "MANIFEST"]
 
 MANIFEST = "manifest.json"
@@ -43,15 +45,6 @@ LOCK = ".pyattn.lock"
 FORMAT = 1
 
 
-class StoreError(RuntimeError):
-    """The results directory cannot be used as asked (a file, a foreign folder,
-    an existing store without resume, other settings, a damaged shard or
-    manifest); the message says what to do instead.
-    """
-
-
-class StoreBusy(StoreError):
-    """Another live process holds the store's lock; the message gives its PID."""
 
 
 def _fault_point(name: str) -> None:
@@ -123,7 +116,7 @@ class _Lock:
             os.close(fd)
             raise StoreBusy(
                 f"{os.path.dirname(self.path)} is in use by another pyattn run (PID {self._holder()}); "
-                "wait for it to finish, or stop it and pass --resume"
+                "wait for it to finish, or stop it and pass resume=True"
             ) from None
         os.ftruncate(fd, 0)
         _fault_point("lock")
@@ -196,11 +189,11 @@ class ResultsStore:
     ...     ResultsStore.create(out, manifest, resume=True)  # a second writer while the first holds the lock
     Traceback (most recent call last):
     ...
-    pyattn.store.StoreBusy: ... is in use by another pyattn run (PID ...); wait for it to finish, or stop it and pass --resume
+    pyattn.errors.StoreBusy: ... is in use by another pyattn run (PID ...); wait for it to finish, or stop it and pass resume=True
     >>> ResultsStore.create(out, {**manifest, "settings": {"n_steps": 32}}, resume=True)
     Traceback (most recent call last):
     ...
-    pyattn.store.StoreError: cannot resume ...: the settings differ from its manifest (n_steps: 16 -> 32); use the same settings, a new --out, or --force to resume anyway
+    pyattn.errors.StoreError: cannot resume ...: the settings differ from its manifest (n_steps: 16 -> 32); use the same settings, a new `path`, or force=True to resume anyway
     >>> done = ResultsStore.open(out)
     >>> done.records()[["doc_id", "attribution"]].values.tolist(), done.done_hashes(), done.skipped()
     ([['a', array([ 0.5 , -0.25])]], {'a': 'x1'}, [{'doc_id': 'b', 'index': 1, 'reason': 'empty text'}])
@@ -230,18 +223,18 @@ class ResultsStore:
         ``resume``, a file)."""
         path = os.fspath(path)
         if os.path.exists(path) and not os.path.isdir(path):
-            raise StoreError(f"--out {path} is a file, not a directory")
+            raise StoreError(f"path={path!r} is a file, not a directory")
         is_store = os.path.isfile(os.path.join(path, MANIFEST))
         if os.path.isdir(path) and not is_store and not _own_entries_only(path) and not force:
             raise StoreError(
                 f"{path} exists and is not a pyattn results store (no {MANIFEST}); "
-                "choose a new --out, or pass --force to add a store beside its files (pyattn never touches files it did not write)"
+                "choose a new `path`, or pass force=True to add a store beside its files (pyattn never touches files it did not write)"
             )
         if is_store and not resume:
-            raise StoreError(f"{path} already holds pyattn results: pass --resume to continue that run, or choose a new --out")
+            raise StoreError(f"{path} already holds pyattn results: pass resume=True to continue that run, or choose a new `path`")
         parent = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(path) and not os.access(parent if os.path.isdir(parent) else os.path.dirname(parent) or ".", os.W_OK):
-            raise StoreError(f"cannot create --out {path}: its parent folder is not writable")
+            raise StoreError(f"cannot create path={path!r}: its parent folder is not writable")
 
     @classmethod
     def create(cls, path: str, manifest: dict, resume: bool = False, force: bool = False) -> "ResultsStore":
@@ -262,7 +255,7 @@ class ResultsStore:
         try:
             os.makedirs(store.path, exist_ok=True)
         except OSError as error:
-            raise StoreError(f"cannot create --out {store.path}: {error.strerror}") from error
+            raise StoreError(f"cannot create path={store.path!r}: {error.strerror}") from error
         lock = _Lock(os.path.join(store.path, LOCK))
         try:
             lock.acquire()
@@ -281,7 +274,7 @@ class ResultsStore:
                 if differences and not force:
                     raise StoreError(
                         f"cannot resume {store.path}: the settings differ from its manifest ({'; '.join(differences)}); "
-                        "use the same settings, a new --out, or --force to resume anyway"
+                        "use the same settings, a new `path`, or force=True to resume anyway"
                     )
                 store._remove_own_temporaries()
                 return store

@@ -23,8 +23,8 @@ def test_api_site_builds_strict_and_lists_the_public_api(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     page = (tmp_path / "site" / "api" / "index.html").read_text(encoding="utf-8")
-    functions_of_their_module = {"explain": "pyattn.explain.explain", "attention": "pyattn.attention.attention",
-                                 "single_pass": "pyattn.single_pass.single_pass"}
+    functions_of_their_module = {"explain": "pyattn.explanation.explain", "attention": "pyattn.model_attention.attention",
+                                 "single_pass": "pyattn.single_pass_attribution.single_pass"}
     missing = [name for name in pyattn.__all__ if name != "__version__"
                and f'id="{functions_of_their_module.get(name, "pyattn." + name)}"' not in page]
     assert not missing, f"not on the API page: {missing}"

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import pyattn
-from pyattn.attention import attention, attention_from_inputs
+from pyattn.model_attention import attention, attention_from_inputs
 from testing import sample_text, tiny_classifier, tiny_longformer, tiny_tokenizer
 
 

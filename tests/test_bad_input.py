@@ -175,8 +175,8 @@ BAD_MODELS = [
     ("garbage_bin", [], "cannot load model"),
     ("no_config", [], "has no config.json"),
     ("no_weights", [], "has no weights"),
-    ("bert", ["--tokenizer", "{no_tokenizer}"], "--tokenizer folder"),
-    ("demo", ["--tokenizer", "{bert}"], "cannot be used with --model demo"),
+    ("bert", ["--tokenizer", "{no_tokenizer}"], "--tokenizer '{no_tokenizer}' is a folder with no tokenizer files"),
+    ("demo", ["--tokenizer", "{bert}"], "cannot be used with --model 'demo'"),
     ("{root}/does-not-exist", [], "does not exist"),
 ]
 
@@ -188,7 +188,7 @@ def test_models_that_cannot_be_explained_are_refused(name, extra, message, model
     out = tmp_path / "out"
     code, _, err = run(capsys, "attribute", "--model", model, "--data", data, "--out", out, *extra, *FAST)
     assert code == 2
-    assert_one_clear_line(err, message)
+    assert_one_clear_line(err, message.format(**models))
     assert not out.exists(), "a refused run leaves no store"
     assert not os.path.exists(os.path.join(models["root"], "PWNED")), "pickled code ran"
     assert "weights_only=False" not in err
@@ -859,7 +859,7 @@ IMPORTANCE_KINDS = [("nan", "non-finite value(s)"), ("inf", "non-finite value(s)
 IMPORTANCE_CALLS = {
     "attention": lambda m, t, hi: pyattn_mod().attention(m, t, TEXT17, head_importance=hi),
     "explain": lambda m, t, hi: pyattn_mod().explain(m, t, TEXT17, head_importance=hi, n_steps=2),
-    "attention_views": lambda m, t, hi: __import__("pyattn.explain", fromlist=["x"]).attention_views(torch.ones(2, 4, 5), hi),
+    "attention_views": lambda m, t, hi: __import__("pyattn.explanation", fromlist=["x"]).attention_views(torch.ones(2, 4, 5), hi),
     "rollout": lambda m, t, hi: __import__("pyattn.rollout", fromlist=["x"]).attention_rollout([BAND4, BAND4], head_importance=hi),
 }
 

@@ -1,4 +1,4 @@
-"""pyattn.explain: the per-document object, checked against independent
+"""pyattn.explanation: the per-document object, checked against independent
 recomputations (the pure-PyTorch dense reference, dense rollout, scipy)."""
 
 from __future__ import annotations

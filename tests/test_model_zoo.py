@@ -147,7 +147,7 @@ def test_row_check_refuses_what_block_sparse_returns():
     up-front refusal: block_sparse's own output at 40 tokens (a multiple of
     its block: the shape fits) has rows summing to about 0.8, refused; at 21
     tokens (padded to 22) the shape is refused."""
-    from pyattn.attention import NotADistribution, check_full_rows
+    from pyattn.model_attention import NotADistribution, check_full_rows
 
     model, tokenizer = build("BigBird block_sparse")
     for words, match in ((38, r"sums to 0\.[0-9]+, not 1"), (19, r"has shape \(1, 4, 22, 22\)")):
@@ -165,7 +165,7 @@ def test_several_global_tokens_per_layer_windows():
     """Longformer with per-layer windows and three global tokens: every row a
     distribution (each head receives N in all), checked against the model's
     own band and global attentions."""
-    from pyattn.attention import attention_from_inputs
+    from pyattn.model_attention import attention_from_inputs
 
     model, tokenizer = build("Longformer")
     document = encode(model, tokenizer, LONG)

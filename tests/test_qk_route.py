@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import pyattn
-from pyattn.attention import attention_from_inputs
+from pyattn.model_attention import attention_from_inputs
 from pyattn.qk_capture import QK_ARCHITECTURES, QKCapture, qk_layer_masks, qk_refusal, qk_rollout
 from pyattn.rollout import dense_rollout
 

@@ -115,7 +115,7 @@ def test_unknown_convention_is_named():
 
 def test_the_per_document_object_follows_the_convention(tmp_path):
     from pyattn.attribution import Attribution
-    from pyattn.explain import compose
+    from pyattn.explanation import compose
 
     rng = np.random.default_rng(12)
     tokens = ["<s>"] + [f"Ġw{i}" for i in range(30)] + ["</s>"]

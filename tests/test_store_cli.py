@@ -236,7 +236,7 @@ def test_progress_moves_within_a_document():
 def test_dataset_records_go_through_the_same_pipeline_as_explain(uninterrupted, data_csv):
     """A stored document, rebuilt into an Explanation (as `pyattn report`
     does), says what pyattn.explain says when run on its text directly."""
-    from pyattn.explain import compose
+    from pyattn.explanation import compose
     from pyattn.runner import attribution_from_record, stored_attention
 
     model, tokenizer = pyattn.load_demo()

@@ -13,7 +13,7 @@ import torch
 import pyattn
 from pyattn.cli import main
 from pyattn.demo import DOCS_CSV
-from pyattn.explain import NotConvergedWarning
+from pyattn.explanation import NotConvergedWarning
 from pyattn.inputs import TruncationWarning
 
 from testing import tiny_classifier, tiny_tokenizer

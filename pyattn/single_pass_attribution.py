@@ -55,6 +55,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pyattn.errors import InputError
 from pyattn.inputs import embedding_layer, encode, is_longformer
 from pyattn.ops import attention_received
 from pyattn._model_state import preserving
@@ -315,12 +316,12 @@ def _check_targets(target, logits: torch.Tensor) -> torch.Tensor:
     if target is None:
         return logits.argmax(-1)
     if isinstance(target, bool) or (isinstance(target, torch.Tensor) and target.dtype == torch.bool):
-        raise ValueError(f"target must be a class index in 0..{C - 1}, got {target!r}")
+        raise InputError(f"target must be a class index in 0..{C - 1}, got {target!r}")
     targets = torch.as_tensor(target, device=logits.device).long().reshape(-1)
     if targets.numel() == 1:
         targets = targets.expand(B)
     if targets.numel() != B or (targets < 0).any() or (targets >= C).any():
-        raise ValueError(f"target must be a class index in 0..{C - 1} (or one per item, or None for the predicted class), got {target!r}")
+        raise InputError(f"target must be a class index in 0..{C - 1} (or one per item, or None for the predicted class), got {target!r}")
     return targets
 
 
@@ -383,13 +384,13 @@ def single_pass_from_inputs(
     >>> out.targets.tolist() == out.logits.argmax(-1).tolist()  # target None: the predicted class
     True
     """
-    from pyattn.attention import default_global_attention_mask
+    from pyattn.model_attention import default_global_attention_mask
 
-    from pyattn.attention import _check_model_inputs, use_eager_attention
+    from pyattn.model_attention import _check_model_inputs, use_eager_attention
     from pyattn.inputs import output_kind
 
     if output not in ("probability", "logit"):
-        raise ValueError(f'output must be "probability" or "logit", got {output!r}')
+        raise InputError(f'output must be "probability" or "logit", got {output!r}')
     _check_model_inputs(model, input_ids, attention_mask, global_attention_mask)
     kind = output_kind(model)
     if kind == "raw":
@@ -416,7 +417,7 @@ def single_pass_from_inputs(
             global_attention_mask = default_global_attention_mask(model, input_ids)
         global_attention_mask = (global_attention_mask.clone() if global_attention_mask.is_inference() else global_attention_mask).to(device)
         if tuple(global_attention_mask.shape) != (B, N):
-            raise ValueError(f"global_attention_mask must have shape (B, N) = {(B, N)}, got {tuple(global_attention_mask.shape)}")
+            raise InputError(f"global_attention_mask must have shape (B, N) = {(B, N)}, got {tuple(global_attention_mask.shape)}")
         kwargs["global_attention_mask"] = global_attention_mask
 
     embedded: dict[str, torch.Tensor] = {}

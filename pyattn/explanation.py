@@ -27,6 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from pyattn.errors import InputError
 from pyattn.attribution import Attribution, attribute
 from pyattn.layers import parse_layer_range
 from pyattn._checks import head_importance_tensor
@@ -79,14 +80,14 @@ def attention_views(
     if values.dim() == 3:
         values = values[:, None]
     if values.dim() != 4:
-        raise ValueError(f"per_head must be (L, B, H, N) or (L, H, N), got shape {tuple(values.shape)}")
+        raise InputError(f"per_head must be (L, B, H, N) or (L, H, N), got shape {tuple(values.shape)}")
     L, _, H, _ = values.shape
     values = values[:, item]  # (L, H, N)
     sources = [("", values)]
     if head_importance is not None:
         weights = head_importance_tensor(head_importance)  # numbers, finite, >= 0, outside autograd
         if tuple(weights.shape) != (L, H):
-            raise ValueError(f"head_importance must have shape (L, H) = ({L}, {H}), got {tuple(weights.shape)}")
+            raise InputError(f"head_importance must have shape (L, H) = ({L}, {H}), got {tuple(weights.shape)}")
         sources.append((", scaled", values * weights[:, :, None]))
     ranges = [parse_layer_range(r, L) if isinstance(r, str) else parse_layer_range(f"{r[0]}-{r[1]}", L) for r in layer_ranges]
     views: dict[str, np.ndarray] = {}
@@ -423,7 +424,7 @@ def explain(
         (``all``, ``no_special``, ``alphabetic``, ``no_stopwords``) when the
         tokenizer has special tokens.
     attention_route:
-        How attention is read (:func:`pyattn.attention.attention_route`):
+        How attention is read (:func:`pyattn.model_attention.attention_route`):
         ``"auto"`` (queries and keys where the architecture allows, the
         model's probabilities otherwise), ``"qk"`` or ``"eager"``.
     attribution_as:
@@ -452,13 +453,13 @@ def explain(
     from pyattn.similarity import MASKS
 
     if isinstance(significance, bool) or not isinstance(significance, int) or significance < 0:
-        raise ValueError(f"significance must be a number of permutations >= 0 (0: none), got {significance!r}")
+        raise InputError(f"significance must be a number of permutations >= 0 (0: none), got {significance!r}")
     if attribution_as not in ("magnitude", "signed"):
-        raise ValueError(f'attribution_as must be "magnitude" or "signed", got {attribution_as!r}')
+        raise InputError(f'attribution_as must be "magnitude" or "signed", got {attribution_as!r}')
     if masks is not None:
         unknown = [m for m in ([masks] if isinstance(masks, str) else masks) if m not in MASKS]
         if unknown:
-            raise ValueError(f"unknown masks {unknown}: choose from {list(MASKS)}")
+            raise InputError(f"unknown masks {unknown}: choose from {list(MASKS)}")
     import warnings
 
     from pyattn._quiet import transformers_quiet
@@ -482,7 +483,7 @@ def explain(
 
 def _explain(model, tokenizer, text, target, head_importance, layer_ranges, rollout, faithfulness, random_rankings, masks,
              attribution_as, special_tokens, significance, max_length, device, attribute_kwargs, attention_route="auto") -> "Explanation":
-    from pyattn.attention import attention as model_attention
+    from pyattn.model_attention import attention as model_attention
     from pyattn.similarity import MASKS, token_masks
 
     config = model.config
@@ -501,7 +502,7 @@ def _explain(model, tokenizer, text, target, head_importance, layer_ranges, roll
         too_few = [m for m in (([masks] if isinstance(masks, str) else masks) or [m for m in MASKS if m in kept])
                    if m in kept and kept[m].sum() < 2]
         if too_few and masks is not None:
-            raise ValueError(f"masks: mask {too_few[0]!r} leaves {int(kept[too_few[0]].sum())} of the document's {len(words) + 2} "
+            raise InputError(f"masks: mask {too_few[0]!r} leaves {int(kept[too_few[0]].sum())} of the document's {len(words) + 2} "
                              "tokens; comparing needs at least 2 (choose other masks, e.g. masks=['all'])")
         if too_few:  # default masks: those with nothing to compare are left out of the table, and said so
             import warnings
@@ -579,7 +580,7 @@ def compose(
     per_head = torch.as_tensor(per_head).detach().cpu().double()
     n = len(attribution.tokens)
     if per_head.dim() != 3 or per_head.shape[-1] != n:
-        raise ValueError(f"per_head must be (L, H, N) with N = {n} tokens as in the attribution, got shape {tuple(per_head.shape)}")
+        raise InputError(f"per_head must be (L, H, N) with N = {n} tokens as in the attribution, got shape {tuple(per_head.shape)}")
     views = attention_views(per_head, head_importance, layer_ranges)
     for name, values in (extra_views or {}).items():
         views[name] = np.asarray(values, dtype=np.float64)

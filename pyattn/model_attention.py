@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 import torch
 
+from pyattn.errors import InputError, NotADistribution  # NotADistribution defined in pyattn.errors; importable here as before 1.1
 from pyattn.inputs import encode, is_longformer
 from pyattn.layers import (
     DEFAULT_DENSE_LIMIT_BYTES,
@@ -95,11 +96,6 @@ def use_eager_attention(model) -> None:
     if implementation not in (None, "eager") and hasattr(model, "set_attn_implementation"):
         model.set_attn_implementation("eager")
 
-
-class NotADistribution(ValueError):
-    """A layer's attention is not one probability distribution per token (rows
-    that do not sum to 1 on the positions used, or a shape other than the
-    input's), so attention received would be meaningless: refused."""
 
 
 def _row_tolerance(dtype: torch.dtype) -> float:
@@ -354,7 +350,7 @@ def attention_route(model, route: str = "auto") -> str:
     from pyattn.qk_capture import qk_refusal
 
     if route not in ROUTES:
-        raise ValueError(f"route must be one of {', '.join(map(repr, ROUTES))}, got {route!r}")
+        raise InputError(f"route must be one of {', '.join(map(repr, ROUTES))}, got {route!r}")
     if is_longformer(model):
         if route == "qk":
             raise ValueError(qk_refusal(model))
