@@ -595,6 +595,25 @@ def plan_run(store: ResultsStore, documents: Sequence[Document], force: bool = F
     return runnable, summary
 
 
+def without_unknown_only(tokenizer, documents, summary) -> list:
+    """Documents whose every token is unknown to the tokenizer have nothing to
+    explain: skipped with that reason (as empty texts are), so one odd row
+    does not stop a dataset run; a tokenizer that does not fit the data as a
+    whole is refused before the run (the CLI checks that)."""
+    unknown = getattr(tokenizer, "unk_token_id", None)
+    if unknown is None:
+        return list(documents)
+    kept = []
+    for document in documents:
+        ids = tokenizer(document.text, add_special_tokens=False)["input_ids"]
+        if ids and all(i == unknown for i in ids):
+            summary.skipped.append({"doc_id": document.doc_id, "index": document.index,
+                                    "reason": f"every one of its {len(ids)} token(s) is unknown to the tokenizer"})
+        else:
+            kept.append(document)
+    return kept
+
+
 class RunProgress:
     """A progress bar by tokens (so its ETA weighs long documents by their
     length), with documents counted beside it."""
@@ -751,6 +770,7 @@ def run_attribution(
     attribute_kwargs = dict(attribute_kwargs or {})
     documents = resolve_labels(documents, model, label_column)
     todo, summary = plan_run(store, documents, force)
+    todo = without_unknown_only(tokenizer, todo, summary)
     names = label_names(model)
     writer = ShardWriter(store, shard_size, flush_seconds)
     start = time.perf_counter()

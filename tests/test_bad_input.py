@@ -231,8 +231,11 @@ def test_jsonl_boolean_label_is_refused(models, tmp_path, capsys):
 
 def test_values_are_kept_as_written(models, tmp_path, capsys):
     """String labels go through the model's label2id; ids keep leading zeros;
-    a text reading "NA" stays a text; the label column may be left out."""
-    rows = {"doc": ["007", "08", "NA"], "text": ["NA", sample_text(6, seed=1), sample_text(7, seed=2)], "label": ["positive", "0", "neutral"]}
+    a text reading "NA" stays a text (here a word the tiny vocabulary does not
+    know, so it is skipped for that reason, not as a missing text); the label
+    column may be left out."""
+    rows = {"doc": ["007", "08", "NA", "009"], "text": [f"NA {sample_text(3, seed=3)}", sample_text(6, seed=1), sample_text(7, seed=2), "NA"],
+            "label": ["positive", "0", "neutral", "0"]}
     path = write_csv(tmp_path, rows)
     out = tmp_path / "out"
     code, _, err = run(capsys, "attribute", "--model", models["bert"], "--data", path, "--out", out, "--id-column", "doc", *FAST)
@@ -240,7 +243,9 @@ def test_values_are_kept_as_written(models, tmp_path, capsys):
     records = assert_store_once(out, ["007", "08", "NA"]).records().set_index("doc_id")
     assert records.loc["007", "label"] == 2 and records.loc["007", "label_name"] == "positive"
     assert records.loc["08", "label"] == 0 and records.loc["NA", "label"] == 1
-    assert list(records.loc["007", "tokens"])[1:-1] == ["[UNK]"]  # "NA" was attributed as the text it is
+    assert list(records.loc["007", "tokens"])[1] == "[UNK]"  # "NA" was attributed as the text it is
+    skipped = {e["doc_id"]: e["reason"] for e in ResultsStore.open(str(out)).skipped()}
+    assert "009" not in records.index and "unknown to the tokenizer" in skipped["009"]  # skipped, saying why: "NA" is a text, not a missing one
     code, _, err = run(capsys, "attribute", "--model", models["bert"], "--data", path, "--out", tmp_path / "out2", "--label-column", "", *FAST)
     assert code == 0, err
     assert ResultsStore.open(str(tmp_path / "out2")).records()["label"].isna().all()
