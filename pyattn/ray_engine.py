@@ -27,8 +27,7 @@ from pyattn.runner import (
     load_model,
     plan_run,
     resolve_labels,
-    token_counts,
-    without_unknown_only,
+    runnable_with_sizes,
 )
 from pyattn.store import ResultsStore, ShardWriter
 
@@ -178,8 +177,8 @@ def run_attribution_ray(
     documents = resolve_labels(documents, driver_model, label_column)
     names = label_names(driver_model)
     runnable, summary = plan_run(store, documents, force)
-    runnable = without_unknown_only(driver_tokenizer, runnable, summary)
-    sizes = dict(zip((d.doc_id for d in runnable), token_counts(driver_tokenizer, runnable, attribute_kwargs.get("max_length"))))
+    runnable, counts = runnable_with_sizes(driver_tokenizer, runnable, summary, attribute_kwargs.get("max_length"))
+    sizes = dict(zip((d.doc_id for d in runnable), counts))
     del driver_model
     started_here = not ray.is_initialized()
     if started_here:

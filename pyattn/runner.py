@@ -595,23 +595,24 @@ def plan_run(store: ResultsStore, documents: Sequence[Document], force: bool = F
     return runnable, summary
 
 
-def without_unknown_only(tokenizer, documents, summary) -> list:
-    """Documents whose every token is unknown to the tokenizer have nothing to
-    explain: skipped with that reason (as empty texts are), so one odd row
-    does not stop a dataset run; a tokenizer that does not fit the data as a
-    whole is refused before the run (the CLI checks that)."""
+def runnable_with_sizes(tokenizer, documents, summary, max_length: int | None) -> tuple[list, list[int]]:
+    """Tokenize each document once: those whose every token is unknown to the
+    tokenizer have nothing to explain and are skipped with that reason (as
+    empty texts are), so one odd row does not stop a dataset run (a tokenizer
+    that does not fit the data as a whole is refused before the run: the CLI
+    checks that); the others are returned with their lengths as attributed
+    ([CLS] and [SEP] in, capped at ``max_length``)."""
     unknown = getattr(tokenizer, "unk_token_id", None)
-    if unknown is None:
-        return list(documents)
-    kept = []
+    kept, sizes = [], []
     for document in documents:
         ids = tokenizer(document.text, add_special_tokens=False)["input_ids"]
-        if ids and all(i == unknown for i in ids):
+        if unknown is not None and ids and all(i == unknown for i in ids):
             summary.skipped.append({"doc_id": document.doc_id, "index": document.index,
                                     "reason": f"every one of its {len(ids)} token(s) is unknown to the tokenizer"})
-        else:
-            kept.append(document)
-    return kept
+            continue
+        kept.append(document)
+        sizes.append(min(len(ids) + 2, max_length) if max_length else len(ids) + 2)
+    return kept, sizes
 
 
 class RunProgress:
@@ -651,16 +652,6 @@ class RunProgress:
 
     def close(self) -> None:
         self.bar.close()
-
-
-def token_counts(tokenizer, documents: Sequence[Document], max_length: int | None) -> list[int]:
-    """Each document's length in tokens as attributed ([CLS] and [SEP] in,
-    capped at ``max_length``)."""
-    counts = []
-    for document in documents:
-        n = len(tokenizer(document.text, add_special_tokens=False)["input_ids"]) + 2
-        counts.append(min(n, max_length) if max_length else n)
-    return counts
 
 
 def finish_run(store: ResultsStore, writer: ShardWriter, summary: RunSummary, start: float) -> None:
@@ -770,11 +761,10 @@ def run_attribution(
     attribute_kwargs = dict(attribute_kwargs or {})
     documents = resolve_labels(documents, model, label_column)
     todo, summary = plan_run(store, documents, force)
-    todo = without_unknown_only(tokenizer, todo, summary)
+    todo, sizes = runnable_with_sizes(tokenizer, todo, summary, attribute_kwargs.get("max_length"))
     names = label_names(model)
     writer = ShardWriter(store, shard_size, flush_seconds)
     start = time.perf_counter()
-    sizes = token_counts(tokenizer, todo, attribute_kwargs.get("max_length"))
     bar = RunProgress(sizes, progress)
     try:
         for document, size, record in _attributed_records(model, tokenizer, todo, sizes, attribute_kwargs, names, bar, group):
@@ -1199,7 +1189,7 @@ def report_results(store: ResultsStore, out: str | None = None, head_importance=
     export_table(intervals, os.path.join(out, "metrics_intervals.csv"))
     export_table(token_intervals, os.path.join(out, "tokens_intervals.csv"))
     note = statistics_note(intervals, per_document, mask, source)
-    with_p = f"p_spearman_rho" in per_document.columns and per_document["p_spearman_rho"].notna().any()
+    with_p = "p_spearman_rho" in per_document.columns and per_document["p_spearman_rho"].notna().any()
 
     def name_of(record, column, index_column):
         stored = record.get(column) if column in record else None
