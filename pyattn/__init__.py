@@ -91,34 +91,13 @@ from pyattn.records import read_records
 __version__ = "0.1.0"
 
 
-def _keep_old_module_path(old: str, new: str) -> None:
-    """``from pyattn.<old> import x`` keeps working for one release (pyattn 1.1),
-    with a DeprecationWarning: a module registered in ``sys.modules`` as
-    ``pyattn.<old>`` forwards every name to ``pyattn.<new>``. The package
-    attribute ``pyattn.<old>`` is not touched: it stays the function of that
-    name (so ``import pyattn.<old> as m`` gives the function, as before)."""
-    import importlib
-    import sys
-    import types
-    import warnings
+from pyattn import _compat
 
-    shim = types.ModuleType(f"pyattn.{old}", f"Deprecated: the module pyattn.{new} (this name goes in pyattn 1.2).")
-
-    def __getattr__(name: str):
-        if name.startswith("__") and name != "__all__":
-            raise AttributeError(name)  # dunders: what import machinery and tools probe, without a warning
-        warnings.warn(f"the module pyattn.{old} is now pyattn.{new}: import {name} from there (pyattn.{old} goes in pyattn 1.2)",
-                      DeprecationWarning, stacklevel=2)
-        return getattr(importlib.import_module(f"pyattn.{new}"), name)
-
-    shim.__getattr__ = __getattr__
-    sys.modules[shim.__name__] = shim
-
-
-# Modules renamed in 1.1 so that no function shadows its module.
-for _old, _new in (("explain", "explanation"), ("attention", "model_attention"), ("single_pass", "single_pass_attribution")):
-    _keep_old_module_path(_old, _new)
-del _old, _new
+# Modules moved in 1.1 (so that no function shadows its module, and the folders
+# show the architecture): their old paths forward, with a DeprecationWarning,
+# for one release.
+_compat.install()
+__getattr__ = _compat.moved_module
 
 __all__ = [
     "AttentionReceived",

@@ -191,19 +191,54 @@ def test_bare_value_errors_do_not_grow():
     assert count <= 133, f"{count} bare `raise ValueError(` in pyattn: raise a pyattn.errors class (InputError for an argument)"
 
 
-# ----------------------------------------------- modules renamed in 1.1
+# ----------------------------------------------- modules moved in 1.1
+from pyattn._compat import MOVED  # noqa: E402
+
+# The three whose old path is also a function of the package.
 RENAMED = [("explain", "explanation", "compose"), ("attention", "model_attention", "attention_route"),
            ("single_pass", "single_pass_attribution", "band_gradient")]
 
 
-@pytest.mark.parametrize("old,new,name", RENAMED)
-def test_old_module_path_works_and_warns(old, new, name):
+def _a_public_name(module: str) -> str:
     import importlib
 
+    target = importlib.import_module(f"pyattn.{module}")
+    names = list(getattr(target, "__all__", None) or [n for n in vars(target) if not n.startswith("_")])
+    assert names, f"pyattn.{module} has no public name"
+    return names[0]
+
+
+@pytest.mark.parametrize("old,new", sorted(MOVED.items()))
+def test_old_module_path_works_and_warns(old, new):
+    import importlib
+
+    name = dict((o, n) for o, _, n in RENAMED).get(old) or _a_public_name(new)
     with pytest.warns(DeprecationWarning, match=rf"the module pyattn\.{old} is now pyattn\.{new}"):
         namespace: dict = {}
         exec(f"from pyattn.{old} import {name}", namespace)
     assert namespace[name] is getattr(importlib.import_module(f"pyattn.{new}"), name)
+    if old in {o for o, _, _ in RENAMED}:
+        return  # `import pyattn.explain as m` binds the package attribute: the function (test below)
+    with pytest.warns(DeprecationWarning, match=rf"pyattn\.{old} is now pyattn\.{new}"):
+        namespace = {}
+        exec(f"import pyattn.{old} as m; value = m.{name}", namespace)
+    assert namespace["value"] is getattr(importlib.import_module(f"pyattn.{new}"), name)
+
+
+def test_moved_paths_are_not_real_modules_any_more():
+    import importlib.util
+
+    for old in MOVED:
+        path = os.path.join(ROOT, "pyattn", *old.split("."))
+        assert not os.path.exists(path + ".py") and not os.path.isdir(path), f"pyattn/{old} still exists beside its forwarding module"
+    assert importlib.util.find_spec("pyattn._compat") is not None
+
+
+def test_the_package_attribute_of_a_moved_module_forwards():
+    for old in sorted(set(MOVED) - {o for o, _, _ in RENAMED}):
+        assert getattr(pyattn, old) is sys.modules[f"pyattn.{old}"], old
+    with pytest.raises(AttributeError, match="no attribute 'no_such_module'"):
+        pyattn.no_such_module
 
 
 @pytest.mark.parametrize("old,new,name", RENAMED)
