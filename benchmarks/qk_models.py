@@ -173,7 +173,33 @@ def markdown(report: dict) -> str:
         ratio_t = f"{row['seconds'] / floor['seconds']:.2f}" if floor else ""
         ratio_m = f"{row['peak_rss_bytes'] / floor['peak_rss_bytes']:.2f}" if floor else ""
         lines.append(f"| {row['model']} | {row['tokens']:,} | {row['mode']} | {row['seconds']:.3g} s | {_gib(row['peak_rss_bytes'])} | {ratio_t} | {ratio_m} |")
+    lines += paper_estimate(report)
     return "\n".join(lines) + "\n"
+
+
+PAPER_TOKENS = 32768
+
+
+def paper_estimate(report: dict) -> list[str]:
+    """Peak memory of the decoder at 32,768 tokens, on paper: each mode's
+    measured peak at the longest length plus its measured growth per token
+    (the slope between the two lengths) times the tokens added; eager's one
+    layer of probabilities beside it (3 x H x N^2 float32, as above)."""
+    rows = [r for r in report["rows"] if r["model"] == "qwen2-0.5b" and "seconds" in r]
+    lengths = sorted({r["tokens"] for r in rows})
+    if len(lengths) < 2 or report["tiny"]:
+        return []
+    short, long = lengths[0], lengths[-1]
+    out = ["", f"Decoder (qwen2-0.5b) at {PAPER_TOKENS:,} tokens, on paper: the peak at {long:,} plus the measured growth per token "
+           f"between {short:,} and {long:,} times the {PAPER_TOKENS - long:,} tokens added.", "",
+           "| mode | growth per token | peak at 32,768 (estimate) |", "|---|---:|---:|"]
+    for mode in ("sdpa forward", "qk route"):
+        by_n = {r["tokens"]: r["peak_rss_bytes"] for r in rows if r["mode"] == mode}
+        if short in by_n and long in by_n:
+            slope = (by_n[long] - by_n[short]) / (long - short)
+            out.append(f"| {mode} | {slope / 1024:,.0f} KiB | {_gib(by_n[long] + slope * (PAPER_TOKENS - long))} |")
+    out.append(f"| eager (one layer's probabilities alone) | | {_gib(eager_estimate('qwen2-0.5b', PAPER_TOKENS, False))} |")
+    return out
 
 
 def update_readme(table: str) -> bool:
@@ -198,11 +224,22 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per child at most")
     parser.add_argument("--tiny", action="store_true", help="tiny models and lengths: checks the script, measures nothing real")
     parser.add_argument("--out", default=None, help="folder for long_context.json/.md (default: benchmarks/results; --tiny: a temporary folder)")
+    parser.add_argument("--render", metavar="JSON", default=None, help="only rewrite the .md (and README table) from a long_context.json")
     parser.add_argument("--child", nargs=3, metavar=("MODEL", "MODE", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         name, mode, n = args.child
         print(json.dumps(child(name, mode, int(n), args.tiny)))
+        return
+    if args.render:
+        with open(args.render) as handle:
+            report = json.load(handle)
+        table = markdown(report)
+        with open(os.path.join(os.path.dirname(os.path.abspath(args.render)), "long_context.md"), "w") as handle:
+            handle.write(table)
+        if not report["tiny"]:
+            update_readme(table)
+        print(table)
         return
     tokens = args.tokens or ([64, 192] if args.tiny else [2048, 8192])
     out = args.out or (tempfile.mkdtemp(prefix="long_context-") if args.tiny else RESULTS)

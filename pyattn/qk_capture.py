@@ -246,6 +246,8 @@ class QKCapture:
         Also keep every layer's ``q`` and ``k`` (``capture.layers``) for
         :func:`qk_rollout`: O(L N d) more memory, still no ``N x N``.
 
+    Notes
+    -----
     The model, its ``attn_implementation``, hooks and training flag are as
     before after the block, also when the forward raises.
 

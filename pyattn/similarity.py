@@ -259,6 +259,8 @@ def similarity(
         ``"magnitude"`` compares ``|attribution|`` (default), ``"signed"`` the
         signed scores; ``cosine_raw`` always uses the signed scores.
 
+    Examples
+    --------
     >>> round(similarity([3.0, -2.0, 0.5], [0.7, 0.2, 0.1])["spearman_rho"], 3)
     1.0
     >>> round(similarity([3.0, -2.0, 0.5], [0.7, 0.2, 0.1], attribution_as="signed")["spearman_rho"], 3)
