@@ -25,7 +25,7 @@ Modes:
 
 Goal (issue 18): q/k route peak within 1.2x of the sdpa forward, time within 2x.
 
-Full run (the lead, on a quiet machine; about an hour on 2 cores):
+Full run (on a quiet machine; about 15 minutes on 2 cores, 2026-12-05):
     OMP_NUM_THREADS=2 python benchmarks/qk_models.py
 Check at tiny size (seconds; writes to a temporary folder, not results/):
     OMP_NUM_THREADS=1 python benchmarks/qk_models.py --tiny
