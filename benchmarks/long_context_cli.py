@@ -42,14 +42,16 @@ sys.path.insert(0, HERE)
 SPECIALS = ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"]  # ids 0..4, as qk_models' config expects (pad 0, cls 1, sep 2)
 
 
-def save_model(folder: str, n: int, tiny: bool) -> str:
+def save_model(folder: str, n: int, tiny: bool) -> tuple[str, str]:
     """The seeded ModernBERT and a word-level tokenizer of its vocabulary,
-    saved as a user's fine-tuned model would be; returns the document."""
+    saved as a user's fine-tuned model would be; returns the document and the
+    route ``attention_route="auto"`` takes for the model."""
     import numpy as np
     from tokenizers import Tokenizer, models, pre_tokenizers
     from tokenizers.processors import TemplateProcessing
     from transformers import PreTrainedTokenizerFast
 
+    from pyattn.model_attention import attention_route
     from qk_models import build
 
     model = build("modernbert-base", n, tiny)
@@ -64,7 +66,7 @@ def save_model(folder: str, n: int, tiny: bool) -> str:
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     rng = np.random.default_rng(2)
-    return " ".join(f"w{index}" for index in rng.integers(len(SPECIALS), size, n - 2))
+    return " ".join(f"w{index}" for index in rng.integers(len(SPECIALS), size, n - 2)), attention_route(model)
 
 
 def measured(name: str, command: list[str], cwd: str) -> dict:
@@ -88,8 +90,7 @@ tokenizer = tf.AutoTokenizer.from_pretrained(folder)
 text = open(folder + "/document.txt").read()
 result = pyattn.explain(model, tokenizer, text, faithfulness=faithfulness)
 a = result.attribution
-from pyattn.model_attention import attention_route
-print(json.dumps({"tokens": len(result.tokens), "route": attention_route(model), "n_steps": a.n_steps,
+print(json.dumps({"tokens": len(result.tokens), "n_steps": a.n_steps,
                   "converged": bool(a.converged), "relative_error": float(a.relative_error), "views": list(result.attention)}))
 """
 
@@ -107,7 +108,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="long_context_cli-work-") as work:
         folder = os.path.join(work, "model")
-        text = save_model(folder, n, args.tiny)
+        text, route = save_model(folder, n, args.tiny)
         with open(os.path.join(folder, "document.txt"), "w") as handle:
             handle.write(text)
         with open(os.path.join(work, "docs.jsonl"), "w") as handle:
@@ -124,21 +125,16 @@ def main() -> None:
                 row.update({key: (record[key].item() if hasattr(record[key], "item") else record[key])
                             for key in ("n_steps", "converged", "relative_error") if key in record.index})
                 row["tokens"] = len(record["tokens"])
-                from pyattn.model_attention import attention_route
-                from qk_models import build
-
-                row["route"] = attention_route(build("modernbert-base", 64, True))  # what --attention-route auto takes for ModernBERT
+                row["route"] = route  # what --attention-route auto takes for this model
             rows.append(row)
             print(json.dumps(rows[-1]), flush=True)
         if args.only in (None, "explain"):
             row = measured("pyattn.explain", [sys.executable, "-c", EXPLAIN, folder, "1" if args.faithfulness else "0"], work)
             row["command"] = f"pyattn.explain(model, tokenizer, text, faithfulness={args.faithfulness})"
             if row["exit_code"] == 0:
-                row.update(json.loads(row.pop("last_line")))
+                row.update(json.loads(row.pop("last_line")), route=route)
             rows.append(row)
             print(json.dumps(rows[-1]), flush=True)
-    from pyattn.attribution import parse_memory_budget  # noqa: F401  (the budget's rule is documented there)
-
     report = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}",
               "when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "tiny": args.tiny, "tokens": n, "rows": rows}
     os.makedirs(out, exist_ok=True)
@@ -152,7 +148,7 @@ def main() -> None:
         error = row.get("relative_error")
         lines.append(f"| `{row['command']}` | {row['exit_code']} | {row['seconds']:.0f} s | {row['peak_rss_bytes'] / 2**30:.2f} GiB | "
                      f"{row.get('n_steps', '')} | {row.get('converged', '')} | {'' if error is None else f'{error:.2g}'} | "
-                     f"{row.get('attention_route') or row.get('route') or ''} |")
+                     f"{row.get('route', '')} |")
     with open(os.path.join(out, "long_context_cli.md"), "w") as handle:
         handle.write("\n".join(lines) + "\n")
     print(f"-> {os.path.join(out, 'long_context_cli.md')}")

@@ -43,8 +43,8 @@ def _forwarding_module(old: str, new: str) -> types.ModuleType:
 
 
 def install() -> None:
-    """Register the forwarding module of every :data:`MOVED` path that is not
-    a real module any more (idempotent)."""
+    """Register the forwarding module of every :data:`MOVED` path not yet in
+    ``sys.modules`` (idempotent)."""
     for old, new in MOVED.items():
         name = f"pyattn.{old}"
         if name not in sys.modules:
