@@ -4,6 +4,7 @@ session's settings."""
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 import torch
@@ -17,6 +18,10 @@ try:
     settings.load_profile("pyattn")
 except ImportError:  # pragma: no cover
     pass
+
+# Tests live in per-package folders (tests/compare/, tests/pipeline/, ...) that
+# mirror pyattn's; the shared testing modules (testing.py, zoo.py) stay here.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from testing import DEVICES, LongformerRun, run_longformer, tiny_longformer  # noqa: E402
 

@@ -6,9 +6,13 @@ from here and never from each other."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from hypothesis import strategies as st
+
+#: The repository's root, wherever under tests/ the importing test file lives.
+ROOT = Path(__file__).resolve().parents[1]
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
