@@ -26,7 +26,7 @@ def main(path: str, out: str = "benchmarks/results/batching.md") -> None:
         f"{cpu.get('brand_raw', machine.get('processor', '?'))}, {cpu.get('count', '?')} logical cores. "
         f"{info['documents']} demo test documents of {info['tokens_min']}-{info['tokens_max']} tokens, demo model, CPU, "
         '`pyattn.attribute_many(..., n_steps="auto", tol=0.01)` with the default memory budget; '
-        f"{first['stats']['rounds']} round(s) each, median seconds. Grouped results equal one-at-a-time results (tests/test_batching.py).",
+        f"{first['stats']['rounds']} round(s) each, median seconds. Grouped results equal one-at-a-time results (tests/attribution/test_batching.py).",
         "",
         "| mode | seconds (median) | documents / s | model evaluations | converged |",
         "|---|---:|---:|---:|---:|",

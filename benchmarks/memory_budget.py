@@ -82,7 +82,7 @@ def measure_point(model_name: str, attention: str, dtype: str, tokens: int, batc
     torch.set_num_threads(2)
     from attribution_baselines import base_shaped_longformer
 
-    from pyattn.attribution import _PathIntegrand, predicted_step_bytes
+    from pyattn.attribution.integrated_gradients import _PathIntegrand, predicted_step_bytes
     from pyattn.demo import load_demo
     from pyattn.fast_attention import fast_attention_context
     from pyattn.inputs import encode

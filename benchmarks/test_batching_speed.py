@@ -5,7 +5,7 @@ against one document at a time (``group=False``), same run, same settings
 
 16 demo test documents of 128-300 tokens (110-250 words, capped at 300
 tokens). Every grouped result equals its one-at-a-time result
-(tests/test_batching.py); here only the time is measured.
+(tests/attribution/test_batching.py); here only the time is measured.
 
 Run (on a quiet machine):
     python -m pytest benchmarks/test_batching_speed.py --benchmark-only --benchmark-json=build/batching.json

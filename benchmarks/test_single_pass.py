@@ -1,4 +1,4 @@
-"""Single-pass explanations (pyattn.single_pass_attribution): cost and faithfulness.
+"""Single-pass explanations (pyattn.attribution.single_pass): cost and faithfulness.
 
 Cost, per document, against floors measured in the same run:
 - ``floor_forward``: one forward pass without gradients;
@@ -44,7 +44,7 @@ import pyattn
 from pyattn.demo import demo_documents, load_demo
 from pyattn.faithfulness import faithfulness
 from pyattn.inputs import embedding_layer, encode, position_ids_for
-from pyattn.single_pass_attribution import single_pass, single_pass_from_inputs
+from pyattn.attribution.single_pass import single_pass, single_pass_from_inputs
 
 QUICK = bool(os.environ.get("PYATTN_BENCH_QUICK"))
 DEMO_SIZES = [512] if QUICK else [512, 2048]

@@ -6,8 +6,8 @@ matrices on request and into attention received per token without ever
 building the ``N x N`` matrix. On top of it: Captum attributions done right
 (:func:`attribute`), attention from a model (:func:`attention`), their
 comparison for one document in one call (:func:`explain`), head importance
-(:mod:`pyattn.importance`), dataset runs and reports (``pyattn`` command) and a
-shipped demo model (:func:`load_demo`).
+(:mod:`pyattn.attribution.importance`), dataset runs and reports
+(``pyattn`` command) and a shipped demo model (:func:`load_demo`).
 
 Where things live (one home per concern; data flows down this list):
 
@@ -19,12 +19,15 @@ Attention received, a ladder of three rungs
     the model. :mod:`pyattn.rollout` rolls attention out over the layers.
 Attribution
     :mod:`pyattn.inputs` text -> the tensors, as the model builds them;
-    :mod:`pyattn.attribution` Layer Integrated Gradients with
-    :mod:`pyattn.quadrature`'s nested rules; :mod:`pyattn.fast_attention` an
-    exact, faster Longformer self-attention for it;
-    :mod:`pyattn.single_pass_attribution` one-pass alternatives (gradient x input,
-    attention x gradient, gradient rollout); :mod:`pyattn.importance` head
-    importance.
+    :mod:`pyattn.fast_attention` an exact, faster Longformer self-attention.
+    The package :mod:`pyattn.attribution`:
+    :mod:`~pyattn.attribution.integrated_gradients` Layer Integrated
+    Gradients with :mod:`~pyattn.attribution.quadrature`'s nested rules,
+    batched to :mod:`~pyattn.attribution.memory`'s budget by
+    :mod:`~pyattn.attribution.scheduler`;
+    :mod:`~pyattn.attribution.single_pass` one-pass alternatives (gradient x
+    input, attention x gradient, gradient rollout);
+    :mod:`~pyattn.attribution.importance` head importance.
 Comparing attribution with attention
     :mod:`pyattn.similarity` metrics and token masks; :mod:`pyattn.tokens`
     token tables (supporting, opposing, overlaps, per type);
@@ -78,11 +81,11 @@ from pyattn.layers import (
 )
 from pyattn.attribution import Attribution, MemoryBudgetWarning, attribute, attribute_many, attribute_stream, auto_batch_size, parse_memory_budget
 from pyattn.model_attention import ModelAttention, attention, attention_from_inputs
-from pyattn.importance import head_gate_importance, load_head_importance, save_head_importance, taylor_importance
+from pyattn.attribution.importance import head_gate_importance, load_head_importance, save_head_importance, taylor_importance
 from pyattn.demo import demo_documents, load_demo
 from pyattn.explanation import Explanation, attention_views, explain
 from pyattn.fast_attention import fast_longformer_attention
-from pyattn.single_pass_attribution import SinglePass, single_pass, single_pass_from_inputs
+from pyattn.attribution.single_pass import SinglePass, single_pass, single_pass_from_inputs
 from pyattn.significance import document_significance, permutation_test
 from pyattn.uncertainty import bootstrap_means, bootstrap_token_means, holm
 from pyattn.agreement import head_agreement

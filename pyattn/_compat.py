@@ -24,7 +24,10 @@ import warnings
 MOVED: dict[str, str] = {
     "explain": "explanation",
     "attention": "model_attention",
-    "single_pass": "single_pass_attribution",
+    "single_pass": "attribution.single_pass",
+    "quadrature": "attribution.quadrature",
+    "single_pass_attribution": "attribution.single_pass",
+    "importance": "attribution.importance",
 }
 
 

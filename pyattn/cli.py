@@ -421,7 +421,7 @@ def _special_tokens(tokenizer_name: str) -> list[str]:
 
 def _store_and_importance(args):
     """The store, its (layers, heads) and a checked head importance."""
-    from pyattn.importance import load_head_importance
+    from pyattn.attribution.importance import load_head_importance
     from pyattn.runner import store_shape
     from pyattn.store import ResultsStore
 

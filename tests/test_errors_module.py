@@ -196,7 +196,7 @@ from pyattn._compat import MOVED  # noqa: E402
 
 # The three whose old path is also a function of the package.
 RENAMED = [("explain", "explanation", "compose"), ("attention", "model_attention", "attention_route"),
-           ("single_pass", "single_pass_attribution", "band_gradient")]
+           ("single_pass", "attribution.single_pass", "band_gradient")]
 
 
 def _a_public_name(module: str) -> str:
@@ -253,9 +253,9 @@ def test_the_package_attribute_stays_the_function(old, new, name):
 
 @pytest.mark.parametrize("code", [
     "import pyattn",
-    "import pyattn.explanation, pyattn.model_attention, pyattn.single_pass_attribution, pyattn.errors, pyattn.runner, pyattn.cli",
+    "import pyattn.explanation, pyattn.model_attention, pyattn.attribution.single_pass, pyattn.errors, pyattn.runner, pyattn.cli",
     "from pyattn.explanation import compose; from pyattn.model_attention import attention_route; "
-    "from pyattn.single_pass_attribution import band_gradient",
+    "from pyattn.attribution.single_pass import band_gradient",
 ])
 def test_new_paths_import_without_warnings(code):
     result = subprocess.run([sys.executable, "-W", "error::DeprecationWarning", "-c", code], capture_output=True, text=True,

@@ -30,8 +30,9 @@ LAYERS: dict[str, list[str]] = {
     # text -> model inputs, the Longformer fast path, q/k capture, the shipped demo model
     "models": ["pyattn.inputs", "pyattn.fast_attention", "pyattn.qk_capture", "pyattn.demo", "pyattn.demo.data", "pyattn.demo.train"],
     # attention from a model, rollout; attribution and its quadrature, single pass, head importance
-    "attention/attribution": ["pyattn.model_attention", "pyattn.rollout", "pyattn.attribution", "pyattn.quadrature",
-                              "pyattn.single_pass_attribution", "pyattn.importance"],
+    "attention/attribution": ["pyattn.model_attention", "pyattn.rollout", "pyattn.attribution",
+                              "pyattn.attribution.integrated_gradients", "pyattn.attribution.quadrature",
+                              "pyattn.attribution.single_pass", "pyattn.attribution.importance"],
     # comparing attribution with attention (one document or many)
     "compare": ["pyattn.similarity", "pyattn.significance", "pyattn.uncertainty", "pyattn.agreement", "pyattn.tokens",
                 "pyattn.faithfulness"],
@@ -55,7 +56,7 @@ KNOWN_UPWARD: dict[tuple[str, str], str] = {}
 
 # (importer, imported module, name): private names imported across modules today.
 KNOWN_PRIVATE: dict[tuple[str, str, str], str] = {
-    ("pyattn.single_pass_attribution", "pyattn.model_attention", "_check_model_inputs"): "the model-input checks need pyattn.inputs (models layer), so they cannot move to pyattn._checks (base); a private pyattn.models._checks in the models/ subpackage is their home",
+    ("pyattn.attribution.single_pass", "pyattn.model_attention", "_check_model_inputs"): "the model-input checks need pyattn.inputs (models layer), so they cannot move to pyattn._checks (base); a private pyattn.models._checks in the models/ subpackage is their home",
 }
 
 

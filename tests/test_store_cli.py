@@ -135,7 +135,7 @@ def test_corrupt_shard_is_named(uninterrupted, tmp_path):
 def test_compare_importance_and_report_commands(uninterrupted, data_csv, tmp_path, capsys):
     import shutil
 
-    from pyattn.importance import load_head_importance
+    from pyattn.attribution.importance import load_head_importance
 
     store_dir = tmp_path / "store"
     shutil.copytree(uninterrupted.path, store_dir)

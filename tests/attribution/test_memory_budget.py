@@ -15,8 +15,8 @@ import pytest
 
 import pyattn
 from pyattn.attribution import MemoryBudgetWarning, batch_for_budget, parse_memory_budget, predicted_step_bytes
+from testing import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Runs in a fresh process: load the demo model, hand freed memory back, read
 # the resident memory (baseline); then attribute one 2,048-token demo document
@@ -62,7 +62,7 @@ print(json.dumps({"baseline": baseline, "peak": peak_bytes, "batches": batches, 
 
 
 def _run(extra: int, tokens: int = 2048) -> dict:
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run([sys.executable, "-c", SCRIPT, str(extra), str(tokens)], capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -93,7 +93,7 @@ def test_peak_stays_within_the_budget_and_the_batch_grows_with_it(demo_model):
 def test_prediction_upper_bounds_a_measured_batch(demo_model, tokens, batch):
     """One batch measured in a fresh process (the benchmark's own
     measurement, benchmarks/memory_budget.py) is below the prediction."""
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "memory_budget.py"), "point", "demo", "fast", "float32", str(tokens), str(batch)],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]

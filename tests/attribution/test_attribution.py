@@ -115,7 +115,7 @@ def test_nested_rule_equal_to_captum_at_the_same_nodes(monkeypatch, longformer, 
     import captum.attr._core.integrated_gradients as captum_ig
     import captum.attr._utils.batching as captum_batching
 
-    from pyattn.quadrature import rule
+    from pyattn.attribution.quadrature import rule
 
     alphas, weights = rule(method, 17)
 

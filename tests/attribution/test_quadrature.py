@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from pyattn import quadrature
+from pyattn.attribution import quadrature
 
 
 @pytest.mark.parametrize("n_nodes", [2, 3, 5, 9, 17, 12])

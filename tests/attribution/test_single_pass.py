@@ -19,7 +19,7 @@ import torch
 from testing import sample_text, tiny_classifier, tiny_longformer, tiny_tokenizer
 
 from pyattn.inputs import encode, position_ids_for
-from pyattn.single_pass_attribution import band_gradient, single_pass, single_pass_from_inputs
+from pyattn.attribution.single_pass import band_gradient, single_pass, single_pass_from_inputs
 
 
 def sharpened(model, factor: float = 8.0):

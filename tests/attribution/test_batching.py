@@ -1,6 +1,6 @@
 """Several documents' integration nodes in one forward + backward (issue 13,
 item 4): every result equals the document's one-at-a-time result (which
-tests/test_attribution.py proves equal to Captum), evaluation counts stay
+tests/attribution/test_attribution.py proves equal to Captum), evaluation counts stay
 honest (rows through the encoder), and the automatic refinement runs per
 document (converged documents drop out, the others refine)."""
 

@@ -43,7 +43,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from pyattn import quadrature
+from pyattn.attribution import quadrature
 from pyattn._model_state import preserving
 from pyattn.inputs import default_max_length, embedding_layer, encode, model_output, output_kind
 
