@@ -82,7 +82,8 @@ def measure_point(model_name: str, attention: str, dtype: str, tokens: int, batc
     torch.set_num_threads(2)
     from attribution_baselines import base_shaped_longformer
 
-    from pyattn.attribution.integrated_gradients import _PathIntegrand, predicted_step_bytes
+    from pyattn.attribution._path_integral import PathIntegrand
+    from pyattn.attribution.memory import predicted_step_bytes
     from pyattn.demo import load_demo
     from pyattn.fast_attention import fast_attention_context
     from pyattn.inputs import encode
@@ -103,7 +104,7 @@ def measure_point(model_name: str, attention: str, dtype: str, tokens: int, batc
     device = torch.device("cpu")
     libc = ctypes.CDLL("libc.so.6")
     with fast_attention_context(model, attention == "fast"):
-        integrand = _PathIntegrand(model, document, None, autocast_dtype, device)
+        integrand = PathIntegrand(model, document, None, autocast_dtype, device)
         integrand([1.0])  # the target, and anything allocated once per process (thread pools, kernels)
         libc.malloc_trim(0)
         held = _rss()

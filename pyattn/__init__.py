@@ -23,8 +23,7 @@ Attribution
     The package :mod:`pyattn.attribution`:
     :mod:`~pyattn.attribution.integrated_gradients` Layer Integrated
     Gradients with :mod:`~pyattn.attribution.quadrature`'s nested rules,
-    batched to :mod:`~pyattn.attribution.memory`'s budget by
-    :mod:`~pyattn.attribution.scheduler`;
+    its batches sized by :mod:`~pyattn.attribution.memory`'s budget;
     :mod:`~pyattn.attribution.single_pass` one-pass alternatives (gradient x
     input, attention x gradient, gradient rollout);
     :mod:`~pyattn.attribution.importance` head importance.

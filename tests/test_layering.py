@@ -31,6 +31,8 @@ LAYERS: dict[str, list[str]] = {
     "models": ["pyattn.inputs", "pyattn.fast_attention", "pyattn.qk_capture", "pyattn.demo", "pyattn.demo.data", "pyattn.demo.train"],
     # attention from a model, rollout; attribution and its quadrature, single pass, head importance
     "attention/attribution": ["pyattn.model_attention", "pyattn.rollout", "pyattn.attribution",
+                              "pyattn.attribution._checks", "pyattn.attribution._common", "pyattn.attribution.memory",
+                              "pyattn.attribution._scheduler", "pyattn.attribution._path_integral",
                               "pyattn.attribution.integrated_gradients", "pyattn.attribution.quadrature",
                               "pyattn.attribution.single_pass", "pyattn.attribution.importance"],
     # comparing attribution with attention (one document or many)

@@ -31,35 +31,25 @@ nodes and weights; the tests check it):
 from __future__ import annotations
 
 import contextlib
-from pyattn.errors import InputError
-from pyattn._quiet import transformers_quiet
-
 import math
-import os
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
 
-from pyattn.attribution import quadrature
 from pyattn._model_state import preserving
-from pyattn.inputs import default_max_length, embedding_layer, encode, model_output, output_kind
+from pyattn._quiet import transformers_quiet
+from pyattn.attribution import quadrature
+from pyattn.attribution._checks import is_int, resolve_device
+from pyattn.attribution._common import token_frame
+from pyattn.attribution._path_integral import DocumentRun
+from pyattn.attribution._scheduler import memory_capacity, run_documents
+from pyattn.attribution.memory import parse_memory_budget
+from pyattn.errors import InputError
+from pyattn.inputs import default_max_length, output_kind
 
-__all__ = [
-    "Attribution",
-    "MemoryBudgetWarning",
-    "attribute",
-    "attribute_many",
-    "attribute_stream",
-    "auto_batch_size",
-    "batch_for_budget",
-    "default_memory_budget",
-    "held_bytes",
-    "parse_memory_budget",
-    "predicted_step_bytes",
-]
+__all__ = ["Attribution", "attribute", "attribute_many", "attribute_stream"]
 
 #: n_steps="auto": the first level checked (nodes) and the cap. Coarser
 #: levels (2 and 3 nodes) are evaluated on the way but never trusted.
@@ -191,55 +181,13 @@ class Attribution:
     def to_frame(self):
         """One row per token (pandas DataFrame): position, token, input id,
         score, L2-normalised score."""
-        import pandas as pd
-
-        return pd.DataFrame(
-            {
-                "position": np.arange(len(self.tokens)),
-                "token": self.tokens,
-                "input_id": self.input_ids,
-                "score": self.scores,
-                "score_l2_normalised": self.scores_l2_normalised,
-            }
-        )
-
-
-# --------------------------------------------------------------------------- checks
-
-
-def _resolve_device(device) -> torch.device:
-    """A torch.device that exists on this machine, or a ValueError naming it."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if isinstance(device, torch.device):
-        resolved = device
-    else:
-        try:
-            resolved = torch.device(device)
-        except (RuntimeError, TypeError) as error:
-            raise InputError(f"device must be a torch device such as 'cpu' or 'cuda:0', got {device!r}") from error
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            raise InputError(f"device {device!r} does not exist: this machine has no CUDA GPU (use 'cpu')")
-        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-            raise InputError(
-                f"device {device!r} does not exist: this machine has {torch.cuda.device_count()} CUDA GPU(s), cuda:0..cuda:{torch.cuda.device_count() - 1}"
-            )
-    elif resolved.type != "cpu":
-        available = {"mps": getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()}
-        if not available.get(resolved.type):
-            raise InputError(f"device {device!r} does not exist on this machine (use 'cpu'{' or a cuda device' if torch.cuda.is_available() else ''})")
-    return resolved
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+        return token_frame(self.tokens, input_id=self.input_ids, score=self.scores, score_l2_normalised=self.scores_l2_normalised)
 
 
 def _check_arguments(model, n_steps, method, tol, max_steps, max_length, target, internal_batch_size, device) -> torch.device:
     """Range checks for :func:`attribute`, before any work: one ValueError
     naming the argument, its value and what is allowed."""
-    if n_steps != "auto" and not (_is_int(n_steps) and 1 <= n_steps <= MAX_STEPS):
+    if n_steps != "auto" and not (is_int(n_steps) and 1 <= n_steps <= MAX_STEPS):
         raise InputError(f'n_steps must be "auto" or an int 1..{MAX_STEPS}, got {n_steps!r}')
     if method not in quadrature.METHODS:
         raise InputError(f"method must be one of {', '.join(quadrature.METHODS)}; got {method!r}")
@@ -250,540 +198,24 @@ def _check_arguments(model, n_steps, method, tol, max_steps, max_length, target,
         )
     if isinstance(tol, bool) or not isinstance(tol, (int, float, np.floating)) or not math.isfinite(tol) or tol <= 0:
         raise InputError(f"tol must be a finite number > 0 (a relative completeness error, e.g. 0.01), got {tol!r}")
-    if not (_is_int(max_steps) and 2 <= max_steps <= MAX_STEPS):
+    if not (is_int(max_steps) and 2 <= max_steps <= MAX_STEPS):
         raise InputError(f"max_steps must be an int 2..{MAX_STEPS}, got {max_steps!r}")
-    if max_length is not None and not (_is_int(max_length) and max_length >= 3):
+    if max_length is not None and not (is_int(max_length) and max_length >= 3):
         raise InputError(f"max_length must be None or an int >= 3 ([CLS] + one token + [SEP]), got {max_length!r}")
     if max_length is not None and hasattr(getattr(model, "config", None), "max_position_embeddings") and max_length > default_max_length(model):
         positions = default_max_length(model)
         raise InputError(f"max_length {max_length} is over the model's limit of {positions} tokens (its position embeddings); "
                          f"use max_length <= {positions} or None")
-    if internal_batch_size is not None and not (_is_int(internal_batch_size) and internal_batch_size >= 1):
+    if internal_batch_size is not None and not (is_int(internal_batch_size) and internal_batch_size >= 1):
         raise InputError(f"internal_batch_size must be None (fit to memory) or a positive int, got {internal_batch_size!r}")
     if getattr(model, "config", None) is not None:
         output_kind(model)  # a head pyattn cannot explain: one line, before any work
     num_classes = getattr(getattr(model, "config", None), "num_labels", None)
     if target is not None:
-        if not _is_int(target) or int(target) < 0 or (num_classes is not None and int(target) >= num_classes):
+        if not is_int(target) or int(target) < 0 or (num_classes is not None and int(target) >= num_classes):
             allowed = f"a class index in 0..{num_classes - 1}" if num_classes else "a class index >= 0"
             raise InputError(f"target must be {allowed} (or None for the predicted class), got {target!r}")
-    return _resolve_device(device)
-
-
-# --------------------------------------------------------------------------- memory
-
-
-def _available_bytes(device: torch.device) -> int:
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
-        return 4 * 1024**3
-
-
-#: The per-step memory model: bytes of a step are ``batch *
-#: sum(MEMORY_COEFFICIENTS[k] * feature_k)`` over the features of
-#: :func:`memory_features`, plus ``MEMORY_COEFFICIENTS["step"]``. Fitted by
-#: ``python benchmarks/memory_budget.py fit benchmarks/results/memory_budget.json``
-#: (a linear program: the tightest non-negative coefficients above every
-#: measurement, then 5% to spare) to the measurements in
-#: benchmarks/results/memory_budget.md.
-MEMORY_COEFFICIENTS = {
-    "hidden": 0.0,
-    "intermediate": 8.443,
-    "scores_band": 7.277,
-    "scores_full": 1.05,
-    "quadratic": 3.663,
-    "token": 2891.0,
-    "step": 0.0,
-}
-
-
-def _padded_tokens(config, n_tokens: int) -> int:
-    window = getattr(config, "attention_window", None)
-    if window is None:
-        return n_tokens
-    largest = max(window) if isinstance(window, (list, tuple)) else int(window)
-    return -(-n_tokens // largest) * largest
-
-
-def memory_features(config, n_tokens: int, fast_attention: bool) -> dict[str, float]:
-    """The per-example quantities the memory model weighs, for a document of
-    ``n_tokens`` tokens (N, padded as the model pads it), as bytes of
-    float32 values: ``hidden`` = 4 N x layers x hidden, ``intermediate`` =
-    4 N x layers x intermediate (activations kept for the backward pass;
-    pyattn's fast attention keeps its key and value blocks, about 6 x hidden
-    per token and layer, in these), ``scores_band`` = 4 N x sum over layers of
-    heads x (window + 2) (transformers' Longformer attention keeps its band
-    of scores), ``scores_full`` = 4 N x layers x heads x N (full attention),
-    ``quadratic`` = N^2 and ``token`` = 4 N (what grows with the length
-    alone: masks, index tensors, allocator slack)."""
-    layers = int(getattr(config, "num_hidden_layers", 12))
-    hidden = int(getattr(config, "hidden_size", 768))
-    intermediate = int(getattr(config, "intermediate_size", 4 * hidden))
-    heads = int(getattr(config, "num_attention_heads", 12))
-    window = getattr(config, "attention_window", None)
-    n = _padded_tokens(config, int(n_tokens))
-    features = {
-        "hidden": 4.0 * n * layers * hidden,
-        "intermediate": 4.0 * n * layers * intermediate,
-        "scores_band": 0.0,
-        "scores_full": 0.0,
-        "quadratic": float(n) * n,
-        "token": 4.0 * n,
-    }
-    if window is None:
-        features["scores_full"] = 4.0 * n * layers * heads * n
-    elif not fast_attention:
-        windows = [int(window[l] if isinstance(window, (list, tuple)) else window) for l in range(layers)]
-        features["scores_band"] = 4.0 * n * sum(heads * (w + 2) for w in windows)
-    return features
-
-
-def predicted_step_bytes(model: torch.nn.Module, n_tokens: int, batch: int = 1, fast_attention: bool | None = None, autocast: bool = False) -> int:
-    """Predicted extra resident memory (bytes) of one forward + backward of
-    ``batch`` interpolation nodes of an ``n_tokens``-token document:
-    ``batch`` times the weighted :func:`memory_features` (activations kept
-    for the backward pass, attention scores), plus under autocast a
-    half-precision copy of the weights. An upper bound of every measurement
-    in benchmarks/results/memory_budget.md.
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-        The sequence classifier (its ``config`` and weights are read).
-    n_tokens : int
-        Document length in tokens ([CLS] and [SEP] included); Longformer
-        models pad it to a multiple of their largest window.
-    batch : int
-        Interpolation nodes run at once (0: nothing runs, 0 bytes; under
-        ``autocast`` still the half-precision weights).
-    fast_attention : bool or None
-        Longformer only: pyattn's banded attention (None: as ``attribute``
-        chooses, on for Longformer models).
-    autocast : bool
-        Under bfloat16/float16 autocast (the float32 prediction, an upper
-        bound, plus the half-precision copies of the weights).
-
-    Returns
-    -------
-    int
-        Bytes, on top of what the process already holds (the model's own
-        weights are not counted). A prediction from the fitted coefficients,
-        not a measurement.
-
-    Examples
-    --------
-    >>> import pyattn
-    >>> model, _ = pyattn.load_demo()
-    >>> one, two = predicted_step_bytes(model, 512, batch=1), predicted_step_bytes(model, 512, batch=2)
-    >>> one < two < predicted_step_bytes(model, 1024, batch=2)  # grows with the batch and the length
-    True
-    >>> two - one == one - predicted_step_bytes(model, 512, batch=0)  # linear in the batch
-    True
-    >>> predicted_step_bytes(model, 500) == one  # the demo pads to a multiple of its largest window, 128
-    True
-    """
-    config = model.config
-    if fast_attention is None:
-        fast_attention = getattr(config, "attention_window", None) is not None
-    features = memory_features(config, n_tokens, bool(fast_attention))
-    per_example = sum(MEMORY_COEFFICIENTS[name] * value for name, value in features.items())
-    total = per_example * int(batch) + (MEMORY_COEFFICIENTS["step"] if batch else 0)
-    if autocast:
-        total += 2 * sum(p.numel() for p in model.parameters())  # half-precision copies of the weights
-    return int(math.ceil(total))
-
-
-def memory_model_description() -> str:
-    """The per-step memory model in words, with its coefficients."""
-    c = MEMORY_COEFFICIENTS
-    return (
-        "Model (`pyattn.attribution.predicted_step_bytes`): bytes of one step = batch x 4 N x "
-        f"({c['hidden']:.4g} L h + {c['intermediate']:.4g} L i + {c['scores_band']:.4g} sum_l H (w_l + 2) [transformers' Longformer attention] "
-        f"+ {c['scores_full']:.4g} L H N [full attention] + {c['token']:.4g}) + batch x {c['quadratic']:.4g} N^2 + {c['step']:.4g}, "
-        "N the padded length, L layers, h hidden, i intermediate, H heads, w_l a layer's window; pyattn's fast attention adds no score "
-        "term (its key and value blocks are counted in the activations); under autocast the float32 prediction plus 2 bytes per weight. "
-        "Coefficients: `benchmarks/memory_budget.py fit` (the tightest non-negative ones above every row below, then 5% to spare)."
-    )
-
-
-#: The default memory budget (process resident memory on a CPU): the smaller
-#: of this cap and what the process holds plus half the memory available.
-#: With it a Longformer-base-shaped model (1.0 GB held) runs documents of up
-#: to about 3,700 tokens within the prediction; longer ones run at batch 1
-#: with a warning (a 4,096-token document measured 5.8 GB peak RSS, under
-#: 6 GB: benchmarks/results/memory_budget.md).
-DEFAULT_MEMORY_CAP = 6 * 10**9
-DEFAULT_MEMORY_FRACTION = 0.5
-
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
-          "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
-
-
-class MemoryBudgetWarning(UserWarning):
-    """Even one integration step of a document is predicted to exceed the
-    memory budget; it runs at batch 1 anyway."""
-
-
-def parse_memory_budget(value) -> int | None:
-    """A memory budget in bytes: a positive number of bytes, or a string such
-    as ``"6GB"``, ``"500 MB"``, ``"4GiB"`` (GB = 10**9 bytes, GiB = 2**30).
-    None stays None (the default rule). Anything else is a one-line
-    ValueError naming the value.
-
-    Examples
-    --------
-    >>> parse_memory_budget("6GB"), parse_memory_budget("1.5 GiB"), parse_memory_budget(4096)
-    (6000000000, 1610612736, 4096)
-    """
-    import re
-
-    if value is None:
-        return None
-    expected = 'a positive number of bytes or a size such as "6GB", "500MB" or "4GiB"'
-    if isinstance(value, bool):
-        raise InputError(f"memory_budget must be {expected}, got {value!r}")
-    if isinstance(value, (int, np.integer, float, np.floating)):
-        number, unit = float(value), ""
-    elif isinstance(value, str):
-        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*", value)
-        if not match or match.group(2).lower() not in _UNITS:
-            raise InputError(f"memory_budget must be {expected}, got {value!r}")
-        number, unit = float(match.group(1)), match.group(2).lower()
-    else:
-        raise InputError(f"memory_budget must be {expected}, got {value!r}")
-    size = number * _UNITS[unit]
-    if not math.isfinite(size) or size < 1:
-        raise InputError(f"memory_budget must be {expected}, got {value!r}")
-    return int(size)
-
-
-def _format_bytes(size: float) -> str:
-    return f"{size / 1e9:.2f} GB" if abs(size) >= 1e9 else f"{size / 1e6:.0f} MB"
-
-
-def held_bytes(device=None) -> int:
-    """What the process holds now: on a CPU its resident memory (after
-    handing freed memory back to the OS with ``malloc_trim``), on CUDA the
-    memory torch has allocated on the device.
-
-    Parameters
-    ----------
-    device : torch.device, str or None
-        Where to measure (None: CUDA when available, else the CPU, as
-        :func:`attribute` chooses).
-
-    Returns
-    -------
-    int
-        Bytes. On a CPU this is the whole process, not only torch's tensors;
-        on CUDA only torch's allocated tensors, not its cache or the context.
-
-    Raises
-    ------
-    ValueError
-        When ``device`` is not a torch device.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> before = held_bytes("cpu")
-    >>> block = np.ones(50_000_000 // 8)  # 50 MB, written, so resident
-    >>> held_bytes("cpu") - before > 40_000_000
-    True
-    >>> held_bytes("nonsense")
-    Traceback (most recent call last):
-    ...
-    pyattn.errors.InputError: device must be a torch device such as 'cpu' or 'cuda:0', got 'nonsense'
-    """
-    device = _resolve_device(device)
-    if device.type == "cuda":
-        return int(torch.cuda.memory_allocated(device))
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # pragma: no cover - not glibc
-        pass
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError):  # pragma: no cover - no /proc
-        import resource
-
-        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
-
-
-def default_memory_budget(device=None, held: int | None = None) -> int:
-    """The budget used when none is given: on a CPU
-    ``min(DEFAULT_MEMORY_CAP, held + DEFAULT_MEMORY_FRACTION * available)``
-    (6 GB, or less where less memory is free); on CUDA what torch holds plus
-    80% of the device's free memory.
-
-    Parameters
-    ----------
-    device : torch.device, str or None
-        Where the attribution runs (None: CUDA when available, else the CPU).
-    held : int or None
-        Bytes the process holds now (None: :func:`held_bytes` measures it).
-
-    Returns
-    -------
-    int
-        The budget in bytes, for the whole process (what it holds included):
-        what an attribution may add is the budget minus ``held``. It depends
-        on the memory free on this machine now.
-
-    Raises
-    ------
-    ValueError
-        When ``device`` is not a torch device.
-
-    Examples
-    --------
-    >>> budget = default_memory_budget("cpu", held=10**8)
-    >>> 10**8 < budget <= DEFAULT_MEMORY_CAP  # at most 6 GB, and more than what is held
-    True
-    >>> default_memory_budget("cpu", held=10**10) == DEFAULT_MEMORY_CAP  # holding more than the cap: the cap
-    True
-    """
-    device = _resolve_device(device)
-    held = held_bytes(device) if held is None else held
-    if device.type == "cuda":
-        return int(held + 0.8 * _available_bytes(device))
-    return int(min(DEFAULT_MEMORY_CAP, held + DEFAULT_MEMORY_FRACTION * _available_bytes(device)))
-
-
-def batch_for_budget(model: torch.nn.Module, n_tokens: int, n_steps: int, allowance: int, fast_attention: bool | None = None, autocast: bool = False) -> int:
-    """The largest batch (at most ``n_steps``) whose predicted step
-    (:func:`predicted_step_bytes`) fits in ``allowance`` bytes; 0 when not
-    even one step fits.
-
-    Parameters
-    ----------
-    model : torch.nn.Module
-        The sequence classifier (as for :func:`predicted_step_bytes`).
-    n_tokens : int
-        Document length in tokens (the longest of the batch).
-    n_steps : int
-        Interpolation nodes wanted: the batch is never larger.
-    allowance : int
-        Bytes a step may add to what the process holds (a budget minus
-        :func:`held_bytes`).
-    fast_attention, autocast
-        As for :func:`predicted_step_bytes`.
-
-    Returns
-    -------
-    int
-        The batch, 0 to ``n_steps``; a caller that must run anyway runs at
-        batch 1 (as :func:`attribute` does, with a ``MemoryBudgetWarning``).
-
-    Examples
-    --------
-    >>> import pyattn
-    >>> model, _ = pyattn.load_demo()
-    >>> allowance = predicted_step_bytes(model, 512, batch=3)  # exactly three steps
-    >>> batch_for_budget(model, 512, 16, allowance), batch_for_budget(model, 512, 2, allowance)
-    (3, 2)
-    >>> batch_for_budget(model, 512, 16, allowance - 1)  # a byte less: two
-    2
-    >>> batch_for_budget(model, 512, 16, allowance=1000)  # not even one step
-    0
-    """
-    def predicted(batch: int) -> int:
-        return predicted_step_bytes(model, n_tokens, batch, fast_attention, autocast)
-
-    fixed = predicted(0)  # 0 without autocast (the per-step constant counts from batch 1); the loops below settle rounding
-    per_step = max(1, predicted(1) - fixed)
-    batch = int(max(0, min(n_steps, (allowance - fixed) // per_step)))
-    while batch < n_steps and predicted(batch + 1) <= allowance:  # rounding
-        batch += 1
-    while batch > 0 and predicted(batch) > allowance:
-        batch -= 1
-    return batch
-
-
-def auto_batch_size(model: torch.nn.Module, n_tokens: int, n_steps: int, device=None, memory_budget: int | str | None = None) -> int:
-    """The batch :func:`attribute` chooses for one document of ``n_tokens``
-    tokens and ``n_steps`` nodes: the largest whose predicted step fits in
-    ``memory_budget`` (None: :func:`default_memory_budget`) minus what the
-    process holds now (:func:`batch_for_budget`). At least 1, at most
-    ``n_steps``.
-
-    >>> import pyattn
-    >>> model, _ = pyattn.load_demo()
-    >>> 1 <= auto_batch_size(model, n_tokens=512, n_steps=16) <= 16
-    True
-    >>> auto_batch_size(model, n_tokens=512, n_steps=16, memory_budget=1)  # not even one step fits: 1 anyway
-    1
-    """
-    device = _resolve_device(device)
-    held = held_bytes(device)
-    budget = parse_memory_budget(memory_budget)
-    budget = default_memory_budget(device, held) if budget is None else budget
-    return max(1, batch_for_budget(model, n_tokens, n_steps, budget - held))
-
-
-# --------------------------------------------------------------------------- the path integral
-
-
-class _Stop(Exception):
-    """Raised by the capture hook: the model need not run past the embeddings."""
-
-
-class _PathIntegrand:
-    """The integrand of Layer Integrated Gradients for one document: for each
-    node alpha, the target probability and the per-token projection
-    ``sum_e (E_in - E_base)[t, e] * dF/dE[t, e]`` (float64, (N_layer,)).
-    Nodes of several documents run in one batch with :func:`_evaluate_group`."""
-
-    def __init__(self, model, document, target: int | None, autocast_dtype, device):
-        self.model = model
-        self.layer = embedding_layer(model)
-        self.document = document
-        self.target = target
-        self.autocast_dtype = autocast_dtype
-        self.device = device
-        self.output = output_kind(model)  # what F is
-        self.forward_examples = 0
-        self.endpoints: dict[float, np.ndarray] = {}  # alpha -> (C,) outputs F
-        self.embedded_input, self.embedded_baseline = self._embed()
-        self.difference = self.embedded_input - self.embedded_baseline
-
-    def _model_kwargs(self, batch: int, input_ids: torch.Tensor | None = None) -> dict:
-        kwargs = self.document.forward_kwargs(input_ids)
-        return {k: v.expand(batch, -1) if v.shape[0] == 1 else v for k, v in kwargs.items()}
-
-    def _embed(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The embedding layer's output for the input and the baseline, as the
-        model makes it (padding and position ids included), running the model
-        only up to that layer."""
-        captured = []
-
-        def hook(module, args, output):
-            captured.append(output)
-            raise _Stop
-
-        handle = self.layer.register_forward_hook(hook)
-        ids = torch.cat([self.document.input_ids, self.document.baseline_ids])
-        try:
-            with torch.no_grad():
-                self.model(**self._model_kwargs(2, ids))
-        except _Stop:
-            pass
-        finally:
-            handle.remove()
-        if not captured or not isinstance(captured[0], torch.Tensor):
-            raise ValueError(f"the embedding layer of {type(self.model).__name__} did not return one tensor")
-        output = captured[0].detach().float()
-        return output[:1], output[1:]
-
-    def _autocast(self):
-        if self.autocast_dtype is None:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
-
-    def __call__(self, alphas: Sequence[float]) -> np.ndarray:
-        """Projected gradients (len(alphas), N_layer) float64. With no target
-        yet, the batch must start at alpha = 1: the target becomes the class
-        the model predicts there (the model's own input)."""
-        return _evaluate_group([(self, list(alphas))])[0]
-
-    def plain_forward(self, autocast: bool = True) -> np.ndarray:
-        """F of the model on (input, baseline), (2, C), one no-grad forward."""
-        ids = torch.cat([self.document.input_ids, self.document.baseline_ids])
-        with torch.no_grad(), (self._autocast() if autocast else nullcontext()):
-            logits = self.model(**self._model_kwargs(2, ids)).logits
-        self.forward_examples += 2
-        return model_output(logits, self.output).cpu().numpy()
-
-    def run_endpoints(self) -> None:
-        """F(input) and F(baseline) by a plain forward (for rules without the ends)."""
-        both = self.plain_forward()
-        self.endpoints[1.0], self.endpoints[0.0] = both[0], both[1]
-        if self.target is None:
-            self.target = int(both[0].argmax())
-
-    def gap(self) -> float:
-        """F(input) - F(baseline) for the target class."""
-        return float(self.endpoints[1.0][self.target]) - float(self.endpoints[0.0][self.target])
-
-
-def _group_kwargs(parts) -> dict:
-    """Model inputs of several documents' nodes in one batch: each document's
-    row repeated once per node, padded at the end to the longest document
-    (attention mask 0, no global attention: the padding is invisible to the
-    real tokens, as the model's own padding is)."""
-    if len(parts) == 1:
-        integrand, alphas = parts[0]
-        return integrand._model_kwargs(len(alphas))
-    config = parts[0][0].model.config
-    pad_id = getattr(config, "pad_token_id", None) or 0
-    # padded positions are masked and their embeddings replaced: any valid id will do
-    pad_values = {"input_ids": pad_id, "attention_mask": 0, "position_ids": 0, "global_attention_mask": 0}
-    longest = max(integrand.document.input_ids.shape[1] for integrand, _ in parts)
-    rows: dict[str, list[torch.Tensor]] = {}
-    for integrand, alphas in parts:
-        for name, value in integrand.document.forward_kwargs().items():
-            value = torch.nn.functional.pad(value, (0, longest - value.shape[1]), value=pad_values.get(name, 0))
-            rows.setdefault(name, []).append(value.expand(len(alphas), -1))
-    return {name: torch.cat(values) for name, values in rows.items()}
-
-
-def _evaluate_group(parts: Sequence[tuple[_PathIntegrand, list[float]]]) -> list[np.ndarray]:
-    """One forward + backward for the nodes of one or more documents (same
-    model, autocast and device). Returns each document's projected gradients,
-    ``(len(alphas), N_layer)`` float64, in order. Rows do not interact (the
-    model runs in eval mode), so each document's result is the one it gets
-    alone; a document without a target yet must start at alpha = 1."""
-    first = parts[0][0]
-    dtype = first.embedded_input.dtype
-    leaves = []
-    for integrand, alphas in parts:
-        alpha = torch.tensor([float(a) for a in alphas], dtype=dtype, device=first.device)[:, None, None]
-        leaves.append(((1 - alpha) * integrand.embedded_baseline + alpha * integrand.embedded_input).requires_grad_(True))
-
-    def replace(module, args, output):
-        if not isinstance(output, torch.Tensor):
-            return output
-        if len(leaves) == 1:
-            return leaves[0].to(output.dtype)
-        length = output.shape[1]
-        if any(leaf.shape[1] > length for leaf in leaves):
-            raise RuntimeError("internal error: a document's embeddings are longer than the group's")
-        padded = [torch.nn.functional.pad(leaf, (0, 0, 0, length - leaf.shape[1])) for leaf in leaves]
-        return torch.cat(padded).to(output.dtype)
-
-    handle = first.layer.register_forward_hook(replace)
-    try:
-        with torch.enable_grad(), first._autocast():
-            logits = first.model(**_group_kwargs(parts)).logits
-        probabilities = model_output(logits, first.output)  # F: softmax, sigmoid or raw
-        objective = []
-        start = 0
-        for integrand, alphas in parts:
-            rows = probabilities[start : start + len(alphas)]
-            for row, a in enumerate(alphas):
-                if a in (0.0, 1.0):
-                    integrand.endpoints[float(a)] = rows[row].detach().cpu().numpy()
-            if integrand.target is None:
-                if alphas[0] != 1.0:
-                    raise RuntimeError("internal error: the first node evaluated must be alpha = 1 when the target is not given")
-                integrand.target = int(rows[0].argmax())
-            objective.append(rows[:, integrand.target].sum())
-            start += len(alphas)
-        gradients = torch.autograd.grad(torch.stack(objective).sum(), leaves)
-    finally:
-        handle.remove()
-    projected = []
-    for (integrand, alphas), gradient in zip(parts, gradients):
-        integrand.forward_examples += len(alphas)
-        projected.append((gradient.float() * integrand.difference).sum(-1).detach().double().cpu().numpy())
-    return projected
+    return resolve_device(device)
 
 
 def _autocast_dtype(autocast, device: torch.device):
@@ -799,165 +231,66 @@ def _autocast_dtype(autocast, device: torch.device):
     raise InputError(f'autocast must be False, True, "bfloat16" or "float16", got {autocast!r}')
 
 
-#: Under autocast, ``n_steps="auto"`` stops refining once two doublings of
-#: the nodes have not halved the completeness error: the error has reached
-#: the half-precision rounding floor of the model's outputs, and more nodes
-#: only cost time (the result says ``stalled``; in float32 refinement goes
-#: on to ``max_steps``, as a steep path can plateau before it resolves).
-STALL_FACTOR = 0.5
+def _attribution_of(run: DocumentRun) -> Attribution:
+    """The finished document's :class:`Attribution` (under autocast, one
+    more plain float32 forward for the float32 gap)."""
+    import time
 
-
-def _stalled(tries: list[tuple[int, float]], autocast_dtype, n_steps) -> bool:
-    if autocast_dtype is None or n_steps != "auto" or len(tries) < 3:
-        return False
-    return min(error for _, error in tries[-2:]) > STALL_FACTOR * tries[-3][1]
-
-
-class _DocumentRun:
-    """One document's integration, level by level: ``pending`` are the nodes
-    its current level still needs (in the order they must run); ``add``
-    takes their projected gradients; when a level is complete it is checked
-    and either the next level starts or the document is ``finished``."""
-
-    def __init__(self, model, tokenizer, text, target, n_steps, method, tol, max_steps, max_length, autocast_dtype, device, on_progress=None):
-        import time
-
-        self.start_time = time.perf_counter()
-        self.n_steps, self.method, self.tol, self.on_progress = n_steps, method, tol, on_progress
-        self.document = encode(model, tokenizer, text, max_length).to(device)
-        self.n_tokens = self.document.input_ids.shape[1]
-        self.integrand = _PathIntegrand(model, self.document, target, autocast_dtype, device)
-        self.projected = np.zeros((0, self.integrand.difference.shape[1]))
-        self.previous_scores, self.previous_steps, self.tries, self.converged = None, None, [], False
-        self.finished = self.stalled = False
-        self.done = 0
-        level = quadrature.level_of(n_steps) if n_steps != "auto" else None
-        self.nested = method in quadrature.NESTED_METHODS and (n_steps == "auto" or level is not None)
-        if self.nested:
-            if n_steps == "auto":
-                last_level = int(math.log2(max_steps - 1))
-                check_from = min(quadrature.level_of(AUTO_FIRST_STEPS), last_level)
-            else:
-                last_level = check_from = level
-            # levels below the first checked one cost nothing extra (their nodes
-            # are a subset): the first batch runs all of the first checked level
-            self.levels = list(range(check_from, last_level + 1))
-            self._start_level(self.levels.pop(0))
-        else:
-            self.integrand.run_endpoints()
-            alphas, self.weights = quadrature.rule(method, n_steps)
-            self.pending = [float(a) for a in alphas]
-            self.planned = len(alphas)
-
-    def _start_level(self, level: int) -> None:
-        self.level = level
-        alphas, self.weights, self.index = quadrature.nested_level(self.method, level)
-        self.pending = [float(a) for a in alphas[np.argsort(self.index)][len(self.projected) :]]
-        self.planned = len(alphas)
-
-    def add(self, projected: np.ndarray) -> None:
-        """The projected gradients of the first ``len(projected)`` pending nodes."""
-        self.projected = np.concatenate([self.projected, projected])
-        self.pending = self.pending[len(projected) :]
-        self.done += len(projected)
-        if self.on_progress is not None:
-            self.on_progress(self.done, self.planned)
-        if not self.pending:
-            self._check_level()
-
-    def _check_level(self) -> None:
-        integrand = self.integrand
-        if self.nested:
-            self.scores, self.steps = self.weights @ self.projected[self.index], len(self.index)
-            if self.level > 0:
-                _, coarse_weights, coarse_index = quadrature.nested_level(self.method, self.level - 1)
-                self.previous_scores, self.previous_steps = coarse_weights @ self.projected[coarse_index], len(coarse_index)
-        else:
-            self.scores, self.steps = self.weights @ self.projected, len(self.weights)
-        self.gap = integrand.gap()
-        self.delta = float(self.scores[: self.n_tokens].sum()) - self.gap
-        self.tries.append((self.steps, abs(self.delta)))
-        # a gap of 0 has no relative error to speak of: never converged
-        self.converged = self.gap != 0 and abs(self.delta) <= self.tol * abs(self.gap)
-        self.stalled = self.stalled or (not self.converged and _stalled(self.tries, integrand.autocast_dtype, self.n_steps))
-        if self.nested and self.levels and not (self.converged and self.n_steps == "auto") and not self.stalled:
-            self._start_level(self.levels.pop(0))
-        else:
-            self.finished = True
-
-    def result(self) -> Attribution:
-        """The finished document's :class:`Attribution` (under autocast, one
-        more plain float32 forward for the float32 gap)."""
-        import time
-
-        integrand = self.integrand
-        target = integrand.target
-        probabilities = integrand.endpoints[1.0]
-        float32_gap = None
-        if integrand.autocast_dtype is not None:
-            exact = integrand.plain_forward(autocast=False)
-            float32_gap = float(exact[0, target] - exact[1, target])
-        # Longformer pads to a multiple of its window inside: crop to the document.
-        n_tokens = self.n_tokens
-        final = self.scores[:n_tokens]
-        token_change = token_change_max = float("nan")
-        score_error = None
-        if self.previous_scores is not None:
-            difference = final - self.previous_scores[:n_tokens]
-            score_error = np.abs(difference)
-            norm = float(np.linalg.norm(final))
-            token_change = float(np.linalg.norm(difference)) / norm if norm > 0 else float("inf")
-            peak = float(np.abs(final).max())
-            token_change_max = float(score_error.max()) / peak if peak > 0 else float("inf")
-        document = self.document
-        return Attribution(
-            tokens=document.tokens,
-            input_ids=document.input_ids[0].tolist(),
-            scores=final.astype(np.float64),
-            outputs=np.asarray(probabilities, dtype=np.float32),
-            predicted_label=int(np.argmax(probabilities)),
-            target=target,
-            delta=self.delta,
-            output_gap=self.gap,
-            n_steps=self.steps,
-            model_evaluations=integrand.forward_examples,
-            converged=bool(self.converged),
-            truncated_tokens=document.truncated_tokens,
-            tries=self.tries,
-            tol=float(self.tol),
-            method=self.method,
-            token_change=token_change,
-            token_change_max=token_change_max,
-            previous_n_steps=self.previous_steps,
-            score_error=score_error,
-            autocast_dtype=None if integrand.autocast_dtype is None else str(integrand.autocast_dtype).replace("torch.", ""),
-            float32_output_gap=float32_gap,
-            stalled=bool(self.stalled),
-            seconds=time.perf_counter() - self.start_time,
-            output=integrand.output,
-        )
+    integrand = run.integrand
+    target = integrand.target
+    probabilities = integrand.endpoints[1.0]
+    float32_gap = None
+    if integrand.autocast_dtype is not None:
+        exact = integrand.plain_forward(autocast=False)
+        float32_gap = float(exact[0, target] - exact[1, target])
+    # Longformer pads to a multiple of its window inside: crop to the document.
+    n_tokens = run.n_tokens
+    final = run.scores[:n_tokens]
+    token_change = token_change_max = float("nan")
+    score_error = None
+    if run.previous_scores is not None:
+        difference = final - run.previous_scores[:n_tokens]
+        score_error = np.abs(difference)
+        norm = float(np.linalg.norm(final))
+        token_change = float(np.linalg.norm(difference)) / norm if norm > 0 else float("inf")
+        peak = float(np.abs(final).max())
+        token_change_max = float(score_error.max()) / peak if peak > 0 else float("inf")
+    document = run.document
+    return Attribution(
+        tokens=document.tokens,
+        input_ids=document.input_ids[0].tolist(),
+        scores=final.astype(np.float64),
+        outputs=np.asarray(probabilities, dtype=np.float32),
+        predicted_label=int(np.argmax(probabilities)),
+        target=target,
+        delta=run.delta,
+        output_gap=run.gap,
+        n_steps=run.steps,
+        model_evaluations=integrand.forward_examples,
+        converged=bool(run.converged),
+        truncated_tokens=document.truncated_tokens,
+        tries=run.tries,
+        tol=float(run.tol),
+        method=run.method,
+        token_change=token_change,
+        token_change_max=token_change_max,
+        previous_n_steps=run.previous_steps,
+        score_error=score_error,
+        autocast_dtype=None if integrand.autocast_dtype is None else str(integrand.autocast_dtype).replace("torch.", ""),
+        float32_output_gap=float32_gap,
+        stalled=bool(run.stalled),
+        seconds=time.perf_counter() - run.start_time,
+        output=integrand.output,
+    )
 
 
 @preserving(gradients=True)
-def attribute_stream(
-    model: torch.nn.Module,
-    tokenizer,
-    texts: Iterable[str],
-    targets: Sequence[int | None] | None = None,
-    n_steps: int | str = "auto",
-    method: str = DEFAULT_METHOD,
-    internal_batch_size: int | None = None,
-    max_length: int | None = None,
-    device=None,
-    tol: float = 0.01,
-    max_steps: int = AUTO_MAX_STEPS,
-    autocast: bool | str = False,
-    fast_attention: bool | None = None,
-    memory_budget: int | str | None = None,
-    group: bool = True,
-    on_progress_for: Callable[[int], Callable[[int, int], None] | None] | None = None,
-    on_progress: Callable[[int, int], None] | None = None,
-) -> Iterable[tuple[int, Attribution]]:
+def attribute_stream(model: torch.nn.Module, tokenizer, texts: Iterable[str], targets: Sequence[int | None] | None = None,
+                     n_steps: int | str = "auto", method: str = DEFAULT_METHOD, internal_batch_size: int | None = None,
+                     max_length: int | None = None, device=None, tol: float = 0.01, max_steps: int = AUTO_MAX_STEPS,
+                     autocast: bool | str = False, fast_attention: bool | None = None, memory_budget: int | str | None = None,
+                     group: bool = True, on_progress_for: Callable[[int], Callable[[int, int], None] | None] | None = None,
+                     on_progress: Callable[[int, int], None] | None = None) -> Iterable[tuple[int, Attribution]]:
     """Attributions of many texts, yielded as ``(index, Attribution)`` as each
     document finishes (not necessarily in order). Arguments as
     :func:`attribute`; each argument is checked before any work.
@@ -1042,81 +375,15 @@ def attribute_stream(
 
     fast_active = bool(longformer_self_attentions(model)) if fast_attention is None else bool(fast_attention)
     with fast_attention_context(model, fast_attention):
-        allowance = None
-        if internal_batch_size is None:
-            held = held_bytes(device)
-            budget = default_memory_budget(device, held) if budget is None else budget
-            allowance = budget - held
+        capacity = memory_capacity(model, device, internal_batch_size, budget, fast_active, autocast_dtype is not None)
 
-        def capacity(n_tokens: int, run) -> int:
-            if internal_batch_size is not None:
-                return internal_batch_size
-            fit = batch_for_budget(model, n_tokens, 1 << 30, allowance, fast_active, autocast_dtype is not None)
-            if fit == 0 and not getattr(run, "warned", False):
-                import warnings
+        def start(index: int) -> DocumentRun:
+            callback = on_progress_for(index) if on_progress_for is not None else on_progress
+            return DocumentRun(model, tokenizer, texts[index], targets[index], n_steps, method, tol, max_steps, max_length,
+                               autocast_dtype, device, callback, first_steps=AUTO_FIRST_STEPS)
 
-                run.warned = True
-                predicted = predicted_step_bytes(model, run.n_tokens, 1, fast_active, autocast_dtype is not None)
-                warnings.warn(
-                    f"memory budget {_format_bytes(budget)}: one integration step of a {run.n_tokens}-token document is predicted to need "
-                    f"{_format_bytes(predicted)} on top of the {_format_bytes(held)} the process holds; running at batch 1 anyway",
-                    MemoryBudgetWarning,
-                    stacklevel=3,
-                )
-            return max(1, fit)
-
-        queue = iter(range(len(texts)))
-        active: list[tuple[int, _DocumentRun]] = []
-        exhausted = False
-        while True:
-            parts, rows, longest = [], 0, 0
-            position = 0
-            while True:
-                if position == len(active):
-                    if exhausted or (active and not group):
-                        break
-                    index = next(queue, None)
-                    if index is None:
-                        exhausted = True
-                        break
-                    callback = on_progress_for(index) if on_progress_for is not None else on_progress
-                    active.append((index, _DocumentRun(model, tokenizer, texts[index], targets[index], n_steps, method, tol, max_steps,
-                                                       max_length, autocast_dtype, device, callback)))
-                index, run = active[position]
-                if run.finished:  # finished on its own (nothing pending)
-                    position += 1
-                    continue
-                length = max(longest, run.n_tokens)
-                cap = capacity(length, run)
-                if rows >= cap:
-                    break
-                take = min(len(run.pending), cap - rows)
-                parts.append((run, take))
-                rows, longest = rows + take, length
-                position += 1
-                if rows >= cap:
-                    break
-            if not parts:
-                for index, run in active:
-                    if run.finished:
-                        yield index, run.result()
-                if exhausted or not active:
-                    return
-                active = [(i, r) for i, r in active if not r.finished]
-                continue
-            projected = _evaluate_group([(run.integrand, run.pending[:take]) for run, take in parts])
-            for (run, _), p in zip(parts, projected):
-                run.add(p)
-            still = []
-            for index, run in active:
-                if run.finished:
-                    yield index, run.result()
-                else:
-                    still.append((index, run))
-            active = still
-            if exhausted and not active:
-                return
-
+        for index, run in run_documents(len(texts), start, capacity, group):
+            yield index, _attribution_of(run)
 
 @transformers_quiet()
 def attribute(
