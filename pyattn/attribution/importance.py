@@ -213,6 +213,34 @@ def head_gate_importance(
     return scores.float()
 
 
+#: What :func:`save_head_importance` and :func:`load_head_importance` say
+#: about a table that is not an (L, H) array of finite, non-negative numbers
+#: (:func:`_check_table`); the same checks, so what is saved loads back.
+_SAVE_REFUSALS = {
+    "shape": "head importance must be 2-D (L, H), got shape {shape}",
+    "empty": "head importance must be (L, H) with L, H >= 1, got shape {shape}",
+    "non_finite": "head importance holds {non_finite} non-finite value(s) (NaN or inf): it could not be loaded back",
+    "negative": "head importance must be >= 0, got a minimum of {minimum:g}: it could not be loaded back",
+}
+_LOAD_REFUSALS = {
+    "shape": "{path!r} holds an array of shape {shape}; head importance must be 2-D (L, H)",
+    "empty": "{path!r} holds an empty array of shape {shape}; head importance must be (L, H) with L, H >= 1",
+    "non_finite": "{path!r} holds {non_finite} non-finite value(s) (NaN or inf); head importance must be finite",
+    "negative": "{path!r} holds negative value(s) (min {minimum:g}); head importance must be >= 0",
+}
+
+
+def _check_table(importance: torch.Tensor, refusals: dict[str, str], path: str | None = None) -> None:
+    """A ValueError worded by ``refusals`` unless ``importance`` is 2-D,
+    non-empty, finite and non-negative."""
+    finite = torch.isfinite(importance)
+    problem = ("shape" if importance.dim() != 2 else "empty" if importance.numel() == 0
+               else "non_finite" if not finite.all() else "negative" if (importance < 0).any() else None)
+    if problem is not None:
+        minimum = float(importance.min()) if problem == "negative" else None
+        raise ValueError(refusals[problem].format(shape=tuple(importance.shape), non_finite=int((~finite).sum()), minimum=minimum, path=path))
+
+
 def save_head_importance(importance: torch.Tensor, path: str | os.PathLike) -> None:
     """Save an ``(L, H)`` importance as ``.pt`` (a tensor) or ``.npy``.
 
@@ -256,14 +284,7 @@ def save_head_importance(importance: torch.Tensor, path: str | os.PathLike) -> N
     if isinstance(importance, torch.Tensor) and importance.is_meta:
         raise ValueError("head importance is a meta tensor (shape only, no values): there is nothing to save")
     importance = torch.as_tensor(importance).detach().cpu()
-    if importance.dim() != 2:
-        raise ValueError(f"head importance must be 2-D (L, H), got shape {tuple(importance.shape)}")
-    if importance.numel() == 0:
-        raise ValueError(f"head importance must be (L, H) with L, H >= 1, got shape {tuple(importance.shape)}")
-    if not torch.isfinite(importance).all():
-        raise ValueError(f"head importance holds {int((~torch.isfinite(importance)).sum())} non-finite value(s) (NaN or inf): it could not be loaded back")
-    if (importance < 0).any():
-        raise ValueError(f"head importance must be >= 0, got a minimum of {float(importance.min()):g}: it could not be loaded back")
+    _check_table(importance, _SAVE_REFUSALS)
     if path.endswith(".npy"):
         np.save(path, importance.numpy())
     elif path.endswith(".pt"):
@@ -344,14 +365,7 @@ def load_head_importance(path: str | os.PathLike, model=None) -> torch.Tensor:
             f"{path!r} is not a head-importance array: not a tensor file pyattn can read safely "
             "(garbage, truncated, or a pickle with unsupported contents; pyattn never runs pickled code)"
         ) from None
-    if importance.dim() != 2:
-        raise ValueError(f"{path!r} holds an array of shape {tuple(importance.shape)}; head importance must be 2-D (L, H)")
-    if importance.numel() == 0:
-        raise ValueError(f"{path!r} holds an empty array of shape {tuple(importance.shape)}; head importance must be (L, H) with L, H >= 1")
-    if not torch.isfinite(importance).all():
-        raise ValueError(f"{path!r} holds {int((~torch.isfinite(importance)).sum())} non-finite value(s) (NaN or inf); head importance must be finite")
-    if (importance < 0).any():
-        raise ValueError(f"{path!r} holds negative value(s) (min {float(importance.min()):g}); head importance must be >= 0")
+    _check_table(importance, _LOAD_REFUSALS, path=path)
     importance = importance.float()
     if model is not None:
         expected = (model.config.num_hidden_layers, model.config.num_attention_heads)

@@ -55,6 +55,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pyattn.attribution._common import token_frame
 from pyattn.errors import InputError
 from pyattn.inputs import embedding_layer, encode, is_longformer
 from pyattn.ops import attention_received
@@ -79,13 +80,18 @@ class SinglePassBatch:
 
     Examples
     --------
-    >>> import pyattn
+    A batch of two rows, the same document explained for each of the two
+    classes (softmax: the two probabilities move in opposite directions):
+
+    >>> import pyattn, torch
     >>> from pyattn.inputs import encode
     >>> model, tokenizer = pyattn.load_demo()
-    >>> document = encode(model, tokenizer, "the borrow checker rejects the program")
-    >>> batch = single_pass_from_inputs(model, **document.forward_kwargs())
-    >>> batch.gradient_x_input.shape, batch.attention_gradient.shape, batch.targets.tolist()
-    (torch.Size([1, 11]), torch.Size([3, 1, 11]), [1])
+    >>> inputs = encode(model, tokenizer, "the borrow checker rejects the program").forward_kwargs()
+    >>> batch = single_pass_from_inputs(model, **{k: v.repeat(2, 1) for k, v in inputs.items()}, target=torch.tensor([0, 1]))
+    >>> batch.gradient_x_input.shape, batch.attention_gradient.shape, batch.targets.tolist()  # (B, N), (L, B, N)
+    (torch.Size([2, 11]), torch.Size([3, 2, 11]), [0, 1])
+    >>> torch.allclose(batch.gradient_x_input[0], -batch.gradient_x_input[1], atol=1e-6)
+    True
     """
 
     gradient_x_input: torch.Tensor
@@ -153,18 +159,8 @@ class SinglePass:
     def to_frame(self):
         """One row per token (pandas DataFrame): position, token, and each
         method's score (attention x gradient summed over layers)."""
-        import pandas as pd
-
-        return pd.DataFrame(
-            {
-                "position": np.arange(len(self.tokens)),
-                "token": self.tokens,
-                "gradient_x_input": self.gradient_x_input,
-                "attention_gradient": self.attention_gradient_total,
-                "attention_gradient_positive": self.attention_gradient_positive_total,
-                "gradient_rollout": self.gradient_rollout,
-            }
-        )
+        return token_frame(self.tokens, gradient_x_input=self.gradient_x_input, attention_gradient=self.attention_gradient_total,
+                           attention_gradient_positive=self.attention_gradient_positive_total, gradient_rollout=self.gradient_rollout)
 
 
 def band_gradient(grad_out: torch.Tensor, values: torch.Tensor, half: int, block: int | None = None) -> torch.Tensor:
@@ -468,15 +464,8 @@ def single_pass_from_inputs(
 
 
 @preserving(gradients=True)
-def single_pass(
-    model: torch.nn.Module,
-    tokenizer,
-    text: str,
-    target: int | None = None,
-    max_length: int | None = None,
-    device=None,
-    output: str = "probability",
-) -> SinglePass:
+def single_pass(model: torch.nn.Module, tokenizer, text: str, target: int | None = None, max_length: int | None = None, device=None,
+                output: str = "probability") -> SinglePass:
     """Single-pass explanations of one text, encoded as :func:`pyattn.attribute`
     encodes it (same positions, same embedding layer, same target
     probability).
