@@ -385,6 +385,7 @@ def attribute_stream(model: torch.nn.Module, tokenizer, texts: Iterable[str], ta
         for index, run in run_documents(len(texts), start, capacity, group):
             yield index, _attribution_of(run)
 
+
 @transformers_quiet()
 def attribute(
     model: torch.nn.Module,
