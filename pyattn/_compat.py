@@ -25,6 +25,12 @@ MOVED: dict[str, str] = {
     "explain": "explanation",
     "attention": "model_attention",
     "single_pass": "single_pass_attribution",
+    "similarity": "compare.similarity",
+    "significance": "compare.significance",
+    "uncertainty": "compare.uncertainty",
+    "agreement": "compare.agreement",
+    "tokens": "compare.tokens",
+    "faithfulness": "compare.faithfulness",
 }
 
 

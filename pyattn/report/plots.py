@@ -214,9 +214,9 @@ def per_head_png(per_head: np.ndarray, layer_name: str = "final layer", keep: np
 def metric_distributions_png(per_document, metrics: Sequence[str] | None = None, mask: str | None = None, columns: int = 5,
                              format: str = "png") -> bytes:
     """Box plots of each metric across documents (default: every metric of
-    :data:`pyattn.similarity.METRICS` in the table), one box per attention
+    :data:`pyattn.compare.similarity.METRICS` in the table), one box per attention
     choice (the triangle marks the mean), from
-    :func:`pyattn.similarity.dataset_similarity`'s per-document table
+    :func:`pyattn.compare.similarity.dataset_similarity`'s per-document table
     (restricted to one ``mask`` when given); ``columns`` panels per row.
 
     Parameters
@@ -243,7 +243,7 @@ def metric_distributions_png(per_document, metrics: Sequence[str] | None = None,
     >>> Image.open(io.BytesIO(metric_distributions_png(rows, metrics=["spearman_rho"]))).format
     'PNG'
     """
-    from pyattn.similarity import METRICS
+    from pyattn.compare.similarity import METRICS
 
     frame = per_document if mask is None else per_document[per_document["mask"] == mask]
     metrics = [m for m in (METRICS if metrics is None else metrics) if m in frame.columns]

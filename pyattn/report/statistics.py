@@ -2,7 +2,7 @@
 their p-values beside the dataset's means, intervals and the document's place
 among the others; and the index's summary of every mean.
 
-Both are read from the two tables :func:`pyattn.uncertainty.dataset_statistics`
+Both are read from the two tables :func:`pyattn.compare.uncertainty.dataset_statistics`
 returns (the ones ``pyattn compare`` writes as ``metrics.parquet`` and
 ``metrics_intervals.csv``), so the HTML shows exactly the numbers of those
 files, rounded for display (4 decimals; percentiles 1).
@@ -58,7 +58,7 @@ def document_statistics(per_document, intervals, document, mask: str):
     Parameters
     ----------
     per_document, intervals : pandas.DataFrame
-        The two tables of :func:`pyattn.uncertainty.dataset_statistics` (or
+        The two tables of :func:`pyattn.compare.uncertainty.dataset_statistics` (or
         ``metrics.parquet`` and ``metrics_intervals.csv`` of ``pyattn compare``).
     document : object
         The document's id (compared as text).
@@ -83,7 +83,7 @@ def document_statistics(per_document, intervals, document, mask: str):
     Examples
     --------
     >>> import pandas as pd
-    >>> from pyattn.uncertainty import dataset_statistics
+    >>> from pyattn.compare.uncertainty import dataset_statistics
     >>> metrics = pd.DataFrame({"document": ["a", "b", "c"], "attention": "final", "mask": "all",
     ...                         "spearman_rho": [0.1, 0.3, 0.2], "p_spearman_rho": [0.5, 0.01, 0.04],
     ...                         "significance_n_perm": 99})
@@ -97,7 +97,7 @@ def document_statistics(per_document, intervals, document, mask: str):
     _check_order(per_document, intervals, "document_statistics")
     import pandas as pd
 
-    from pyattn.similarity import METRICS
+    from pyattn.compare.similarity import METRICS
 
     rows = _select(per_document, mask)
     rows = rows[rows["document"].astype(str) == str(document)]
@@ -131,7 +131,7 @@ def summary_statistics(intervals, mask: str):
     Parameters
     ----------
     intervals : pandas.DataFrame
-        The second table of :func:`pyattn.uncertainty.dataset_statistics`
+        The second table of :func:`pyattn.compare.uncertainty.dataset_statistics`
         (``metrics_intervals.csv`` of ``pyattn compare``). Without a ``mask``
         column every row is kept.
     mask : str
@@ -146,7 +146,7 @@ def summary_statistics(intervals, mask: str):
     Examples
     --------
     >>> import pandas as pd
-    >>> from pyattn.uncertainty import dataset_statistics
+    >>> from pyattn.compare.uncertainty import dataset_statistics
     >>> metrics = pd.DataFrame({"document": ["a", "b", "c"], "attention": "final", "mask": "all",
     ...                         "spearman_rho": [0.1, 0.3, 0.2], "p_spearman_rho": [0.5, 0.01, 0.04],
     ...                         "significance_n_perm": 99})
@@ -205,7 +205,7 @@ def display_document_statistics(table):
     Examples
     --------
     >>> import pandas as pd
-    >>> from pyattn.uncertainty import dataset_statistics
+    >>> from pyattn.compare.uncertainty import dataset_statistics
     >>> metrics = pd.DataFrame({"document": ["a", "b", "c"], "attention": "final", "mask": "all",
     ...                         "spearman_rho": [0.1, 0.3, 0.2], "p_spearman_rho": [0.5, 0.01, 0.04],
     ...                         "significance_n_perm": 99})
@@ -259,7 +259,7 @@ def display_summary_statistics(table):
     Examples
     --------
     >>> import pandas as pd
-    >>> from pyattn.uncertainty import dataset_statistics
+    >>> from pyattn.compare.uncertainty import dataset_statistics
     >>> metrics = pd.DataFrame({"document": ["a", "b", "c"], "attention": "final", "mask": "all",
     ...                         "spearman_rho": [0.1, 0.3, 0.2], "p_spearman_rho": [0.5, 0.01, 0.04],
     ...                         "significance_n_perm": 99})
@@ -292,7 +292,7 @@ def statistics_note(intervals, per_document, mask: str, source: str) -> str:
     Parameters
     ----------
     intervals, per_document : pandas.DataFrame
-        The two tables of :func:`pyattn.uncertainty.dataset_statistics`
+        The two tables of :func:`pyattn.compare.uncertainty.dataset_statistics`
         (note the order: ``intervals`` first).
     mask : str
         The token mask the tables show.
@@ -316,7 +316,7 @@ def statistics_note(intervals, per_document, mask: str, source: str) -> str:
     Examples
     --------
     >>> import pandas as pd
-    >>> from pyattn.uncertainty import dataset_statistics
+    >>> from pyattn.compare.uncertainty import dataset_statistics
     >>> metrics = pd.DataFrame({"document": ["a", "b", "c"], "attention": "final", "mask": "all",
     ...                         "spearman_rho": [0.1, 0.3, 0.2], "p_spearman_rho": [0.5, 0.01, 0.04],
     ...                         "significance_n_perm": 99})
@@ -387,13 +387,13 @@ TOKEN_COLUMNS = {
 def display_token_intervals(table, k: int = 15, end: str = "top"):
     """The ``k`` token types with the largest (``end="top"``) or most
     negative (``"bottom"``) summed signed attribution of a
-    :func:`pyattn.uncertainty.bootstrap_token_means` table (its rows are sorted
+    :func:`pyattn.compare.uncertainty.bootstrap_token_means` table (its rows are sorted
     by ``sum``, largest first), as labelled text columns.
 
     Parameters
     ----------
     table : pandas.DataFrame
-        A table of :func:`pyattn.uncertainty.bootstrap_token_means`, in its
+        A table of :func:`pyattn.compare.uncertainty.bootstrap_token_means`, in its
         order (largest ``sum`` first); it is not re-sorted here.
     k : int
         How many token types to show (fewer when the table is shorter).
@@ -414,7 +414,7 @@ def display_token_intervals(table, k: int = 15, end: str = "top"):
 
     Examples
     --------
-    >>> from pyattn.uncertainty import bootstrap_token_means
+    >>> from pyattn.compare.uncertainty import bootstrap_token_means
     >>> table = bootstrap_token_means([(["Ġa", "Ġb"], [0.5, -0.1]), (["Ġa"], [0.2])], n_boot=500)
     >>> top = display_token_intervals(table, k=1)
     >>> top.iloc[:, :5].values.tolist()  # token, documents with it, occurrences, sum, sum / 2 documents

@@ -165,7 +165,7 @@ def bootstrap_means(
 ):
     """Bootstrap intervals for every mean in a metrics summary.
 
-    ``per_document`` is the first table :func:`pyattn.similarity.dataset_similarity`
+    ``per_document`` is the first table :func:`pyattn.compare.similarity.dataset_similarity`
     returns (one row per document x attention choice x mask, a ``document``
     column, one column per metric). The same document resamples serve every
     group and metric (so intervals of different metrics are from the same
@@ -176,7 +176,7 @@ def bootstrap_means(
     ----------
     per_document : pandas.DataFrame
     metrics : sequence of str, optional
-        Metric columns (default: every column of :data:`pyattn.similarity.METRICS`
+        Metric columns (default: every column of :data:`pyattn.compare.similarity.METRICS`
         present).
     by : sequence of str
         Grouping columns (default ``("attention", "mask")``; those absent are
@@ -206,7 +206,7 @@ def bootstrap_means(
     """
     import pandas as pd
 
-    from pyattn.similarity import METRICS
+    from pyattn.compare.similarity import METRICS
 
     _check_confidence(confidence)
     bootstrap_tail(confidence, 2, method)
@@ -257,7 +257,7 @@ def bootstrap_token_means(
     seed: int | None = 0,
 ):
     """Bootstrap intervals for the means of a dataset token table
-    (:func:`pyattn.tokens.dataset_token_table`), resampling documents.
+    (:func:`pyattn.compare.tokens.dataset_token_table`), resampling documents.
 
     For each token type: ``mean_over_all_documents`` (its total score / the
     number of documents) and ``mean_per_occurrence`` (total score / number of
@@ -300,7 +300,7 @@ def bootstrap_token_means(
     import pandas as pd
     from scipy import sparse
 
-    from pyattn.similarity import as_vector, display_token
+    from pyattn.compare.similarity import as_vector, display_token
 
     _check_confidence(confidence)
     bootstrap_tail(confidence, 2, method)
@@ -416,7 +416,7 @@ def dataset_statistics(
     ----------
     per_document : pandas.DataFrame
         One row per document x group (``by``), a ``document`` column, one
-        column per metric of :data:`pyattn.similarity.METRICS` and, where
+        column per metric of :data:`pyattn.compare.similarity.METRICS` and, where
         p-values were computed (``pyattn compare --significance``),
         ``p_<metric>`` columns (NaN where none).
     by : sequence of str
@@ -455,7 +455,7 @@ def dataset_statistics(
     """
     import pandas as pd
 
-    from pyattn.similarity import METRICS
+    from pyattn.compare.similarity import METRICS
 
     metrics = [m for m in METRICS if m in per_document.columns]
     if not metrics:

@@ -10,7 +10,7 @@ the dataset, Holm-corrected over all L x H heads.
 
 How the per-document nulls are combined: each null draw permutes every
 document independently (circular shift or blocks, as in
-:mod:`pyattn.significance`, special tokens held in place) and takes the mean
+:mod:`pyattn.compare.significance`, special tokens held in place) and takes the mean
 of the metric over documents; the p-value is
 ``(1 + #{null means >= observed mean}) / (1 + n_perm)``, one-sided. This
 tests the dataset mean that the table reports, against the null that in no
@@ -28,10 +28,10 @@ from typing import Sequence
 
 import numpy as np
 
-from pyattn.significance import null_permutations, similarity_batch, check_special_mask, TIE_TOLERANCE
+from pyattn.compare.significance import null_permutations, similarity_batch, check_special_mask, TIE_TOLERANCE
 from pyattn._checks import check_attribution_as
-from pyattn.similarity import METRICS, as_array, as_vector
-from pyattn.uncertainty import percentile_interval, bootstrap_tail, bootstrap_weights, holm
+from pyattn.compare.similarity import METRICS, as_array, as_vector
+from pyattn.compare.uncertainty import percentile_interval, bootstrap_tail, bootstrap_weights, holm
 
 __all__ = ["head_agreement", "head_agreement_per_document"]
 
@@ -103,17 +103,17 @@ def head_agreement_per_document(
     attention : array-like, shape (L, H, N)
         Attention received per layer and head.
     metric : str
-        One of :data:`pyattn.similarity.METRICS`. ``spearman_rho``,
+        One of :data:`pyattn.compare.similarity.METRICS`. ``spearman_rho``,
         ``pearson_r`` and ``cosine_raw`` are computed for all heads and draws
         in one matrix product; the others head by head.
     null, n_perm, block_size, special_mask
-        As in :func:`pyattn.significance.permutation_test`.
+        As in :func:`pyattn.compare.significance.permutation_test`.
     top_percent, rbo_p
-        As in :func:`pyattn.similarity.similarity`.
+        As in :func:`pyattn.compare.similarity.similarity`.
     seed : int or numpy Generator
     attribution_as : {"magnitude", "signed"}
         The attributions' ranking convention in the metric (as in
-        :func:`pyattn.similarity.similarity`).
+        :func:`pyattn.compare.similarity.similarity`).
 
     Returns
     -------
@@ -121,7 +121,7 @@ def head_agreement_per_document(
     null : numpy.ndarray, shape (n_perm, L, H)
         The metric on each null draw (the same draws for every head):
         without replacement, never the identity, as in
-        :func:`pyattn.significance.null_permutations`; when the null group
+        :func:`pyattn.compare.significance.null_permutations`; when the null group
         has no more than ``n_perm`` other elements, ``n_perm`` uniform draws
         with replacement instead (valid, slightly conservative: draws of the
         identity tie).
@@ -203,9 +203,9 @@ def head_agreement(
         N may differ between documents; L and H may not.
     metric : str
         The agreement metric (default ``spearman_rho``), one of
-        :data:`pyattn.similarity.METRICS`.
+        :data:`pyattn.compare.similarity.METRICS`.
     null : {"circular_shift", "block", "naive_shuffle"}
-        Per-document null (see :mod:`pyattn.significance`).
+        Per-document null (see :mod:`pyattn.compare.significance`).
     n_perm : int, optional
         Null draws (each permutes every document). The smallest p-value is
         ``1 / (1 + n_perm)`` and Holm multiplies it by the number of heads
@@ -218,11 +218,11 @@ def head_agreement(
     special_masks : sequence of boolean arrays (N,), optional
         Per document, True at special tokens (held in place).
     n_boot, confidence, method
-        Bootstrap over documents (see :func:`pyattn.uncertainty.bootstrap_mean_ci`).
+        Bootstrap over documents (see :func:`pyattn.compare.uncertainty.bootstrap_mean_ci`).
     alpha : float
         Level for the ``significant`` column (Holm-adjusted p <= alpha).
     top_percent, rbo_p
-        As in :func:`pyattn.similarity.similarity`.
+        As in :func:`pyattn.compare.similarity.similarity`.
     seed : int
         Seeds every draw.
     attribution_as : {"magnitude", "signed"}

@@ -15,7 +15,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from pyattn.similarity import as_vector, display_token, minmax, top_positions
+from pyattn.compare.similarity import as_vector, display_token, minmax, top_positions
 
 __all__ = ["top_tokens", "supporting_tokens", "opposing_tokens", "overlap_table", "token_type_totals", "dataset_token_table", "export_table"]
 
@@ -122,7 +122,7 @@ def opposing_tokens(attribution, tokens: Sequence[str], k: int = 10):
 
 
 def overlap_table(attribution, attention, tokens: Sequence[str], percent: float = 5.0, attribution_as: str = "magnitude"):
-    """Tokens in the top ``percent`` % (:func:`pyattn.similarity.top_k_count`
+    """Tokens in the top ``percent`` % (:func:`pyattn.compare.similarity.top_k_count`
     of them) by attention only, by attribution only, and by both.
 
     Parameters

@@ -45,7 +45,7 @@ ranked at random instead, giving p-values that are exactly uniform under the
 null even for the discrete metrics (``jaccard_top`` and the top-k% cosines,
 which are often exactly 0 by chance).
 
-The metrics are those of :func:`pyattn.similarity.similarity`, with its
+The metrics are those of :func:`pyattn.compare.similarity.similarity`, with its
 conventions, computed here for many permuted attention vectors at once
 (:func:`similarity_batch`). The ranking convention is the caller's:
 ``attribution_as="magnitude"`` (default: ``|attribution|`` enters every metric
@@ -64,7 +64,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from pyattn._checks import check_attribution_as
-from pyattn.similarity import METRICS, as_vector, top_k_count
+from pyattn.compare.similarity import METRICS, as_vector, top_k_count
 
 __all__ = [
     "ar1",
@@ -244,7 +244,7 @@ def _embed(order: np.ndarray, movable: np.ndarray, n: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------
-# Every metric of pyattn.similarity.similarity, for a stack of attention rows
+# Every metric of pyattn.compare.similarity.similarity, for a stack of attention rows
 
 
 def _rows_cosine(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -267,7 +267,7 @@ def _rows_minmax(rows: np.ndarray) -> np.ndarray:
 
 def _rows_top_mask(rows: np.ndarray, k: int) -> np.ndarray:
     """True at each row's k largest values, ties broken by position (earlier
-    first), as :func:`pyattn.similarity.top_positions`."""
+    first), as :func:`pyattn.compare.similarity.top_positions`."""
     order = np.argsort(-rows, axis=1, kind="stable")[:, :k]
     mask = np.zeros(rows.shape, bool)
     np.put_along_axis(mask, order, True, axis=1)
@@ -315,7 +315,7 @@ def _rows_kendall_tau_b(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 
 def _rows_rbo(x: np.ndarray, rows: np.ndarray, p: float) -> np.ndarray:
-    """Extrapolated RBO (as :func:`pyattn.similarity.rank_biased_overlap`) of
+    """Extrapolated RBO (as :func:`pyattn.compare.similarity.rank_biased_overlap`) of
     the ranking by x with the ranking by each row. The overlap of the top-d
     prefixes counts the items whose depth in both rankings is below d."""
     if not 0 < p < 1:
@@ -345,7 +345,7 @@ def similarity_batch(
     metrics: Sequence[str] = METRICS,
     attribution_as: str = "magnitude",
 ) -> dict[str, np.ndarray]:
-    """Every metric of :func:`pyattn.similarity.similarity` between one
+    """Every metric of :func:`pyattn.compare.similarity.similarity` between one
     attribution vector and many attention vectors at once.
 
     Row ``j`` of each result equals ``similarity(attribution,
@@ -358,12 +358,12 @@ def similarity_batch(
     attentions : array-like, shape (P, N)
         Attention vectors (e.g. permutations of one), one per row.
     top_percent, rbo_p : float
-        As in :func:`pyattn.similarity.similarity`.
+        As in :func:`pyattn.compare.similarity.similarity`.
     metrics : sequence of str
-        Which metrics to compute (default all, :data:`pyattn.similarity.METRICS`).
+        Which metrics to compute (default all, :data:`pyattn.compare.similarity.METRICS`).
     attribution_as : {"magnitude", "signed"}
         ``|attribution|`` (default) or the signed scores in every metric but
-        ``cosine_raw`` (always signed), as in :func:`pyattn.similarity.similarity`.
+        ``cosine_raw`` (always signed), as in :func:`pyattn.compare.similarity.similarity`.
 
     Returns
     -------
@@ -535,7 +535,7 @@ def permutation_test(
     special_mask : array of bool, shape (N,), optional
         True at special tokens (held in place).
     metrics, top_percent, rbo_p
-        As in :func:`pyattn.similarity.similarity`.
+        As in :func:`pyattn.compare.similarity.similarity`.
     ties : {"conservative", "randomized"}
         How null values equal to the observed one count.
     seed : int
@@ -544,7 +544,7 @@ def permutation_test(
         Also return the null statistics ``{metric: (n_perm,)}``.
     attribution_as : {"magnitude", "signed"}
         The ranking convention of the attributions in the metrics (as in
-        :func:`pyattn.similarity.similarity`): ``"magnitude"`` (default)
+        :func:`pyattn.compare.similarity.similarity`): ``"magnitude"`` (default)
         compares ``|attribution|``, ``"signed"`` the signed scores;
         ``cosine_raw`` is always signed.
 
