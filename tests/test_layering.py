@@ -33,7 +33,7 @@ LAYERS: dict[str, list[str]] = {
     "attention/attribution": ["pyattn.model_attention", "pyattn.rollout", "pyattn.attribution", "pyattn.quadrature",
                               "pyattn.single_pass_attribution", "pyattn.importance"],
     # comparing attribution with attention (one document or many)
-    "compare": ["pyattn.compare", "pyattn.compare.similarity", "pyattn.compare.significance",
+    "compare": ["pyattn.compare", "pyattn.compare._pairs", "pyattn.compare.metrics", "pyattn.compare.similarity", "pyattn.compare.significance",
                 "pyattn.compare.uncertainty", "pyattn.compare.agreement", "pyattn.compare.tokens", "pyattn.compare.faithfulness"],
     # HTML and plots of compare's numbers. Below explanation, not above it: an
     # Explanation renders itself with these pages, and the report package

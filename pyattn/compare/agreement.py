@@ -28,14 +28,13 @@ from typing import Sequence
 
 import numpy as np
 
-from pyattn.compare.significance import null_permutations, similarity_batch, check_special_mask, TIE_TOLERANCE
+from pyattn.compare._pairs import attribution_attention_pair
+from pyattn.compare.significance import null_permutations, check_special_mask, TIE_TOLERANCE
 from pyattn._checks import check_attribution_as
-from pyattn.compare.similarity import METRICS, as_array, as_vector
+from pyattn.compare.metrics import LINEAR_METRICS, METRICS, as_array, as_vector, cosine_matrix, linear_vectors, similarity_batch
 from pyattn.compare.uncertainty import percentile_interval, bootstrap_tail, bootstrap_weights, holm
 
 __all__ = ["head_agreement", "head_agreement_per_document"]
-
-_LINEAR_METRICS = ("spearman_rho", "pearson_r", "cosine_raw")
 
 
 def _attention_heads(values, n: int, index: int) -> np.ndarray:
@@ -49,35 +48,16 @@ def _attention_heads(values, n: int, index: int) -> np.ndarray:
 
 def _linear_statistics(a: np.ndarray, heads: np.ndarray, permutations: np.ndarray, metric: str, attribution_as: str = "magnitude") -> tuple[np.ndarray, np.ndarray]:
     """Observed (K,) and null (P, K) statistics for K heads, for a metric that
-    is a cosine of transformed vectors: permuting the attention by pi equals
-    permuting the attribution by pi's inverse, so the null is one matrix
-    product."""
-    from scipy import stats
-
-    used = np.abs(a) if attribution_as == "magnitude" else a
-    if metric == "spearman_rho":
-        x = stats.rankdata(used)
-        rows = stats.rankdata(heads, axis=1)
-    elif metric == "pearson_r":
-        x, rows = used, heads
-    else:  # cosine_raw: signed attribution, uncentred
-        x, rows = a, heads
-    if metric != "cosine_raw":
-        x = x - x.mean()
-        rows = rows - rows.mean(axis=1, keepdims=True)
-    norm_x = np.linalg.norm(x)
-    norm_rows = np.linalg.norm(rows, axis=1)
-    undefined = (norm_rows == 0) | (norm_x == 0)
+    is a cosine of transformed vectors (:data:`pyattn.compare.metrics.LINEAR_METRICS`):
+    permuting the attention by pi equals permuting the attribution's
+    transform by pi's inverse, so the null is one matrix product."""
+    x, rows = linear_vectors(metric, a, heads, attribution_as)
+    observed = cosine_matrix(x[None, :], rows)[0]
     chunk = max(1, 4_000_000 // len(x))
     null = np.empty((len(permutations), len(rows)))
-    with np.errstate(all="ignore"):
-        scale = 1.0 / (norm_x * norm_rows)
-        observed = rows @ x * scale
-        for start in range(0, len(permutations), chunk):
-            inverse = np.argsort(permutations[start : start + chunk], axis=1)
-            null[start : start + chunk] = (x[inverse] @ rows.T) * scale[None, :]
-    observed[undefined] = np.nan
-    null[:, undefined] = np.nan
+    for start in range(0, len(permutations), chunk):
+        inverse = np.argsort(permutations[start : start + chunk], axis=1)
+        null[start : start + chunk] = cosine_matrix(x[inverse], rows)
     return observed, null
 
 
@@ -161,7 +141,7 @@ def head_agreement_per_document(
         # a group smaller than n_perm + 1 (a short document): uniform draws with replacement keep
         # every document at n_perm draws, so that the j-th draws of all documents can be averaged
         permutations = null_permutations(N, n_perm, null, block_size=block_size, special_mask=special_mask, seed=rng, replace=True)
-    if metric in _LINEAR_METRICS:
+    if metric in LINEAR_METRICS:
         observed, null_values = _linear_statistics(a, flat, permutations, metric, attribution_as)
     else:
         unique, inverse = np.unique(permutations, axis=0, return_inverse=True)
@@ -199,7 +179,9 @@ def head_agreement(
     ----------
     documents : sequence of (attribution, attention)
         Per document: ``attribution`` shape (N,), ``attention`` shape
-        (L, H, N) (attention received per layer and head, numpy or torch).
+        (L, H, N) (attention received per layer and head, numpy or torch),
+        attribution first as in every comparison (a pair given as
+        ``(attention, attribution)`` is refused with an ``InputError``).
         N may differ between documents; L and H may not.
     metric : str
         The agreement metric (default ``spearman_rho``), one of
@@ -274,9 +256,7 @@ def head_agreement(
         raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
     check_attribution_as(attribution_as)
     bootstrap_tail(confidence, 2, method)
-    first = documents[0]
-    if len(first) != 2:
-        raise ValueError(f"document 0: expected a pair (attribution, attention of shape (L, H, N)), got {len(first)} items")
+    first = attribution_attention_pair(documents[0], 0)
     heads_total = int(np.prod(_attention_heads(first[1], len(as_vector(first[0], "document 0: attribution")), 0).shape[:2]))
     if n_perm is None:
         n_perm = max(999, math.ceil(2 * heads_total / alpha) - 1)
@@ -290,9 +270,7 @@ def head_agreement(
     observed_all, null_sums, null_counts, per_doc_significant = [], None, None, None
     shape = None
     for d, pair in enumerate(documents):
-        if len(pair) != 2:
-            raise ValueError(f"document {d}: expected a pair (attribution, attention of shape (L, H, N)), got {len(pair)} items")
-        attribution, attention = pair
+        attribution, attention = attribution_attention_pair(pair, d)
         a = as_vector(attribution, f"document {d}: attribution")
         heads = _attention_heads(attention, len(a), d)
         if shape is None:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from pyattn.inputs import EncodedDocument, encode, model_output, output_kind, pooling_fill, pools_last_non_pad, position_ids_for
-from pyattn.compare.similarity import top_k_count
+from pyattn.compare.metrics import top_k_count
 from pyattn._model_state import preserving
 
 __all__ = ["faithfulness", "DEFAULT_PERCENTS"]

@@ -15,7 +15,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from pyattn.compare.similarity import as_vector, display_token, minmax, top_positions
+from pyattn.compare._pairs import token_pairs
+from pyattn.compare.metrics import as_vector, minmax, top_positions
+from pyattn.compare.similarity import display_token
 
 __all__ = ["top_tokens", "supporting_tokens", "opposing_tokens", "overlap_table", "token_type_totals", "dataset_token_table", "export_table"]
 
@@ -241,8 +243,9 @@ def dataset_token_table(documents: Iterable[tuple[Sequence[str], object]], merge
     Parameters
     ----------
     documents : iterable of (sequence of str, array-like of shape (N_i,))
-        Each document's tokens and its per-token scores (note the order:
-        tokens first here).
+        Each document's tokens and its per-token scores: tokens first, as in
+        :func:`pyattn.compare.uncertainty.bootstrap_token_means` (a pair
+        given as ``(scores, tokens)`` is refused with an ``InputError``).
     merge_forms : bool
         Group by the display form (``Ġcat`` and ``cat`` together) instead of
         the raw token.
@@ -265,8 +268,9 @@ def dataset_token_table(documents: Iterable[tuple[Sequence[str], object]], merge
     Raises
     ------
     ValueError
-        If there are no documents, or a document's scores and tokens differ
-        in length.
+        (:class:`pyattn.errors.InputError`) If there are no documents, a
+        pair is ``(scores, tokens)``, or a document's scores and tokens
+        differ in length.
 
     Examples
     --------
@@ -277,8 +281,7 @@ def dataset_token_table(documents: Iterable[tuple[Sequence[str], object]], merge
     import pandas as pd
 
     frames = []
-    for index, (tokens, scores) in enumerate(documents):
-        values = _scores(scores, tokens)
+    for index, tokens, values in token_pairs(documents, "dataset_token_table"):
         frames.append(pd.DataFrame({"document": index, "raw_token": list(tokens), "token": [display_token(t) for t in tokens], "score": values}))
     if not frames:
         raise ValueError("no documents to aggregate")

@@ -267,7 +267,9 @@ def bootstrap_token_means(
     Parameters
     ----------
     documents : iterable of (tokens, scores)
-        ``tokens`` a list of str, ``scores`` shape (N,) per document.
+        ``tokens`` a list of str, ``scores`` shape (N,) per document: tokens
+        first, as in :func:`pyattn.compare.tokens.dataset_token_table` (a pair
+        given as ``(scores, tokens)`` is refused with an ``InputError``).
     merge_forms : bool
         Group by display form (``compiler`` and ``Ġcompiler`` together).
     tokens : sequence of str, optional
@@ -300,17 +302,15 @@ def bootstrap_token_means(
     import pandas as pd
     from scipy import sparse
 
-    from pyattn.compare.similarity import as_vector, display_token
+    from pyattn.compare._pairs import token_pairs
+    from pyattn.compare.similarity import display_token
 
     _check_confidence(confidence)
     bootstrap_tail(confidence, 2, method)
     rows, cols, score_list = [], [], []
     types: dict[str, int] = {}
     n_docs = 0
-    for d, (doc_tokens, scores) in enumerate(documents):
-        values = as_vector(scores, "scores")
-        if len(values) != len(doc_tokens):
-            raise ValueError(f"document {d}: got {len(doc_tokens)} tokens but {len(values)} scores")
+    for d, doc_tokens, values in token_pairs(documents, "bootstrap_token_means"):
         for token, value in zip(doc_tokens, values):
             name = display_token(token) if merge_forms else token
             if tokens is not None and name not in tokens:

@@ -11,7 +11,8 @@ from scipy import stats
 
 from pyattn.compare.agreement import head_agreement, head_agreement_per_document
 from pyattn.report.agreement_plots import head_agreement_figure, head_agreement_grid, head_agreement_png
-from pyattn.compare.significance import ar1, null_permutations, permutation_test, similarity_batch
+from pyattn.compare.metrics import similarity_batch
+from pyattn.compare.significance import ar1, null_permutations, permutation_test
 from pyattn.compare.uncertainty import holm
 
 

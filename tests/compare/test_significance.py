@@ -17,8 +17,8 @@ from pyattn.compare.significance import (
     null_permutations,
     permutation_p_value,
     permutation_test,
-    similarity_batch,
 )
+from pyattn.compare.metrics import similarity_batch
 from pyattn.compare.similarity import METRICS, similarity
 
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from pyattn.compare.agreement import head_agreement, head_agreement_per_document
-from pyattn.compare.significance import document_significance, permutation_test, similarity_batch
+from pyattn.compare.metrics import similarity_batch
+from pyattn.compare.significance import document_significance, permutation_test
 from pyattn.compare.similarity import METRICS, similarity
 
 CONVENTIONS = ["magnitude", "signed"]
