@@ -358,7 +358,7 @@ def linear_vectors(metric: str, attribution: np.ndarray, rows: np.ndarray, attri
     --------
     >>> import numpy as np
     >>> x, rows = linear_vectors("spearman_rho", np.array([0.5, -2.0, 1.0]), np.array([[0.1, 0.7, 0.2]]))
-    >>> x.tolist(), rows.tolist(), cosine_matrix(x[None], rows).tolist()
+    >>> x.tolist(), rows.tolist(), cosine_matrix(x[None], rows).round(12).tolist()
     ([-1.0, 1.0, 0.0], [[-1.0, 1.0, 0.0]], [[1.0]])
     """
     if metric not in LINEAR_METRICS:
