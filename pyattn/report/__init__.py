@@ -411,7 +411,7 @@ def document_report(path: str | os.PathLike, tokens: Sequence[str], attribution,
     Returns
     -------
     str
-        ``path``.
+        ``path``, the page written.
 
     Examples
     --------
