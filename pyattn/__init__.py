@@ -25,8 +25,10 @@ Attribution
     :mod:`pyattn.single_pass_attribution` one-pass alternatives (gradient x input,
     attention x gradient, gradient rollout); :mod:`pyattn.importance` head
     importance.
-Comparing attribution with attention
-    :mod:`pyattn.compare.similarity` metrics and token masks; :mod:`pyattn.compare.tokens`
+Comparing attribution with attention (:mod:`pyattn.compare`)
+    :mod:`pyattn.compare.metrics` the one metric core (a pair is a batch of
+    one); :mod:`pyattn.compare.similarity` one document's metrics table and
+    token masks; :mod:`pyattn.compare.tokens`
     token tables (supporting, opposing, overlaps, per type);
     :mod:`pyattn.compare.faithfulness` comprehensiveness and sufficiency (AOPC);
     :mod:`pyattn.compare.significance` per-document permutation p-values;
