@@ -363,18 +363,25 @@ def linear_vectors(metric: str, attribution: np.ndarray, rows: np.ndarray, attri
     """
     if metric not in LINEAR_METRICS:
         raise InputError(f"metric must be one of {LINEAR_METRICS} (a cosine of transformed vectors), got {metric!r}")
-    a = np.asarray(attribution, np.float64)
-    rows = np.asarray(rows, np.float64)
+    check_attribution_as(attribution_as)
+    return _linear_vectors(metric, np.asarray(attribution, np.float64), np.asarray(rows, np.float64), attribution_as)
+
+
+def _linear_vectors(metric: str, a: np.ndarray, rows: np.ndarray, attribution_as: str, ranks=None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`linear_vectors` without the checks; ``ranks``: the ranks of the
+    attribution (as used) and of the rows, when already computed."""
     if metric == "cosine_raw":  # always the signed attribution, uncentred
         return a, rows
-    used = np.abs(a) if attribution_as == "magnitude" else a
     if metric == "spearman_rho":
-        from scipy import stats
+        if ranks is None:
+            from scipy import stats
 
-        x, rows = stats.rankdata(used), stats.rankdata(rows, axis=1)
+            used = np.abs(a) if attribution_as == "magnitude" else a
+            ranks = stats.rankdata(used), stats.rankdata(rows, axis=1)
+        x, rows = ranks
     else:
-        x = used
-    return _centred(x[None, :])[0], _centred(rows)
+        x = np.abs(a) if attribution_as == "magnitude" else a
+    return _centred(np.reshape(x, (1, -1)))[0], _centred(rows)
 
 
 # --------------------------------------------------------------- every metric
@@ -437,8 +444,9 @@ def similarity_batch(
     x = used[None, :]
     out: dict[str, np.ndarray] = {}
 
+    ranks = (stats.rankdata(x, axis=1), stats.rankdata(rows, axis=1)) if wanted & {"cosine_ranks", "cosine_ranks_top", "spearman_rho"} else None
     for name in wanted & set(LINEAR_METRICS):
-        vector, transformed = linear_vectors(name, a_raw, rows, attribution_as)
+        vector, transformed = _linear_vectors(name, a_raw, rows, attribution_as, None if ranks is None else (ranks[0][0], ranks[1]))
         out[name] = cosine_matrix(vector[None, :], transformed)[0]
     if any(name.startswith("cosine_minmax") for name in wanted):
         a, b = _minmax_rows(x), _minmax_rows(rows)
@@ -447,7 +455,7 @@ def similarity_batch(
             out[f"cosine_minmax_above_{name}"] = cosine_matrix(_above(a, cut(a, axis=1, keepdims=True)), _above(b, cut(b, axis=1, keepdims=True)))[0]
         out["cosine_minmax_top"] = cosine_matrix(np.where(_top_mask_rows(a, k), a, 0.0), np.where(_top_mask_rows(b, k), b, 0.0))[0]
     if wanted & {"cosine_ranks", "cosine_ranks_top"}:
-        ranks_a, ranks_b = stats.rankdata(x, axis=1), stats.rankdata(rows, axis=1)
+        ranks_a, ranks_b = ranks
         out["cosine_ranks"] = cosine_matrix(ranks_a, ranks_b)[0]
         out["cosine_ranks_top"] = cosine_matrix(np.where(_top_mask_rows(ranks_a, k), ranks_a, 0.0), np.where(_top_mask_rows(ranks_b, k), ranks_b, 0.0))[0]
     if "kendall_tau" in wanted:
