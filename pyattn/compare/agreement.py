@@ -31,6 +31,7 @@ import numpy as np
 from pyattn.compare._pairs import attribution_attention_pair
 from pyattn.compare.significance import null_permutations, check_special_mask, TIE_TOLERANCE
 from pyattn._checks import check_attribution_as
+from pyattn.errors import InputError
 from pyattn.compare.metrics import LINEAR_METRICS, METRICS, as_array, as_vector, cosine_matrix, linear_vectors, similarity_batch
 from pyattn.compare.uncertainty import percentile_interval, bootstrap_tail, bootstrap_weights, holm
 
@@ -40,9 +41,9 @@ __all__ = ["head_agreement", "head_agreement_per_document"]
 def _attention_heads(values, n: int, index: int) -> np.ndarray:
     array = as_array(values)
     if array.ndim != 3 or array.shape[2] != n:
-        raise ValueError(f"document {index}: attention must have shape (layers, heads, {n}) (per-head attention received, {n} tokens as in its attribution), got {array.shape}")
+        raise InputError(f"document {index}: attention must have shape (layers, heads, {n}) (per-head attention received, {n} tokens as in its attribution), got {array.shape}")
     if not np.all(np.isfinite(array)):
-        raise ValueError(f"document {index}: attention contains NaN or infinite values")
+        raise InputError(f"document {index}: attention contains NaN or infinite values")
     return array
 
 
@@ -132,7 +133,7 @@ def head_agreement_per_document(
     a = as_vector(attribution, "attribution")
     heads = _attention_heads(attention, len(a), 0)
     if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}: choose from {list(METRICS)}")
+        raise InputError(f"unknown metric {metric!r}: choose from {list(METRICS)}")
     L, H, N = heads.shape
     flat = heads.reshape(L * H, N)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
@@ -249,11 +250,11 @@ def head_agreement(
     import pandas as pd
 
     if len(documents) == 0:
-        raise ValueError("documents is empty: give (attribution, attention per head) pairs")
+        raise InputError("documents is empty: give (attribution, attention per head) pairs")
     if special_masks is not None and len(special_masks) != len(documents):
-        raise ValueError(f"got {len(special_masks)} special_masks for {len(documents)} documents")
+        raise InputError(f"got {len(special_masks)} special_masks for {len(documents)} documents")
     if not 0 < alpha < 1:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+        raise InputError(f"alpha must be in (0, 1), got {alpha!r}")
     check_attribution_as(attribution_as)
     bootstrap_tail(confidence, 2, method)
     first = attribution_attention_pair(documents[0], 0)
@@ -276,7 +277,7 @@ def head_agreement(
         if shape is None:
             shape = heads.shape[:2]
         elif heads.shape[:2] != shape:
-            raise ValueError(f"document {d}: attention has {heads.shape[0]} layers x {heads.shape[1]} heads, document 0 had {shape[0]} x {shape[1]}")
+            raise InputError(f"document {d}: attention has {heads.shape[0]} layers x {heads.shape[1]} heads, document 0 had {shape[0]} x {shape[1]}")
         mask = None if special_masks is None else check_special_mask(special_masks[d], len(a))
         observed, null_values = head_agreement_per_document(
             a, heads, metric=metric, null=null, n_perm=n_perm, block_size=block_size, special_mask=mask, top_percent=top_percent, rbo_p=rbo_p, seed=rng,

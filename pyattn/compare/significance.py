@@ -64,6 +64,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from pyattn._checks import check_attribution_as
+from pyattn.errors import InputError
 from pyattn.compare.metrics import METRICS, as_vector, similarity_batch  # similarity_batch importable here as before 1.1
 
 __all__ = [
@@ -109,7 +110,7 @@ def check_special_mask(special_mask, n: int) -> np.ndarray:
         return np.zeros(n, bool)
     mask = np.asarray(special_mask)
     if mask.shape != (n,) or mask.dtype != bool:
-        raise ValueError(f"special_mask must be a boolean array of shape ({n},) (True = special token, held in place), got dtype {mask.dtype} and shape {mask.shape}")
+        raise InputError(f"special_mask must be a boolean array of shape ({n},) (True = special token, held in place), got dtype {mask.dtype} and shape {mask.shape}")
     return mask
 
 
@@ -172,14 +173,14 @@ def null_permutations(
     [[0, 5], [0, 5], [0, 5]]
     """
     if null not in NULLS:
-        raise ValueError(f"null must be one of {NULLS}, got {null!r}")
+        raise InputError(f"null must be one of {NULLS}, got {null!r}")
     if not isinstance(n_perm, (int, np.integer)) or n_perm < 1:
-        raise ValueError(f"n_perm must be a positive integer, got {n_perm!r}")
+        raise InputError(f"n_perm must be a positive integer, got {n_perm!r}")
     special = check_special_mask(special_mask, n)
     movable = np.flatnonzero(~special)
     m = len(movable)
     if m < 2:
-        raise ValueError(f"need at least 2 movable (non-special) positions to permute, got {m} of {n}")
+        raise InputError(f"need at least 2 movable (non-special) positions to permute, got {m} of {n}")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     if null == "circular_shift":
         shifts = _draw_group_elements(m, n_perm, rng, replace)
@@ -190,7 +191,7 @@ def null_permutations(
     else:
         size = default_block_size(m) if block_size is None else block_size
         if not isinstance(size, (int, np.integer)) or not 1 <= size <= m:
-            raise ValueError(f"block_size must be an integer in [1, {m}] (the movable positions), got {block_size!r}")
+            raise InputError(f"block_size must be an integer in [1, {m}] (the movable positions), got {block_size!r}")
         unit_start = np.arange(0, m, size)
         unit_length = np.minimum(unit_start + size, m) - unit_start
         units = len(unit_start)
@@ -274,14 +275,14 @@ def permutation_p_value(null, observed: float, *, ties: str = "conservative", se
     """
     values = np.asarray(null, dtype=np.float64)
     if values.ndim != 1 or len(values) == 0:
-        raise ValueError(f"null must be a non-empty 1-D array of statistics, got shape {values.shape}")
+        raise InputError(f"null must be a non-empty 1-D array of statistics, got shape {values.shape}")
     if ties not in ("conservative", "randomized"):
-        raise ValueError(f"ties must be 'conservative' or 'randomized', got {ties!r}")
+        raise InputError(f"ties must be 'conservative' or 'randomized', got {ties!r}")
     observed = float(observed)
     if math.isnan(observed):
         return float("nan")
     if np.isnan(values).any():
-        raise ValueError("null contains NaN statistics while the observed one is a number")
+        raise InputError("null contains NaN statistics while the observed one is a number")
     tolerance = TIE_TOLERANCE * max(1.0, abs(observed))
     greater = int(np.count_nonzero(values > observed + tolerance))
     tied = int(np.count_nonzero(np.abs(values - observed) <= tolerance))
@@ -394,7 +395,7 @@ def permutation_test(
     a = as_vector(attribution, "attribution")
     r = as_vector(attention, "attention")
     if a.shape != r.shape:
-        raise ValueError(f"attribution has {a.shape[0]} tokens but attention has {r.shape[0]}; they must match")
+        raise InputError(f"attribution has {a.shape[0]} tokens but attention has {r.shape[0]}; they must match")
     rng = np.random.default_rng(seed)
     permutations = null_permutations(len(r), n_perm, null, block_size=block_size, special_mask=special_mask, seed=rng)
     observed, null_values = _null_statistics(a, r, permutations, list(metrics), top_percent, rbo_p, attribution_as)
@@ -455,7 +456,7 @@ def document_significance(
     import pandas as pd
 
     if not attentions:
-        raise ValueError("attentions is empty: give at least one named attention vector")
+        raise InputError("attentions is empty: give at least one named attention vector")
     tables = [permutation_test(attribution, values, **options).assign(attention=name) for name, values in attentions.items()]
     table = pd.concat(tables, ignore_index=True)
     return table[["attention"] + [c for c in table.columns if c != "attention"]]

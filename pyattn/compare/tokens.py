@@ -18,6 +18,7 @@ import numpy as np
 from pyattn.compare._pairs import token_pairs
 from pyattn.compare.metrics import as_vector, minmax, top_positions
 from pyattn.compare.similarity import display_token
+from pyattn.errors import InputError
 
 __all__ = ["top_tokens", "supporting_tokens", "opposing_tokens", "overlap_table", "token_type_totals", "dataset_token_table", "export_table"]
 
@@ -29,7 +30,7 @@ def _scores(values, tokens: Sequence[str], name: str = "scores") -> np.ndarray:
         raise TypeError("tokens must be strings, got numbers: token tables take the values first and tokens second, e.g. top_tokens(attribution, tokens)")
     array = as_vector(values, name)
     if array.shape != (len(tokens),):
-        raise ValueError(f"got {len(tokens)} tokens but {name} of shape {array.shape}; expected ({len(tokens)},)")
+        raise InputError(f"got {len(tokens)} tokens but {name} of shape {array.shape}; expected ({len(tokens)},)")
     return array
 
 
@@ -50,7 +51,7 @@ def _table(tokens, values: np.ndarray, order: np.ndarray, by: str):
 
 def _check_k(k) -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive number of tokens, got {k!r}")
+        raise InputError(f"k must be a positive number of tokens, got {k!r}")
     return int(k)
 
 
@@ -86,7 +87,7 @@ def top_tokens(values, tokens: Sequence[str], k: int = 10, by: str = "signed"):
     k = _check_k(k)
     array = _scores(values, tokens, "values")
     if by not in RANKINGS:
-        raise ValueError(f'by must be "signed" or "magnitude", got {by!r}')
+        raise InputError(f'by must be "signed" or "magnitude", got {by!r}')
     key = array if by == "signed" else np.abs(array)
     order = np.lexsort((np.arange(len(array)), -key))[:k]
     return _table(tokens, array, order, by)
@@ -166,7 +167,7 @@ def overlap_table(attribution, attention, tokens: Sequence[str], percent: float 
     from scipy import stats
 
     if attribution_as not in ("magnitude", "signed"):
-        raise ValueError(f'attribution_as must be "magnitude" or "signed", got {attribution_as!r}')
+        raise InputError(f'attribution_as must be "magnitude" or "signed", got {attribution_as!r}')
     a = _scores(attribution, tokens, "attribution")
     a = np.abs(a) if attribution_as == "magnitude" else a
     r = _scores(attention, tokens, "attention")
@@ -284,7 +285,7 @@ def dataset_token_table(documents: Iterable[tuple[Sequence[str], object]], merge
     for index, tokens, values in token_pairs(documents, "dataset_token_table"):
         frames.append(pd.DataFrame({"document": index, "raw_token": list(tokens), "token": [display_token(t) for t in tokens], "score": values}))
     if not frames:
-        raise ValueError("no documents to aggregate")
+        raise InputError("no documents to aggregate")
     frame = pd.concat(frames, ignore_index=True)
     key = "token" if merge_forms else "raw_token"
     grouped = frame.groupby(key).agg(documents=("document", "nunique"), occurrences=("score", "size"), sum=("score", "sum"))
@@ -327,4 +328,4 @@ def export_table(table, path: str | os.PathLike) -> None:
     elif path.endswith(".parquet"):
         table.to_parquet(path, index=False)
     else:
-        raise ValueError(f"unknown table format for {path!r}: use .csv or .parquet")
+        raise InputError(f"unknown table format for {path!r}: use .csv or .parquet")
