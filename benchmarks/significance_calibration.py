@@ -1,5 +1,5 @@
 """Calibration, power and coverage of pyattn's significance tests, at full
-size (the CI suite runs smaller versions: tests/test_calibration.py).
+size (the CI suite runs smaller versions: tests/compare/test_calibration.py).
 
     python benchmarks/significance_calibration.py run      # simulations -> benchmarks/results/significance.json
     python benchmarks/significance_calibration.py render   # JSON -> benchmarks/results/significance.md
@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from pyattn.significance import ar1, permutation_p_value, permutation_test
-from pyattn.similarity import METRICS
-from pyattn.uncertainty import bootstrap_mean_ci
+from pyattn.compare.significance import ar1, permutation_p_value, permutation_test
+from pyattn.compare.similarity import METRICS
+from pyattn.compare.uncertainty import bootstrap_mean_ci
 
 RESULTS = Path(__file__).parent / "results"
 N, PHI, N_PERM, RHO, BLOCK = 128, 0.8, 199, 0.4, 16

@@ -96,7 +96,7 @@ def main(paths: list[str]) -> None:
         print("## Faithfulness on the demo model\n")
         print(f"{n_docs} test documents (every {extra['stride']}th of `pyattn.demo_documents(\"test\")`, "
               f"{min(costs['tokens'])}-{max(costs['tokens'])} tokens). AOPC over k = 1, 5, 10, 20, 50 % of the text tokens "
-              "removed by deletion (`pyattn.faithfulness`), target = the predicted class; every ranking is **signed** "
+              "removed by deletion (`pyattn.compare.faithfulness`), target = the predicted class; every ranking is **signed** "
               "(largest positive first). Comprehensiveness: higher is more faithful; sufficiency: lower is more "
               "faithful. Mean ± standard error over documents; 'docs ≥ IG' counts documents where the ranking's "
               "comprehensiveness AOPC is at least integrated gradients'.\n")

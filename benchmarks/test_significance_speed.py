@@ -1,5 +1,5 @@
 """Speed of the per-document permutation test and the head map: the vectorised
-routes against looping pyattn.similarity.similarity over the permutations (the
+routes against looping pyattn.compare.similarity.similarity over the permutations (the
 obvious way to write it), in the same run.
 
     python -m pytest benchmarks/test_significance_speed.py --benchmark-only
@@ -12,9 +12,9 @@ import os
 import numpy as np
 import pytest
 
-from pyattn.agreement import head_agreement_per_document
-from pyattn.significance import null_permutations, permutation_test
-from pyattn.similarity import similarity
+from pyattn.compare.agreement import head_agreement_per_document
+from pyattn.compare.significance import null_permutations, permutation_test
+from pyattn.compare.similarity import similarity
 
 QUICK = os.environ.get("PYATTN_BENCH_QUICK") == "1"
 N_PERM = 99 if QUICK else 199

@@ -16,7 +16,7 @@ Longformer with longformer-base-4096's exact config and random seeded weights
 needs about 8 GB).
 
 Faithfulness (demo model): AOPC comprehensiveness and sufficiency
-(pyattn.faithfulness, deletion, k = 1, 5, 10, 20, 50 %) of each method's
+(pyattn.compare.faithfulness, deletion, k = 1, 5, 10, 20, 50 %) of each method's
 signed ranking beside integrated gradients' and random rankings, over
 every 10th test document (PYATTN_BENCH_QUICK=1: every 40th). Per-document
 numbers are kept in extra_info; benchmarks/single_pass_report.py turns the
@@ -42,7 +42,7 @@ import torch
 
 import pyattn
 from pyattn.demo import demo_documents, load_demo
-from pyattn.faithfulness import faithfulness
+from pyattn.compare.faithfulness import faithfulness
 from pyattn.inputs import embedding_layer, encode, position_ids_for
 from pyattn.attribution.single_pass import single_pass, single_pass_from_inputs
 

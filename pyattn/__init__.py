@@ -27,13 +27,15 @@ Attribution
     :mod:`~pyattn.attribution.single_pass` one-pass alternatives (gradient x
     input, attention x gradient, gradient rollout);
     :mod:`~pyattn.attribution.importance` head importance.
-Comparing attribution with attention
-    :mod:`pyattn.similarity` metrics and token masks; :mod:`pyattn.tokens`
+Comparing attribution with attention (:mod:`pyattn.compare`)
+    :mod:`pyattn.compare.metrics` the one metric core (a pair is a batch of
+    one); :mod:`pyattn.compare.similarity` one document's metrics table and
+    token masks; :mod:`pyattn.compare.tokens`
     token tables (supporting, opposing, overlaps, per type);
-    :mod:`pyattn.faithfulness` comprehensiveness and sufficiency (AOPC);
-    :mod:`pyattn.significance` per-document permutation p-values;
-    :mod:`pyattn.uncertainty` bootstrap intervals over documents and Holm;
-    :mod:`pyattn.agreement` the head agreement map across a dataset.
+    :mod:`pyattn.compare.faithfulness` comprehensiveness and sufficiency (AOPC);
+    :mod:`pyattn.compare.significance` per-document permutation p-values;
+    :mod:`pyattn.compare.uncertainty` bootstrap intervals over documents and Holm;
+    :mod:`pyattn.compare.agreement` the head agreement map across a dataset.
 One document
     :mod:`pyattn.explanation`: :func:`explain` returns an :class:`Explanation`
     (numbers, tables, HTML); its comparison stage, ``compose``, is shared by
@@ -85,9 +87,9 @@ from pyattn.demo import demo_documents, load_demo
 from pyattn.explanation import Explanation, attention_views, explain
 from pyattn.fast_attention import fast_longformer_attention
 from pyattn.attribution.single_pass import SinglePass, single_pass, single_pass_from_inputs
-from pyattn.significance import document_significance, permutation_test
-from pyattn.uncertainty import bootstrap_means, bootstrap_token_means, holm
-from pyattn.agreement import head_agreement
+from pyattn.compare.significance import document_significance, permutation_test
+from pyattn.compare.uncertainty import bootstrap_means, bootstrap_token_means, holm
+from pyattn.compare.agreement import head_agreement
 from pyattn.records import read_records
 
 __version__ = "0.1.0"

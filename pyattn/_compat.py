@@ -28,6 +28,12 @@ MOVED: dict[str, str] = {
     "quadrature": "attribution.quadrature",
     "single_pass_attribution": "attribution.single_pass",
     "importance": "attribution.importance",
+    "similarity": "compare.similarity",
+    "significance": "compare.significance",
+    "uncertainty": "compare.uncertainty",
+    "agreement": "compare.agreement",
+    "tokens": "compare.tokens",
+    "faithfulness": "compare.faithfulness",
 }
 
 

@@ -15,7 +15,7 @@ pieces; a notebook user gets them in one object::
 Conventions: per-document vectors are numpy arrays over the encoded document
 (special tokens included, as :func:`pyattn.attribute` returns them); tables
 are pandas DataFrames; layers and heads are numbered from 0; every ranking
-names its convention (see :mod:`pyattn.similarity` and :mod:`pyattn.tokens`).
+names its convention (see :mod:`pyattn.compare.similarity` and :mod:`pyattn.compare.tokens`).
 """
 
 from __future__ import annotations
@@ -118,14 +118,14 @@ class Explanation:
     per_head:
         ``(L, H, N)`` attention received per layer and head (not weighted).
     similarity:
-        :func:`pyattn.similarity.compare`'s table (one row per attention view
+        :func:`pyattn.compare.similarity.compare`'s table (one row per attention view
         x token mask, ``attribution_as`` named).
     faithfulness:
         AOPC table (comprehensiveness and sufficiency per ranking, ``by``
         named), or None when not asked for.
     significance:
         Per attention view x metric: observed value and one-sided permutation
-        p-value under a circular-shift null (:mod:`pyattn.significance`), over
+        p-value under a circular-shift null (:mod:`pyattn.compare.significance`), over
         the tokens of mask ``no_special`` (``all`` without special tokens),
         attributions taken as ``attribution_as`` says (a column);
         None when not asked for.
@@ -201,20 +201,20 @@ class Explanation:
     def supporting(self, k: int = 10):
         """The up to ``k`` tokens with the largest positive attribution (they
         push toward the explained class), as a DataFrame."""
-        from pyattn.tokens import supporting_tokens
+        from pyattn.compare.tokens import supporting_tokens
 
         return supporting_tokens(self.attribution.scores, self.tokens, k)
 
     def opposing(self, k: int = 10):
         """The up to ``k`` tokens with the most negative attribution (they push
         away from the explained class)."""
-        from pyattn.tokens import opposing_tokens
+        from pyattn.compare.tokens import opposing_tokens
 
         return opposing_tokens(self.attribution.scores, self.tokens, k)
 
     def top_attention(self, view: str = "all", k: int = 10):
         """The ``k`` tokens receiving most attention in one view."""
-        from pyattn.tokens import top_tokens
+        from pyattn.compare.tokens import top_tokens
 
         if view not in self.attention:
             raise KeyError(f"no attention view {view!r}: choose from {list(self.attention)}")
@@ -225,7 +225,7 @@ class Explanation:
         and one ``attention: <view>`` column per attention view."""
         import pandas as pd
 
-        from pyattn.similarity import display_token
+        from pyattn.compare.similarity import display_token
 
         special = set(self.special_tokens)
         frame = pd.DataFrame(
@@ -434,7 +434,7 @@ def explain(
         Default: ``tokenizer.all_special_tokens``.
     significance:
         Number of permutations for per-document p-values of every metric
-        (circular-shift null, :func:`pyattn.significance.document_significance`,
+        (circular-shift null, :func:`pyattn.compare.significance.document_significance`,
         with the same ``attribution_as`` as the similarity table);
         0 (default) skips them. 999 gives p-values down to 0.001.
     attribute_kwargs:
@@ -450,7 +450,7 @@ def explain(
     >>> list(result.attention), len(result.tokens) == len(result.attribution.scores)
     (['final', 'all', 'rollout'], True)
     """
-    from pyattn.similarity import MASKS
+    from pyattn.compare.similarity import MASKS
 
     if isinstance(significance, bool) or not isinstance(significance, int) or significance < 0:
         raise InputError(f"significance must be a number of permutations >= 0 (0: none), got {significance!r}")
@@ -484,7 +484,7 @@ def explain(
 def _explain(model, tokenizer, text, target, head_importance, layer_ranges, rollout, faithfulness, random_rankings, masks,
              attribution_as, special_tokens, significance, max_length, device, attribute_kwargs, attention_route="auto") -> "Explanation":
     from pyattn.model_attention import attention as model_attention
-    from pyattn.similarity import MASKS, token_masks
+    from pyattn.compare.similarity import MASKS, token_masks
 
     config = model.config
     # Check head importance and layer ranges before any work (a dry run on zeros).
@@ -521,7 +521,7 @@ def _explain(model, tokenizer, text, target, head_importance, layer_ranges, roll
                      extra_views=extra, special_tokens=special_tokens, masks=masks, attribution_as=attribution_as,
                      label_names=label_names(model), significance=significance)
     if faithfulness:
-        from pyattn.faithfulness import faithfulness as run_faithfulness
+        from pyattn.compare.faithfulness import faithfulness as run_faithfulness
 
         views = result.attention
         rankings = {"attribution": attribution.scores, "attention (all)": views["all"]}
@@ -574,7 +574,7 @@ def compose(
     >>> compose(scores, received, masks=["all"]).similarity["attention"].tolist()
     ['final', 'all']
     """
-    from pyattn.similarity import MASKS, compare
+    from pyattn.compare.similarity import MASKS, compare
 
     special_tokens = list(special_tokens or [])
     per_head = torch.as_tensor(per_head).detach().cpu().double()
@@ -589,7 +589,7 @@ def compose(
     table = compare(attribution.scores, views, attribution.tokens, special_tokens=special_tokens, masks=masks, attribution_as=attribution_as)
     p_values = None
     if significance:
-        from pyattn.significance import document_significance
+        from pyattn.compare.significance import document_significance
 
         keep = np.array([t not in set(special_tokens) for t in attribution.tokens]) if special_tokens else np.ones(n, bool)
         p_values = document_significance(attribution.scores[keep], {k: v[keep] for k, v in views.items()}, n_perm=significance,

@@ -283,16 +283,19 @@ class AttentionReceived:
         return self.per_layer[lo : hi + 1].sum(0)
 
     def select(self, layers: str | int | tuple[int, int]) -> torch.Tensor:
-        """``"final"``, ``"all"``, a layer number (from 0), ``"6-11"`` or
-        ``(6, 11)`` (inclusive)."""
+        """``"final"``, ``"all"``, a layer number (from 0, negative from the
+        end; ``-1`` and ``"-1"`` alike), ``"6-11"`` or ``(6, 11)`` (inclusive)."""
         if isinstance(layers, str):
             name = layers.strip().lower()
             if name in ("final", "last"):
                 return self.final_layer
             if name == "all":
                 return self.all_layers
-            first, last = parse_layer_range(name, self.num_layers)
-            return self.layer_range(first, last)
+            try:
+                layers = int(name)  # one layer, written as a number: "2", "-1"
+            except ValueError:
+                first, last = parse_layer_range(name, self.num_layers)
+                return self.layer_range(first, last)
         if isinstance(layers, tuple):
             return self.layer_range(*layers)
         return self.per_layer[layer_index(layers, self.num_layers)]

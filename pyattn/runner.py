@@ -23,7 +23,7 @@ metrics by :func:`pyattn.explanation.compose`, ``explain``'s comparison stage.
 :func:`compare_results` computes the dataset's tables from the stored
 records with ``compose``'s own building blocks
 (:func:`pyattn.explanation.attention_views` and
-:func:`pyattn.similarity.compare`), and :func:`report_results` rebuilds each
+:func:`pyattn.compare.similarity.compare`), and :func:`report_results` rebuilds each
 document's :class:`pyattn.Explanation` with ``compose`` from its record. Two
 things stay per-document only, because they need the model's full
 attention tensors or more forward passes than a dataset run should pay for:
@@ -839,7 +839,7 @@ def compare_results(store: ResultsStore, head_importance=None, ranges=(), masks=
     ``metrics_intervals.csv`` (each mean with its bootstrap 95% interval over
     documents, ``n_boot`` resamples, and with ``significance`` the share of
     documents with p <= 0.05, before and after Holm over the documents:
-    :func:`pyattn.uncertainty.dataset_statistics`), where ``metrics.parquet``
+    :func:`pyattn.compare.uncertainty.dataset_statistics`), where ``metrics.parquet``
     also gets each document's ``percentile_<metric>`` among the documents
     (and ``p_holm_<metric>``),
     ``tokens.parquet`` / ``tokens.csv`` (token types across the dataset) and,
@@ -868,7 +868,7 @@ def compare_results(store: ResultsStore, head_importance=None, ranges=(), masks=
     ranges : sequence of (int, int)
         Layer ranges, from 0, inclusive (see ``parse_layer_ranges``).
     masks : sequence of str
-        Token masks (:data:`pyattn.similarity.MASKS`); all but ``"all"`` need
+        Token masks (:data:`pyattn.compare.similarity.MASKS`); all but ``"all"`` need
         ``special_tokens``.
     special_tokens : sequence of str
     progress : bool
@@ -881,13 +881,13 @@ def compare_results(store: ResultsStore, head_importance=None, ranges=(), masks=
     Returns
     -------
     per_document : pandas.DataFrame
-        :func:`pyattn.similarity.compare` rows of every document, with
+        :func:`pyattn.compare.similarity.compare` rows of every document, with
         ``document``.
     summary : pandas.DataFrame
         Means per attention choice x mask
-        (:func:`pyattn.similarity.dataset_similarity`).
+        (:func:`pyattn.compare.similarity.dataset_similarity`).
     tokens : pandas.DataFrame
-        :func:`pyattn.tokens.dataset_token_table` of the attributions.
+        :func:`pyattn.compare.tokens.dataset_token_table` of the attributions.
 
     Raises
     ------
@@ -915,8 +915,8 @@ def compare_results(store: ResultsStore, head_importance=None, ranges=(), masks=
     from tqdm.auto import tqdm
 
     from pyattn.explanation import attention_views
-    from pyattn.similarity import compare, dataset_similarity
-    from pyattn.tokens import dataset_token_table, export_table
+    from pyattn.compare.similarity import compare, dataset_similarity
+    from pyattn.compare.tokens import dataset_token_table, export_table
 
     records = store.records()
     if records.empty:
@@ -944,7 +944,7 @@ def compare_results(store: ResultsStore, head_importance=None, ranges=(), masks=
             special_masks.append(np.array([t in special for t in tokens]))
     per_document, summary = dataset_similarity(tables, ids)
     tokens_table = dataset_token_table(token_docs)
-    from pyattn.uncertainty import bootstrap_token_means, dataset_statistics
+    from pyattn.compare.uncertainty import bootstrap_token_means, dataset_statistics
 
     per_document, intervals = dataset_statistics(per_document, n_boot=n_boot)
     export_table(per_document, os.path.join(store.path, "metrics.parquet"))
@@ -952,7 +952,7 @@ def compare_results(store: ResultsStore, head_importance=None, ranges=(), masks=
     export_table(intervals, os.path.join(store.path, "metrics_intervals.csv"))
     export_table(bootstrap_token_means(token_docs, n_boot=n_boot), os.path.join(store.path, "tokens_intervals.csv"))
     if head_map:
-        from pyattn.agreement import head_agreement
+        from pyattn.compare.agreement import head_agreement
         from pyattn.report.agreement_plots import head_agreement_png
 
         agreement = head_agreement(heads_input, special_masks=special_masks, n_perm=head_map_perm, n_boot=n_boot, attribution_as=attribution_as)
@@ -965,15 +965,15 @@ def compare_results(store: ResultsStore, head_importance=None, ranges=(), masks=
 
 
 def _with_p_values(table, scores, choices, tokens, special_tokens, n_perm: int, attribution_as: str = "magnitude"):
-    """``table`` (one document's :func:`pyattn.similarity.compare` rows) with a
+    """``table`` (one document's :func:`pyattn.compare.similarity.compare` rows) with a
     ``p_<metric>`` column per metric: the permutation p-value of that row's
     attention choice over that row's mask (circular-shift null), and
     ``significance_null`` / ``significance_n_perm`` (the draws used: all m - 1
     shifts when a mask keeps m <= n_perm tokens)."""
     import numpy as np
 
-    from pyattn.significance import permutation_test
-    from pyattn.similarity import METRICS, token_masks
+    from pyattn.compare.significance import permutation_test
+    from pyattn.compare.similarity import METRICS, token_masks
 
     masks = token_masks(tokens, special_tokens)
     table = table.copy()
@@ -1135,9 +1135,9 @@ def report_results(store: ResultsStore, out: str | None = None, head_importance=
         summary_statistics,
     )
     from pyattn._checks import check_attribution_as
-    from pyattn.similarity import compare, dataset_similarity
-    from pyattn.tokens import export_table
-    from pyattn.uncertainty import dataset_statistics
+    from pyattn.compare.similarity import compare, dataset_similarity
+    from pyattn.compare.tokens import export_table
+    from pyattn.compare.uncertainty import dataset_statistics
 
     if attribution_as is not None:
         check_attribution_as(attribution_as)
@@ -1181,7 +1181,7 @@ def report_results(store: ResultsStore, out: str | None = None, head_importance=
     if why is None and os.path.exists(tokens_file):  # from the same `pyattn compare` run as the metrics
         token_intervals = pd.read_csv(tokens_file, keep_default_na=False, na_values=[""])
     else:
-        from pyattn.uncertainty import bootstrap_token_means
+        from pyattn.compare.uncertainty import bootstrap_token_means
 
         token_intervals = bootstrap_token_means(((list(r["tokens"]), np.asarray(r["scores"], dtype=np.float64)) for _, r in records.iterrows()),
                                                 n_boot=n_boot)

@@ -343,7 +343,7 @@ def test_compare_layer_ranges_from_zero_and_from_the_end(layers, names, store, t
     record = ResultsStore.open(str(copy)).records().iloc[0]
     per_layer = stored_attention(record).sum(1)
     first, last = (int(v) for v in names[0].split("-"))
-    from pyattn.similarity import compare
+    from pyattn.compare.similarity import compare
 
     from pyattn.cli import _special_tokens
 
@@ -915,7 +915,7 @@ LENGTH_CASES = [
     ("single_pass", lambda m, t: pyattn_mod().single_pass(m, t, TEXT17, max_length=4096), "max_length 4096 is over the model's limit"),
     ("explain", lambda m, t: pyattn_mod().explain(m, t, TEXT17, max_length=500, n_steps=2), "max_length 500 is over the model's limit"),
     ("taylor", lambda m, t: pyattn_mod().taylor_importance(m, t, [TEXT17], [0], max_length=300, progress=False), "max_length 300 is over the model's limit"),
-    ("faithfulness", lambda m, t: __import__("pyattn.faithfulness", fromlist=["x"]).faithfulness(m, t, TEXT17, {}, max_length=200), "max_length 200 is over"),
+    ("faithfulness", lambda m, t: __import__("pyattn.compare.faithfulness", fromlist=["x"]).faithfulness(m, t, TEXT17, {}, max_length=200), "max_length 200 is over"),
     ("attention-fractional", lambda m, t: pyattn_mod().attention(m, t, TEXT17, max_length=12.5), "max_length must be None or an int >= 3"),
 ]
 

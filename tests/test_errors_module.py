@@ -71,7 +71,7 @@ def test_interrupted_is_a_ctrl_c_that_except_exception_does_not_swallow():
 @pytest.mark.parametrize("module,name", [
     ("pyattn.dataset", "DataError"), ("pyattn.runner", "ModelError"), ("pyattn.runner", "Interrupted"),
     ("pyattn.store", "StoreError"), ("pyattn.store", "StoreBusy"), ("pyattn.layers", "DenseTooLarge"),
-    ("pyattn.model_attention", "NotADistribution"), ("pyattn.similarity", "MissingSpecialTokens"),
+    ("pyattn.model_attention", "NotADistribution"), ("pyattn.compare.similarity", "MissingSpecialTokens"),
     ("pyattn.ray_engine", "RayUnavailable"), ("pyattn.ray_engine", "RayRunError"), ("pyattn", "DenseTooLarge"),
 ])
 def test_old_homes_give_the_same_class(module, name):

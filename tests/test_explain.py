@@ -110,7 +110,7 @@ def test_bad_arguments_are_named():
 
 
 def test_significance_of_every_view_and_metric():
-    from pyattn.similarity import METRICS
+    from pyattn.compare.similarity import METRICS
 
     model, tokenizer = tiny_longformer(seed=7), tiny_tokenizer("roberta")
     result = pyattn.explain(model, tokenizer, sample_text(30, seed=5), n_steps=4, faithfulness=False, significance=49)

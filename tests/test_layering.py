@@ -36,8 +36,8 @@ LAYERS: dict[str, list[str]] = {
                               "pyattn.attribution.integrated_gradients", "pyattn.attribution.quadrature",
                               "pyattn.attribution.single_pass", "pyattn.attribution.importance"],
     # comparing attribution with attention (one document or many)
-    "compare": ["pyattn.similarity", "pyattn.significance", "pyattn.uncertainty", "pyattn.agreement", "pyattn.tokens",
-                "pyattn.faithfulness"],
+    "compare": ["pyattn.compare", "pyattn.compare._pairs", "pyattn.compare.metrics", "pyattn.compare.similarity", "pyattn.compare.significance",
+                "pyattn.compare.uncertainty", "pyattn.compare.agreement", "pyattn.compare.tokens", "pyattn.compare.faithfulness"],
     # HTML and plots of compare's numbers. Below explanation, not above it: an
     # Explanation renders itself with these pages, and the report package
     # never imports explanation (nor the pipeline).
@@ -165,8 +165,8 @@ def test_no_private_name_crosses_a_module():
     ("def f():\n    import pyattn.cli\n", [("pyattn.cli", None)]),
     ("from pyattn import explanation\n", [("pyattn.explanation", None)]),
     ("from pyattn import explain\n", [("pyattn", "explain")]),  # the function, from the package
-    ("from . import similarity\n", [("pyattn.similarity", None)]),
-    ("from .similarity import _x\n", [("pyattn.similarity", "_x")]),
+    ("from .compare import similarity\n", [("pyattn.compare.similarity", None)]),
+    ("from .compare.similarity import _x\n", [("pyattn.compare.similarity", "_x")]),
 ])
 def test_the_scan_resolves_imports(source, expected, tmp_path, monkeypatch):
     path = tmp_path / "probe.py"

@@ -52,9 +52,11 @@ def test_per_layer_per_head_and_summaries(longformer_run):
     torch.testing.assert_close(fused.select("2"), fused.per_layer[2])
     with pytest.raises(ValueError, match="empty"):
         fused.layer_range(2, 0)
-    with pytest.raises(IndexError, match=r"numbered 0\.\.2"):
-        fused.select(3)
-    for bad, message in [("2-0", "empty"), ("1-99", "layer 99 does not exist"), ("1--2", "not understood"), ("x", "not understood"), ("3", "layer 3 does not exist")]:
+    torch.testing.assert_close(fused.select("-1"), fused.select(-1))  # a number as text or as an int: the same layer
+    for bad in (3, "3", -4, "-4"):  # and the same refusal
+        with pytest.raises(IndexError, match=rf"^layer {int(bad)} is out of range: layers are numbered 0\.\.2 \(or -1\.\.-3 from the end\)$"):
+            fused.select(bad)
+    for bad, message in [("2-0", "empty"), ("1-99", "layer 99 does not exist"), ("1--2", "not understood"), ("x", "not understood")]:
         with pytest.raises(ValueError, match=message):
             fused.select(bad)
 

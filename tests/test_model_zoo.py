@@ -252,7 +252,7 @@ def test_faithfulness_masking_keeps_a_decoders_pooled_position(name):
     is the model's own F(document) - F(masked ids), run by hand."""
     from zoo import build
 
-    from pyattn.faithfulness import _variant, faithfulness
+    from pyattn.compare.faithfulness import _variant, faithfulness
     from pyattn.inputs import model_output, output_kind, pooled_position, pooling_fill
 
     model, tokenizer = build(name)

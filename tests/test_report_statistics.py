@@ -24,9 +24,9 @@ from pyattn.attribution import Attribution
 from pyattn.cli import main
 from pyattn.dataset import Document
 from pyattn.runner import _record, stored_attention
-from pyattn.similarity import METRICS, similarity, token_masks
+from pyattn.compare.similarity import METRICS, similarity, token_masks
 from pyattn.store import ResultsStore
-from pyattn.uncertainty import bootstrap_mean_ci, dataset_statistics
+from pyattn.compare.uncertainty import bootstrap_mean_ci, dataset_statistics
 from testing import WORDS
 
 SPECIAL = ["<s>", "</s>", "<unk>", "<pad>", "<mask>"]  # the demo tokenizer's, as `pyattn compare` reads them from the manifest
@@ -277,7 +277,7 @@ def test_swapped_tables_are_refused():
     import pytest
 
     from pyattn.report.statistics import document_statistics, statistics_note
-    from pyattn.uncertainty import dataset_statistics
+    from pyattn.compare.uncertainty import dataset_statistics
 
     metrics = pd.DataFrame({"document": ["a", "b", "c"], "attention": "final", "mask": "all", "spearman_rho": [0.1, 0.3, 0.2]})
     per_document, intervals = dataset_statistics(metrics, n_boot=50)

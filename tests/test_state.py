@@ -197,7 +197,7 @@ ENTRY_POINTS = {
     "head_gate_importance": lambda m, t, tmp: pyattn.head_gate_importance(m, t, [TEXT, "a neural network"], [0, 2], progress=False),
     "single_pass": lambda m, t, tmp: pyattn.single_pass(m, t, TEXT),
     "single_pass_from_inputs": lambda m, t, tmp: pyattn.single_pass_from_inputs(m, t(TEXT, return_tensors="pt")["input_ids"]),
-    "faithfulness": lambda m, t, tmp: __import__("pyattn.faithfulness", fromlist=["x"]).faithfulness(
+    "faithfulness": lambda m, t, tmp: __import__("pyattn.compare.faithfulness", fromlist=["x"]).faithfulness(
         m, t, TEXT, {"first": np.arange(encode(m, t, TEXT).input_ids.shape[1], dtype=float)}, random_rankings=1),
     "rollout": lambda m, t, tmp: _rollout(m, t),
     "process_document": lambda m, t, tmp: __import__("pyattn.runner", fromlist=["x"]).process_document(m, t, Document("a", 0, TEXT, 1), dict(STEPS, device="cpu")),

@@ -172,8 +172,8 @@ def test_compare_importance_and_report_commands(uninterrupted, data_csv, tmp_pat
     assert with_p["p_spearman_rho"].between(1 / 20, 1).all()
     from pyattn.cli import _special_tokens
     from pyattn.runner import stored_attention
-    from pyattn.significance import permutation_test
-    from pyattn.similarity import token_masks
+    from pyattn.compare.significance import permutation_test
+    from pyattn.compare.similarity import token_masks
 
     record = ResultsStore.open(str(store_dir)).records().iloc[0]
     keep = token_masks(list(record["tokens"]), _special_tokens("demo"))["no_special"]

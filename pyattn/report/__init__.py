@@ -17,7 +17,7 @@ import numpy as np
 
 from pyattn.report.plots import head_importance_png, per_head_png, per_layer_png, scatter_png
 from pyattn.report._format import display_tokens, number
-from pyattn.similarity import display_token
+from pyattn.compare.similarity import display_token
 
 __all__ = ["document_report", "render_document", "index_report", "bertviz_head_view_data", "attribution_scale", "attention_scale",
            "similarity_grid", "GRID_METRICS"]
@@ -301,8 +301,8 @@ def render_document(
     """
     import jinja2
 
-    from pyattn.similarity import MASKS, compare, similarity
-    from pyattn.tokens import opposing_tokens, supporting_tokens, top_tokens
+    from pyattn.compare.similarity import MASKS, compare, similarity
+    from pyattn.compare.tokens import opposing_tokens, supporting_tokens, top_tokens
 
     def array(values) -> np.ndarray:
         try:
@@ -411,7 +411,7 @@ def document_report(path: str | os.PathLike, tokens: Sequence[str], attribution,
     Returns
     -------
     str
-        ``path``.
+        ``path``, the page written.
 
     Examples
     --------

@@ -26,18 +26,25 @@ def _byte_decoder() -> dict[str, int]:
 _BYTES = _byte_decoder()
 
 
+def _as_float(value) -> float | str:
+    """``value`` as a float, or the text shown instead of a number: ``""``
+    for NaN, ``str(value)`` for what is not a number."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return "" if math.isnan(value) else value
+
+
 def number(value, significant: int = 3) -> str:
     """``value`` to ``significant`` digits: fixed point from 0.001 to 99,999,
     scientific outside; never ``-0`` (a value that rounds to zero is ``0``);
     ``""`` for NaN; text stays as it is."""
     if isinstance(value, bool) or value is None:
         return "" if value is None else str(value)
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    if math.isnan(value):
-        return ""
+    value = _as_float(value)
+    if isinstance(value, str):
+        return value
     if math.isinf(value):
         return "inf" if value > 0 else "-inf"
     if value == 0:
@@ -48,6 +55,19 @@ def number(value, significant: int = 3) -> str:
     decimals = max(0, significant - 1 - math.floor(math.log10(magnitude)))
     text = f"{value:.{decimals}f}"
     return "0" if float(text) == 0 else text
+
+
+def decimals(value, digits: int = 4) -> str:
+    """``value`` to ``digits`` decimals (the statistics tables); scientific
+    where that would hide the value (small attributions read as 1.234e-05,
+    never as 0.0000 or -0.0000); ``""`` for NaN; text stays as it is."""
+    value = _as_float(value)
+    if isinstance(value, str):
+        return value
+    if value != 0 and digits >= 1 and abs(value) < 0.5 * 10.0 ** -digits:  # would print as 0.0000
+        return f"{value:.{max(digits - 1, 1)}e}"
+    text = f"{value:.{digits}f}"
+    return text.lstrip("-") if float(text) == 0 else text
 
 
 def display_tokens(tokens: Sequence[str]) -> list[str]:

@@ -1,4 +1,4 @@
-"""Heat map of the head agreement map (:func:`pyattn.agreement.head_agreement`),
+"""Heat map of the head agreement map (:func:`pyattn.compare.agreement.head_agreement`),
 optionally beside head importance: do the important heads agree with the
 attributions?"""
 
@@ -12,7 +12,7 @@ __all__ = ["head_agreement_grid", "head_agreement_figure", "head_agreement_png"]
 
 
 def head_agreement_grid(table, value: str = "mean") -> np.ndarray:
-    """A column of a :func:`pyattn.agreement.head_agreement` table as an
+    """A column of a :func:`pyattn.compare.agreement.head_agreement` table as an
     (L, H) array (layer and head from 0; NaN where a cell is missing).
 
     Parameters
@@ -50,7 +50,7 @@ def head_agreement_figure(table, *, head_importance=None, value: str = "mean", a
     Parameters
     ----------
     table : pandas.DataFrame
-        From :func:`pyattn.agreement.head_agreement`.
+        From :func:`pyattn.compare.agreement.head_agreement`.
     head_importance : array-like, shape (L, H), optional
     value : str
         The column shown (default ``mean``).
@@ -83,7 +83,7 @@ def head_agreement_figure(table, *, head_importance=None, value: str = "mean", a
     L, H = grid.shape
     importance = None
     if head_importance is not None:
-        from pyattn.similarity import as_array
+        from pyattn.compare.similarity import as_array
 
         importance = as_array(head_importance)
         if importance.shape != grid.shape:

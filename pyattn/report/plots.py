@@ -13,13 +13,15 @@ import numpy as np
 __all__ = ["scatter_png", "per_layer_png", "head_importance_png", "per_head_png", "metric_distributions_png", "FORMATS"]
 
 
-def _figure(width: float = 5.0, height: float = 3.6):
+def _figure(width: float = 5.0, height: float = 3.6, **grid):
+    """A figure and its axes (``plt.subplots``; ``grid``: ``nrows``,
+    ``ncols``, ``squeeze``) on the Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    return plt.subplots(figsize=(width, height), dpi=110)
+    return plt.subplots(figsize=(width, height), dpi=110, **grid)
 
 
 FORMATS = ("png", "svg", "pdf")
@@ -74,7 +76,7 @@ def scatter_png(attribution: np.ndarray, attention: np.ndarray, attention_name: 
     Returns
     -------
     bytes
-        The image.
+        The scatter plot, as ``format`` says.
 
     Examples
     --------
@@ -111,7 +113,7 @@ def per_layer_png(values: Mapping[str, Sequence[float]], ylabel: str = "similari
     Returns
     -------
     bytes
-        The image.
+        One line per metric across the layers.
 
     Examples
     --------
@@ -141,16 +143,16 @@ def head_importance_png(importance: np.ndarray, name: str = "head importance", f
     name : str
         The title: say which importance (e.g. "Taylor head importance").
     format : {"png", "svg", "pdf"}
+        PNG (default); SVG or PDF for a paper, as the second example shows.
 
     Returns
     -------
     bytes
-        The image.
+        The heat map (layers down, heads across).
 
     Examples
     --------
     >>> import io
-    >>> import numpy as np
     >>> from PIL import Image
     >>> Image.open(io.BytesIO(head_importance_png(np.arange(12.0).reshape(3, 4), "Taylor head importance"))).format
     'PNG'
@@ -168,7 +170,7 @@ def head_importance_png(importance: np.ndarray, name: str = "head importance", f
 
 
 def per_head_png(per_head: np.ndarray, layer_name: str = "final layer", keep: np.ndarray | None = None, format: str = "png") -> bytes:
-    """Attention received per head as a heat map over positions.
+    r"""Attention received per head as a heat map over positions.
 
     Parameters
     ----------
@@ -184,15 +186,15 @@ def per_head_png(per_head: np.ndarray, layer_name: str = "final layer", keep: np
     Returns
     -------
     bytes
-        The image.
+        Heads down, token positions across; special tokens grey.
 
     Examples
     --------
-    >>> import io
-    >>> import numpy as np
-    >>> from PIL import Image
-    >>> Image.open(io.BytesIO(per_head_png(np.ones((4, 11))))).format
-    'PNG'
+    Four heads over 11 positions, the first and last (special tokens) in grey:
+
+    >>> keep = np.array([False] + [True] * 9 + [False])
+    >>> per_head_png(np.ones((4, 11)), keep=keep)[:8]
+    b'\x89PNG\r\n\x1a\n'
     """
     import matplotlib
 
@@ -214,9 +216,9 @@ def per_head_png(per_head: np.ndarray, layer_name: str = "final layer", keep: np
 def metric_distributions_png(per_document, metrics: Sequence[str] | None = None, mask: str | None = None, columns: int = 5,
                              format: str = "png") -> bytes:
     """Box plots of each metric across documents (default: every metric of
-    :data:`pyattn.similarity.METRICS` in the table), one box per attention
+    :data:`pyattn.compare.similarity.METRICS` in the table), one box per attention
     choice (the triangle marks the mean), from
-    :func:`pyattn.similarity.dataset_similarity`'s per-document table
+    :func:`pyattn.compare.similarity.dataset_similarity`'s per-document table
     (restricted to one ``mask`` when given); ``columns`` panels per row.
 
     Parameters
@@ -232,7 +234,7 @@ def metric_distributions_png(per_document, metrics: Sequence[str] | None = None,
     Returns
     -------
     bytes
-        The image.
+        A grid of box plots, one panel per metric.
 
     Examples
     --------
@@ -243,20 +245,15 @@ def metric_distributions_png(per_document, metrics: Sequence[str] | None = None,
     >>> Image.open(io.BytesIO(metric_distributions_png(rows, metrics=["spearman_rho"]))).format
     'PNG'
     """
-    from pyattn.similarity import METRICS
+    from pyattn.compare.similarity import METRICS
 
     frame = per_document if mask is None else per_document[per_document["mask"] == mask]
     metrics = [m for m in (METRICS if metrics is None else metrics) if m in frame.columns]
     views = list(dict.fromkeys(frame["attention"]))
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
     panels = max(1, len(metrics))
     across = min(columns, panels)
     down = -(-panels // across)
-    fig, axes = plt.subplots(down, across, figsize=(3.0 * across, 3.0 * down), dpi=110, squeeze=False)
+    fig, axes = _figure(3.0 * across, 3.0 * down, nrows=down, ncols=across, squeeze=False)
     for ax in axes.ravel()[len(metrics):]:
         ax.set_visible(False)
     for ax, metric in zip(axes.ravel(), metrics):

@@ -2,7 +2,7 @@
 their p-values beside the dataset's means, intervals and the document's place
 among the others; and the index's summary of every mean.
 
-Both are read from the two tables :func:`pyattn.uncertainty.dataset_statistics`
+Both are read from the two tables :func:`pyattn.compare.uncertainty.dataset_statistics`
 returns (the ones ``pyattn compare`` writes as ``metrics.parquet`` and
 ``metrics_intervals.csv``), so the HTML shows exactly the numbers of those
 files, rounded for display (4 decimals; percentiles 1).
@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
+
+from pyattn.report._format import decimals
 
 __all__ = ["document_statistics", "summary_statistics", "display_document_statistics", "display_summary_statistics", "statistics_note",
            "display_token_intervals"]
@@ -58,7 +60,7 @@ def document_statistics(per_document, intervals, document, mask: str):
     Parameters
     ----------
     per_document, intervals : pandas.DataFrame
-        The two tables of :func:`pyattn.uncertainty.dataset_statistics` (or
+        The two tables of :func:`pyattn.compare.uncertainty.dataset_statistics` (or
         ``metrics.parquet`` and ``metrics_intervals.csv`` of ``pyattn compare``).
     document : object
         The document's id (compared as text).
@@ -83,7 +85,7 @@ def document_statistics(per_document, intervals, document, mask: str):
     Examples
     --------
     >>> import pandas as pd
-    >>> from pyattn.uncertainty import dataset_statistics
+    >>> from pyattn.compare.uncertainty import dataset_statistics
     >>> metrics = pd.DataFrame({"document": ["a", "b", "c"], "attention": "final", "mask": "all",
     ...                         "spearman_rho": [0.1, 0.3, 0.2], "p_spearman_rho": [0.5, 0.01, 0.04],
     ...                         "significance_n_perm": 99})
@@ -97,7 +99,7 @@ def document_statistics(per_document, intervals, document, mask: str):
     _check_order(per_document, intervals, "document_statistics")
     import pandas as pd
 
-    from pyattn.similarity import METRICS
+    from pyattn.compare.similarity import METRICS
 
     rows = _select(per_document, mask)
     rows = rows[rows["document"].astype(str) == str(document)]
@@ -131,7 +133,7 @@ def summary_statistics(intervals, mask: str):
     Parameters
     ----------
     intervals : pandas.DataFrame
-        The second table of :func:`pyattn.uncertainty.dataset_statistics`
+        The second table of :func:`pyattn.compare.uncertainty.dataset_statistics`
         (``metrics_intervals.csv`` of ``pyattn compare``). Without a ``mask``
         column every row is kept.
     mask : str
@@ -145,38 +147,21 @@ def summary_statistics(intervals, mask: str):
 
     Examples
     --------
+    Two masks' rows of an intervals table; the rows of one are kept:
+
     >>> import pandas as pd
-    >>> from pyattn.uncertainty import dataset_statistics
-    >>> metrics = pd.DataFrame({"document": ["a", "b", "c"], "attention": "final", "mask": "all",
-    ...                         "spearman_rho": [0.1, 0.3, 0.2], "p_spearman_rho": [0.5, 0.01, 0.04],
-    ...                         "significance_n_perm": 99})
-    >>> per_document, intervals = dataset_statistics(metrics, n_boot=200)
-    >>> summary = summary_statistics(intervals, "all")
-    >>> summary[["attention", "metric", "documents", "share_p05", "share_p05_holm"]].round(3).values.tolist()
-    [['final', 'spearman_rho', 3, 0.667, 0.333]]
-    >>> len(summary_statistics(intervals, "no_special"))
+    >>> intervals = pd.DataFrame({"attention": "final", "mask": ["all", "no_special"], "metric": "spearman_rho",
+    ...                           "mean": [0.2, 0.25], "documents": 3})
+    >>> summary_statistics(intervals, "no_special")[["mask", "mean"]].values.tolist()
+    [['no_special', 0.25]]
+    >>> len(summary_statistics(intervals, "alphabetic"))
     0
     """
     return _select(intervals, mask).reset_index(drop=True)
 
 
-def _number(value, digits: int = 4) -> str:
-    # `digits` decimals; scientific where that would hide the value (small
-    # attributions read as 1.234e-05, never as 0.0000 or -0.0000)
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    if np.isnan(value):
-        return ""
-    if value != 0 and digits >= 1 and abs(value) < 0.5 * 10.0 ** -digits:  # would print as 0.0000
-        return f"{value:.{max(digits - 1, 1)}e}"
-    text = f"{value:.{digits}f}"
-    return text.lstrip("-") if float(text) == 0 else text
-
-
 def _interval(low, high) -> str:
-    text_low, text_high = _number(low), _number(high)
+    text_low, text_high = decimals(low), decimals(high)
     return f"[{text_low}, {text_high}]" if text_low and text_high else ""
 
 
@@ -204,17 +189,20 @@ def display_document_statistics(table):
 
     Examples
     --------
+    One row as :func:`document_statistics` gives it (see its example):
+
     >>> import pandas as pd
-    >>> from pyattn.uncertainty import dataset_statistics
-    >>> metrics = pd.DataFrame({"document": ["a", "b", "c"], "attention": "final", "mask": "all",
-    ...                         "spearman_rho": [0.1, 0.3, 0.2], "p_spearman_rho": [0.5, 0.01, 0.04],
-    ...                         "significance_n_perm": 99})
-    >>> per_document, intervals = dataset_statistics(metrics, n_boot=200)
-    >>> shown = display_document_statistics(document_statistics(per_document, intervals, "b", "all"))
-    >>> shown.iloc[0].to_dict()  # doctest: +NORMALIZE_WHITESPACE
+    >>> row = {"attention": "final", "metric": "spearman_rho", "value": 0.3, "p_value": 0.01, "p_holm": 0.03, "n_perm": 99,
+    ...        "mean": 0.2, "ci_low": 0.1, "ci_high": 0.3, "documents": 3, "percentile": 100.0}
+    >>> display_document_statistics(pd.DataFrame([row])).iloc[0].to_dict()  # doctest: +NORMALIZE_WHITESPACE
     {'attention received': 'final', 'metric': 'spearman_rho', 'this document': '0.3000', 'p (one-sided)': '0.0100',
      'p, Holm over documents': '0.0300', 'dataset mean': '0.2000', '95% CI of the mean': '[0.1000, 0.3000]',
      'documents': '3', 'percentile among documents (% with value <= this)': '100.0'}
+
+    Without p-values their columns are left out:
+
+    >>> list(display_document_statistics(pd.DataFrame([{**row, "p_value": float("nan")}])).columns)[2:4]
+    ['this document', 'dataset mean']
     """
     import pandas as pd
 
@@ -222,15 +210,15 @@ def display_document_statistics(table):
     shown = pd.DataFrame({
         DOCUMENT_COLUMNS["attention"]: table["attention"],
         DOCUMENT_COLUMNS["metric"]: table["metric"],
-        DOCUMENT_COLUMNS["value"]: [_number(v) for v in table["value"]],
+        DOCUMENT_COLUMNS["value"]: [decimals(v) for v in table["value"]],
     })
     if with_p:
-        shown[DOCUMENT_COLUMNS["p_value"]] = [_number(v) for v in table["p_value"]]
-        shown[DOCUMENT_COLUMNS["p_holm"]] = [_number(v) for v in table["p_holm"]]
-    shown[DOCUMENT_COLUMNS["mean"]] = [_number(v) for v in table["mean"]]
+        shown[DOCUMENT_COLUMNS["p_value"]] = [decimals(v) for v in table["p_value"]]
+        shown[DOCUMENT_COLUMNS["p_holm"]] = [decimals(v) for v in table["p_holm"]]
+    shown[DOCUMENT_COLUMNS["mean"]] = [decimals(v) for v in table["mean"]]
     shown[DOCUMENT_COLUMNS["ci"]] = [_interval(low, high) for low, high in zip(table["ci_low"], table["ci_high"])]
-    shown[DOCUMENT_COLUMNS["documents"]] = [_number(v, 0) for v in table["documents"]]
-    shown[DOCUMENT_COLUMNS["percentile"]] = [_number(v, 1) for v in table["percentile"]]
+    shown[DOCUMENT_COLUMNS["documents"]] = [decimals(v, 0) for v in table["documents"]]
+    shown[DOCUMENT_COLUMNS["percentile"]] = [decimals(v, 1) for v in table["percentile"]]
     return shown
 
 
@@ -241,14 +229,15 @@ def display_summary_statistics(table):
     Parameters
     ----------
     table : pandas.DataFrame
-        A table of :func:`summary_statistics`.
+        A table of :func:`summary_statistics` (one row per attention choice x
+        metric).
 
     Returns
     -------
     pandas.DataFrame
-        One row per row of ``table``; every column text, headed by its label:
-        means and shares to 4 decimals, the interval as ``"[low, high]"``,
-        documents as an integer; an empty string where the number is NaN.
+        The same rows as text under the labels of the index page: means and
+        shares to 4 decimals, the interval as ``"[low, high]"``, documents
+        as an integer; an empty string where the number is NaN.
 
     Raises
     ------
@@ -259,13 +248,9 @@ def display_summary_statistics(table):
     Examples
     --------
     >>> import pandas as pd
-    >>> from pyattn.uncertainty import dataset_statistics
-    >>> metrics = pd.DataFrame({"document": ["a", "b", "c"], "attention": "final", "mask": "all",
-    ...                         "spearman_rho": [0.1, 0.3, 0.2], "p_spearman_rho": [0.5, 0.01, 0.04],
-    ...                         "significance_n_perm": 99})
-    >>> per_document, intervals = dataset_statistics(metrics, n_boot=200)
-    >>> shown = display_summary_statistics(summary_statistics(intervals, "all"))
-    >>> shown.iloc[0].to_dict()  # doctest: +NORMALIZE_WHITESPACE
+    >>> summary = pd.DataFrame({"attention": ["final"], "metric": "spearman_rho", "mean": 0.2, "ci_low": 0.1, "ci_high": 0.3,
+    ...                         "documents": 3, "share_p05": 2 / 3, "share_p05_holm": 1 / 3})
+    >>> display_summary_statistics(summary).iloc[0].to_dict()  # doctest: +NORMALIZE_WHITESPACE
     {'attention received': 'final', 'metric': 'spearman_rho', 'dataset mean': '0.2000', '95% CI of the mean': '[0.1000, 0.3000]',
      'documents': '3', 'share of documents with p <= 0.05': '0.6667',
      'share of documents with p <= 0.05 after Holm over documents': '0.3333'}
@@ -275,13 +260,13 @@ def display_summary_statistics(table):
     shown = pd.DataFrame({
         SUMMARY_COLUMNS["attention"]: table["attention"],
         SUMMARY_COLUMNS["metric"]: table["metric"],
-        SUMMARY_COLUMNS["mean"]: [_number(v) for v in table["mean"]],
+        SUMMARY_COLUMNS["mean"]: [decimals(v) for v in table["mean"]],
         SUMMARY_COLUMNS["ci"]: [_interval(low, high) for low, high in zip(table["ci_low"], table["ci_high"])],
-        SUMMARY_COLUMNS["documents"]: [_number(v, 0) for v in table["documents"]],
+        SUMMARY_COLUMNS["documents"]: [decimals(v, 0) for v in table["documents"]],
     })
     if "share_p05" in table.columns and table["share_p05"].notna().any():
-        shown[SUMMARY_COLUMNS["share_p05"]] = [_number(v) for v in table["share_p05"]]
-        shown[SUMMARY_COLUMNS["share_p05_holm"]] = [_number(v) for v in table["share_p05_holm"]]
+        shown[SUMMARY_COLUMNS["share_p05"]] = [decimals(v) for v in table["share_p05"]]
+        shown[SUMMARY_COLUMNS["share_p05_holm"]] = [decimals(v) for v in table["share_p05_holm"]]
     return shown
 
 
@@ -292,7 +277,7 @@ def statistics_note(intervals, per_document, mask: str, source: str) -> str:
     Parameters
     ----------
     intervals, per_document : pandas.DataFrame
-        The two tables of :func:`pyattn.uncertainty.dataset_statistics`
+        The two tables of :func:`pyattn.compare.uncertainty.dataset_statistics`
         (note the order: ``intervals`` first).
     mask : str
         The token mask the tables show.
@@ -315,14 +300,13 @@ def statistics_note(intervals, per_document, mask: str, source: str) -> str:
 
     Examples
     --------
+    Three documents, each tested with 99 circular shifts:
+
     >>> import pandas as pd
-    >>> from pyattn.uncertainty import dataset_statistics
-    >>> metrics = pd.DataFrame({"document": ["a", "b", "c"], "attention": "final", "mask": "all",
-    ...                         "spearman_rho": [0.1, 0.3, 0.2], "p_spearman_rho": [0.5, 0.01, 0.04],
-    ...                         "significance_n_perm": 99})
-    >>> per_document, intervals = dataset_statistics(metrics, n_boot=200)
-    >>> note = statistics_note(intervals, per_document, "all", "metrics.parquet")
-    >>> print(note)  # doctest: +NORMALIZE_WHITESPACE
+    >>> from pyattn.compare.uncertainty import dataset_statistics
+    >>> per_document, intervals = dataset_statistics(pd.DataFrame({"document": ["a", "b", "c"], "attention": "final", "mask": "all",
+    ...     "spearman_rho": [0.1, 0.3, 0.2], "p_spearman_rho": [0.5, 0.01, 0.04], "significance_n_perm": 99}), n_boot=200)
+    >>> print(statistics_note(intervals, per_document, "all", "metrics.parquet"))  # doctest: +NORMALIZE_WHITESPACE
     Token mask all; attributions as |attribution| (magnitude) in every metric but cosine_raw (always signed).
     p: one-sided permutation p-value for agreement greater than chance, null: circular shifts of the attention
     vector over the mask's tokens, n_perm = 99 draws per document (all shifts when a document has fewer tokens),
@@ -387,13 +371,13 @@ TOKEN_COLUMNS = {
 def display_token_intervals(table, k: int = 15, end: str = "top"):
     """The ``k`` token types with the largest (``end="top"``) or most
     negative (``"bottom"``) summed signed attribution of a
-    :func:`pyattn.uncertainty.bootstrap_token_means` table (its rows are sorted
+    :func:`pyattn.compare.uncertainty.bootstrap_token_means` table (its rows are sorted
     by ``sum``, largest first), as labelled text columns.
 
     Parameters
     ----------
     table : pandas.DataFrame
-        A table of :func:`pyattn.uncertainty.bootstrap_token_means`, in its
+        A table of :func:`pyattn.compare.uncertainty.bootstrap_token_means`, in its
         order (largest ``sum`` first); it is not re-sorted here.
     k : int
         How many token types to show (fewer when the table is shorter).
@@ -414,7 +398,7 @@ def display_token_intervals(table, k: int = 15, end: str = "top"):
 
     Examples
     --------
-    >>> from pyattn.uncertainty import bootstrap_token_means
+    >>> from pyattn.compare.uncertainty import bootstrap_token_means
     >>> table = bootstrap_token_means([(["Ġa", "Ġb"], [0.5, -0.1]), (["Ġa"], [0.2])], n_boot=500)
     >>> top = display_token_intervals(table, k=1)
     >>> top.iloc[:, :5].values.tolist()  # token, documents with it, occurrences, sum, sum / 2 documents
@@ -435,9 +419,9 @@ def display_token_intervals(table, k: int = 15, end: str = "top"):
         TOKEN_COLUMNS["token"]: rows["token"].astype(str),
         TOKEN_COLUMNS["documents"]: rows["documents"].astype(int),
         TOKEN_COLUMNS["occurrences"]: rows["occurrences"].astype(int),
-        TOKEN_COLUMNS["sum"]: [_number(v) for v in rows["sum"]],
-        TOKEN_COLUMNS["mean_over_all_documents"]: [_number(v) for v in rows["mean_over_all_documents"]],
+        TOKEN_COLUMNS["sum"]: [decimals(v) for v in rows["sum"]],
+        TOKEN_COLUMNS["mean_over_all_documents"]: [decimals(v) for v in rows["mean_over_all_documents"]],
         TOKEN_COLUMNS["mean_over_all_documents_ci"]: [_interval(a, b) for a, b in zip(rows["mean_over_all_documents_low"], rows["mean_over_all_documents_high"])],
-        TOKEN_COLUMNS["mean_per_occurrence"]: [_number(v) for v in rows["mean_per_occurrence"]],
+        TOKEN_COLUMNS["mean_per_occurrence"]: [decimals(v) for v in rows["mean_per_occurrence"]],
         TOKEN_COLUMNS["mean_per_occurrence_ci"]: [_interval(a, b) for a, b in zip(rows["mean_per_occurrence_low"], rows["mean_per_occurrence_high"])],
     })

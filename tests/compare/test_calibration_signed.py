@@ -1,5 +1,5 @@
 """Calibration of the per-document permutation tests under the signed
-ranking convention (``attribution_as="signed"``), as tests/test_calibration.py
+ranking convention (``attribution_as="signed"``), as tests/compare/test_calibration.py
 does for magnitudes: on 1,000 independent pairs of AR(1) vectors the p-values
 of each metric are uniform (Kolmogorov-Smirnov p > 0.01), and with attention
 that follows the *signed* attribution the test has power, while the magnitude
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from pyattn.significance import ar1, permutation_p_value, permutation_test
+from pyattn.compare.significance import ar1, permutation_p_value, permutation_test
 
 pytestmark = pytest.mark.slow  # about 10 s
 

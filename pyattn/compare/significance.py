@@ -45,9 +45,9 @@ ranked at random instead, giving p-values that are exactly uniform under the
 null even for the discrete metrics (``jaccard_top`` and the top-k% cosines,
 which are often exactly 0 by chance).
 
-The metrics are those of :func:`pyattn.similarity.similarity`, with its
-conventions, computed here for many permuted attention vectors at once
-(:func:`similarity_batch`). The ranking convention is the caller's:
+The metrics are those of :func:`pyattn.compare.similarity.similarity`, with its
+conventions, computed for many permuted attention vectors at once by the same
+core (:func:`pyattn.compare.metrics.similarity_batch`). The ranking convention is the caller's:
 ``attribution_as="magnitude"`` (default: ``|attribution|`` enters every metric
 but ``cosine_raw``) or ``"signed"`` (the signed scores, so a token that opposes
 the prediction ranks last); every table says which in its ``attribution_as``
@@ -64,13 +64,13 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from pyattn._checks import check_attribution_as
-from pyattn.similarity import METRICS, as_vector, top_k_count
+from pyattn.errors import InputError
+from pyattn.compare.metrics import METRICS, as_vector, similarity_batch  # similarity_batch importable here as before 1.1
 
 __all__ = [
     "ar1",
     "NULLS",
     "null_permutations",
-    "similarity_batch",
     "permutation_p_value",
     "permutation_test",
     "document_significance",
@@ -80,7 +80,6 @@ __all__ = [
 NULLS = ("circular_shift", "block", "naive_shuffle")
 
 TIE_TOLERANCE = 1e-12
-_KENDALL_PAIRWISE_LIMIT = 60_000  # above this many token pairs, Kendall runs per row through scipy
 _CHUNK_ELEMENTS = 4_000_000  # rows x tokens per chunk of permuted vectors
 
 
@@ -111,7 +110,7 @@ def check_special_mask(special_mask, n: int) -> np.ndarray:
         return np.zeros(n, bool)
     mask = np.asarray(special_mask)
     if mask.shape != (n,) or mask.dtype != bool:
-        raise ValueError(f"special_mask must be a boolean array of shape ({n},) (True = special token, held in place), got dtype {mask.dtype} and shape {mask.shape}")
+        raise InputError(f"special_mask must be a boolean array of shape ({n},) (True = special token, held in place), got dtype {mask.dtype} and shape {mask.shape}")
     return mask
 
 
@@ -174,14 +173,14 @@ def null_permutations(
     [[0, 5], [0, 5], [0, 5]]
     """
     if null not in NULLS:
-        raise ValueError(f"null must be one of {NULLS}, got {null!r}")
+        raise InputError(f"null must be one of {NULLS}, got {null!r}")
     if not isinstance(n_perm, (int, np.integer)) or n_perm < 1:
-        raise ValueError(f"n_perm must be a positive integer, got {n_perm!r}")
+        raise InputError(f"n_perm must be a positive integer, got {n_perm!r}")
     special = check_special_mask(special_mask, n)
     movable = np.flatnonzero(~special)
     m = len(movable)
     if m < 2:
-        raise ValueError(f"need at least 2 movable (non-special) positions to permute, got {m} of {n}")
+        raise InputError(f"need at least 2 movable (non-special) positions to permute, got {m} of {n}")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     if null == "circular_shift":
         shifts = _draw_group_elements(m, n_perm, rng, replace)
@@ -192,7 +191,7 @@ def null_permutations(
     else:
         size = default_block_size(m) if block_size is None else block_size
         if not isinstance(size, (int, np.integer)) or not 1 <= size <= m:
-            raise ValueError(f"block_size must be an integer in [1, {m}] (the movable positions), got {block_size!r}")
+            raise InputError(f"block_size must be an integer in [1, {m}] (the movable positions), got {block_size!r}")
         unit_start = np.arange(0, m, size)
         unit_length = np.minimum(unit_start + size, m) - unit_start
         units = len(unit_start)
@@ -244,191 +243,6 @@ def _embed(order: np.ndarray, movable: np.ndarray, n: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------
-# Every metric of pyattn.similarity.similarity, for a stack of attention rows
-
-
-def _rows_cosine(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Cosine of a vector (n,) with each row of (P, n); NaN for zero norms."""
-    nx = np.linalg.norm(x)
-    nr = np.linalg.norm(rows, axis=1)
-    with np.errstate(all="ignore"):
-        out = rows @ x / (nr * nx)
-    out[(nr == 0) | (nx == 0)] = np.nan
-    return out
-
-
-def _rows_minmax(rows: np.ndarray) -> np.ndarray:
-    low = rows.min(axis=1, keepdims=True)
-    span = rows.max(axis=1, keepdims=True) - low
-    with np.errstate(all="ignore"):
-        out = np.where(span > 0, (rows - low) / np.where(span > 0, span, 1.0), 0.0)
-    return out
-
-
-def _rows_top_mask(rows: np.ndarray, k: int) -> np.ndarray:
-    """True at each row's k largest values, ties broken by position (earlier
-    first), as :func:`pyattn.similarity.top_positions`."""
-    order = np.argsort(-rows, axis=1, kind="stable")[:, :k]
-    mask = np.zeros(rows.shape, bool)
-    np.put_along_axis(mask, order, True, axis=1)
-    return mask
-
-
-def _top_mask(x: np.ndarray, k: int) -> np.ndarray:
-    return _rows_top_mask(x[None, :], k)[0]
-
-
-def _rows_pearson(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    xc = x - x.mean()
-    rc = rows - rows.mean(axis=1, keepdims=True)
-    return _rows_cosine(xc, rc)
-
-
-def _rows_kendall_tau_b(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Kendall's tau-b of x with each row: (C - D) / sqrt((n0 - n1)(n0 - n2))
-    from the signs of all pairwise differences."""
-    n = len(x)
-    pairs = n * (n - 1) // 2
-    if pairs > _KENDALL_PAIRWISE_LIMIT:
-        from scipy import stats
-
-        out = np.empty(len(rows))
-        with np.errstate(all="ignore"):
-            for j, row in enumerate(rows):
-                out[j] = stats.kendalltau(x, row).statistic
-        return out
-    i, k = np.triu_indices(n, 1)
-    sign_x = np.sign(x[i] - x[k])
-    ties_x = float(sign_x @ sign_x)
-    out = np.empty(len(rows))
-    chunk = max(1, _CHUNK_ELEMENTS // max(pairs, 1))
-    for start in range(0, len(rows), chunk):
-        block = rows[start : start + chunk]
-        sign_r = np.sign(block[:, i] - block[:, k])
-        concordance = sign_r @ sign_x
-        norm_r = np.einsum("ij,ij->i", sign_r, sign_r)
-        with np.errstate(all="ignore"):
-            tau = concordance / np.sqrt(ties_x * norm_r)
-        tau[(norm_r == 0) | (ties_x == 0)] = np.nan
-        out[start : start + chunk] = tau
-    return out
-
-
-def _rows_rbo(x: np.ndarray, rows: np.ndarray, p: float) -> np.ndarray:
-    """Extrapolated RBO (as :func:`pyattn.similarity.rank_biased_overlap`) of
-    the ranking by x with the ranking by each row. The overlap of the top-d
-    prefixes counts the items whose depth in both rankings is below d."""
-    if not 0 < p < 1:
-        raise ValueError(f"rbo_p must be in (0, 1), got {p}")
-    P, n = rows.shape
-    depth_x = np.empty(n, np.int64)
-    depth_x[np.argsort(-x, kind="stable")] = np.arange(n)
-    order_r = np.argsort(-rows, axis=1, kind="stable")
-    depth_r = np.empty_like(order_r)
-    np.put_along_axis(depth_r, order_r, np.arange(n)[None, :].repeat(P, 0), axis=1)
-    entered = np.maximum(depth_x[None, :], depth_r)  # depth (0-based) at which each item is in both prefixes
-    counts = np.zeros((P, n), np.int64)
-    np.add.at(counts, (np.arange(P)[:, None].repeat(n, 1), entered), 1)
-    overlap = np.cumsum(counts, axis=1)  # A_d * d for d = 1..n
-    depths = np.arange(1, n + 1)
-    weights = p ** depths.astype(np.float64)
-    total = (overlap / depths) @ weights
-    return (overlap[:, -1] / n) * p**n + (1 - p) / p * total
-
-
-def similarity_batch(
-    attribution,
-    attentions,
-    *,
-    top_percent: float = 5.0,
-    rbo_p: float = 0.9,
-    metrics: Sequence[str] = METRICS,
-    attribution_as: str = "magnitude",
-) -> dict[str, np.ndarray]:
-    """Every metric of :func:`pyattn.similarity.similarity` between one
-    attribution vector and many attention vectors at once.
-
-    Row ``j`` of each result equals ``similarity(attribution,
-    attentions[j], attribution_as=attribution_as)[metric]`` (same
-    conventions; ties in top-k% sets broken by position).
-
-    Parameters
-    ----------
-    attribution : array-like, shape (N,)
-    attentions : array-like, shape (P, N)
-        Attention vectors (e.g. permutations of one), one per row.
-    top_percent, rbo_p : float
-        As in :func:`pyattn.similarity.similarity`.
-    metrics : sequence of str
-        Which metrics to compute (default all, :data:`pyattn.similarity.METRICS`).
-    attribution_as : {"magnitude", "signed"}
-        ``|attribution|`` (default) or the signed scores in every metric but
-        ``cosine_raw`` (always signed), as in :func:`pyattn.similarity.similarity`.
-
-    Returns
-    -------
-    dict of str to numpy.ndarray, each of shape (P,)
-
-    Example
-    -------
-    >>> a = np.array([0.1, -2.0, 0.5, 0.0]); R = np.array([[1, 3, 2, 0], [3, 2, 1, 0.]])
-    >>> similarity_batch(a, R, metrics=["spearman_rho"])["spearman_rho"]
-    array([1. , 0.4])
-    """
-    from scipy import stats
-
-    check_attribution_as(attribution_as)
-    a_raw = as_vector(attribution, "attribution")
-    rows = np.asarray(attentions, dtype=np.float64)
-    if rows.ndim != 2 or rows.shape[1] != len(a_raw):
-        raise ValueError(f"attentions must have shape (P, {len(a_raw)}) (one attention vector per row), got {rows.shape}")
-    if not np.all(np.isfinite(rows)):
-        raise ValueError("attentions contain NaN or infinite values")
-    if len(a_raw) < 2:
-        raise ValueError(f"need at least 2 tokens to compare, got {len(a_raw)}")
-    unknown = [m for m in metrics if m not in METRICS]
-    if unknown:
-        raise ValueError(f"unknown metrics {unknown}: choose from {list(METRICS)}")
-    wanted = set(metrics)
-    n = len(a_raw)
-    k = top_k_count(top_percent, n)  # the same exact count as similarity()
-    used = np.abs(a_raw) if attribution_as == "magnitude" else a_raw  # the ranking convention
-    out: dict[str, np.ndarray] = {}
-
-    if wanted & {"cosine_raw"}:
-        out["cosine_raw"] = _rows_cosine(a_raw, rows)
-    minmax_names = {"cosine_minmax", "cosine_minmax_above_median", "cosine_minmax_above_mean", "cosine_minmax_above_p95", "cosine_minmax_top"}
-    if wanted & minmax_names:
-        a = _rows_minmax(used[None, :])[0]
-        b = _rows_minmax(rows)
-        out["cosine_minmax"] = _rows_cosine(a, b)
-        for name, cut_a, cut_b in (
-            ("median", np.median(a), np.median(b, axis=1, keepdims=True)),
-            ("mean", np.mean(a), np.mean(b, axis=1, keepdims=True)),
-            ("p95", np.percentile(a, 95), np.percentile(b, 95, axis=1, keepdims=True)),
-        ):
-            out[f"cosine_minmax_above_{name}"] = _rows_cosine(np.where(a >= cut_a, a, 0.0), np.where(b >= cut_b, b, 0.0))
-        out["cosine_minmax_top"] = _rows_cosine(np.where(_top_mask(a, k), a, 0.0), np.where(_rows_top_mask(b, k), b, 0.0))
-    if wanted & {"cosine_ranks", "cosine_ranks_top", "spearman_rho"}:
-        ranks_a = stats.rankdata(used)
-        ranks_b = stats.rankdata(rows, axis=1)
-        out["cosine_ranks"] = _rows_cosine(ranks_a, ranks_b)
-        out["cosine_ranks_top"] = _rows_cosine(np.where(_top_mask(ranks_a, k), ranks_a, 0.0), np.where(_rows_top_mask(ranks_b, k), ranks_b, 0.0))
-        out["spearman_rho"] = _rows_pearson(ranks_a, ranks_b)
-    if "kendall_tau" in wanted:
-        out["kendall_tau"] = _rows_kendall_tau_b(used, rows)
-    if "pearson_r" in wanted:
-        out["pearson_r"] = _rows_pearson(used, rows)
-    if "rbo" in wanted:
-        out["rbo"] = _rows_rbo(used, rows, rbo_p)
-    if "jaccard_top" in wanted:
-        both = _rows_top_mask(rows, k) & _top_mask(used, k)[None, :]
-        intersection = both.sum(axis=1)
-        out["jaccard_top"] = intersection / (2 * k - intersection)
-    return {name: out[name] for name in metrics}
-
-
-# --------------------------------------------------------------------------
 # p-values
 
 
@@ -461,14 +275,14 @@ def permutation_p_value(null, observed: float, *, ties: str = "conservative", se
     """
     values = np.asarray(null, dtype=np.float64)
     if values.ndim != 1 or len(values) == 0:
-        raise ValueError(f"null must be a non-empty 1-D array of statistics, got shape {values.shape}")
+        raise InputError(f"null must be a non-empty 1-D array of statistics, got shape {values.shape}")
     if ties not in ("conservative", "randomized"):
-        raise ValueError(f"ties must be 'conservative' or 'randomized', got {ties!r}")
+        raise InputError(f"ties must be 'conservative' or 'randomized', got {ties!r}")
     observed = float(observed)
     if math.isnan(observed):
         return float("nan")
     if np.isnan(values).any():
-        raise ValueError("null contains NaN statistics while the observed one is a number")
+        raise InputError("null contains NaN statistics while the observed one is a number")
     tolerance = TIE_TOLERANCE * max(1.0, abs(observed))
     greater = int(np.count_nonzero(values > observed + tolerance))
     tied = int(np.count_nonzero(np.abs(values - observed) <= tolerance))
@@ -535,7 +349,7 @@ def permutation_test(
     special_mask : array of bool, shape (N,), optional
         True at special tokens (held in place).
     metrics, top_percent, rbo_p
-        As in :func:`pyattn.similarity.similarity`.
+        As in :func:`pyattn.compare.similarity.similarity`.
     ties : {"conservative", "randomized"}
         How null values equal to the observed one count.
     seed : int
@@ -544,7 +358,7 @@ def permutation_test(
         Also return the null statistics ``{metric: (n_perm,)}``.
     attribution_as : {"magnitude", "signed"}
         The ranking convention of the attributions in the metrics (as in
-        :func:`pyattn.similarity.similarity`): ``"magnitude"`` (default)
+        :func:`pyattn.compare.similarity.similarity`): ``"magnitude"`` (default)
         compares ``|attribution|``, ``"signed"`` the signed scores;
         ``cosine_raw`` is always signed.
 
@@ -581,7 +395,7 @@ def permutation_test(
     a = as_vector(attribution, "attribution")
     r = as_vector(attention, "attention")
     if a.shape != r.shape:
-        raise ValueError(f"attribution has {a.shape[0]} tokens but attention has {r.shape[0]}; they must match")
+        raise InputError(f"attribution has {a.shape[0]} tokens but attention has {r.shape[0]}; they must match")
     rng = np.random.default_rng(seed)
     permutations = null_permutations(len(r), n_perm, null, block_size=block_size, special_mask=special_mask, seed=rng)
     observed, null_values = _null_statistics(a, r, permutations, list(metrics), top_percent, rbo_p, attribution_as)
@@ -642,7 +456,7 @@ def document_significance(
     import pandas as pd
 
     if not attentions:
-        raise ValueError("attentions is empty: give at least one named attention vector")
+        raise InputError("attentions is empty: give at least one named attention vector")
     tables = [permutation_test(attribution, values, **options).assign(attention=name) for name, values in attentions.items()]
     table = pd.concat(tables, ignore_index=True)
     return table[["attention"] + [c for c in table.columns if c != "attention"]]

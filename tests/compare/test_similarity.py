@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from pyattn.similarity import METRICS, compare, rank_biased_overlap, similarity, token_masks
+from pyattn.compare.similarity import METRICS, compare, rank_biased_overlap, similarity, token_masks
 
 
 def cos(x, y):
@@ -69,7 +69,7 @@ def test_signed_attribution_against_scipy(seed):
 
 @pytest.mark.parametrize("n", [100, 200, 300, 1100])
 def test_top_sets_have_exactly_ceil_k_percent_members(n):
-    from pyattn.similarity import top_positions
+    from pyattn.compare.similarity import top_positions
 
     x = np.random.default_rng(n).random(n)
     for percent in (7, 14, 28, 29, 57, 58):
@@ -130,7 +130,7 @@ def test_compare_table():
     with pytest.raises(ValueError, match="need the document's tokens"):
         compare(a, attentions, None, masks=["alphabetic"])
     # Without special tokens, a mask named "no_special" would keep them: refused, not silent.
-    from pyattn.similarity import MissingSpecialTokens
+    from pyattn.compare.similarity import MissingSpecialTokens
 
     for missing in (None, [], ()):
         with pytest.raises(MissingSpecialTokens, match="no special tokens were given"):
@@ -142,7 +142,7 @@ def test_compare_table():
 
 def test_attention_choices_and_dataset_table(longformer_run):
     import pyattn
-    from pyattn.similarity import dataset_similarity
+    from pyattn.compare.similarity import dataset_similarity
 
     out, mask = longformer_run.output, longformer_run.global_attention_mask
     plain = pyattn.layer_attention_received(out, global_attention_mask=mask)

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from pyattn.significance import ar1, permutation_p_value, permutation_test
-from pyattn.similarity import METRICS
+from pyattn.compare.significance import ar1, permutation_p_value, permutation_test
+from pyattn.compare.similarity import METRICS
 
 pytestmark = pytest.mark.slow  # about 40 s in all on 2 cores
 

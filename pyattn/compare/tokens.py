@@ -15,7 +15,10 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from pyattn.similarity import as_vector, display_token, minmax, top_positions
+from pyattn.compare._pairs import token_pairs
+from pyattn.compare.metrics import as_vector, minmax, top_positions
+from pyattn.compare.similarity import display_token
+from pyattn.errors import InputError
 
 __all__ = ["top_tokens", "supporting_tokens", "opposing_tokens", "overlap_table", "token_type_totals", "dataset_token_table", "export_table"]
 
@@ -27,7 +30,7 @@ def _scores(values, tokens: Sequence[str], name: str = "scores") -> np.ndarray:
         raise TypeError("tokens must be strings, got numbers: token tables take the values first and tokens second, e.g. top_tokens(attribution, tokens)")
     array = as_vector(values, name)
     if array.shape != (len(tokens),):
-        raise ValueError(f"got {len(tokens)} tokens but {name} of shape {array.shape}; expected ({len(tokens)},)")
+        raise InputError(f"got {len(tokens)} tokens but {name} of shape {array.shape}; expected ({len(tokens)},)")
     return array
 
 
@@ -48,7 +51,7 @@ def _table(tokens, values: np.ndarray, order: np.ndarray, by: str):
 
 def _check_k(k) -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive number of tokens, got {k!r}")
+        raise InputError(f"k must be a positive number of tokens, got {k!r}")
     return int(k)
 
 
@@ -84,7 +87,7 @@ def top_tokens(values, tokens: Sequence[str], k: int = 10, by: str = "signed"):
     k = _check_k(k)
     array = _scores(values, tokens, "values")
     if by not in RANKINGS:
-        raise ValueError(f'by must be "signed" or "magnitude", got {by!r}')
+        raise InputError(f'by must be "signed" or "magnitude", got {by!r}')
     key = array if by == "signed" else np.abs(array)
     order = np.lexsort((np.arange(len(array)), -key))[:k]
     return _table(tokens, array, order, by)
@@ -122,7 +125,7 @@ def opposing_tokens(attribution, tokens: Sequence[str], k: int = 10):
 
 
 def overlap_table(attribution, attention, tokens: Sequence[str], percent: float = 5.0, attribution_as: str = "magnitude"):
-    """Tokens in the top ``percent`` % (:func:`pyattn.similarity.top_k_count`
+    """Tokens in the top ``percent`` % (:func:`pyattn.compare.similarity.top_k_count`
     of them) by attention only, by attribution only, and by both.
 
     Parameters
@@ -164,7 +167,7 @@ def overlap_table(attribution, attention, tokens: Sequence[str], percent: float 
     from scipy import stats
 
     if attribution_as not in ("magnitude", "signed"):
-        raise ValueError(f'attribution_as must be "magnitude" or "signed", got {attribution_as!r}')
+        raise InputError(f'attribution_as must be "magnitude" or "signed", got {attribution_as!r}')
     a = _scores(attribution, tokens, "attribution")
     a = np.abs(a) if attribution_as == "magnitude" else a
     r = _scores(attention, tokens, "attention")
@@ -241,8 +244,9 @@ def dataset_token_table(documents: Iterable[tuple[Sequence[str], object]], merge
     Parameters
     ----------
     documents : iterable of (sequence of str, array-like of shape (N_i,))
-        Each document's tokens and its per-token scores (note the order:
-        tokens first here).
+        Each document's tokens and its per-token scores: tokens first, as in
+        :func:`pyattn.compare.uncertainty.bootstrap_token_means` (a pair
+        given as ``(scores, tokens)`` is refused with an ``InputError``).
     merge_forms : bool
         Group by the display form (``Ġcat`` and ``cat`` together) instead of
         the raw token.
@@ -265,8 +269,9 @@ def dataset_token_table(documents: Iterable[tuple[Sequence[str], object]], merge
     Raises
     ------
     ValueError
-        If there are no documents, or a document's scores and tokens differ
-        in length.
+        (:class:`pyattn.errors.InputError`) If there are no documents, a
+        pair is ``(scores, tokens)``, or a document's scores and tokens
+        differ in length.
 
     Examples
     --------
@@ -277,11 +282,10 @@ def dataset_token_table(documents: Iterable[tuple[Sequence[str], object]], merge
     import pandas as pd
 
     frames = []
-    for index, (tokens, scores) in enumerate(documents):
-        values = _scores(scores, tokens)
+    for index, tokens, values in token_pairs(documents, "dataset_token_table"):
         frames.append(pd.DataFrame({"document": index, "raw_token": list(tokens), "token": [display_token(t) for t in tokens], "score": values}))
     if not frames:
-        raise ValueError("no documents to aggregate")
+        raise InputError("no documents to aggregate")
     frame = pd.concat(frames, ignore_index=True)
     key = "token" if merge_forms else "raw_token"
     grouped = frame.groupby(key).agg(documents=("document", "nunique"), occurrences=("score", "size"), sum=("score", "sum"))
@@ -324,4 +328,4 @@ def export_table(table, path: str | os.PathLike) -> None:
     elif path.endswith(".parquet"):
         table.to_parquet(path, index=False)
     else:
-        raise ValueError(f"unknown table format for {path!r}: use .csv or .parquet")
+        raise InputError(f"unknown table format for {path!r}: use .csv or .parquet")

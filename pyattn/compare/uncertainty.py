@@ -17,6 +17,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from pyattn.errors import InputError
+
 __all__ = [
     "bootstrap_mean_ci",
     "bootstrap_weights",
@@ -29,12 +31,12 @@ __all__ = [
 
 def _check_confidence(confidence: float) -> None:
     if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), e.g. 0.95, got {confidence!r}")
+        raise InputError(f"confidence must be in (0, 1), e.g. 0.95, got {confidence!r}")
 
 
 def _check_n_boot(n_boot: int) -> None:
     if not isinstance(n_boot, (int, np.integer)) or n_boot < 1:
-        raise ValueError(f"n_boot must be a positive integer, got {n_boot!r}")
+        raise InputError(f"n_boot must be a positive integer, got {n_boot!r}")
 
 
 def bootstrap_weights(n_documents: int, n_boot: int = 2000, seed: int | np.random.Generator | None = 0) -> np.ndarray:
@@ -70,7 +72,7 @@ def bootstrap_weights(n_documents: int, n_boot: int = 2000, seed: int | np.rando
     """
     _check_n_boot(n_boot)
     if n_documents < 1:
-        raise ValueError(f"need at least one document to resample, got {n_documents}")
+        raise InputError(f"need at least one document to resample, got {n_documents}")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     draws = rng.integers(0, n_documents, size=(n_boot, n_documents))
     flat = (np.arange(n_boot)[:, None] * n_documents + draws).ravel()
@@ -92,7 +94,7 @@ def bootstrap_tail(confidence: float, n: int, method: str) -> float:
     from scipy import stats
 
     if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        raise InputError(f"method must be one of {METHODS}, got {method!r}")
     alpha = (1 - confidence) / 2
     if method == "percentile" or n < 2:
         return alpha * 100
@@ -143,7 +145,7 @@ def bootstrap_mean_ci(
     _check_confidence(confidence)
     x = np.asarray(values, dtype=np.float64)
     if x.ndim != 1:
-        raise ValueError(f"values must be 1-D (one value per document), got shape {x.shape}")
+        raise InputError(f"values must be 1-D (one value per document), got shape {x.shape}")
     x = x[~np.isnan(x)]
     if len(x) == 0:
         return float("nan"), float("nan"), float("nan")
@@ -165,7 +167,7 @@ def bootstrap_means(
 ):
     """Bootstrap intervals for every mean in a metrics summary.
 
-    ``per_document`` is the first table :func:`pyattn.similarity.dataset_similarity`
+    ``per_document`` is the first table :func:`pyattn.compare.similarity.dataset_similarity`
     returns (one row per document x attention choice x mask, a ``document``
     column, one column per metric). The same document resamples serve every
     group and metric (so intervals of different metrics are from the same
@@ -176,7 +178,7 @@ def bootstrap_means(
     ----------
     per_document : pandas.DataFrame
     metrics : sequence of str, optional
-        Metric columns (default: every column of :data:`pyattn.similarity.METRICS`
+        Metric columns (default: every column of :data:`pyattn.compare.similarity.METRICS`
         present).
     by : sequence of str
         Grouping columns (default ``("attention", "mask")``; those absent are
@@ -206,16 +208,16 @@ def bootstrap_means(
     """
     import pandas as pd
 
-    from pyattn.similarity import METRICS
+    from pyattn.compare.similarity import METRICS
 
     _check_confidence(confidence)
     bootstrap_tail(confidence, 2, method)
     if document not in per_document.columns:
-        raise ValueError(f"per_document has no {document!r} column (the unit resampled); columns: {list(per_document.columns)}")
+        raise InputError(f"per_document has no {document!r} column (the unit resampled); columns: {list(per_document.columns)}")
     chosen = [m for m in METRICS if m in per_document.columns] if metrics is None else list(metrics)
     missing = [m for m in chosen if m not in per_document.columns]
     if missing or not chosen:
-        raise ValueError(f"metric columns {missing or chosen} not in per_document; columns: {list(per_document.columns)}")
+        raise InputError(f"metric columns {missing or chosen} not in per_document; columns: {list(per_document.columns)}")
     keys = [k for k in by if k in per_document.columns]
     documents = pd.unique(per_document[document])
     weights = bootstrap_weights(len(documents), n_boot, seed)
@@ -225,7 +227,7 @@ def bootstrap_means(
     for key, group in groups:
         key = key if isinstance(key, tuple) else (key,)
         if group[document].duplicated().any():
-            raise ValueError(f"document ids repeat within group {dict(zip(keys, key))}: one row per document expected (group by more columns?)")
+            raise InputError(f"document ids repeat within group {dict(zip(keys, key))}: one row per document expected (group by more columns?)")
         positions = group[document].map(index).to_numpy()
         for metric in chosen:
             values = np.full(len(documents), np.nan)
@@ -257,7 +259,7 @@ def bootstrap_token_means(
     seed: int | None = 0,
 ):
     """Bootstrap intervals for the means of a dataset token table
-    (:func:`pyattn.tokens.dataset_token_table`), resampling documents.
+    (:func:`pyattn.compare.tokens.dataset_token_table`), resampling documents.
 
     For each token type: ``mean_over_all_documents`` (its total score / the
     number of documents) and ``mean_per_occurrence`` (total score / number of
@@ -267,7 +269,9 @@ def bootstrap_token_means(
     Parameters
     ----------
     documents : iterable of (tokens, scores)
-        ``tokens`` a list of str, ``scores`` shape (N,) per document.
+        ``tokens`` a list of str, ``scores`` shape (N,) per document: tokens
+        first, as in :func:`pyattn.compare.tokens.dataset_token_table` (a pair
+        given as ``(scores, tokens)`` is refused with an ``InputError``).
     merge_forms : bool
         Group by display form (``compiler`` and ``Ġcompiler`` together).
     tokens : sequence of str, optional
@@ -300,17 +304,15 @@ def bootstrap_token_means(
     import pandas as pd
     from scipy import sparse
 
-    from pyattn.similarity import as_vector, display_token
+    from pyattn.compare._pairs import token_pairs
+    from pyattn.compare.similarity import display_token
 
     _check_confidence(confidence)
     bootstrap_tail(confidence, 2, method)
     rows, cols, score_list = [], [], []
     types: dict[str, int] = {}
     n_docs = 0
-    for d, (doc_tokens, scores) in enumerate(documents):
-        values = as_vector(scores, "scores")
-        if len(values) != len(doc_tokens):
-            raise ValueError(f"document {d}: got {len(doc_tokens)} tokens but {len(values)} scores")
+    for d, doc_tokens, values in token_pairs(documents, "bootstrap_token_means"):
         for token, value in zip(doc_tokens, values):
             name = display_token(token) if merge_forms else token
             if tokens is not None and name not in tokens:
@@ -320,7 +322,7 @@ def bootstrap_token_means(
             score_list.append(value)
         n_docs = d + 1
     if n_docs == 0:
-        raise ValueError("no documents to aggregate")
+        raise InputError("no documents to aggregate")
     shape = (n_docs, len(types))
     sums = sparse.csr_matrix((score_list, (rows, cols)), shape=shape)  # duplicates add up
     counts = sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=shape)
@@ -380,7 +382,7 @@ def holm(p_values) -> np.ndarray:
     flat = p.ravel()
     valid = ~np.isnan(flat)
     if np.any((flat[valid] < 0) | (flat[valid] > 1)):
-        raise ValueError("p_values must lie in [0, 1]")
+        raise InputError("p_values must lie in [0, 1]")
     out = np.full(flat.shape, np.nan)
     values = flat[valid]
     m = len(values)
@@ -416,7 +418,7 @@ def dataset_statistics(
     ----------
     per_document : pandas.DataFrame
         One row per document x group (``by``), a ``document`` column, one
-        column per metric of :data:`pyattn.similarity.METRICS` and, where
+        column per metric of :data:`pyattn.compare.similarity.METRICS` and, where
         p-values were computed (``pyattn compare --significance``),
         ``p_<metric>`` columns (NaN where none).
     by : sequence of str
@@ -455,11 +457,11 @@ def dataset_statistics(
     """
     import pandas as pd
 
-    from pyattn.similarity import METRICS
+    from pyattn.compare.similarity import METRICS
 
     metrics = [m for m in METRICS if m in per_document.columns]
     if not metrics:
-        raise ValueError(f"per_document has no metric columns ({', '.join(METRICS[:3])}, ...); columns: {list(per_document.columns)}")
+        raise InputError(f"per_document has no metric columns ({', '.join(METRICS[:3])}, ...); columns: {list(per_document.columns)}")
     keys = [k for k in by if k in per_document.columns]
     summary = bootstrap_means(per_document, metrics=metrics, by=keys, document=document, n_boot=n_boot, confidence=confidence, method=method, seed=seed)
     positions = per_document.copy()

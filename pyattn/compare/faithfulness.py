@@ -26,8 +26,9 @@ import numpy as np
 import torch
 
 from pyattn.inputs import EncodedDocument, encode, model_output, output_kind, pooling_fill, pools_last_non_pad, position_ids_for
-from pyattn.similarity import top_k_count
+from pyattn.compare.metrics import top_k_count
 from pyattn._model_state import preserving
+from pyattn.errors import InputError
 
 __all__ = ["faithfulness", "DEFAULT_PERCENTS"]
 
@@ -152,17 +153,17 @@ def faithfulness(
     import pandas as pd
 
     if by not in ("signed", "magnitude"):
-        raise ValueError(f'by must be "signed" or "magnitude", got {by!r}')
+        raise InputError(f'by must be "signed" or "magnitude", got {by!r}')
     if mode not in ("delete", "mask"):
-        raise ValueError(f'mode must be "delete" or "mask", got {mode!r}')
+        raise InputError(f'mode must be "delete" or "mask", got {mode!r}')
     document = encode(model, tokenizer, text, max_length)
     n = document.input_ids.shape[1]
     inner = n - 2
     if inner < 1:
-        raise ValueError("the document has no text tokens to remove")
+        raise InputError("the document has no text tokens to remove")
     bad = [p for p in percents if not 0 < p <= 100]
     if bad:
-        raise ValueError(f"percents must be in (0, 100], got {bad}")
+        raise InputError(f"percents must be in (0, 100], got {bad}")
     pad_id = tokenizer.pad_token_id
     mask_id = tokenizer.mask_token_id if tokenizer.mask_token_id is not None else pad_id
     if pools_last_non_pad(model) and (mask_id is None or mask_id == getattr(model.config, "pad_token_id", None)):
@@ -174,9 +175,9 @@ def faithfulness(
     for name, scores in rankings.items():
         values = np.asarray(scores.detach().cpu().double().numpy() if isinstance(scores, torch.Tensor) else scores, dtype=np.float64)
         if values.shape != (n,):
-            raise ValueError(f"ranking {name!r} has shape {values.shape} but the document has {n} tokens ([CLS] and [SEP] included)")
+            raise InputError(f"ranking {name!r} has shape {values.shape} but the document has {n} tokens ([CLS] and [SEP] included)")
         if not np.all(np.isfinite(values)):
-            raise ValueError(f"ranking {name!r} contains NaN or infinite scores: cannot rank tokens by it")
+            raise InputError(f"ranking {name!r} contains NaN or infinite scores: cannot rank tokens by it")
         text_values = values[1:-1] if by == "signed" else np.abs(values[1:-1])
         orders[name] = [np.lexsort((np.arange(inner), -text_values))]
     rng = np.random.default_rng(seed)
@@ -200,7 +201,7 @@ def faithfulness(
     if target is None:
         target = int(full.argmax())
     if not 0 <= int(target) < full.shape[0]:
-        raise ValueError(f"target must be a class index in 0..{full.shape[0] - 1}, got {target}")
+        raise InputError(f"target must be a class index in 0..{full.shape[0] - 1}, got {target}")
     p_full = float(full[target])
     probabilities = _probabilities(model, document, variants, target, batch_size, pad_id)
 

@@ -10,7 +10,7 @@ the dataset, Holm-corrected over all L x H heads.
 
 How the per-document nulls are combined: each null draw permutes every
 document independently (circular shift or blocks, as in
-:mod:`pyattn.significance`, special tokens held in place) and takes the mean
+:mod:`pyattn.compare.significance`, special tokens held in place) and takes the mean
 of the metric over documents; the p-value is
 ``(1 + #{null means >= observed mean}) / (1 + n_perm)``, one-sided. This
 tests the dataset mean that the table reports, against the null that in no
@@ -28,56 +28,37 @@ from typing import Sequence
 
 import numpy as np
 
-from pyattn.significance import null_permutations, similarity_batch, check_special_mask, TIE_TOLERANCE
+from pyattn.compare._pairs import attribution_attention_pair
+from pyattn.compare.significance import null_permutations, check_special_mask, TIE_TOLERANCE
 from pyattn._checks import check_attribution_as
-from pyattn.similarity import METRICS, as_array, as_vector
-from pyattn.uncertainty import percentile_interval, bootstrap_tail, bootstrap_weights, holm
+from pyattn.errors import InputError
+from pyattn.compare.metrics import LINEAR_METRICS, METRICS, as_array, as_vector, cosine_matrix, linear_vectors, similarity_batch
+from pyattn.compare.uncertainty import percentile_interval, bootstrap_tail, bootstrap_weights, holm
 
 __all__ = ["head_agreement", "head_agreement_per_document"]
-
-_LINEAR_METRICS = ("spearman_rho", "pearson_r", "cosine_raw")
 
 
 def _attention_heads(values, n: int, index: int) -> np.ndarray:
     array = as_array(values)
     if array.ndim != 3 or array.shape[2] != n:
-        raise ValueError(f"document {index}: attention must have shape (layers, heads, {n}) (per-head attention received, {n} tokens as in its attribution), got {array.shape}")
+        raise InputError(f"document {index}: attention must have shape (layers, heads, {n}) (per-head attention received, {n} tokens as in its attribution), got {array.shape}")
     if not np.all(np.isfinite(array)):
-        raise ValueError(f"document {index}: attention contains NaN or infinite values")
+        raise InputError(f"document {index}: attention contains NaN or infinite values")
     return array
 
 
 def _linear_statistics(a: np.ndarray, heads: np.ndarray, permutations: np.ndarray, metric: str, attribution_as: str = "magnitude") -> tuple[np.ndarray, np.ndarray]:
     """Observed (K,) and null (P, K) statistics for K heads, for a metric that
-    is a cosine of transformed vectors: permuting the attention by pi equals
-    permuting the attribution by pi's inverse, so the null is one matrix
-    product."""
-    from scipy import stats
-
-    used = np.abs(a) if attribution_as == "magnitude" else a
-    if metric == "spearman_rho":
-        x = stats.rankdata(used)
-        rows = stats.rankdata(heads, axis=1)
-    elif metric == "pearson_r":
-        x, rows = used, heads
-    else:  # cosine_raw: signed attribution, uncentred
-        x, rows = a, heads
-    if metric != "cosine_raw":
-        x = x - x.mean()
-        rows = rows - rows.mean(axis=1, keepdims=True)
-    norm_x = np.linalg.norm(x)
-    norm_rows = np.linalg.norm(rows, axis=1)
-    undefined = (norm_rows == 0) | (norm_x == 0)
+    is a cosine of transformed vectors (:data:`pyattn.compare.metrics.LINEAR_METRICS`):
+    permuting the attention by pi equals permuting the attribution's
+    transform by pi's inverse, so the null is one matrix product."""
+    x, rows = linear_vectors(metric, a, heads, attribution_as)
+    observed = cosine_matrix(x[None, :], rows)[0]
     chunk = max(1, 4_000_000 // len(x))
     null = np.empty((len(permutations), len(rows)))
-    with np.errstate(all="ignore"):
-        scale = 1.0 / (norm_x * norm_rows)
-        observed = rows @ x * scale
-        for start in range(0, len(permutations), chunk):
-            inverse = np.argsort(permutations[start : start + chunk], axis=1)
-            null[start : start + chunk] = (x[inverse] @ rows.T) * scale[None, :]
-    observed[undefined] = np.nan
-    null[:, undefined] = np.nan
+    for start in range(0, len(permutations), chunk):
+        inverse = np.argsort(permutations[start : start + chunk], axis=1)
+        null[start : start + chunk] = cosine_matrix(x[inverse], rows)
     return observed, null
 
 
@@ -103,17 +84,17 @@ def head_agreement_per_document(
     attention : array-like, shape (L, H, N)
         Attention received per layer and head.
     metric : str
-        One of :data:`pyattn.similarity.METRICS`. ``spearman_rho``,
+        One of :data:`pyattn.compare.similarity.METRICS`. ``spearman_rho``,
         ``pearson_r`` and ``cosine_raw`` are computed for all heads and draws
         in one matrix product; the others head by head.
     null, n_perm, block_size, special_mask
-        As in :func:`pyattn.significance.permutation_test`.
+        As in :func:`pyattn.compare.significance.permutation_test`.
     top_percent, rbo_p
-        As in :func:`pyattn.similarity.similarity`.
+        As in :func:`pyattn.compare.similarity.similarity`.
     seed : int or numpy Generator
     attribution_as : {"magnitude", "signed"}
         The attributions' ranking convention in the metric (as in
-        :func:`pyattn.similarity.similarity`).
+        :func:`pyattn.compare.similarity.similarity`).
 
     Returns
     -------
@@ -121,7 +102,7 @@ def head_agreement_per_document(
     null : numpy.ndarray, shape (n_perm, L, H)
         The metric on each null draw (the same draws for every head):
         without replacement, never the identity, as in
-        :func:`pyattn.significance.null_permutations`; when the null group
+        :func:`pyattn.compare.significance.null_permutations`; when the null group
         has no more than ``n_perm`` other elements, ``n_perm`` uniform draws
         with replacement instead (valid, slightly conservative: draws of the
         identity tie).
@@ -152,7 +133,7 @@ def head_agreement_per_document(
     a = as_vector(attribution, "attribution")
     heads = _attention_heads(attention, len(a), 0)
     if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}: choose from {list(METRICS)}")
+        raise InputError(f"unknown metric {metric!r}: choose from {list(METRICS)}")
     L, H, N = heads.shape
     flat = heads.reshape(L * H, N)
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
@@ -161,7 +142,7 @@ def head_agreement_per_document(
         # a group smaller than n_perm + 1 (a short document): uniform draws with replacement keep
         # every document at n_perm draws, so that the j-th draws of all documents can be averaged
         permutations = null_permutations(N, n_perm, null, block_size=block_size, special_mask=special_mask, seed=rng, replace=True)
-    if metric in _LINEAR_METRICS:
+    if metric in LINEAR_METRICS:
         observed, null_values = _linear_statistics(a, flat, permutations, metric, attribution_as)
     else:
         unique, inverse = np.unique(permutations, axis=0, return_inverse=True)
@@ -199,13 +180,15 @@ def head_agreement(
     ----------
     documents : sequence of (attribution, attention)
         Per document: ``attribution`` shape (N,), ``attention`` shape
-        (L, H, N) (attention received per layer and head, numpy or torch).
+        (L, H, N) (attention received per layer and head, numpy or torch),
+        attribution first as in every comparison (a pair given as
+        ``(attention, attribution)`` is refused with an ``InputError``).
         N may differ between documents; L and H may not.
     metric : str
         The agreement metric (default ``spearman_rho``), one of
-        :data:`pyattn.similarity.METRICS`.
+        :data:`pyattn.compare.similarity.METRICS`.
     null : {"circular_shift", "block", "naive_shuffle"}
-        Per-document null (see :mod:`pyattn.significance`).
+        Per-document null (see :mod:`pyattn.compare.significance`).
     n_perm : int, optional
         Null draws (each permutes every document). The smallest p-value is
         ``1 / (1 + n_perm)`` and Holm multiplies it by the number of heads
@@ -218,11 +201,11 @@ def head_agreement(
     special_masks : sequence of boolean arrays (N,), optional
         Per document, True at special tokens (held in place).
     n_boot, confidence, method
-        Bootstrap over documents (see :func:`pyattn.uncertainty.bootstrap_mean_ci`).
+        Bootstrap over documents (see :func:`pyattn.compare.uncertainty.bootstrap_mean_ci`).
     alpha : float
         Level for the ``significant`` column (Holm-adjusted p <= alpha).
     top_percent, rbo_p
-        As in :func:`pyattn.similarity.similarity`.
+        As in :func:`pyattn.compare.similarity.similarity`.
     seed : int
         Seeds every draw.
     attribution_as : {"magnitude", "signed"}
@@ -267,16 +250,14 @@ def head_agreement(
     import pandas as pd
 
     if len(documents) == 0:
-        raise ValueError("documents is empty: give (attribution, attention per head) pairs")
+        raise InputError("documents is empty: give (attribution, attention per head) pairs")
     if special_masks is not None and len(special_masks) != len(documents):
-        raise ValueError(f"got {len(special_masks)} special_masks for {len(documents)} documents")
+        raise InputError(f"got {len(special_masks)} special_masks for {len(documents)} documents")
     if not 0 < alpha < 1:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+        raise InputError(f"alpha must be in (0, 1), got {alpha!r}")
     check_attribution_as(attribution_as)
     bootstrap_tail(confidence, 2, method)
-    first = documents[0]
-    if len(first) != 2:
-        raise ValueError(f"document 0: expected a pair (attribution, attention of shape (L, H, N)), got {len(first)} items")
+    first = attribution_attention_pair(documents[0], 0)
     heads_total = int(np.prod(_attention_heads(first[1], len(as_vector(first[0], "document 0: attribution")), 0).shape[:2]))
     if n_perm is None:
         n_perm = max(999, math.ceil(2 * heads_total / alpha) - 1)
@@ -290,15 +271,13 @@ def head_agreement(
     observed_all, null_sums, null_counts, per_doc_significant = [], None, None, None
     shape = None
     for d, pair in enumerate(documents):
-        if len(pair) != 2:
-            raise ValueError(f"document {d}: expected a pair (attribution, attention of shape (L, H, N)), got {len(pair)} items")
-        attribution, attention = pair
+        attribution, attention = attribution_attention_pair(pair, d)
         a = as_vector(attribution, f"document {d}: attribution")
         heads = _attention_heads(attention, len(a), d)
         if shape is None:
             shape = heads.shape[:2]
         elif heads.shape[:2] != shape:
-            raise ValueError(f"document {d}: attention has {heads.shape[0]} layers x {heads.shape[1]} heads, document 0 had {shape[0]} x {shape[1]}")
+            raise InputError(f"document {d}: attention has {heads.shape[0]} layers x {heads.shape[1]} heads, document 0 had {shape[0]} x {shape[1]}")
         mask = None if special_masks is None else check_special_mask(special_masks[d], len(a))
         observed, null_values = head_agreement_per_document(
             a, heads, metric=metric, null=null, n_perm=n_perm, block_size=block_size, special_mask=mask, top_percent=top_percent, rbo_p=rbo_p, seed=rng,

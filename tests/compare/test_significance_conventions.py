@@ -1,6 +1,6 @@
 """Significance follows the ranking convention (``attribution_as``): the
 observed statistic of every significance table equals
-:func:`pyattn.similarity.similarity` (scipy's correlations, an independent
+:func:`pyattn.compare.similarity.similarity` (scipy's correlations, an independent
 path) under the same convention, the p-values are the exact formula over a
 null built here by hand with ``np.roll``, and signed differs from magnitude
 where attributions are negative."""
@@ -10,9 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pyattn.agreement import head_agreement, head_agreement_per_document
-from pyattn.significance import document_significance, permutation_test, similarity_batch
-from pyattn.similarity import METRICS, similarity
+from pyattn.compare.agreement import head_agreement, head_agreement_per_document
+from pyattn.compare.metrics import similarity_batch
+from pyattn.compare.significance import document_significance, permutation_test
+from pyattn.compare.similarity import METRICS, similarity
 
 CONVENTIONS = ["magnitude", "signed"]
 

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pyattn.similarity import top_k_count
-from pyattn.tokens import dataset_token_table, export_table, opposing_tokens, overlap_table, supporting_tokens, token_type_totals, top_tokens
+from pyattn.compare.similarity import top_k_count
+from pyattn.compare.tokens import dataset_token_table, export_table, opposing_tokens, overlap_table, supporting_tokens, token_type_totals, top_tokens
 
 TOKENS = ["<s>", "compiler", "Ġthe", "Ġcompiler", "Ġtypes", "Ġthe", "Ġneural", "</s>"]
 SCORES = np.array([0.0, 0.5, -0.1, 0.3, 0.9, 0.2, -0.7, 0.0])

@@ -1,5 +1,5 @@
 """Per-document permutation tests: the vectorised metrics against
-pyattn.similarity.similarity (itself checked against scipy), the null
+pyattn.compare.similarity.similarity (itself checked against scipy), the null
 permutations' invariants, and the p-value formula on cases enumerated by
 hand. Calibration (uniform p-values under the null) is in test_calibration.py."""
 
@@ -11,15 +11,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pyattn.significance import (
+from pyattn.compare.significance import (
     NULLS,
     document_significance,
     null_permutations,
     permutation_p_value,
     permutation_test,
-    similarity_batch,
 )
-from pyattn.similarity import METRICS, similarity
+from pyattn.compare.metrics import similarity_batch
+from pyattn.compare.similarity import METRICS, similarity
 
 
 def test_batch_covers_every_metric_of_similarity():

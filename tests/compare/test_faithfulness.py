@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import pyattn
-from pyattn.faithfulness import faithfulness
+from pyattn.compare.faithfulness import faithfulness
 from pyattn.inputs import encode
 from testing import sample_text, tiny_longformer, tiny_tokenizer
 

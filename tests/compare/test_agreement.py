@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from pyattn.agreement import head_agreement, head_agreement_per_document
+from pyattn.compare.agreement import head_agreement, head_agreement_per_document
 from pyattn.report.agreement_plots import head_agreement_figure, head_agreement_grid, head_agreement_png
-from pyattn.significance import ar1, null_permutations, permutation_test, similarity_batch
-from pyattn.uncertainty import holm
+from pyattn.compare.metrics import similarity_batch
+from pyattn.compare.significance import ar1, null_permutations, permutation_test
+from pyattn.compare.uncertainty import holm
 
 
 @pytest.mark.parametrize("metric", ["spearman_rho", "pearson_r", "cosine_raw", "kendall_tau", "jaccard_top"])

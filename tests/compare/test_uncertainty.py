@@ -1,6 +1,6 @@
 """Bootstrap intervals over documents (coverage of a known mean, agreement
-with normal theory and with the point estimates of pyattn.similarity and
-pyattn.tokens) and Holm's correction against hand-worked cases."""
+with normal theory and with the point estimates of pyattn.compare.similarity and
+pyattn.compare.tokens) and Holm's correction against hand-worked cases."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from pyattn.similarity import compare, dataset_similarity
-from pyattn.tokens import dataset_token_table
-from pyattn.uncertainty import bootstrap_mean_ci, bootstrap_means, bootstrap_token_means, bootstrap_weights, holm
+from pyattn.compare.similarity import compare, dataset_similarity
+from pyattn.compare.tokens import dataset_token_table
+from pyattn.compare.uncertainty import bootstrap_mean_ci, bootstrap_means, bootstrap_token_means, bootstrap_weights, holm
 
 
 # ---------------------------------------------------------------- Holm
