@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from pyattn.inputs import embedding_layer, encode
+from pyattn.models.inputs import embedding_layer, encode
 
 
 def _forward(model, has_global):

@@ -84,8 +84,8 @@ def measure_point(model_name: str, attention: str, dtype: str, tokens: int, batc
 
     from pyattn.attribution import _PathIntegrand, predicted_step_bytes
     from pyattn.demo import load_demo
-    from pyattn.fast_attention import fast_attention_context
-    from pyattn.inputs import encode
+    from pyattn.models.fast_attention import fast_attention_context
+    from pyattn.models.inputs import encode
 
     demo_model, tokenizer = load_demo()
     if model_name == "base":

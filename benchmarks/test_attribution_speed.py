@@ -30,7 +30,7 @@ import torch
 import pyattn
 from attribution_baselines import PeakRSS, base_shaped_longformer, corpus_ids, doubling_loop, notebook_method, sharpened
 from pyattn.demo import demo_documents, load_demo
-from pyattn.fast_attention import fast_attention_context
+from pyattn.models.fast_attention import fast_attention_context
 
 QUICK = bool(os.environ.get("PYATTN_BENCH_QUICK"))
 STEP_TOKENS = [2048] if QUICK else [2048, 4096]

@@ -43,7 +43,7 @@ import torch
 import pyattn
 from pyattn.demo import demo_documents, load_demo
 from pyattn.faithfulness import faithfulness
-from pyattn.inputs import embedding_layer, encode, position_ids_for
+from pyattn.models.inputs import embedding_layer, encode, position_ids_for
 from pyattn.single_pass_attribution import single_pass, single_pass_from_inputs
 
 QUICK = bool(os.environ.get("PYATTN_BENCH_QUICK"))

@@ -25,6 +25,13 @@ MOVED: dict[str, str] = {
     "explain": "explanation",
     "attention": "model_attention",
     "single_pass": "single_pass_attribution",
+    "ops": "kernels.ops",
+    "reference": "kernels.reference",
+    "layers": "kernels.layers",
+    "inputs": "models.inputs",
+    "fast_attention": "models.fast_attention",
+    "qk_capture": "models.qk_capture",
+    "rollout": "model_attention.rollout",
 }
 
 
