@@ -383,17 +383,25 @@ def _rollout_starts(model, attention_mask: torch.Tensor | None, B: int, N: int, 
     return positions.masked_fill(attention_mask.to(device) == 0, -1).max(1).values
 
 
-def _qk_attention(model, input_ids, attention_mask, head_importance, per_head: bool, rollout: bool, model_kwargs) -> ModelAttention:
-    from pyattn.models.qk_capture import QKCapture, qk_rollout
-
+def _forward_kwargs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, model_kwargs: dict, **extra: Any) -> dict:
+    """The model's forward arguments: ``input_ids`` as ``(B, N)`` and
+    ``attention_mask`` (when given) on the model's device, plus
+    ``model_kwargs`` and ``extra``."""
     device = next(model.parameters()).device
     input_ids = input_ids.to(device)
     if input_ids.dim() == 1:
         input_ids = input_ids[None]
-    kwargs = dict(model_kwargs, input_ids=input_ids)
-    key_mask = None
+    kwargs = dict(model_kwargs, input_ids=input_ids, **extra)
     if attention_mask is not None:
-        key_mask = kwargs["attention_mask"] = attention_mask.to(device)
+        kwargs["attention_mask"] = attention_mask.to(device)
+    return kwargs
+
+
+def _qk_attention(model, input_ids, attention_mask, head_importance, per_head: bool, rollout: bool, model_kwargs) -> ModelAttention:
+    from pyattn.models.qk_capture import QKCapture, qk_rollout
+
+    kwargs = _forward_kwargs(model, input_ids, attention_mask, model_kwargs)
+    input_ids, key_mask, device = kwargs["input_ids"], kwargs.get("attention_mask"), kwargs["input_ids"].device
     model.eval()
     with QKCapture(model, key_mask, head_importance=head_importance, per_head=per_head, keep_qk=rollout) as capture:
         output = model(**kwargs)
@@ -489,30 +497,17 @@ def attention_from_inputs(
 
 
 @torch.no_grad()
-def _probabilities_attention(
-    model: torch.nn.Module,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor | None = None,
-    global_attention_mask: torch.Tensor | None = None,
-    head_importance: torch.Tensor | None = None,
-    per_head: bool = False,
-    stream: bool = False,
-    **model_kwargs: Any,
-) -> ModelAttention:
+def _probabilities_attention(model, input_ids, attention_mask, global_attention_mask, head_importance, per_head: bool, stream: bool,
+                             **model_kwargs: Any) -> ModelAttention:
     """The ``"eager"`` and ``"band"`` routes of :func:`attention_from_inputs`
-    (arguments as there, already checked): run ``model`` on ``input_ids``
-    ``(B, N)`` with attentions and reduce them."""
+    (arguments as there, all given, already checked): run ``model`` on
+    ``input_ids`` ``(B, N)`` with attentions and reduce them."""
     refuse_block_sparse(model)
     model.eval()
     if not is_longformer(model):
         use_eager_attention(model)  # sdpa returns no attention probabilities
-    device = next(model.parameters()).device
-    input_ids = input_ids.to(device)
-    if input_ids.dim() == 1:
-        input_ids = input_ids[None]
-    kwargs = dict(model_kwargs, input_ids=input_ids, output_attentions=True)
-    if attention_mask is not None:
-        kwargs["attention_mask"] = attention_mask.to(device)
+    kwargs = _forward_kwargs(model, input_ids, attention_mask, model_kwargs, output_attentions=True)
+    input_ids, device = kwargs["input_ids"], kwargs["input_ids"].device
     windows = _windows(model)
     if windows is not None:
         if global_attention_mask is None:
