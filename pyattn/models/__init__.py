@@ -14,3 +14,5 @@ attention read from inside it.
 
 Models know nothing of attributions, comparisons or reports.
 """
+
+__all__: list[str] = []  # the modules above hold the public names

@@ -261,9 +261,8 @@ class QKCapture:
     ...     logits = model(ids).logits
     >>> capture.received.shape, model.config._attn_implementation  # (L, B, N); sdpa ran
     (torch.Size([2, 1, 4]), 'sdpa')
-    >>> capture.received.sum(-1)  # every row of every head gives 1 in total: L x (H x N)
-    tensor([[8.],
-            [8.]])
+    >>> torch.allclose(capture.received.sum(-1), torch.tensor([[8.0], [8.0]]))  # every row of every head gives 1 in total: L x (H x N)
+    True
     """
 
     def __init__(self, model, key_mask: torch.Tensor | None = None, head_importance=None, per_head: bool = False,
