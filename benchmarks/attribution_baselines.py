@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from pyattn.inputs import embedding_layer, encode
+from pyattn.models.inputs import embedding_layer, encode
 
 
 def _forward(model, has_global):
@@ -112,12 +112,14 @@ def base_shaped_longformer(seed: int = 0):
 
 class PeakRSS:
     """Peak resident memory of this process inside a ``with`` block, above
-    its level on entry, sampled every 5 ms from /proc/self/statm (bytes)."""
+    its level on entry, sampled every ``interval`` seconds (5 ms) from
+    /proc/self/statm (bytes): ``start``, ``peak`` and ``extra_bytes``."""
 
-    def __init__(self):
+    def __init__(self, interval: float = 0.005):
         import os
 
         self.page = os.sysconf("SC_PAGE_SIZE")
+        self.interval = interval
 
     def _rss(self) -> int:
         with open("/proc/self/statm") as f:
@@ -135,7 +137,7 @@ class PeakRSS:
         self._stop = threading.Event()
 
         def sample():
-            while not self._stop.wait(0.005):
+            while not self._stop.wait(self.interval):
                 self.peak = max(self.peak, self._rss())
 
         self._thread = threading.Thread(target=sample, daemon=True)

@@ -66,7 +66,7 @@ if [[ $REHEARSAL == 1 ]]; then
   # The documents and model at rehearsal size; every GPU stage runs its CPU twin.
   stage prepare 300 $PY benchmarks/gpu_job.py prepare "$DIR/job" --documents 2 --tokens 300 --tiny --json "$DIR/prepare.json"
   stage build 600 $PY setup.py build_ext --inplace
-  stage tests 300 $PY -m pytest tests/test_cuda.py -q -rs
+  stage tests 300 $PY -m pytest tests/kernels/test_cuda.py -q -rs
   stage job-float32 300 $PY benchmarks/gpu_job.py cli "$DIR/job" --device cpu --json "$DIR/job-float32.json"
   stage job-bfloat16 300 $PY benchmarks/gpu_job.py cli "$DIR/job" --device cpu --autocast bfloat16 --json "$DIR/job-bfloat16.json"
   stage notebook 300 $PY benchmarks/gpu_job.py notebook "$DIR/job" --device cpu --documents 1 --json "$DIR/notebook.json"
@@ -80,7 +80,7 @@ else
   stage build 300 env FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST="$arch" MAX_JOBS=16 $PY setup.py build_ext --inplace
   stage build-check 60 $PY tests/check_cuda_build.py
   stage kernels 90 $PY benchmarks/gpu_speed.py --json "$DIR/kernels.json" --out "$DIR/kernels.md"
-  stage tests 150 $PY -m pytest tests/test_cuda.py -q -rs
+  stage tests 150 $PY -m pytest tests/kernels/test_cuda.py -q -rs
   wait $PREPARE; printf 'prepare\t%s\t-\t%s\n' "rc=$(cat "$DIR/prepare.rc" 2>/dev/null)" "$(tail -n 1 "$DIR/prepare.log" | cut -c1-150)" >> "$DIR/stages.tsv"
   stage job-bfloat16 120 $PY benchmarks/gpu_job.py cli "$DIR/job" --autocast bfloat16 --json "$DIR/job-bfloat16.json"
   stage job-float32 150 $PY benchmarks/gpu_job.py cli "$DIR/job" --json "$DIR/job-float32.json"
@@ -95,7 +95,7 @@ else
     printf 'memcheck\tskipped\t0\tcompute-sanitizer not found\n' >> "$DIR/stages.tsv"
   fi
   stage profile-float32 60 $PY benchmarks/gpu_job.py profile "$DIR/job" --json "$DIR/profile-float32.json"
-  stage tests-ops 60 $PY -m pytest tests/test_ops.py tests/test_errors.py -q -x -k cuda
+  stage tests-ops 60 $PY -m pytest tests/kernels/test_ops.py tests/test_errors.py -q -x -k cuda
 fi
 
 $PY benchmarks/gpu_report.py "$DIR" --out "$DIR/gpu.md" > "$DIR/report.log" 2>&1 || echo "gpu_report.py failed: $(tail -n 3 "$DIR/report.log")"

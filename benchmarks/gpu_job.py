@@ -102,7 +102,7 @@ def _pooled_features(model, tokenizer, text):
     the CPU, and logit[1] - logit[0] at both."""
     import torch
 
-    from pyattn.inputs import encode
+    from pyattn.models.inputs import encode
 
     document = encode(model, tokenizer, text)
     extra = {"attention_mask": document.attention_mask, "position_ids": document.position_ids}
@@ -222,7 +222,7 @@ def run_notebook(work: str, n_documents: int) -> dict:
     from captum.attr import LayerIntegratedGradients
 
     from attribution_baselines import _forward
-    from pyattn.inputs import embedding_layer, encode
+    from pyattn.models.inputs import embedding_layer, encode
     from pyattn.runner import load_model
 
     model_dir, data = _paths(work)

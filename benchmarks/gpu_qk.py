@@ -26,7 +26,7 @@ import statistics
 
 import torch
 
-from pyattn.ops import attention_received_qk
+from pyattn.kernels.ops import attention_received_qk
 
 HEADS, HEAD_DIM = 12, 64
 SIZES = (1024, 2048, 4096, 8192, 16384)

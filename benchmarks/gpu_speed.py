@@ -4,7 +4,7 @@
 Timed with CUDA events. For each dtype (float32, bfloat16) and N in
 1,024-16,384, it times
 
-- ``one call``: :func:`pyattn.ops.attention_received_layers` (all 12 layers,
+- ``one call``: :func:`pyattn.kernels.ops.attention_received_layers` (all 12 layers,
   heads fused with weights 1, the call ``layer_attention_received`` makes);
 - ``per layer``: :func:`pyattn.attention_received` in a Python loop;
 - ``copy``: ``dst.copy_(src)``, a device-to-device copy of a buffer of the
@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 import pyattn
-from pyattn.ops import attention_received_layers
+from pyattn.kernels.ops import attention_received_layers
 
 LAYERS, HEADS, WINDOW = 12, 12, 512
 SIZES = (1024, 2048, 4096, 8192, 16384)

@@ -35,7 +35,7 @@ def child(route: str, n: int, device: str) -> None:
 
     import pyattn
     from inputs import longformer_like
-    from pyattn import reference
+    from pyattn.kernels import reference
 
     attentions, global_attentions, mask = longformer_like(12, 12, n)
     attentions = [a.to(device) for a in attentions]

@@ -72,21 +72,19 @@ def _rss() -> int:
 def measure_point(model_name: str, attention: str, dtype: str, tokens: int, batch: int) -> dict:
     """Runs in its own process: one batch of `batch` nodes on a document of
     `tokens` tokens; returns the measurement as a dict."""
-    import ctypes
     import resource
-    import threading
 
     import torch
 
     sys.path.insert(0, HERE)
     torch.set_num_threads(2)
-    from attribution_baselines import base_shaped_longformer
+    from attribution_baselines import PeakRSS, base_shaped_longformer
 
     from pyattn.attribution._path_integral import PathIntegrand
     from pyattn.attribution.memory import predicted_step_bytes
     from pyattn.demo import load_demo
-    from pyattn.fast_attention import fast_attention_context
-    from pyattn.inputs import encode
+    from pyattn.models.fast_attention import fast_attention_context
+    from pyattn.models.inputs import encode
 
     demo_model, tokenizer = load_demo()
     if model_name == "base":
@@ -102,30 +100,18 @@ def measure_point(model_name: str, attention: str, dtype: str, tokens: int, batc
     document = encode(model, tokenizer, text, max_length=tokens)
     autocast_dtype = None if dtype == "float32" else getattr(torch, dtype)
     device = torch.device("cpu")
-    libc = ctypes.CDLL("libc.so.6")
     with fast_attention_context(model, attention == "fast"):
         integrand = PathIntegrand(model, document, None, autocast_dtype, device)
         integrand([1.0])  # the target, and anything allocated once per process (thread pools, kernels)
-        libc.malloc_trim(0)
-        held = _rss()
         maxrss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        peak = [held]
-        stop = threading.Event()
-
-        def sample():
-            while not stop.wait(0.002):
-                peak[0] = max(peak[0], _rss())
-
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        start = time.perf_counter()
-        alphas = [1.0 - i / max(batch, 2) for i in range(batch)]
-        integrand(alphas)
-        seconds = time.perf_counter() - start
-        stop.set()
-        sampler.join()
+        with PeakRSS(interval=0.002) as memory:  # trims malloc's free memory first: held is what stays
+            start = time.perf_counter()
+            alphas = [1.0 - i / max(batch, 2) for i in range(batch)]
+            integrand(alphas)
+            seconds = time.perf_counter() - start
+    held = memory.start
     maxrss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    peak_bytes = max(peak[0], _rss(), maxrss_after if maxrss_after > maxrss_before else 0)
+    peak_bytes = max(memory.peak, _rss(), maxrss_after if maxrss_after > maxrss_before else 0)
     padded = integrand.difference.shape[1]
     return {
         "model": model_name,
@@ -171,7 +157,7 @@ def table(path: str) -> str:
     import torch
 
     sys.path.insert(0, HERE)
-    from attribution_baselines import base_shaped_longformer
+    from attribution_baselines import PeakRSS, base_shaped_longformer
 
     from pyattn.attribution import memory_model_description, predicted_step_bytes
     from pyattn.demo import load_demo
@@ -212,7 +198,7 @@ def table(path: str) -> str:
 
 def _models(results) -> dict:
     sys.path.insert(0, HERE)
-    from attribution_baselines import base_shaped_longformer
+    from attribution_baselines import PeakRSS, base_shaped_longformer
 
     from pyattn.demo import load_demo
 

@@ -16,7 +16,7 @@ Modes:
   model's own attention (sdpa): the floor.
 - ``qk route``: ``pyattn.attention_from_inputs(model, ids, route="qk",
   per_head=True)``: the same forward, each layer's q and k reduced at once
-  by ``pyattn.ops.attention_received_qk``.
+  by ``pyattn.kernels.ops.attention_received_qk``.
 - ``eager streamed``: the model switched to eager attention, each layer's
   probabilities ``(B, H, N, N)`` reduced to column sums by a forward hook and
   dropped (no ``output_attentions``): the best the eager route can do. Run
@@ -86,7 +86,7 @@ def _eager_streamed(model, ids):
     and dropped: (L, B, H, N)."""
     import torch
 
-    from pyattn.qk_capture import QK_ARCHITECTURES
+    from pyattn.models.qk_capture import QK_ARCHITECTURES
 
     classes = QK_ARCHITECTURES[model.config.model_type].attention_classes
     received = []

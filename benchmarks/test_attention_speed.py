@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 
 import pyattn  # noqa: E402
-from pyattn import reference  # noqa: E402
+from pyattn.kernels import reference  # noqa: E402
 from baselines import original_attention_received  # noqa: E402
 from inputs import longformer_like  # noqa: E402
 

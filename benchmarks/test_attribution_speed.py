@@ -21,6 +21,7 @@ PYATTN_BENCH_QUICK=1 skips the 4,096-token step.
 
 from __future__ import annotations
 
+import functools
 import os
 
 import numpy as np
@@ -30,37 +31,32 @@ import torch
 import pyattn
 from attribution_baselines import PeakRSS, base_shaped_longformer, corpus_ids, doubling_loop, notebook_method, sharpened
 from pyattn.demo import demo_documents, load_demo
-from pyattn.fast_attention import fast_attention_context
+from pyattn.models.fast_attention import fast_attention_context
 
 QUICK = bool(os.environ.get("PYATTN_BENCH_QUICK"))
 STEP_TOKENS = [2048] if QUICK else [2048, 4096]
 SHARPEN = 300.0
 STEP_ROUNDS = int(os.environ.get("PYATTN_BENCH_STEP_ROUNDS", "2"))  # after one warm-up round
 
-_cache: dict = {}
 
-
+@functools.cache
 def demo():
-    if "demo" not in _cache:
-        _cache["demo"] = load_demo()
-    return _cache["demo"]
+    return load_demo()
 
 
+@functools.cache
 def models():
-    if "models" not in _cache:
-        model, _ = demo()
-        _cache["models"] = {"smooth": model, "sharpened": sharpened(model, SHARPEN)}
-    return _cache["models"]
+    model, _ = demo()
+    return {"smooth": model, "sharpened": sharpened(model, SHARPEN)}
 
 
 def demo_text() -> str:
     return next(iter(demo_documents("test"))).text
 
 
+@functools.cache
 def base_model():
-    if "base" not in _cache:
-        _cache["base"] = base_shaped_longformer(seed=0)
-    return _cache["base"]
+    return base_shaped_longformer(seed=0)
 
 
 @pytest.mark.parametrize("tokens", STEP_TOKENS)

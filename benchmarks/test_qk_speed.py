@@ -20,7 +20,7 @@ import os
 import pytest
 import torch
 
-from pyattn.ops import attention_received_qk
+from pyattn.kernels.ops import attention_received_qk
 
 HEADS, HEAD_DIM = 12, 64
 SIZES = [int(n) for n in os.environ.get("PYATTN_BENCH_QK_SIZES", "1024,2048,4096,8192").split(",")]

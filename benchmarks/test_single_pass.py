@@ -33,6 +33,7 @@ Run: python -m pytest benchmarks/test_single_pass.py --benchmark-only \\
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 
@@ -41,9 +42,10 @@ import pytest
 import torch
 
 import pyattn
+from attribution_baselines import base_shaped_longformer
 from pyattn.demo import demo_documents, load_demo
 from pyattn.compare.faithfulness import faithfulness
-from pyattn.inputs import embedding_layer, encode, position_ids_for
+from pyattn.models.inputs import embedding_layer, encode, position_ids_for
 from pyattn.attribution.single_pass import single_pass, single_pass_from_inputs
 
 QUICK = bool(os.environ.get("PYATTN_BENCH_QUICK"))
@@ -51,38 +53,16 @@ DEMO_SIZES = [512] if QUICK else [512, 2048]
 BASE_SIZES = [int(n) for n in os.environ.get("PYATTN_BENCH_BASE_SIZES", "2048").split()]
 FAITHFULNESS_STRIDE = 40 if QUICK else 10
 
-_cache: dict = {}
 
-
+@functools.cache
 def demo():
-    if "demo" not in _cache:
-        _cache["demo"] = load_demo()
-    return _cache["demo"]
+    return load_demo()
 
 
+@functools.cache
 def base_model():
     """longformer-base-4096's exact config, random seeded weights."""
-    if "base" not in _cache:
-        from transformers import LongformerConfig, LongformerForSequenceClassification
-
-        torch.manual_seed(0)
-        config = LongformerConfig(
-            vocab_size=50265,
-            hidden_size=768,
-            num_hidden_layers=12,
-            num_attention_heads=12,
-            intermediate_size=3072,
-            attention_window=512,
-            max_position_embeddings=4098,
-            type_vocab_size=1,
-            pad_token_id=1,
-            bos_token_id=0,
-            eos_token_id=2,
-            sep_token_id=2,
-            num_labels=2,
-        )
-        _cache["base"] = LongformerForSequenceClassification(config).eval()
-    return _cache["base"]
+    return base_shaped_longformer(seed=0)
 
 
 def demo_text(tokens: int) -> str:

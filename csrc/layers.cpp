@@ -65,7 +65,7 @@ at::Tensor attention_received_layers(
       TORCH_CHECK(false, "layer ", l, " (0-based; local_attn[", l, "]): ",
                   error.what_without_backtrace());
     } catch (const std::exception& error) {
-      // The per-layer op's autograd kernel is Python (pyattn/ops.py): its
+      // The per-layer op's autograd kernel is Python (pyattn/kernels/ops.py): its
       // errors arrive as pybind11 errors, "RuntimeError: message\n\nAt: ...".
       std::string message = error.what();
       const auto at = message.find("\n\nAt:");

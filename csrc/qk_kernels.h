@@ -24,8 +24,12 @@
 
 #if defined(__CUDACC__)
 #define PYATTN_QK_HD __host__ __device__ __forceinline__
+#define PYATTN_QK_HD_ALWAYS __host__ __device__ __forceinline__
 #else
 #define PYATTN_QK_HD inline
+// Always inlined on the host: the CPU kernel calls it on 64-byte vectors from
+// target_clones functions, which must not call an out-of-line default copy.
+#define PYATTN_QK_HD_ALWAYS inline __attribute__((always_inline))
 #endif
 
 namespace pyattn {
@@ -99,9 +103,22 @@ PYATTN_QK_HD bool qk_tile_needed(const QKParams<scalar_t>& p, int64_t b, int64_t
   return lo <= j1 && hi >= j0;
 }
 
+// exp(x) = 2^n exp(r), n = round(x / ln 2), |r| <= ln 2 / 2: exp(r) by the
+// Cephes polynomial, r = x - n ln 2 with ln 2 split in two for precision.
+// F is float, or a vector of floats (the CPU kernel's cpu_exp); fn is n.
+template <typename F>
+PYATTN_QK_HD_ALWAYS F qk_exp_reduced(F x, F fn) {
+  const F r = (x - fn * 0.693359375f) + fn * 2.12194440e-4f;
+  F y = r * 1.9875691500e-4f + 1.3981999507e-3f;
+  y = y * r + 8.3334519073e-3f;
+  y = y * r + 4.1665795894e-2f;
+  y = y * r + 1.6666665459e-1f;
+  y = y * r + 5.0000001201e-1f;
+  return y * r * r + r + 1.0f;
+}
+
 // exp for the scores: on the GPU expf; on the host a branch-free Cephes-style
 // polynomial (relative error ~2e-7 over [-87, 88]) that compilers vectorise.
-// exp(x) = 2^n exp(r), n = round(x / ln 2), |r| <= ln 2 / 2.
 PYATTN_QK_HD float qk_exp(float x) {
 #if defined(__CUDA_ARCH__)
   return expf(x);
@@ -110,14 +127,7 @@ PYATTN_QK_HD float qk_exp(float x) {
   const float t = xc * 1.44269504088896341f;
   const int n = static_cast<int>(t + (t >= 0.0f ? 0.5f : -0.5f));
   const float fn = static_cast<float>(n);
-  const float r = (xc - fn * 0.693359375f) + fn * 2.12194440e-4f;
-  float y = 1.9875691500e-4f;
-  y = y * r + 1.3981999507e-3f;
-  y = y * r + 8.3334519073e-3f;
-  y = y * r + 4.1665795894e-2f;
-  y = y * r + 1.6666665459e-1f;
-  y = y * r + 5.0000001201e-1f;
-  y = y * r * r + r + 1.0f;
+  const float y = qk_exp_reduced(xc, fn);
   const int32_t bits = (n + 127) << 23;
   float two_n;
   std::memcpy(&two_n, &bits, sizeof(two_n));
@@ -292,6 +302,15 @@ PYATTN_QK_HD void qk_rows_init(const QKParams<scalar_t>& p, const QKShared& sh,
 
 // Scores of the tile (row block rb, column block cb) into sh.s, -inf where
 // the row does not see the key.
+// Row r of row block rb sees column col of column block cb (flags staged in sh).
+template <typename scalar_t>
+PYATTN_QK_HD bool qk_tile_visible(const QKParams<scalar_t>& p, const QKShared& sh, int64_t rb,
+                                  int64_t cb, int64_t r, int64_t col) {
+  return qk_visible_flags(p, rb * kQKTile + r, cb * kQKTile + col, sh.row_real[r] != 0.0f,
+                          sh.row_glob[r] != 0.0f, sh.col_real[col] != 0.0f,
+                          sh.col_glob[col] != 0.0f);
+}
+
 template <typename scalar_t>
 PYATTN_QK_HD void qk_store_scores(const QKParams<scalar_t>& p, const QKShared& sh,
                                   int64_t rb, int64_t cb, int64_t t, const QKAcc& acc) {
@@ -299,9 +318,7 @@ PYATTN_QK_HD void qk_store_scores(const QKParams<scalar_t>& p, const QKShared& s
   for (int a = 0; a < 4; ++a)
     for (int c = 0; c < 4; ++c) {
       const int64_t r = tr + 16 * a, col = tc + 16 * c;
-      const bool vis = qk_visible_flags(p, rb * kQKTile + r, cb * kQKTile + col,
-                                        sh.row_real[r] != 0.0f, sh.row_glob[r] != 0.0f,
-                                        sh.col_real[col] != 0.0f, sh.col_glob[col] != 0.0f);
+      const bool vis = qk_tile_visible(p, sh, rb, cb, r, col);
       sh.s[r * (kQKTile + 1) + col] = vis ? acc.v[a][c] * p.scale : -INFINITY;
     }
 }
@@ -381,9 +398,7 @@ PYATTN_QK_HD void qk_store_probs(const QKParams<scalar_t>& p, const QKShared& sh
   for (int a = 0; a < 4; ++a)
     for (int c = 0; c < 4; ++c) {
       const int64_t r = tr + 16 * a, col = tc + 16 * c;
-      const bool vis = qk_visible_flags(p, rb * kQKTile + r, cb * kQKTile + col,
-                                        sh.row_real[r] != 0.0f, sh.row_glob[r] != 0.0f,
-                                        sh.col_real[col] != 0.0f, sh.col_glob[col] != 0.0f);
+      const bool vis = qk_tile_visible(p, sh, rb, cb, r, col);
       const float w = sh.coef[r];
       sh.s[r * (kQKTile + 1) + col] =
           (vis && w != 0.0f) ? w * qk_exp(acc.v[a][c] * p.scale - sh.lse[r]) : 0.0f;

@@ -3,7 +3,7 @@
 // the CPU and CUDA kernels and the test-only host emulator. Host code on ATen
 // only; the tables are built with device-agnostic tensor ops (no host
 // synchronisation). The checks and their messages are those of
-// pyattn/ops.py's _check_qk_inputs, in the same order.
+// pyattn/kernels/ops.py's _check_qk_inputs, in the same order.
 #pragma once
 
 #include <ATen/ATen.h>

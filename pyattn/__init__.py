@@ -12,14 +12,16 @@ comparison for one document in one call (:func:`explain`), head importance
 Where things live (one home per concern; data flows down this list):
 
 Attention received, a ladder of three rungs
-    :mod:`pyattn.ops` one layer's band -> attention received (the compiled
-    kernels; :mod:`pyattn.reference` holds their readable pure-PyTorch
-    versions, for tests) -> :mod:`pyattn.layers` a model's attention outputs,
-    every layer, any attention kind -> :mod:`pyattn.model_attention` text through
-    the model. :mod:`pyattn.rollout` rolls attention out over the layers.
+    :mod:`pyattn.kernels` (:mod:`~pyattn.kernels.ops` one layer's band ->
+    attention received, the compiled kernels; :mod:`~pyattn.kernels.reference`
+    their readable pure-PyTorch versions, for tests;
+    :mod:`~pyattn.kernels.layers` a model's attention outputs, every layer,
+    any attention kind) -> :mod:`pyattn.model_attention` text through the
+    model (:mod:`~pyattn.model_attention.received`);
+    :mod:`pyattn.model_attention.rollout` rolls attention out over the layers.
 Attribution
-    :mod:`pyattn.inputs` text -> the tensors, as the model builds them;
-    :mod:`pyattn.fast_attention` an exact, faster Longformer self-attention.
+    :mod:`pyattn.models.inputs` text -> the tensors, as the model builds them;
+    :mod:`pyattn.models.fast_attention` an exact, faster Longformer self-attention.
     The package :mod:`pyattn.attribution`:
     :mod:`~pyattn.attribution.integrated_gradients` Layer Integrated
     Gradients with :mod:`~pyattn.attribution.quadrature`'s nested rules,
@@ -73,8 +75,8 @@ from __future__ import annotations
 
 import torch  # noqa: F401  (the extension needs torch's libraries loaded first)
 
-from pyattn.ops import attention_received, attention_received_layers, band_to_dense, has_cuda_kernels
-from pyattn.layers import (
+from pyattn.kernels.ops import attention_received, attention_received_layers, band_to_dense, has_cuda_kernels
+from pyattn.kernels.layers import (
     AttentionReceived,
     DenseTooLarge,
     layer_attention_received,
@@ -85,7 +87,7 @@ from pyattn.model_attention import ModelAttention, attention, attention_from_inp
 from pyattn.attribution.importance import head_gate_importance, load_head_importance, save_head_importance, taylor_importance
 from pyattn.demo import demo_documents, load_demo
 from pyattn.explanation import Explanation, attention_views, explain
-from pyattn.fast_attention import fast_longformer_attention
+from pyattn.models.fast_attention import fast_longformer_attention
 from pyattn.attribution.single_pass import SinglePass, single_pass, single_pass_from_inputs
 from pyattn.compare.significance import document_significance, permutation_test
 from pyattn.compare.uncertainty import bootstrap_means, bootstrap_token_means, holm

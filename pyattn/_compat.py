@@ -34,6 +34,13 @@ MOVED: dict[str, str] = {
     "agreement": "compare.agreement",
     "tokens": "compare.tokens",
     "faithfulness": "compare.faithfulness",
+    "ops": "kernels.ops",
+    "reference": "kernels.reference",
+    "layers": "kernels.layers",
+    "inputs": "models.inputs",
+    "fast_attention": "models.fast_attention",
+    "qk_capture": "models.qk_capture",
+    "rollout": "model_attention.rollout",
 }
 
 

@@ -36,7 +36,7 @@ def demo(args: argparse.Namespace) -> int:
     import pandas as pd
 
     import pyattn
-    from pyattn import reference
+    from pyattn.kernels import reference
     from pyattn.report import index_report
 
     out = args.out
@@ -248,7 +248,7 @@ def _check_new_file(path: str, force: bool, suffixes: tuple[str, ...], flag: str
 
 # ------------------------------------------------------------------ commands
 def _check_model_limits(args, model, tokenizer) -> None:
-    from pyattn.inputs import default_max_length
+    from pyattn.models.inputs import default_max_length
 
     classes = int(model.config.num_labels)
     if args.target is not None and args.target >= classes:
@@ -262,7 +262,7 @@ def _check_model_limits(args, model, tokenizer) -> None:
 def _check_tokenizer_fits(model, tokenizer, documents, data: str) -> None:
     """The tokenizer fits the model on these documents (ids inside the
     vocabulary, not mostly unknown), before any store is made."""
-    from pyattn.inputs import check_tokenizer_fits
+    from pyattn.models.inputs import check_tokenizer_fits
 
     texts = [d.text for d in documents if isinstance(d.text, str) and d.text.strip()]
     ids = [i for text in texts for i in tokenizer(text, add_special_tokens=False)["input_ids"]]

@@ -100,7 +100,7 @@ class StoreBusy(StoreError):
 
 class DenseTooLarge(PyattnError, MemoryError):
     """The dense ``(B, H, N, N)`` matrix asked for is larger than the configured
-    limit (``pyattn.layers.DEFAULT_DENSE_LIMIT_BYTES`` unless raised): the
+    limit (``pyattn.kernels.layers.DEFAULT_DENSE_LIMIT_BYTES`` unless raised): the
     message gives its size; ask for fewer heads or layers, or raise the limit.
     """
 

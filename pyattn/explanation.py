@@ -29,9 +29,9 @@ import torch
 
 from pyattn.errors import InputError
 from pyattn.attribution import Attribution, attribute
-from pyattn.layers import parse_layer_range
+from pyattn.kernels.layers import parse_layer_range
 from pyattn._checks import head_importance_tensor
-from pyattn._model_state import preserving
+from pyattn.models._state import preserving
 
 __all__ = ["Explanation", "explain", "compose", "attention_views", "label_names", "NotConvergedWarning"]
 
@@ -400,7 +400,7 @@ def explain(
     ----------
     model, tokenizer:
         A Hugging Face sequence classifier (Longformer, a model of
-        :data:`pyattn.qk_capture.QK_ARCHITECTURES` running its own sdpa
+        :data:`pyattn.models.qk_capture.QK_ARCHITECTURES` running its own sdpa
         attention, or any other whose eager attention returns probabilities)
         and its tokenizer.
     text:
@@ -463,7 +463,7 @@ def explain(
     import warnings
 
     from pyattn._quiet import transformers_quiet
-    from pyattn.inputs import TruncationWarning
+    from pyattn.models.inputs import TruncationWarning
 
     with transformers_quiet(), warnings.catch_warnings():
         # each stage encodes the text: its truncation is said once, below
@@ -492,7 +492,7 @@ def _explain(model, tokenizer, text, target, head_importance, layer_ranges, roll
     if special_tokens is None:
         special_tokens = list(getattr(tokenizer, "all_special_tokens", []) or [])
     if isinstance(text, str) and text.strip():  # checked before any model work (empty texts: attribute's own error)
-        from pyattn.inputs import check_tokenizer_fits
+        from pyattn.models.inputs import check_tokenizer_fits
 
         words = tokenizer.tokenize(text)
         unknown = getattr(tokenizer, "unk_token", None)

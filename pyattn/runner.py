@@ -48,7 +48,7 @@ from pyattn.dataset import Document, skip_reason
 from pyattn.errors import DataError, InputError, Interrupted, ModelError, StoreError  # Interrupted, ModelError importable here as before 1.1
 from pyattn.store import ResultsStore, ShardWriter
 from pyattn._checks import first_line, head_importance_tensor
-from pyattn._model_state import preserving
+from pyattn.models._state import preserving
 
 __all__ = [
     "Interrupted",
@@ -189,12 +189,12 @@ def quiet_transformers() -> None:
 
 def check_model(model, tokenizer, name: str = "the model") -> None:
     """Refuse a model pyattn cannot explain: a head whose output F is not
-    defined (:func:`pyattn.inputs.output_kind`: softmax of a single-label
+    defined (:func:`pyattn.models.inputs.output_kind`: softmax of a single-label
     classifier of at least 2 classes, sigmoid of a multi-label one, raw
     output of a regression head), or a tokenizer whose ids do not fit the
     model's vocabulary."""
     from pyattn.model_attention import refuse_block_sparse
-    from pyattn.inputs import output_kind, pooling_fill, pools_last_non_pad
+    from pyattn.models.inputs import output_kind, pooling_fill, pools_last_non_pad
 
     config = model.config
     try:
@@ -347,7 +347,7 @@ def resolve_labels(documents: Sequence[Document], model, column: str | None = "l
     ...
     pyattn.errors.DataError: row 0 (id 'a'): label 5 is out of range: the model has 2 classes, 0..1
     """
-    from pyattn.inputs import output_kind
+    from pyattn.models.inputs import output_kind
 
     classes = int(model.config.num_labels)
     label2id = {str(k): int(v) for k, v in (getattr(model.config, "label2id", None) or {}).items()}
@@ -462,7 +462,7 @@ def process_document(model, tokenizer, document: Document, attribute_kwargs: dic
     import warnings
 
     from pyattn.attribution import attribute
-    from pyattn.inputs import TruncationWarning
+    from pyattn.models.inputs import TruncationWarning
 
     attribute_kwargs = dict(attribute_kwargs)
     route = attribute_kwargs.pop("attention_route", "auto")  # how attention is read, not an attribution setting
@@ -481,7 +481,7 @@ def record_of(model, tokenizer, document: Document, result, max_length: int | No
     import warnings
 
     from pyattn.model_attention import attention
-    from pyattn.inputs import TruncationWarning
+    from pyattn.models.inputs import TruncationWarning
 
     route = ready_for_attention(model, attention_route)
     with warnings.catch_warnings():
@@ -668,7 +668,7 @@ def _attributed_records(model, tokenizer, documents, sizes, attribute_kwargs: di
     import warnings
 
     from pyattn.attribution import attribute_stream
-    from pyattn.inputs import TruncationWarning
+    from pyattn.models.inputs import TruncationWarning
 
     route = attribute_kwargs.get("attention_route", "auto")
     ready_for_attention(model, route)

@@ -789,14 +789,14 @@ OP_CASES = [
     ("layers-global-numpy-in-list", lambda: pyattn_ops().attention_received_layers([BAND], [np.zeros((1, 2, 6, 1))]), "global_attn[0] must be a torch.Tensor", "numpy"),
     ("layers-head-weights-list", lambda: pyattn_ops().attention_received_layers([BAND], None, None, [[1.0, 1.0]]), "head_weights must be a torch.Tensor (L, H)", "list"),
     ("layer_attention_received-numpy", lambda: __import__("pyattn").layer_attention_received([BAND.numpy()], None, None), "attentions[0] must be a torch.Tensor", "numpy"),
-    ("rollout-list-of-lists", lambda: __import__("pyattn.rollout", fromlist=["x"]).attention_rollout([BAND.tolist()]), "attentions[0] must be a torch.Tensor", "list"),
+    ("rollout-list-of-lists", lambda: __import__("pyattn.model_attention.rollout", fromlist=["x"]).attention_rollout([BAND.tolist()]), "attentions[0] must be a torch.Tensor", "list"),
 ]
 
 
 def pyattn_ops():
-    import pyattn.ops
+    import pyattn.kernels.ops
 
-    return pyattn.ops
+    return pyattn.kernels.ops
 
 
 @pytest.mark.parametrize("call,fragment,what", [c[1:] for c in OP_CASES], ids=[c[0] for c in OP_CASES])
@@ -865,7 +865,7 @@ IMPORTANCE_CALLS = {
     "attention": lambda m, t, hi: pyattn_mod().attention(m, t, TEXT17, head_importance=hi),
     "explain": lambda m, t, hi: pyattn_mod().explain(m, t, TEXT17, head_importance=hi, n_steps=2),
     "attention_views": lambda m, t, hi: __import__("pyattn.explanation", fromlist=["x"]).attention_views(torch.ones(2, 4, 5), hi),
-    "rollout": lambda m, t, hi: __import__("pyattn.rollout", fromlist=["x"]).attention_rollout([BAND4, BAND4], head_importance=hi),
+    "rollout": lambda m, t, hi: __import__("pyattn.model_attention.rollout", fromlist=["x"]).attention_rollout([BAND4, BAND4], head_importance=hi),
 }
 
 
@@ -927,7 +927,7 @@ def test_max_length_beyond_the_models_positions_is_refused(call, fragment, user)
 
 def test_max_length_at_the_models_positions_runs_on_the_longest_text(user):
     """The limit is real: 128 positions run (a 300-word text, cut with the usual warning)."""
-    from pyattn.inputs import TruncationWarning
+    from pyattn.models.inputs import TruncationWarning
 
     model, tokenizer = user
     before = light_state(model)

@@ -13,7 +13,7 @@ import torch
 
 import pyattn
 from pyattn.demo import LABEL_WORDS, MODEL_DIR, demo_documents, load_demo
-from pyattn.inputs import encode
+from pyattn.models.inputs import encode
 
 # Measured on the 200 test documents with `python -m pyattn.demo.train --evaluate`
 # (see pyattn/demo/train.py): accuracy 0.995 (the model trained on bare ids
@@ -35,7 +35,7 @@ def demo():
 def held_out(demo):
     """Per test document: its label, and the model's probabilities on the
     text and on the integrated-gradients baseline, computed the way
-    pyattn.attribute runs the model: pyattn.inputs.encode, one document at a
+    pyattn.attribute runs the model: pyattn.models.inputs.encode, one document at a
     time, ``model(**forward_kwargs).logits.softmax(-1)``."""
     model, tokenizer = demo
     documents = demo_documents("test")
@@ -64,7 +64,7 @@ def test_loads_offline_from_the_package(demo):
 
 def test_tokenizer_builds_what_pyattn_feeds_the_model(demo):
     """``tokenizer(text)`` is ``<s> text </s>``, token for token the input
-    pyattn.inputs.encode builds, so that users calling the tokenizer
+    pyattn.models.inputs.encode builds, so that users calling the tokenizer
     themselves feed the model what it was trained on."""
     model, tokenizer = demo
     for document in demo_documents("test", n=6):

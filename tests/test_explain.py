@@ -11,8 +11,8 @@ import torch
 from scipy import stats
 
 import pyattn
-from pyattn import reference
-from pyattn.rollout import dense_rollout
+from pyattn.kernels import reference
+from pyattn.model_attention.rollout import dense_rollout
 from testing import sample_text, tiny_classifier, tiny_longformer, tiny_tokenizer
 
 

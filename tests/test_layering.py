@@ -24,13 +24,14 @@ PACKAGE = os.path.join(ROOT, "pyattn")
 
 # Lower numbers are lower layers; a module may import its own layer and below.
 LAYERS: dict[str, list[str]] = {
-    "base": ["pyattn.errors", "pyattn._compat", "pyattn._checks", "pyattn._model_state", "pyattn._quiet"],
+    "base": ["pyattn.errors", "pyattn._compat", "pyattn._checks", "pyattn._quiet"],
     # the compiled ops, their readable references, a model's attention outputs
-    "kernels": ["pyattn._C", "pyattn.ops", "pyattn.reference", "pyattn.layers"],
+    "kernels": ["pyattn._C", "pyattn.kernels", "pyattn.kernels.ops", "pyattn.kernels.reference", "pyattn.kernels.layers"],
     # text -> model inputs, the Longformer fast path, q/k capture, the shipped demo model
-    "models": ["pyattn.inputs", "pyattn.fast_attention", "pyattn.qk_capture", "pyattn.demo", "pyattn.demo.data", "pyattn.demo.train"],
+    "models": ["pyattn.models", "pyattn.models._checks", "pyattn.models._state", "pyattn.models.inputs", "pyattn.models.fast_attention",
+               "pyattn.models.qk_capture", "pyattn.demo", "pyattn.demo.data", "pyattn.demo.train"],
     # attention from a model, rollout; attribution and its quadrature, single pass, head importance
-    "attention/attribution": ["pyattn.model_attention", "pyattn.rollout", "pyattn.attribution",
+    "attention/attribution": ["pyattn.model_attention", "pyattn.model_attention.received", "pyattn.model_attention.rollout", "pyattn.attribution",
                               "pyattn.attribution._checks", "pyattn.attribution._common", "pyattn.attribution.memory",
                               "pyattn.attribution._scheduler", "pyattn.attribution._path_integral",
                               "pyattn.attribution.integrated_gradients", "pyattn.attribution.quadrature",
@@ -58,7 +59,6 @@ KNOWN_UPWARD: dict[tuple[str, str], str] = {}
 
 # (importer, imported module, name): private names imported across modules today.
 KNOWN_PRIVATE: dict[tuple[str, str, str], str] = {
-    ("pyattn.attribution.single_pass", "pyattn.model_attention", "_check_model_inputs"): "the model-input checks need pyattn.inputs (models layer), so they cannot move to pyattn._checks (base); a private pyattn.models._checks in the models/ subpackage is their home",
 }
 
 
@@ -102,7 +102,7 @@ def _imports(module: str):
             for alias in node.names:
                 submodule = f"{base}.{alias.name}"
                 if submodule in KNOWN_MODULES:
-                    yield node.lineno, submodule, None  # `from pyattn import ops`: the module ops
+                    yield node.lineno, submodule, None  # `from pyattn.kernels import ops`: the module ops
                 else:
                     yield node.lineno, base, alias.name
 
@@ -132,7 +132,7 @@ def test_the_scan_sees_the_package():
     imports = [(module, imported) for module in MODULES for _, imported, _ in _imports(module)]
     assert ("pyattn.runner", "pyattn.store") in imports
     assert ("pyattn.explanation", "pyattn.report") in imports  # inside a function
-    assert ("pyattn.ops", "pyattn._C") in imports  # `from pyattn import _C`
+    assert ("pyattn.kernels.ops", "pyattn._C") in imports  # `from pyattn import _C`
 
 
 def test_every_module_has_a_layer():

@@ -27,7 +27,7 @@ import pytest
 import torch
 
 import pyattn
-from pyattn.inputs import encode, pools_last_non_pad
+from pyattn.models.inputs import encode, pools_last_non_pad
 from zoo import LONG, N_STEPS, SHORT, ZOO, build, cell, cli_outcome, eager_attentions, model_output, python_outcome, readme_table, run_model
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -86,7 +86,7 @@ def check_attention(model, tokenizer, text, collected) -> None:
         torch.testing.assert_close(per_head[layer], probabilities.sum(-2), atol=tolerance(model) * n, rtol=0)
     # what pyattn read, where it read probabilities (the eager route): one
     # distribution per row (the q/k route reads no probabilities; its rows are
-    # checked in tests/test_qk_route.py and tests/test_qk_op.py)
+    # checked in tests/models/test_qk_route.py and tests/kernels/test_qk_op.py)
     for returned in collected.attentions or ():
         torch.testing.assert_close(returned[0].double().sum(-1), torch.ones(heads, n, dtype=torch.float64), atol=tolerance(model), rtol=0)
 
@@ -253,7 +253,7 @@ def test_faithfulness_masking_keeps_a_decoders_pooled_position(name):
     from zoo import build
 
     from pyattn.compare.faithfulness import _variant, faithfulness
-    from pyattn.inputs import model_output, output_kind, pooled_position, pooling_fill
+    from pyattn.models.inputs import model_output, output_kind, pooled_position, pooling_fill
 
     model, tokenizer = build(name)
     pad = model.config.pad_token_id

@@ -12,10 +12,10 @@ import torch
 from scipy import stats
 
 import pyattn
-from pyattn import reference
+from pyattn.kernels import reference
 from pyattn.cli import main
 from pyattn.demo import DOCS_CSV
-from pyattn.inputs import encode
+from pyattn.models.inputs import encode
 from pyattn.store import ResultsStore, StoreError
 
 

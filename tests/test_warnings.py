@@ -14,7 +14,7 @@ import pyattn
 from pyattn.cli import main
 from pyattn.demo import DOCS_CSV
 from pyattn.explanation import NotConvergedWarning
-from pyattn.inputs import TruncationWarning
+from pyattn.models.inputs import TruncationWarning
 
 from testing import tiny_classifier, tiny_tokenizer
 

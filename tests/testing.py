@@ -201,3 +201,25 @@ def reference_inputs(local, global_attn, mask):
         None if global_attn is None else global_attn.double().cpu(),
         None if mask is None else mask.cpu(),
     )
+
+
+def cuda_emulator():
+    """The CUDA kernels' per-thread code compiled for the host
+    (tests/harness/emulate_cuda.cpp with the csrc/ headers, g++): a module with
+    ``band_to_dense``, ``attention_received`` and the q/k ops' per-tile code.
+    torch caches the build in build/cuda-emulator; set PYATTN_VERBOSE_BUILD=1
+    to watch it."""
+    import os
+
+    from torch.utils.cpp_extension import load
+
+    build = ROOT / "build" / "cuda-emulator"
+    build.mkdir(parents=True, exist_ok=True)
+    return load(
+        name="pyattn_cuda_emulator",
+        sources=[str(ROOT / "tests" / "harness" / "emulate_cuda.cpp")],
+        extra_include_paths=[str(ROOT / "csrc")],
+        extra_cflags=["-O1"],
+        build_directory=str(build),
+        verbose=bool(os.environ.get("PYATTN_VERBOSE_BUILD")),
+    )

@@ -85,71 +85,52 @@ def roberta_ids(**overrides):
     return dict(dict(vocab_size=VOCAB, pad_token_id=1, bos_token_id=0, eos_token_id=2, **HIDDEN), **overrides)
 
 
-def distilbert():
-    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+def _classifier(name: str, tokenizer, seed: int = 0, **config):
+    """transformers' ``<name>ForSequenceClassification`` of ``<name>Config(**config)``,
+    its weights drawn after ``torch.manual_seed(seed)``, in eval mode, with ``tokenizer``."""
+    import transformers
 
-    _seeded()
-    config = DistilBertConfig(vocab_size=VOCAB, dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=128, pad_token_id=0, num_labels=3)
-    return DistilBertForSequenceClassification(config).eval(), bert_tokenizer()
+    _seeded(seed)
+    model_class = getattr(transformers, f"{name}ForSequenceClassification")
+    return model_class(getattr(transformers, f"{name}Config")(**config)).eval(), tokenizer
+
+
+def distilbert():
+    return _classifier("DistilBert", bert_tokenizer(), vocab_size=VOCAB, dim=32, n_layers=2, n_heads=4, hidden_dim=64,
+                       max_position_embeddings=128, pad_token_id=0, num_labels=3)
 
 
 def albert():
-    from transformers import AlbertConfig, AlbertForSequenceClassification
-
-    _seeded()
-    config = AlbertConfig(embedding_size=16, max_position_embeddings=128, num_labels=3, **bert_ids(bos_token_id=2, eos_token_id=3))
-    return AlbertForSequenceClassification(config).eval(), bert_tokenizer()
+    return _classifier("Albert", bert_tokenizer(), embedding_size=16, max_position_embeddings=128, num_labels=3,
+                       **bert_ids(bos_token_id=2, eos_token_id=3))
 
 
 def electra():
-    from transformers import ElectraConfig, ElectraForSequenceClassification
-
-    _seeded()
-    config = ElectraConfig(embedding_size=32, max_position_embeddings=128, num_labels=3, **bert_ids())
-    return ElectraForSequenceClassification(config).eval(), bert_tokenizer()
+    return _classifier("Electra", bert_tokenizer(), embedding_size=32, max_position_embeddings=128, num_labels=3, **bert_ids())
 
 
 def deberta_v2():
-    from transformers import DebertaV2Config, DebertaV2ForSequenceClassification
-
-    _seeded()
-    config = DebertaV2Config(max_position_embeddings=128, relative_attention=True, pos_att_type=["p2c", "c2p"], position_buckets=16,
-                             max_relative_positions=32, num_labels=3, **bert_ids())
-    return DebertaV2ForSequenceClassification(config).eval(), bert_tokenizer()
+    return _classifier("DebertaV2", bert_tokenizer(), max_position_embeddings=128, relative_attention=True, pos_att_type=["p2c", "c2p"],
+                       position_buckets=16, max_relative_positions=32, num_labels=3, **bert_ids())
 
 
 def xlm_roberta():
-    from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
-
-    _seeded(1)  # seed 0 happens to give a gap of 5e-6 on LONG, under what float32 can test
-    config = XLMRobertaConfig(max_position_embeddings=130, num_labels=3, **roberta_ids())
-    return XLMRobertaForSequenceClassification(config).eval(), roberta_tokenizer()
+    # seed 0 happens to give a gap of 5e-6 on LONG, under what float32 can test
+    return _classifier("XLMRoberta", roberta_tokenizer(), seed=1, max_position_embeddings=130, num_labels=3, **roberta_ids())
 
 
 def mpnet():
-    from transformers import MPNetConfig, MPNetForSequenceClassification
-
-    _seeded()
-    config = MPNetConfig(max_position_embeddings=130, num_labels=3, **roberta_ids())
-    return MPNetForSequenceClassification(config).eval(), roberta_tokenizer()
+    return _classifier("MPNet", roberta_tokenizer(), max_position_embeddings=130, num_labels=3, **roberta_ids())
 
 
 def modernbert():
-    from transformers import ModernBertConfig, ModernBertForSequenceClassification
-
-    _seeded()
-    config = ModernBertConfig(max_position_embeddings=128, local_attention=8, global_attn_every_n_layers=2, num_labels=3,
-                              **bert_ids(cls_token_id=2, sep_token_id=3, bos_token_id=2, eos_token_id=3))
-    return ModernBertForSequenceClassification(config).eval(), bert_tokenizer()
+    return _classifier("ModernBert", bert_tokenizer(), max_position_embeddings=128, local_attention=8, global_attn_every_n_layers=2,
+                       num_labels=3, **bert_ids(cls_token_id=2, sep_token_id=3, bos_token_id=2, eos_token_id=3))
 
 
 def bigbird(attention_type: str = "original_full"):
-    from transformers import BigBirdConfig, BigBirdForSequenceClassification
-
-    _seeded()
-    config = BigBirdConfig(max_position_embeddings=128, attention_type=attention_type, block_size=2, num_random_blocks=1, num_labels=3,
-                           **roberta_ids(sep_token_id=2))
-    return BigBirdForSequenceClassification(config).eval(), roberta_tokenizer()
+    return _classifier("BigBird", roberta_tokenizer(), max_position_embeddings=128, attention_type=attention_type, block_size=2,
+                       num_random_blocks=1, num_labels=3, **roberta_ids(sep_token_id=2))
 
 
 def longformer():
@@ -158,55 +139,35 @@ def longformer():
 
 
 def gpt2(distinct_unk: bool = True):
-    from transformers import GPT2Config, GPT2ForSequenceClassification
-
-    _seeded()
-    config = GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_inner=64, n_positions=128, bos_token_id=0, eos_token_id=0,
-                        pad_token_id=0, num_labels=3)
-    return GPT2ForSequenceClassification(config).eval(), gpt2_tokenizer(distinct_unk)
+    return _classifier("GPT2", gpt2_tokenizer(distinct_unk), vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_inner=64, n_positions=128,
+                       bos_token_id=0, eos_token_id=0, pad_token_id=0, num_labels=3)
 
 
-def _decoder(config_class, model_class, pad_is_eos: bool = True, **extra):
-    _seeded()
-    config = config_class(vocab_size=VOCAB, num_key_value_heads=2, max_position_embeddings=128, bos_token_id=1, eos_token_id=2,
-                          pad_token_id=2 if pad_is_eos else 3, num_labels=3, **HIDDEN, **extra)
-    return model_class(config).eval(), decoder_tokenizer(pad_is_eos)
+def _decoder(name: str, pad_is_eos: bool = True, **extra):
+    return _classifier(name, decoder_tokenizer(pad_is_eos), vocab_size=VOCAB, num_key_value_heads=2, max_position_embeddings=128,
+                       bos_token_id=1, eos_token_id=2, pad_token_id=2 if pad_is_eos else 3, num_labels=3, **HIDDEN, **extra)
 
 
 def llama():
-    from transformers import LlamaConfig, LlamaForSequenceClassification
-
-    return _decoder(LlamaConfig, LlamaForSequenceClassification)
+    return _decoder("Llama")
 
 
 def qwen2():
     """Qwen2 with a pad token of its own (pad != eos)."""
-    from transformers import Qwen2Config, Qwen2ForSequenceClassification
-
-    return _decoder(Qwen2Config, Qwen2ForSequenceClassification, pad_is_eos=False)
+    return _decoder("Qwen2", pad_is_eos=False)
 
 
 def mistral():
-    from transformers import MistralConfig, MistralForSequenceClassification
-
-    return _decoder(MistralConfig, MistralForSequenceClassification, sliding_window=None)
+    return _decoder("Mistral", sliding_window=None)
 
 
 def bert_multi_label():
-    from transformers import BertConfig, BertForSequenceClassification
-
-    _seeded()
-    config = BertConfig(max_position_embeddings=128, num_labels=4, problem_type="multi_label_classification", **bert_ids())
-    return BertForSequenceClassification(config).eval(), bert_tokenizer()
+    return _classifier("Bert", bert_tokenizer(), max_position_embeddings=128, num_labels=4, problem_type="multi_label_classification", **bert_ids())
 
 
 def bert_regression():
     """``num_labels=1`` and no problem_type: transformers treats it as regression."""
-    from transformers import BertConfig, BertForSequenceClassification
-
-    _seeded()
-    config = BertConfig(max_position_embeddings=128, num_labels=1, **bert_ids())
-    return BertForSequenceClassification(config).eval(), bert_tokenizer()
+    return _classifier("Bert", bert_tokenizer(), max_position_embeddings=128, num_labels=1, **bert_ids())
 
 
 def llama_bf16():

@@ -91,15 +91,7 @@ PYATTN_QK_INLINE F cpu_exp(F x) {
   const F rounded = xc * 1.44269504088896341f + magic;
   const I n = std::bit_cast<I>(rounded) - 0x4B400000;
   const F fn = rounded - magic;
-  const F r = (xc - fn * 0.693359375f) + fn * 2.12194440e-4f;
-  F y = splat<F>(1.9875691500e-4f);
-  y = y * r + 1.3981999507e-3f;
-  y = y * r + 8.3334519073e-3f;
-  y = y * r + 4.1665795894e-2f;
-  y = y * r + 1.6666665459e-1f;
-  y = y * r + 5.0000001201e-1f;
-  y = y * r * r + r + 1.0f;
-  const F v = y * std::bit_cast<F>((n + 127) << 23);
+  const F v = qk_exp_reduced(xc, fn) * std::bit_cast<F>((n + 127) << 23);
   return x < lo ? splat<F>(0.0f) : v;
 }
 
@@ -231,6 +223,19 @@ void for_each_run(const std::vector<uint8_t>& needed, int64_t most, const F& f) 
   }
 }
 
+// needed[x] for every block x: whether the tile of x with any block of
+// [begin, end) is needed; x is a column block and [begin, end) row blocks
+// when `rows_given`, and the other way round otherwise.
+void mark_needed(const QKParams<float>& p, int64_t b, int64_t begin, int64_t end, bool rows_given,
+                 std::vector<uint8_t>& needed) {
+  for (int64_t x = 0; x < p.blocks; ++x) {
+    bool any = false;
+    for (int64_t y = begin; y < end && !any; ++y)
+      any = rows_given ? qk_tile_needed(p, b, y, x) : qk_tile_needed(p, b, x, y);
+    needed[x] = any;
+  }
+}
+
 void qk_cpu_kernel(const QKCpu& c, float* lse, float* out) {
   const QKParams<float>& p = c.p;
   const int64_t blocks = p.blocks;
@@ -247,12 +252,7 @@ void qk_cpu_kernel(const QKCpu& c, float* lse, float* out) {
       const int64_t rt = task % row_tasks, h = (task / row_tasks) % p.H,
                     b = task / (row_tasks * p.H);
       const int64_t i0 = rt * kRows, rows = std::min(kRows, p.N - i0);
-      const int64_t rb_end = std::min(blocks, (rt + 1) * per_row);
-      for (int64_t cb = 0; cb < blocks; ++cb) {
-        bool any = false;
-        for (int64_t rb = rt * per_row; rb < rb_end && !any; ++rb) any = qk_tile_needed(p, b, rb, cb);
-        needed[cb] = any;
-      }
+      mark_needed(p, b, rt * per_row, std::min(blocks, (rt + 1) * per_row), true, needed);
       for (int64_t r = 0; r < rows; ++r) m[r] = -INFINITY, l[r] = 0.0f;
       for_each_run(needed, per_col, [&](int64_t cb, int64_t count) {
         const int64_t j0 = cb * T, cols = std::min((cb + count) * T, p.N) - j0;
@@ -279,12 +279,7 @@ void qk_cpu_kernel(const QKCpu& c, float* lse, float* out) {
       const int64_t ct = task % col_tasks, head = (task / col_tasks) % H_out,
                     b = task / (col_tasks * H_out);
       const int64_t j0 = ct * kCols, cols = std::min(kCols, p.N - j0);
-      const int64_t cb_end = std::min(blocks, (ct + 1) * per_col);
-      for (int64_t rb = 0; rb < blocks; ++rb) {
-        bool any = false;
-        for (int64_t cb = ct * per_col; cb < cb_end && !any; ++cb) any = qk_tile_needed(p, b, rb, cb);
-        needed[rb] = any;
-      }
+      mark_needed(p, b, ct * per_col, std::min(blocks, (ct + 1) * per_col), false, needed);
       const int64_t h_begin = p.head_weights ? 0 : head;
       const int64_t h_end = p.head_weights ? p.H : head + 1;
       std::fill(total, total + cols, 0.0f);

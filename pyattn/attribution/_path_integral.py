@@ -22,7 +22,7 @@ import torch
 
 from pyattn.attribution import quadrature
 from pyattn.attribution._scheduler import evaluate_group
-from pyattn.inputs import embedding_layer, encode, model_output, output_kind
+from pyattn.models.inputs import embedding_layer, encode, model_output, output_kind
 
 
 class _Stop(Exception):

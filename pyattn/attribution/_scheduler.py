@@ -19,7 +19,7 @@ import torch
 
 from pyattn.attribution._common import format_bytes
 from pyattn.attribution.memory import MemoryBudgetWarning, batch_for_budget, default_memory_budget, held_bytes, predicted_step_bytes
-from pyattn.inputs import model_output
+from pyattn.models.inputs import model_output
 
 if TYPE_CHECKING:
     from pyattn.attribution._path_integral import DocumentRun, PathIntegrand

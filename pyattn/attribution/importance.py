@@ -28,10 +28,10 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from pyattn.fast_attention import fast_attention_context
-from pyattn.inputs import encode
+from pyattn.models.fast_attention import fast_attention_context
+from pyattn.models.inputs import encode
 from pyattn._checks import whole_label
-from pyattn._model_state import preserving
+from pyattn.models._state import preserving
 
 __all__ = [
     "taylor_importance",
@@ -90,7 +90,7 @@ def taylor_importance(
     """T3-Vis Taylor head importance over a labelled dataset: ``(L, H)``,
     min-max normalised to [0, 1] over all heads unless ``normalise=False``.
     ``fast_attention`` (None: on for Longformer) runs the gradients through
-    :func:`pyattn.fast_attention.fast_longformer_attention`, equal to
+    :func:`pyattn.models.fast_attention.fast_longformer_attention`, equal to
     transformers' attention (tested).
 
     >>> import pyattn

@@ -1,5 +1,5 @@
 """Token attributions: Layer Integrated Gradients on the embedding layer, with
-the inputs built as the model builds them (:mod:`pyattn.inputs`), nested
+the inputs built as the model builds them (:mod:`pyattn.models.inputs`), nested
 quadrature that reuses every evaluation, and convergence that means
 convergence.
 
@@ -38,7 +38,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from pyattn._model_state import preserving
+from pyattn.models._state import preserving
 from pyattn._quiet import transformers_quiet
 from pyattn.attribution import quadrature
 from pyattn.attribution._checks import is_int, resolve_device
@@ -47,7 +47,7 @@ from pyattn.attribution._path_integral import DocumentRun
 from pyattn.attribution._scheduler import memory_capacity, run_documents
 from pyattn.attribution.memory import parse_memory_budget
 from pyattn.errors import InputError
-from pyattn.inputs import default_max_length, output_kind
+from pyattn.models.inputs import default_max_length, output_kind
 
 __all__ = ["Attribution", "attribute", "attribute_many", "attribute_stream"]
 
@@ -105,7 +105,7 @@ class Attribution:
         What F is: ``"softmax"`` (class probabilities), ``"sigmoid"`` (one
         probability per label, multi-label heads) or ``"raw"`` (the
         regression head's output, not a probability); see
-        :func:`pyattn.inputs.output_kind`. ``probabilities`` is ``outputs``
+        :func:`pyattn.models.inputs.output_kind`. ``probabilities`` is ``outputs``
         for the first two and refused for ``"raw"``.
     n_steps, model_evaluations : int
     converged : bool
@@ -371,7 +371,7 @@ def attribute_stream(model: torch.nn.Module, tokenizer, texts: Iterable[str], ta
     autocast_dtype = _autocast_dtype(autocast, device)
     model = model.to(device).eval()
 
-    from pyattn.fast_attention import fast_attention_context, longformer_self_attentions
+    from pyattn.models.fast_attention import fast_attention_context, longformer_self_attentions
 
     fast_active = bool(longformer_self_attentions(model)) if fast_attention is None else bool(fast_attention)
     with fast_attention_context(model, fast_attention):
@@ -450,7 +450,7 @@ def attribute(
     fast_attention:
         Longformer only: run self-attention as blocked banded
         ``scaled_dot_product_attention``
-        (:func:`pyattn.fast_attention.fast_longformer_attention`), equal to
+        (:func:`pyattn.models.fast_attention.fast_longformer_attention`), equal to
         transformers' to 1e-5 in float32 (outputs and gradients; tested) and
         several times faster on a CPU. None (default): on for Longformer
         models, under ``autocast`` too (there it is at least as close to the
@@ -480,7 +480,7 @@ def attribute(
     Examples
     --------
     >>> import torch, pyattn
-    >>> from pyattn.inputs import encode
+    >>> from pyattn.models.inputs import encode
     >>> model, tokenizer = pyattn.load_demo()
     >>> result = pyattn.attribute(model, tokenizer, "a compiler for a typed language")
     >>> result.tokens, result.scores.shape

@@ -10,7 +10,7 @@ key) and ``G^l_h = dp / dA^l_h``:
 ``gradient_x_input`` ``(N,)``
     ``sum_e x[j, e] * dp/dx[j, e]`` over the output ``x`` of the embedding
     layer :func:`pyattn.attribute` attributes to
-    (:func:`pyattn.inputs.embedding_layer`): gradient x input (Shrikumar et
+    (:func:`pyattn.models.inputs.embedding_layer`): gradient x input (Shrikumar et
     al. 2016; Denil et al. 2014), signed.
 ``attention_gradient`` ``(L, N)``
     per layer, the attention a token receives weighted by its gradient, heads
@@ -57,9 +57,9 @@ import torch
 
 from pyattn.attribution._common import token_frame
 from pyattn.errors import InputError
-from pyattn.inputs import embedding_layer, encode, is_longformer
-from pyattn.ops import attention_received
-from pyattn._model_state import preserving
+from pyattn.models.inputs import embedding_layer, encode, is_longformer
+from pyattn.kernels.ops import attention_received
+from pyattn.models._state import preserving
 
 __all__ = ["SinglePass", "SinglePassBatch", "single_pass", "single_pass_from_inputs"]
 
@@ -84,7 +84,7 @@ class SinglePassBatch:
     classes (softmax: the two probabilities move in opposite directions):
 
     >>> import pyattn, torch
-    >>> from pyattn.inputs import encode
+    >>> from pyattn.models.inputs import encode
     >>> model, tokenizer = pyattn.load_demo()
     >>> inputs = encode(model, tokenizer, "the borrow checker rejects the program").forward_kwargs()
     >>> batch = single_pass_from_inputs(model, **{k: v.repeat(2, 1) for k, v in inputs.items()}, target=torch.tensor([0, 1]))
@@ -325,7 +325,7 @@ def _explained(logits: torch.Tensor, targets: torch.Tensor, output: str, kind: s
     """Sum over the batch of each item's explained quantity (items are
     independent, so each gets its own gradient): the model's probability
     (``kind``: softmax, or sigmoid for a multi-label head) or the logit."""
-    from pyattn.inputs import model_output
+    from pyattn.models.inputs import model_output
 
     values = model_output(logits, kind) if output == "probability" else logits
     return values.gather(1, targets[:, None]).sum()
@@ -371,7 +371,7 @@ def single_pass_from_inputs(
     Examples
     --------
     >>> import pyattn
-    >>> from pyattn.inputs import encode
+    >>> from pyattn.models.inputs import encode
     >>> model, tokenizer = pyattn.load_demo()
     >>> doc = encode(model, tokenizer, "the borrow checker rejects the program")
     >>> out = single_pass_from_inputs(model, **doc.forward_kwargs())
@@ -382,12 +382,13 @@ def single_pass_from_inputs(
     """
     from pyattn.model_attention import default_global_attention_mask
 
-    from pyattn.model_attention import _check_model_inputs, use_eager_attention
-    from pyattn.inputs import output_kind
+    from pyattn.model_attention import use_eager_attention
+    from pyattn.models._checks import check_model_inputs
+    from pyattn.models.inputs import output_kind
 
     if output not in ("probability", "logit"):
         raise InputError(f'output must be "probability" or "logit", got {output!r}')
-    _check_model_inputs(model, input_ids, attention_mask, global_attention_mask)
+    check_model_inputs(model, input_ids, attention_mask, global_attention_mask)
     kind = output_kind(model)
     if kind == "raw":
         raise ValueError(f"{type(model).__name__} has a regression head (a raw output, not class probabilities): single_pass explains a class; use pyattn.attribute")
@@ -503,7 +504,7 @@ def single_pass(model: torch.nn.Module, tokenizer, text: str, target: int | None
     kwargs = document.forward_kwargs()
     global_mask = kwargs.pop("global_attention_mask", None)
     out = single_pass_from_inputs(model, global_attention_mask=global_mask, target=target, output=output, **kwargs)
-    from pyattn.inputs import model_output, output_kind
+    from pyattn.models.inputs import model_output, output_kind
 
     probabilities = model_output(out.logits[:1], output_kind(model))[0].cpu().double().numpy()  # softmax, or sigmoid per label
     as_numpy = lambda t: t.detach().cpu().double().numpy()  # noqa: E731

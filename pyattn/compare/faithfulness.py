@@ -25,9 +25,9 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from pyattn.inputs import EncodedDocument, encode, model_output, output_kind, pooling_fill, pools_last_non_pad, position_ids_for
+from pyattn.models.inputs import EncodedDocument, encode, model_output, output_kind, pooling_fill, pools_last_non_pad, position_ids_for
 from pyattn.compare.metrics import top_k_count
-from pyattn._model_state import preserving
+from pyattn.models._state import preserving
 from pyattn.errors import InputError
 
 __all__ = ["faithfulness", "DEFAULT_PERCENTS"]
@@ -89,7 +89,7 @@ def faithfulness(
     model, tokenizer
         A Hugging Face sequence classifier and its tokenizer.
     text : str
-        The document (encoded as :func:`pyattn.inputs.encode` does).
+        The document (encoded as :func:`pyattn.models.inputs.encode` does).
     rankings : mapping of str to array-like, shape (N,)
         Name -> per-token scores over the encoded document ([CLS] and [SEP]
         included, as :func:`pyattn.attribute` and :func:`pyattn.attention`
@@ -109,7 +109,7 @@ def faithfulness(
     batch_size : int
         Variants per forward pass.
     max_length : int, optional
-        As for :func:`pyattn.inputs.encode`.
+        As for :func:`pyattn.models.inputs.encode`.
     by : {"signed", "magnitude"}
         How scores rank tokens: ``"signed"`` (default, ERASER's convention:
         largest first, so for attributions the tokens that most *support* the

@@ -3,7 +3,7 @@
 
 ``load_demo()`` returns ``(model, tokenizer)`` from files inside the package,
 offline; ``tokenizer(text)`` gives ``<s> text </s>``, the input
-:func:`pyattn.inputs.encode` builds, and the model was trained and evaluated
+:func:`pyattn.models.inputs.encode` builds, and the model was trained and evaluated
 on exactly those inputs (position ids and global attention on ``<s>``
 included). ``demo_documents(split)`` returns labelled documents. The model was
 trained by ``python -m pyattn.demo.train`` (see that module).

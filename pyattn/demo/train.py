@@ -18,7 +18,7 @@ AdamW on the training split, documents bucketed by length; weights saved as
 safetensors.
 
 The model is trained and evaluated on exactly what pyattn feeds it: every
-document goes through :func:`pyattn.inputs.encode` (``<s>`` text ``</s>``,
+document goes through :func:`pyattn.models.inputs.encode` (``<s>`` text ``</s>``,
 the model's own position ids, global attention on ``<s>``), and accuracy is
 measured one document at a time with ``model(**encoded.forward_kwargs())``,
 as :func:`pyattn.attribute` runs the model. (The first demo model was trained
@@ -49,7 +49,7 @@ import torch
 
 from pyattn.demo import MODEL_DIR
 from pyattn.demo.data import LABELS, demo_documents
-from pyattn.inputs import EncodedDocument, TruncationWarning, encode
+from pyattn.models.inputs import EncodedDocument, TruncationWarning, encode
 
 __all__ = ["Example", "accuracy", "encode_documents", "main", "predictions", "train"]
 
@@ -59,7 +59,7 @@ MAX_TOKENS = 4096
 
 def _train_tokenizer(texts, vocab_size: int = 1200):
     """A byte-level BPE tokenizer whose ``tokenizer(text)`` adds ``<s>`` ...
-    ``</s>`` (RoBERTa's post-processor), as :func:`pyattn.inputs.encode`
+    ``</s>`` (RoBERTa's post-processor), as :func:`pyattn.models.inputs.encode`
     builds inputs."""
     from tokenizers import ByteLevelBPETokenizer, processors
     from transformers import PreTrainedTokenizerFast
@@ -109,7 +109,7 @@ def _make_config(vocab_size: int):
 @dataclass
 class Example:
     """One training input exactly as pyattn feeds the model (the tensors of
-    :func:`pyattn.inputs.encode`, as lists of length N) and its target
+    :func:`pyattn.models.inputs.encode`, as lists of length N) and its target
     probabilities (length C).
 
     Examples
@@ -137,7 +137,7 @@ def _example(document: EncodedDocument, target, input_ids=None) -> Example:
 
 
 def encode_documents(model, tokenizer, documents, smoothing: float = 0.0) -> list[Example]:
-    """Each document through :func:`pyattn.inputs.encode` (``<s>`` text
+    """Each document through :func:`pyattn.models.inputs.encode` (``<s>`` text
     ``</s>``, the model's position ids, global attention on ``<s>``), with
     its (smoothed) one-hot target.
 
@@ -227,7 +227,7 @@ def _collate(examples: list[Example], indices, pad_id: int):
 def predictions(model, tokenizer, documents) -> tuple[np.ndarray, np.ndarray]:
     """The model's class probabilities on each document and on its
     integrated-gradients baseline, computed as :func:`pyattn.attribute` does:
-    one document at a time through :func:`pyattn.inputs.encode`, then
+    one document at a time through :func:`pyattn.models.inputs.encode`, then
     ``model(**encoded.forward_kwargs(ids)).logits.softmax(-1)``.
 
     Parameters
@@ -361,7 +361,7 @@ def main(argv=None) -> int:
     Examples
     --------
     >>> main(["--evaluate"])  # 200 held-out documents: minutes  # doctest: +SKIP
-    held-out accuracy (through pyattn.inputs.encode) on 200 test documents: 0.995
+    held-out accuracy (through pyattn.models.inputs.encode) on 200 test documents: 0.995
     ...
     0
     """
@@ -382,7 +382,7 @@ def main(argv=None) -> int:
     test = demo_documents("test")
     on_text, on_baseline = predictions(model, tokenizer, test)
     correct = int((on_text.argmax(-1) == np.array([d.label for d in test])).sum())
-    print(f"held-out accuracy (through pyattn.inputs.encode) on {len(test)} test documents: {correct / len(test):.3f}")
+    print(f"held-out accuracy (through pyattn.models.inputs.encode) on {len(test)} test documents: {correct / len(test):.3f}")
     print(f"integrated-gradients baseline, p({LABELS[0]}): min {on_baseline[:, 0].min():.3f}, "
           f"mean {on_baseline[:, 0].mean():.3f}, max {on_baseline[:, 0].max():.3f}")
     return 0

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import pyattn
-from pyattn.inputs import TruncationWarning, encode, position_ids_for
+from pyattn.models.inputs import TruncationWarning, encode, position_ids_for
 from testing import sample_text, tiny_classifier, tiny_longformer, tiny_tokenizer
 
 
@@ -258,7 +258,7 @@ def test_bad_input(longformer, roberta_tokenizer):
     with pytest.raises(ValueError, match='n_steps must be "auto" or an int 1..4096'):
         pyattn.attribute(longformer, roberta_tokenizer, "the model", n_steps=0)
     with pytest.raises(ValueError, match="cannot find the embedding layer"):
-        pyattn.inputs.embedding_layer(torch.nn.Linear(2, 2))
+        pyattn.models.inputs.embedding_layer(torch.nn.Linear(2, 2))
 
 
 @pytest.mark.parametrize(

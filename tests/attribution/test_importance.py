@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pyattn.attribution.importance import head_gate_importance, load_head_importance, save_head_importance, taylor_importance
-from pyattn.inputs import encode
+from pyattn.models.inputs import encode
 from testing import sample_text, tiny_classifier, tiny_longformer, tiny_tokenizer
 
 

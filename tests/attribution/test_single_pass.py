@@ -18,7 +18,7 @@ import pytest
 import torch
 from testing import sample_text, tiny_classifier, tiny_longformer, tiny_tokenizer
 
-from pyattn.inputs import encode, position_ids_for
+from pyattn.models.inputs import encode, position_ids_for
 from pyattn.attribution.single_pass import band_gradient, single_pass, single_pass_from_inputs
 
 

@@ -11,7 +11,7 @@ import torch
 
 import pyattn
 from pyattn.compare.faithfulness import faithfulness
-from pyattn.inputs import encode
+from pyattn.models.inputs import encode
 from testing import sample_text, tiny_longformer, tiny_tokenizer
 
 

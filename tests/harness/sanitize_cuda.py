@@ -25,7 +25,7 @@ print("sanitize_cuda.py: all kernels ran")
 
 # The query-key op: full, windowed, causal, grouped-query heads, globals,
 # padding, head and row weights, N not a multiple of the tile, half inputs.
-from pyattn.ops import attention_received_qk  # noqa: E402
+from pyattn.kernels.ops import attention_received_qk  # noqa: E402
 
 g = torch.Generator(device="cuda").manual_seed(0)
 for B, H, Hkv, N, d, dtype in [(2, 6, 2, 77, 64, torch.float32), (1, 4, 4, 300, 32, torch.bfloat16), (1, 2, 1, 1, 16, torch.float16)]:

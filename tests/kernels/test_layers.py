@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import pyattn
-from pyattn import reference
+from pyattn.kernels import reference
 
 
 def reference_per_head(run) -> torch.Tensor:
@@ -112,13 +112,13 @@ def test_default_limit_refuses_a_whole_base_model_layer_of_a_long_document():
         pyattn.layer_to_dense([band], [glob], mask, layer=0)
 
 
-# --- One call for all layers (pyattn.ops.attention_received_layers) ----------
+# --- One call for all layers (pyattn.kernels.ops.attention_received_layers) ----------
 
 
 def test_all_layers_in_one_call_against_the_reference(longformer_run):
     """Windows 4, 16, 8 in one call; head weights (L, H) and row weights, both
     (B, N) for every layer and (L, B, N), against the dense reference."""
-    from pyattn.ops import attention_received_layers
+    from pyattn.kernels.ops import attention_received_layers
 
     out, mask = longformer_run.output, longformer_run.global_attention_mask
     generator = torch.Generator().manual_seed(7)
@@ -137,7 +137,7 @@ def test_all_layers_in_one_call_against_the_reference(longformer_run):
 
 
 def test_all_layers_errors_name_the_layer(longformer_run):
-    from pyattn.ops import attention_received_layers
+    from pyattn.kernels.ops import attention_received_layers
 
     out, mask = longformer_run.output, longformer_run.global_attention_mask
     with pytest.raises(RuntimeError, match=r"local_attn has 3 layers but global_attn has 2"):
@@ -159,7 +159,7 @@ def test_all_layers_errors_name_the_layer(longformer_run):
 def test_all_layers_gradients_and_opcheck(longformer_run):
     """Gradients flow to every layer's band and global attention and to the
     (L, H) head weights; opcheck on the composite op; torch.compile traces it."""
-    from pyattn.ops import attention_received_layers
+    from pyattn.kernels.ops import attention_received_layers
 
     out, mask = longformer_run.output, longformer_run.global_attention_mask
     local = [a.double().requires_grad_() for a in out.attentions]

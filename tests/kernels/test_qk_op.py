@@ -1,21 +1,18 @@
 """attention_received_qk (attention received from queries and keys, no N x N
 matrix) against two independent computations: the readable float64 reference
-(pyattn.reference.attention_received_qk) and torch's own
+(pyattn.kernels.reference.attention_received_qk) and torch's own
 ``torch.softmax(q @ k^T * scale + mask)`` column sums, with the mask written out
 here from the contract's rules. Plus: the CUDA kernels' per-tile code run by
 the host emulator, repeatability, opcheck and one-line errors."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 import torch
 
-from pyattn import ops, reference
+from pyattn.kernels import ops, reference
+from testing import cuda_emulator
 
-ROOT = Path(__file__).resolve().parents[1]
 TILE = 64  # csrc/qk_kernels.h kQKTile
 
 
@@ -295,18 +292,7 @@ def test_bad_window(window):
 
 @pytest.fixture(scope="module")
 def emulator():
-    from torch.utils.cpp_extension import load
-
-    build = ROOT / "build" / "cuda-emulator"
-    build.mkdir(parents=True, exist_ok=True)
-    return load(
-        name="pyattn_cuda_emulator",
-        sources=[str(ROOT / "tests" / "harness" / "emulate_cuda.cpp")],
-        extra_include_paths=[str(ROOT / "csrc")],
-        extra_cflags=["-O1"],
-        build_directory=str(build),
-        verbose=bool(os.environ.get("PYATTN_VERBOSE_BUILD")),
-    )
+    return cuda_emulator()
 
 
 EMULATED = ["padding", "N=1", "N=tile+1", "N=3 tiles-5", "symmetric window", "causal sliding window", "global tokens, window", "grouped-query window", "d=100 (not a chunk multiple)"]

@@ -18,8 +18,8 @@ from typing import Any, Sequence
 
 import torch
 
-from pyattn.layers import check_head_importance, layers_of
-from pyattn.ops import attention_received, global_tables
+from pyattn.kernels.layers import check_head_importance, layers_of
+from pyattn.kernels.ops import attention_received, global_tables
 
 __all__ = ["attention_rollout", "dense_rollout"]
 

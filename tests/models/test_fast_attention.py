@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import pyattn
-from pyattn.fast_attention import banded_self_attention, fast_attention_context, fast_longformer_attention
+from pyattn.models.fast_attention import banded_self_attention, fast_attention_context, fast_longformer_attention
 from testing import assert_close_scaled, sample_text, tiny_classifier, tiny_longformer, tiny_tokenizer
 
 

@@ -283,7 +283,7 @@ def fast_longformer_attention(model: torch.nn.Module):
     --------
     >>> import torch
     >>> from pyattn import load_demo
-    >>> from pyattn.inputs import encode
+    >>> from pyattn.models.inputs import encode
     >>> model, tokenizer = load_demo()
     >>> document = encode(model, tokenizer, "the borrow checker rejects the program")
     >>> with torch.no_grad():

@@ -7,7 +7,7 @@ each layer applies. :class:`QKCapture` reads every layer's ``q``
 ``(B, H, N, d)`` and ``k`` ``(B, Hkv, N, d)`` exactly as the module hands
 them to its attention (after rotary embeddings, before grouped-query heads are
 repeated), reduces them at once to attention received with
-:func:`pyattn.ops.attention_received_qk`, and drops them: beyond the forward
+:func:`pyattn.kernels.ops.attention_received_qk`, and drops them: beyond the forward
 itself, a layer costs O(N) (O(N d) per layer when rollout asks to keep them).
 
 Where ``q`` and ``k`` are read:
@@ -37,8 +37,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from pyattn.layers import check_head_importance
-from pyattn.ops import attention_received_qk
+from pyattn.kernels.layers import check_head_importance
+from pyattn.kernels.ops import attention_received_qk
 
 __all__ = ["LayerMask", "QKArchitecture", "QK_ARCHITECTURES", "QKCapture", "qk_refusal", "qk_layer_masks", "qk_rollout", "takes_qk_route"]
 
@@ -48,7 +48,7 @@ class LayerMask:
     """Which keys a query row of one layer sees, besides padding:
     ``window = (left, right)`` (row ``i`` sees ``i - left <= j <= i + right``;
     -1: unlimited) and ``causal`` (``j <= i``), as
-    :func:`pyattn.ops.attention_received_qk` takes them.
+    :func:`pyattn.kernels.ops.attention_received_qk` takes them.
 
     >>> LayerMask((4095, -1), True)  # Mistral's sliding window of 4,096: i - 4096 < j <= i
     LayerMask(window=(4095, -1), causal=True)
@@ -261,9 +261,8 @@ class QKCapture:
     ...     logits = model(ids).logits
     >>> capture.received.shape, model.config._attn_implementation  # (L, B, N); sdpa ran
     (torch.Size([2, 1, 4]), 'sdpa')
-    >>> capture.received.sum(-1)  # every row of every head gives 1 in total: L x (H x N)
-    tensor([[8.],
-            [8.]])
+    >>> torch.allclose(capture.received.sum(-1), torch.tensor([[8.0], [8.0]]))  # every row of every head gives 1 in total: L x (H x N)
+    True
     """
 
     def __init__(self, model, key_mask: torch.Tensor | None = None, head_importance=None, per_head: bool = False,
@@ -409,10 +408,10 @@ def _num_heads(model) -> int:
 
 def qk_rollout(layers: Sequence[tuple[torch.Tensor, torch.Tensor, float, LayerMask]], key_mask: torch.Tensor | None = None,
                head_importance: torch.Tensor | None = None, start: int | torch.Tensor = 0, residual: float = 0.5) -> torch.Tensor:
-    """Attention rollout (as :func:`pyattn.rollout.attention_rollout`) from
+    """Attention rollout (as :func:`pyattn.model_attention.rollout.attention_rollout`) from
     each layer's ``q``, ``k``, scale and mask (``QKCapture(keep_qk=True).layers``):
     ``v <- v Â_l`` from the last layer down, each step one call of
-    :func:`pyattn.ops.attention_received_qk` with ``row_weights``; no ``N x N``.
+    :func:`pyattn.kernels.ops.attention_received_qk` with ``row_weights``; no ``N x N``.
 
     Parameters
     ----------

@@ -3,7 +3,7 @@ received per token (and, on request, one layer's dense matrix).
 
 The ladder of attention received, one home per rung:
 
-- :mod:`pyattn.ops`: one layer's band (or all layers in one call), the
+- :mod:`pyattn.kernels.ops`: one layer's band (or all layers in one call), the
   compiled kernels;
 - this module: a model *output* (``output.attentions`` and, for Longformer,
   ``output.global_attentions``), any attention kind: Longformer's banded
@@ -31,7 +31,7 @@ from typing import Any, Sequence
 import torch
 
 from pyattn.errors import DenseTooLarge  # defined in pyattn.errors; importable here as before 1.1
-from pyattn.ops import attention_received_layers, band_to_dense
+from pyattn.kernels.ops import attention_received_layers, band_to_dense
 from pyattn._checks import head_importance_tensor, require_tensor_sequence
 
 __all__ = [
@@ -332,7 +332,7 @@ def layer_attention_received(
         ``per_layer`` ``(L, B, N)``, or ``(L, B, H, N)`` with ``per_head``;
         ``final_layer``, ``all_layers`` and ``layer_range(first, last)``.
         float32 for float16/bfloat16 attentions, else their dtype. All layers
-        go through one call of :func:`pyattn.ops.attention_received_layers`
+        go through one call of :func:`pyattn.kernels.ops.attention_received_layers`
         (no host synchronisation on CUDA).
 
     >>> band = torch.full((1, 1, 4, 3), 1 / 3)  # one layer's band: B=1, H=1, N=4, window 2

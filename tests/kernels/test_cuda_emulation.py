@@ -5,34 +5,19 @@ bounds bugs on machines without a GPU."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyattn import reference
-from testing import DTYPES, TOLERANCE, layouts, make_inputs
+from pyattn.kernels import reference
+from testing import DTYPES, TOLERANCE, cuda_emulator, layouts, make_inputs
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def emulator():
-    from torch.utils.cpp_extension import load
-
-    build = ROOT / "build" / "cuda-emulator"
-    build.mkdir(parents=True, exist_ok=True)
-    return load(
-        name="pyattn_cuda_emulator",
-        sources=[str(ROOT / "tests" / "harness" / "emulate_cuda.cpp")],
-        extra_include_paths=[str(ROOT / "csrc")],
-        extra_cflags=["-O1"],
-        build_directory=str(build),
-        verbose=bool(os.environ.get("PYATTN_VERBOSE_BUILD")),
-    )
+    return cuda_emulator()
 
 
 @settings(max_examples=60)

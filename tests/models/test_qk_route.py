@@ -1,4 +1,4 @@
-"""The q/k route (pyattn.qk_capture) against the models themselves: attention
+"""The q/k route (pyattn.models.qk_capture) against the models themselves: attention
 received read from the queries and keys each architecture forms, while it
 runs sdpa, equals the column sums of the same model's own eager attention
 (``attn_implementation="eager"``, ``output_attentions=True``)."""
@@ -12,8 +12,8 @@ import torch
 
 import pyattn
 from pyattn.model_attention import attention_from_inputs
-from pyattn.qk_capture import QK_ARCHITECTURES, QKCapture, qk_layer_masks, qk_refusal, qk_rollout
-from pyattn.rollout import dense_rollout
+from pyattn.models.qk_capture import QK_ARCHITECTURES, QKCapture, qk_layer_masks, qk_refusal, qk_rollout
+from pyattn.model_attention.rollout import dense_rollout
 
 VOCAB = 64
 SMALL = dict(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=48)

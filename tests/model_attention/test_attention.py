@@ -106,7 +106,7 @@ def test_sdpa_models_are_switched_to_eager(kind):
     attention probabilities: route="eager" runs the model eager (same
     outputs) and puts sdpa back (issue 17: the user's model is left as
     found). (The default route reads queries and keys instead:
-    tests/test_qk_route.py.)"""
+    tests/models/test_qk_route.py.)"""
     model = tiny_classifier(kind, seed=4)
     model.set_attn_implementation("sdpa")
     tokenizer = tiny_tokenizer("bert" if kind == "bert" else "roberta")

@@ -1,4 +1,4 @@
-"""The compiled ops against the readable reference (pyattn.reference): property
+"""The compiled ops against the readable reference (pyattn.kernels.reference): property
 tests over random shapes, every dtype, non-contiguous inputs; opcheck; the
 vectorised pure-PyTorch competitor; build facts."""
 
@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import pyattn
-from pyattn import reference
+from pyattn.kernels import reference
 from testing import DEVICES, DTYPES, TOLERANCE, layouts, make_inputs, reference_inputs
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pyattn import reference
-from pyattn.rollout import attention_rollout, dense_rollout
+from pyattn.kernels import reference
+from pyattn.model_attention.rollout import attention_rollout, dense_rollout
 
 
 def dense_layers(run):

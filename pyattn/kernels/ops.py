@@ -101,7 +101,7 @@ def attention_received(
     Examples
     --------
     >>> import torch, pyattn
-    >>> from pyattn import reference
+    >>> from pyattn.kernels import reference
     >>> model, tokenizer = pyattn.load_demo()
     >>> ids = tokenizer("the borrow checker rejects the program", return_tensors="pt")["input_ids"]  # (B, N) = (1, 11)
     >>> mask = torch.zeros_like(ids)

@@ -32,7 +32,7 @@ import torch
 
 import pyattn
 from pyattn.dataset import Document
-from pyattn.inputs import encode
+from pyattn.models.inputs import encode
 from testing import sample_text, tiny_classifier, tiny_longformer, tiny_tokenizer
 
 STEPS = dict(n_steps=4)
@@ -271,7 +271,7 @@ def test_results_inside_no_grad_and_inference_mode_are_the_models_own():
     """Attribution inside inference mode on a frozen model: the scores still
     sum to the model's own F(input) - F(baseline) (up to delta), and equal
     those of a plain call."""
-    from pyattn.inputs import encode
+    from pyattn.models.inputs import encode
 
     model, tokenizer, _ = user_model("bert")
     for parameter in model.parameters():
@@ -305,7 +305,7 @@ def test_taylor_importance_on_a_frozen_model_equals_the_models_own_gradients():
         parameter.requires_grad_(False)
     importance = pyattn.taylor_importance(model, tokenizer, [TEXT], [1], normalise=False, progress=False)
     assert not any(p.requires_grad for p in model.parameters())
-    from pyattn.inputs import encode
+    from pyattn.models.inputs import encode
 
     reference.set_attn_implementation("eager")
     reference.zero_grad(set_to_none=True)

@@ -21,8 +21,8 @@ from typing import Any, Sequence
 import torch
 
 from pyattn.errors import InputError, NotADistribution  # NotADistribution defined in pyattn.errors; importable here as before 1.1
-from pyattn.inputs import encode, is_longformer
-from pyattn.layers import (
+from pyattn.models.inputs import encode, is_longformer
+from pyattn.kernels.layers import (
     DEFAULT_DENSE_LIMIT_BYTES,
     AttentionReceived,
     DenseTooLarge,
@@ -32,9 +32,9 @@ from pyattn.layers import (
     layer_index,
     layer_to_dense,
 )
-from pyattn.ops import attention_received
-from pyattn._checks import require_mask, require_token_ids
-from pyattn._model_state import preserving
+from pyattn.kernels.ops import attention_received
+from pyattn.models._checks import check_model_inputs
+from pyattn.models._state import preserving
 
 __all__ = ["ModelAttention", "attention_from_inputs", "attention", "attention_route", "ready_for_attention", "default_global_attention_mask", "use_eager_attention"]
 
@@ -223,17 +223,17 @@ class ModelAttention:
     global_attentions: tuple | None = None
     route: str = "eager"
     rollout: torch.Tensor | None = None
-    output: str | None = "softmax"  # what the head outputs (pyattn.inputs.output_kind); None: a head pyattn cannot name
+    output: str | None = "softmax"  # what the head outputs (pyattn.models.inputs.output_kind); None: a head pyattn cannot name
 
     @property
     def outputs(self) -> torch.Tensor:
         """F of every output, ``(B, C)``: the softmax over classes, each
         label's sigmoid (multi-label) or the raw outputs (regression), as
-        ``output`` names (:func:`pyattn.inputs.model_output`)."""
-        from pyattn.inputs import model_output
+        ``output`` names (:func:`pyattn.models.inputs.model_output`)."""
+        from pyattn.models.inputs import model_output
 
         if self.output is None:
-            raise ValueError("this model's head is not one pyattn can name (see pyattn.inputs.output_kind): read .logits")
+            raise ValueError("this model's head is not one pyattn can name (see pyattn.models.inputs.output_kind): read .logits")
         return model_output(self.logits, self.output)
 
     @property
@@ -260,15 +260,6 @@ class ModelAttention:
         if max_bytes is not None and size > max_bytes:
             raise DenseTooLarge(f"the dense attention asked for is {size / 1024**2:,.1f} MiB, over the limit of {max_bytes / 1024**2:,.1f} MiB")
         return full
-
-
-def _check_model_inputs(model, input_ids, attention_mask=None, global_attention_mask=None) -> None:
-    """Token ids an integer tensor inside the model's vocabulary, masks
-    integer tensors of the same shape: one line naming the argument."""
-    require_token_ids("input_ids", input_ids, getattr(getattr(model, "config", None), "vocab_size", None))
-    shape = tuple(input_ids.shape) if input_ids.dim() == 2 else (1, input_ids.shape[0])
-    require_mask("attention_mask", attention_mask, shape)
-    require_mask("global_attention_mask", global_attention_mask, shape)
 
 
 class _StreamingHooks:
@@ -328,11 +319,11 @@ def attention_route(model, route: str = "auto") -> str:
     """The route :func:`attention_from_inputs` takes for ``model``.
 
     ``"qk"``: attention received from the queries and keys each layer forms
-    (:mod:`pyattn.qk_capture`), while the model runs its own attention (sdpa):
+    (:mod:`pyattn.models.qk_capture`), while the model runs its own attention (sdpa):
     no probabilities, no ``N x N``. ``"eager"``: the model's own attention
     probabilities (``output_attentions``; the reference). ``"band"``:
     Longformer's band, read directly. ``"auto"``: ``"band"`` for Longformer,
-    ``"qk"`` for the models of :data:`pyattn.qk_capture.QK_ARCHITECTURES`,
+    ``"qk"`` for the models of :data:`pyattn.models.qk_capture.QK_ARCHITECTURES`,
     else ``"eager"``.
 
     Raises
@@ -347,7 +338,7 @@ def attention_route(model, route: str = "auto") -> str:
     >>> attention_route(load_demo()[0])
     'band'
     """
-    from pyattn.qk_capture import qk_refusal
+    from pyattn.models.qk_capture import qk_refusal
 
     if route not in ROUTES:
         raise InputError(f"route must be one of {', '.join(map(repr, ROUTES))}, got {route!r}")
@@ -381,7 +372,7 @@ def ready_for_attention(model, route: str = "auto") -> str:
 def _rollout_starts(model, attention_mask: torch.Tensor | None, B: int, N: int, device) -> torch.Tensor:
     """Where rollout starts, per item: the token the classifier reads (the
     first; a causal decoder's last real token)."""
-    from pyattn.qk_capture import QK_ARCHITECTURES, qk_layer_masks
+    from pyattn.models.qk_capture import QK_ARCHITECTURES, qk_layer_masks
 
     causal = getattr(model.config, "model_type", None) in QK_ARCHITECTURES and any(m.causal for m in qk_layer_masks(model))
     if not causal:
@@ -392,17 +383,25 @@ def _rollout_starts(model, attention_mask: torch.Tensor | None, B: int, N: int, 
     return positions.masked_fill(attention_mask.to(device) == 0, -1).max(1).values
 
 
-def _qk_attention(model, input_ids, attention_mask, head_importance, per_head: bool, rollout: bool, model_kwargs) -> ModelAttention:
-    from pyattn.qk_capture import QKCapture, qk_rollout
-
+def _forward_kwargs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, model_kwargs: dict, **extra: Any) -> dict:
+    """The model's forward arguments: ``input_ids`` as ``(B, N)`` and
+    ``attention_mask`` (when given) on the model's device, plus
+    ``model_kwargs`` and ``extra``."""
     device = next(model.parameters()).device
     input_ids = input_ids.to(device)
     if input_ids.dim() == 1:
         input_ids = input_ids[None]
-    kwargs = dict(model_kwargs, input_ids=input_ids)
-    key_mask = None
+    kwargs = dict(model_kwargs, input_ids=input_ids, **extra)
     if attention_mask is not None:
-        key_mask = kwargs["attention_mask"] = attention_mask.to(device)
+        kwargs["attention_mask"] = attention_mask.to(device)
+    return kwargs
+
+
+def _qk_attention(model, input_ids, attention_mask, head_importance, per_head: bool, rollout: bool, model_kwargs) -> ModelAttention:
+    from pyattn.models.qk_capture import QKCapture, qk_rollout
+
+    kwargs = _forward_kwargs(model, input_ids, attention_mask, model_kwargs)
+    input_ids, key_mask, device = kwargs["input_ids"], kwargs.get("attention_mask"), kwargs["input_ids"].device
     model.eval()
     with QKCapture(model, key_mask, head_importance=head_importance, per_head=per_head, keep_qk=rollout) as capture:
         output = model(**kwargs)
@@ -417,7 +416,7 @@ def _qk_attention(model, input_ids, attention_mask, head_importance, per_head: b
 def _eager_rollout(model, result: ModelAttention, attention_mask: torch.Tensor | None) -> torch.Tensor:
     """Rollout from the model's own probabilities: banded for Longformer,
     dense (per item, over its real tokens) otherwise."""
-    from pyattn.rollout import attention_rollout, dense_rollout
+    from pyattn.model_attention.rollout import attention_rollout, dense_rollout
 
     if result.windows is not None:
         return attention_rollout(result.attentions, result.global_attentions, result.global_attention_mask)
@@ -449,7 +448,7 @@ def attention_from_inputs(
 
     ``route`` (see :func:`attention_route`): ``"auto"`` reads queries and
     keys (``"qk"``) for the architectures of
-    :data:`pyattn.qk_capture.QK_ARCHITECTURES` while the model runs its own
+    :data:`pyattn.models.qk_capture.QK_ARCHITECTURES` while the model runs its own
     attention, Longformer's band directly, and any other model's eager
     probabilities; ``"eager"`` asks for the model's probabilities (the
     reference; the model is switched to eager attention). ``rollout=True``
@@ -467,10 +466,10 @@ def attention_from_inputs(
     >>> attention_from_inputs(model, ids).received.per_layer.shape[:2]  # (L, B, N)
     torch.Size([3, 1])
     """
-    from pyattn.inputs import output_kind
+    from pyattn.models.inputs import output_kind
 
     chosen = attention_route(model, route)
-    _check_model_inputs(model, input_ids, attention_mask, global_attention_mask)
+    check_model_inputs(model, input_ids, attention_mask, global_attention_mask)
     try:
         kind = output_kind(model)
     except ValueError:  # a head attribution refuses: its attention can still be read
@@ -498,30 +497,17 @@ def attention_from_inputs(
 
 
 @torch.no_grad()
-def _probabilities_attention(
-    model: torch.nn.Module,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor | None = None,
-    global_attention_mask: torch.Tensor | None = None,
-    head_importance: torch.Tensor | None = None,
-    per_head: bool = False,
-    stream: bool = False,
-    **model_kwargs: Any,
-) -> ModelAttention:
+def _probabilities_attention(model, input_ids, attention_mask, global_attention_mask, head_importance, per_head: bool, stream: bool,
+                             **model_kwargs: Any) -> ModelAttention:
     """The ``"eager"`` and ``"band"`` routes of :func:`attention_from_inputs`
-    (arguments as there, already checked): run ``model`` on ``input_ids``
-    ``(B, N)`` with attentions and reduce them."""
+    (arguments as there, all given, already checked): run ``model`` on
+    ``input_ids`` ``(B, N)`` with attentions and reduce them."""
     refuse_block_sparse(model)
     model.eval()
     if not is_longformer(model):
         use_eager_attention(model)  # sdpa returns no attention probabilities
-    device = next(model.parameters()).device
-    input_ids = input_ids.to(device)
-    if input_ids.dim() == 1:
-        input_ids = input_ids[None]
-    kwargs = dict(model_kwargs, input_ids=input_ids, output_attentions=True)
-    if attention_mask is not None:
-        kwargs["attention_mask"] = attention_mask.to(device)
+    kwargs = _forward_kwargs(model, input_ids, attention_mask, model_kwargs, output_attentions=True)
+    input_ids, device = kwargs["input_ids"], kwargs["input_ids"].device
     windows = _windows(model)
     if windows is not None:
         if global_attention_mask is None:

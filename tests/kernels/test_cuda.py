@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import pyattn
-from pyattn import reference
-from testing import DTYPES, TOLERANCE, make_inputs
+from pyattn.kernels import reference
+from testing import DTYPES, ROOT, TOLERANCE, make_inputs
 
 pytestmark = pytest.mark.skipif(
     not (torch.cuda.is_available() and pyattn.has_cuda_kernels()),
@@ -67,7 +67,7 @@ def test_cuda_on_a_second_device_index_uses_that_device():
 
 # --- Extended GPU checks (issue 12), run by `make gpu-check` -----------------
 
-from pyattn.ops import attention_received_layers  # noqa: E402
+from pyattn.kernels.ops import attention_received_layers  # noqa: E402
 
 
 def _cpu_truth(local, global_attn, mask, head_weights=None, row_weights=None):
@@ -180,7 +180,6 @@ def test_cuda_mask_disagreement_is_a_device_side_error():
     a child process, since it leaves the CUDA context unusable."""
     import subprocess
     import sys
-    from pathlib import Path
 
     code = (
         "import torch, pyattn, sys; sys.path.insert(0, 'tests');"
@@ -189,15 +188,14 @@ def test_cuda_mask_disagreement_is_a_device_side_error():
         "mask = mask.clone(); mask[0] = 0;"
         "r = pyattn.attention_received(local, glob, mask); torch.cuda.synchronize()"
     )
-    root = Path(__file__).resolve().parents[1]
-    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0
     assert "global_attention_mask marks fewer global tokens" in result.stderr or "device-side assert" in result.stderr
 
 
 # --- attention_received_qk (issue 18) ----------------------------------------
 
-from pyattn.ops import attention_received_qk  # noqa: E402
+from pyattn.kernels.ops import attention_received_qk  # noqa: E402
 
 
 def _qk_inputs(B, H, Hkv, N, d, seed, dtype=torch.float32):

@@ -12,7 +12,7 @@ Nothing in the package falls back to these functions: pyattn needs its
 compiled extension (``pyattn._C``), and importing it fails with the
 extension's own error where it is missing or was built for another torch.
 
-Shapes are those of :mod:`pyattn.ops`.
+Shapes are those of :mod:`pyattn.kernels.ops`.
 """
 
 from __future__ import annotations
@@ -312,7 +312,7 @@ def attention_received_qk(
 ) -> torch.Tensor:
     """Attention received per key from queries and keys, the readable way:
     the dense masked softmax ``(B, H, N, N)`` in float64, then weighted column
-    sums. For tests and small ``N``; :func:`pyattn.ops.attention_received_qk`
+    sums. For tests and small ``N``; :func:`pyattn.kernels.ops.attention_received_qk`
     computes the same without the ``N x N`` matrix.
 
     Parameters
