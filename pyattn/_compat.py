@@ -25,6 +25,11 @@ MOVED: dict[str, str] = {
     "explain": "explanation",
     "attention": "model_attention",
     "single_pass": "single_pass_attribution",
+    "dataset": "pipeline.documents",
+    "store": "pipeline.store",
+    "records": "pipeline.records",
+    "ray_engine": "pipeline.ray_engine",
+    "runner": "pipeline",
 }
 
 

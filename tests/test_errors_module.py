@@ -69,10 +69,10 @@ def test_interrupted_is_a_ctrl_c_that_except_exception_does_not_swallow():
 
 
 @pytest.mark.parametrize("module,name", [
-    ("pyattn.dataset", "DataError"), ("pyattn.runner", "ModelError"), ("pyattn.runner", "Interrupted"),
-    ("pyattn.store", "StoreError"), ("pyattn.store", "StoreBusy"), ("pyattn.layers", "DenseTooLarge"),
+    ("pyattn.pipeline.documents", "DataError"), ("pyattn.pipeline", "ModelError"), ("pyattn.pipeline", "Interrupted"),
+    ("pyattn.pipeline.store", "StoreError"), ("pyattn.pipeline.store", "StoreBusy"), ("pyattn.layers", "DenseTooLarge"),
     ("pyattn.model_attention", "NotADistribution"), ("pyattn.similarity", "MissingSpecialTokens"),
-    ("pyattn.ray_engine", "RayUnavailable"), ("pyattn.ray_engine", "RayRunError"), ("pyattn", "DenseTooLarge"),
+    ("pyattn.pipeline.ray_engine", "RayUnavailable"), ("pyattn.pipeline.ray_engine", "RayRunError"), ("pyattn", "DenseTooLarge"),
 ])
 def test_old_homes_give_the_same_class(module, name):
     import importlib
@@ -82,14 +82,14 @@ def test_old_homes_give_the_same_class(module, name):
 
 # ---------------------------------------- raised for real, naming parameters
 def test_a_bad_device_names_the_parameter():
-    from pyattn.runner import check_device
+    from pyattn.pipeline import check_device
 
     with pytest.raises(errors.InputError, match=r"^device='gpu' is not a device: use cpu, cuda, cuda:N or mps$"):
         check_device("gpu")
 
 
 def test_a_bad_layer_range_names_the_parameter():
-    from pyattn.runner import parse_layer_ranges
+    from pyattn.pipeline import parse_layer_ranges
 
     assert parse_layer_ranges("0,-1", 2) == [(0, 0), (1, 1)]
     with pytest.raises(errors.InputError, match=r"^layers='7-3': layer 7 does not exist; the model has 2 layers"):
@@ -97,14 +97,14 @@ def test_a_bad_layer_range_names_the_parameter():
 
 
 def test_a_folder_given_as_data_is_a_data_error_naming_path(tmp_path):
-    from pyattn.dataset import load_documents
+    from pyattn.pipeline.documents import load_documents
 
     with pytest.raises(errors.DataError, match=r"^path='.*' is a folder; give a .csv, .jsonl or .parquet file$"):
         load_documents(str(tmp_path))
 
 
 def test_a_file_given_as_store_is_a_store_error_naming_path(tmp_path):
-    from pyattn.store import ResultsStore
+    from pyattn.pipeline.store import ResultsStore
 
     target = tmp_path / "notes.txt"
     target.write_text("mine")
@@ -113,7 +113,7 @@ def test_a_file_given_as_store_is_a_store_error_naming_path(tmp_path):
 
 
 def test_a_missing_model_folder_is_a_model_error_not_a_data_error():
-    from pyattn.runner import load_model
+    from pyattn.pipeline import load_model
 
     with pytest.raises(errors.ModelError, match="model folder 'no/such-folder' does not exist") as caught:
         load_model("no/such-folder")
@@ -253,7 +253,7 @@ def test_the_package_attribute_stays_the_function(old, new, name):
 
 @pytest.mark.parametrize("code", [
     "import pyattn",
-    "import pyattn.explanation, pyattn.model_attention, pyattn.single_pass_attribution, pyattn.errors, pyattn.runner, pyattn.cli",
+    "import pyattn.explanation, pyattn.model_attention, pyattn.single_pass_attribution, pyattn.errors, pyattn.pipeline, pyattn.cli",
     "from pyattn.explanation import compose; from pyattn.model_attention import attention_route; "
     "from pyattn.single_pass_attribution import band_gradient",
 ])

@@ -16,7 +16,7 @@ from pyattn import reference
 from pyattn.cli import main
 from pyattn.demo import DOCS_CSV
 from pyattn.inputs import encode
-from pyattn.store import ResultsStore, StoreError
+from pyattn.pipeline.store import ResultsStore, StoreError
 
 
 @pytest.fixture(scope="module")
