@@ -41,6 +41,9 @@ from pyattn.pipeline.run import (
 )
 from pyattn.pipeline.store import ResultsStore, ShardWriter
 
+# Also importable here, as from pyattn.runner before 1.1, but not user API:
+# RunProgress, ShardWriter, check_model, finish_run, quiet_transformers,
+# record_of, runnable_with_sizes, skip_reason, store_shape.
 __all__ = [
     "Document",
     "Interrupted",
@@ -49,30 +52,21 @@ __all__ = [
     "REPORT_MARKER",
     "Record",
     "ResultsStore",
-    "RunProgress",
     "RunSummary",
-    "ShardWriter",
     "attribution_from_record",
     "build_record",
     "check_device",
-    "check_model",
     "check_report_dir",
     "compare_results",
-    "finish_run",
     "label_names",
     "load_documents",
     "load_model",
     "parse_layer_ranges",
     "plan_run",
     "process_document",
-    "quiet_transformers",
     "read_records",
-    "record_of",
     "report_results",
     "resolve_labels",
     "run_attribution",
-    "runnable_with_sizes",
-    "skip_reason",
-    "store_shape",
     "text_hash",
 ]

@@ -19,13 +19,18 @@ from pyattn.errors import DataError, InputError, StoreError
 from pyattn.pipeline.records import attribution_from_record, stored_attention
 from pyattn.pipeline.store import ResultsStore
 
-__all__ = ["check_report_dir", "compare_results", "parse_layer_ranges", "report_results", "store_shape", "REPORT_MARKER"]
+# store_shape serves the CLI (importable, not user API).
+__all__ = ["check_report_dir", "compare_results", "parse_layer_ranges", "report_results", "REPORT_MARKER"]
 
 
 def parse_layer_ranges(layers: str | None, num_layers: int) -> list[tuple[int, int]]:
     """``"0-5,6-11"`` -> ``[(0, 5), (6, 11)]``: layers numbered from 0,
     negative numbers from the end (``-1`` the last), ranges inclusive; each
-    checked against ``num_layers``. Returns the ranges as 0-based indices."""
+    checked against ``num_layers``. Returns the ranges as 0-based indices.
+
+    >>> parse_layer_ranges("0-1, -1", 4)
+    [(0, 1), (3, 3)]
+    """
     import re
 
     ranges = []
@@ -133,7 +138,7 @@ def compare_results(store: ResultsStore, head_importance=None, ranges=(), masks=
     --------
     >>> import os, tempfile
     >>> from pyattn import load_demo
-    >>> from pyattn.pipeline.store import ResultsStore
+    >>> from pyattn.pipeline import Document, ResultsStore, process_document
     >>> model, tokenizer = load_demo()
     >>> folder = tempfile.TemporaryDirectory()
     >>> with ResultsStore.create(os.path.join(folder.name, "run"), {"model": "demo"}) as store:
@@ -245,7 +250,19 @@ def _flags(record) -> str:
 
 
 def check_report_dir(out: str) -> None:
-    """Refuse a report folder that holds files pyattn did not write there."""
+    """Refuse a report folder that holds files pyattn did not write there
+    (a :class:`pyattn.errors.StoreError` naming ``out``).
+
+    >>> import os, tempfile
+    >>> folder = tempfile.TemporaryDirectory()
+    >>> check_report_dir(os.path.join(folder.name, "new"))  # a new folder is fine
+    >>> open(os.path.join(folder.name, "mine.txt"), "w").close()
+    >>> check_report_dir(folder.name)
+    Traceback (most recent call last):
+    ...
+    pyattn.errors.StoreError: ... holds files pyattn did not write; choose another `out` (pyattn never overwrites them)
+    >>> folder.cleanup()
+    """
     if os.path.exists(out) and not os.path.isdir(out):
         raise StoreError(f"out={out!r} is a file, not a folder")
     if os.path.isdir(out) and os.listdir(out) and not os.path.exists(os.path.join(out, REPORT_MARKER)):
@@ -345,7 +362,7 @@ def report_results(store: ResultsStore, out: str | None = None, head_importance=
     --------
     >>> import os, tempfile
     >>> from pyattn import load_demo
-    >>> from pyattn.pipeline.store import ResultsStore
+    >>> from pyattn.pipeline import Document, ResultsStore, process_document
     >>> model, tokenizer = load_demo()
     >>> folder = tempfile.TemporaryDirectory()
     >>> with ResultsStore.create(os.path.join(folder.name, "run"), {"model": "demo"}) as store:

@@ -12,7 +12,8 @@ from pyattn.errors import DataError, ModelError
 from pyattn.model_attention import ready_for_attention
 from pyattn.pipeline.documents import Document, skip_reason
 
-__all__ = ["check_device", "check_model", "load_model", "quiet_transformers", "resolve_labels"]
+# check_model and quiet_transformers serve load_model and the CLI (importable, not user API).
+__all__ = ["check_device", "load_model", "resolve_labels"]
 
 
 # ------------------------------------------------------------------ models

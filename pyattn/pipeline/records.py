@@ -95,13 +95,13 @@ class Record:
     """
     doc_id: Any
     index: int
-    label: int | None
-    label_name: str | None
-    text_sha1: str | None
     tokens: list
     input_ids: np.ndarray
     scores: np.ndarray
     attention: np.ndarray
+    label: int | None = None
+    label_name: str | None = None
+    text_sha1: str | None = None
     metrics: dict = field(default_factory=dict)
     output: str = "softmax"
     outputs: np.ndarray | None = None

@@ -46,18 +46,9 @@ from pyattn.pipeline.loading import resolve_labels
 from pyattn.pipeline.records import Record
 from pyattn.pipeline.store import ResultsStore, ShardWriter
 
-__all__ = [
-    "RunProgress",
-    "RunSummary",
-    "finish_run",
-    "plan_run",
-    "build_record",
-    "process_document",
-    "record_of",
-    "run_attribution",
-    "runnable_with_sizes",
-    "text_hash",
-]
+# RunProgress, finish_run, record_of and runnable_with_sizes are the steps
+# the Ray engine shares with run_attribution (importable, not user API).
+__all__ = ["RunSummary", "build_record", "plan_run", "process_document", "run_attribution", "text_hash"]
 
 
 @dataclass
