@@ -609,14 +609,14 @@ def compare_document(
     tokens: Sequence[str],
     per_head,
     *,
-    head_importance=None,
-    layer_ranges: Sequence[str | tuple[int, int]] = (),
-    extra_views: dict[str, np.ndarray] | None = None,
     special_tokens: Sequence[str] = (),
     masks: Sequence[str] | None = None,
     attribution_as: str = "magnitude",
     significance: int = 0,
     p_masks: Sequence[str] | None = None,
+    head_importance=None,
+    layer_ranges: Sequence[str | tuple[int, int]] = (),
+    extra_views: dict[str, np.ndarray] | None = None,
 ):
     """One document's comparison: its attention views, their similarity
     metrics to the attribution and the metrics' permutation p-values. The one
@@ -631,10 +631,6 @@ def compare_document(
     tokens : sequence of str, length N
     per_head : array-like, shape (L, H, N)
         Attention received per layer and head.
-    head_importance, layer_ranges
-        As for :func:`attention_views`.
-    extra_views : dict of str to array (N,), optional
-        More attention vectors by name (e.g. ``"rollout"``).
     special_tokens, masks, attribution_as
         As for :func:`pyattn.similarity.compare`; ``masks`` None: all of
         :data:`pyattn.similarity.MASKS` with special tokens, else ``["all"]``.
@@ -644,6 +640,10 @@ def compare_document(
     p_masks : sequence of str, optional
         The masks that get p-values (default: ``no_special`` with special
         tokens, else ``all``). A mask keeping fewer than 3 tokens gets none.
+    head_importance, layer_ranges
+        As for :func:`attention_views`.
+    extra_views : dict of str to array (N,), optional
+        More attention vectors by name (e.g. ``"rollout"``).
 
     Returns
     -------

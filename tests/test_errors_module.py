@@ -82,8 +82,12 @@ def test_old_homes_give_the_same_class(module, name):
 
 # ---------------------------------------- raised for real, naming parameters
 def test_a_bad_device_names_the_parameter():
+    from pyattn._checks import resolve_device
     from pyattn.pipeline import check_device
 
+    assert check_device is pyattn._checks.check_device  # one device validator, in the base layer
+    with pytest.raises(errors.InputError, match=r"^device='gpu' is not a device"):
+        resolve_device("gpu")
     with pytest.raises(errors.InputError, match=r"^device='gpu' is not a device: use cpu, cuda, cuda:N or mps$"):
         check_device("gpu")
 

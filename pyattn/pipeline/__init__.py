@@ -42,14 +42,13 @@ from pyattn.pipeline.run import (
 from pyattn.pipeline.store import ResultsStore, ShardWriter
 
 # Also importable here, as from pyattn.runner before 1.1, but not user API:
-# RunProgress, ShardWriter, check_model, finish_run, quiet_transformers,
-# record_of, runnable_with_sizes, skip_reason, store_shape.
+# RECORD_COLUMNS, REPORT_MARKER, RunProgress, ShardWriter, check_model,
+# finish_run, quiet_transformers, record_of, runnable_with_sizes,
+# skip_reason, store_shape.
 __all__ = [
     "Document",
     "Interrupted",
     "ModelError",
-    "RECORD_COLUMNS",
-    "REPORT_MARKER",
     "Record",
     "ResultsStore",
     "RunSummary",

@@ -20,7 +20,7 @@ from pyattn.pipeline.records import attribution_from_record, stored_attention
 from pyattn.pipeline.store import ResultsStore
 
 # store_shape serves the CLI (importable, not user API).
-__all__ = ["check_report_dir", "compare_results", "parse_layer_ranges", "report_results", "REPORT_MARKER"]
+__all__ = ["check_report_dir", "compare_results", "parse_layer_ranges", "report_results"]
 
 
 def parse_layer_ranges(layers: str | None, num_layers: int) -> list[tuple[int, int]]:
@@ -136,13 +136,15 @@ def compare_results(store: ResultsStore, head_importance=None, ranges=(), masks=
 
     Examples
     --------
+    A store of one document, made by :func:`pyattn.pipeline.run_attribution`:
+
     >>> import os, tempfile
     >>> from pyattn import load_demo
-    >>> from pyattn.pipeline import Document, ResultsStore, process_document
+    >>> from pyattn.pipeline import Document, ResultsStore, run_attribution
     >>> model, tokenizer = load_demo()
     >>> folder = tempfile.TemporaryDirectory()
     >>> with ResultsStore.create(os.path.join(folder.name, "run"), {"model": "demo"}) as store:
-    ...     _ = store.write_shard([process_document(model, tokenizer, Document("a", 0, "the borrow checker rejects the program", 1), {"n_steps": 16})])
+    ...     _ = run_attribution(model, tokenizer, [Document("a", 0, "the borrow checker rejects the program", 1)], store, {"n_steps": 16}, progress=False)
     >>> per_document, summary, tokens = compare_results(store, ranges=[(0, 1)], special_tokens=tokenizer.all_special_tokens, progress=False, n_boot=200)
     >>> summary[summary["mask"] == "no_special"]["attention"].tolist(), int(summary["documents"].max())
     (['final', 'all', '0-1'], 1)
@@ -360,13 +362,15 @@ def report_results(store: ResultsStore, out: str | None = None, head_importance=
 
     Examples
     --------
-    >>> import os, tempfile
-    >>> from pyattn import load_demo
+    A store of one document, its record written by hand:
+
+    >>> import os, tempfile, pyattn
     >>> from pyattn.pipeline import Document, ResultsStore, process_document
-    >>> model, tokenizer = load_demo()
+    >>> model, tokenizer = pyattn.load_demo()
+    >>> document = Document("a", 0, "the borrow checker rejects the program", 1)
     >>> folder = tempfile.TemporaryDirectory()
     >>> with ResultsStore.create(os.path.join(folder.name, "run"), {"model": "demo"}) as store:
-    ...     _ = store.write_shard([process_document(model, tokenizer, Document("a", 0, "the borrow checker rejects the program", 1), {"n_steps": 16})])
+    ...     _ = store.write_shard([process_document(model, tokenizer, document, {"n_steps": 16})])
     >>> index = report_results(store, special_tokens=tokenizer.all_special_tokens, progress=False)
     >>> os.path.relpath(index, store.path), sorted(os.listdir(os.path.dirname(index)))
     ('reports/index.html', ['.pyattn-report', 'document-0.html', 'index.html', 'metrics.parquet', 'metrics_intervals.csv', 'tokens_intervals.csv'])
