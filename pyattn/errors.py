@@ -20,9 +20,10 @@ code written as ``except ValueError`` or ``except RuntimeError`` keeps working:
 not catch both by accident. Messages name the Python parameter (``device='gpu'
 is not a device``); the ``pyattn`` command turns those names into its flags.
 
-The classes are also importable from the modules that raised them before 1.1
-(``pyattn.pipeline.documents.DataError``, ``pyattn.pipeline.ModelError``, ...): the same
-objects.
+The classes are also importable from the modules that raise them
+(``pyattn.pipeline.documents.DataError``, ``pyattn.pipeline.ModelError``, ...)
+and, through their forwarding modules, from those modules' homes before 1.1:
+the same objects.
 
 Examples
 --------

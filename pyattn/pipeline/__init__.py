@@ -14,14 +14,14 @@ the store's records compared and reported.
 - :mod:`pyattn.pipeline.analysis` ``pyattn compare`` and ``pyattn report``
   over a store.
 
-This package is ``pyattn.pipeline`` of pyattn 1.0: every name that module had
-is importable from here (the old path forwards, with a DeprecationWarning,
-for one release).
+This package holds what the ``runner`` module of pyattn 1.0 held: every name
+that module had is importable from here (the old path forwards, with a
+DeprecationWarning, for one release).
 """
 
 from __future__ import annotations
 
-from pyattn.errors import Interrupted, ModelError  # importable here as from pyattn.pipeline before 1.1
+from pyattn.errors import Interrupted, ModelError  # importable here, as from the runner module of 1.0
 from pyattn.explanation import label_names
 from pyattn.pipeline.analysis import REPORT_MARKER, check_report_dir, compare_results, parse_layer_ranges, report_results, store_shape
 from pyattn.pipeline.documents import Document, load_documents, skip_reason
@@ -41,7 +41,7 @@ from pyattn.pipeline.run import (
 )
 from pyattn.pipeline.store import ResultsStore, ShardWriter
 
-# Also importable here, as from pyattn.runner before 1.1, but not user API:
+# Also importable here, as from the runner module of 1.0, but not user API:
 # RECORD_COLUMNS, REPORT_MARKER, RunProgress, ShardWriter, check_model,
 # finish_run, quiet_transformers, record_of, runnable_with_sizes,
 # skip_reason, store_shape.
