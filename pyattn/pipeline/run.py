@@ -186,7 +186,9 @@ def process_document(model, tokenizer, document: Document, attribute_kwargs: dic
     Returns
     -------
     dict
-        One record: ``doc_id``, ``index``, ``label`` and its name,
+        One record in its stored row form (:meth:`Record.to_row` of
+        :func:`build_record`; :meth:`Record.from_row` reads it back):
+        ``doc_id``, ``index``, ``label`` and its name,
         ``text_sha1``, ``tokens`` and ``input_ids`` (N), ``scores`` (the
         attribution, N), ``delta``, ``relative_error``, ``n_steps``,
         ``model_evaluations``, ``converged``, ``output`` (what F is:
