@@ -35,14 +35,14 @@ def main(route: str, model_dir: str, data: str, out: str, result_path: str) -> N
         code = cli(["attribute", "--model", model_dir, "--data", data, "--out", out, "--device", "cpu", "--label-column", "", "--quiet"])
         if code:
             raise SystemExit(f"pyattn attribute exited with {code}")
-        from pyattn.store import ResultsStore
+        from pyattn.pipeline.store import ResultsStore
 
         for _, record in ResultsStore.open(out).records().iterrows():
             documents.append({"tokens": len(record["tokens"]), "evaluations": int(record["model_evaluations"]),
                               "n_steps": int(record["n_steps"]), "relative_error": float(record["relative_error"])})
     elif route == "doubling":
         from attribution_baselines import doubling_loop
-        from pyattn.runner import load_model
+        from pyattn.pipeline import load_model
 
         model, tokenizer = load_model(model_dir, device="cpu")
         torch.set_grad_enabled(True)

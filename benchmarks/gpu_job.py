@@ -182,7 +182,7 @@ def run_cli(work: str, autocast: str | None) -> dict:
     import torch
 
     from pyattn.cli import main as cli
-    from pyattn.store import ResultsStore
+    from pyattn.pipeline.store import ResultsStore
 
     model_dir, data = _paths(work)
     extra = ["--autocast", autocast] if autocast else []
@@ -223,7 +223,7 @@ def run_notebook(work: str, n_documents: int) -> dict:
 
     from attribution_baselines import _forward
     from pyattn.models.inputs import embedding_layer, encode
-    from pyattn.runner import load_model
+    from pyattn.pipeline import load_model
 
     model_dir, data = _paths(work)
     model, tokenizer = load_model(model_dir, device=DEVICE)
@@ -269,7 +269,7 @@ def run_profile(work: str, autocast: str | None) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
     import pyattn
-    from pyattn.runner import load_model
+    from pyattn.pipeline import load_model
 
     model_dir, data = _paths(work)
     model, tokenizer = load_model(model_dir, device=DEVICE)

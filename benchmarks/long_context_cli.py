@@ -119,7 +119,7 @@ def main() -> None:
             row = measured("pyattn attribute", command, work)
             row["command"] = "pyattn attribute --model MODEL --data docs.jsonl --label-column '' --out store --verbose"
             if row["exit_code"] == 0:
-                from pyattn.records import read_records
+                from pyattn.pipeline.records import read_records
 
                 record = read_records(os.path.join(work, "store")).iloc[0]
                 row.update({key: (record[key].item() if hasattr(record[key], "item") else record[key])

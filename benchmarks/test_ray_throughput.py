@@ -14,12 +14,12 @@ import pandas as pd
 import pytest
 
 import pyattn
-from pyattn.dataset import load_documents
-from pyattn.runner import run_attribution
-from pyattn.store import ResultsStore
+from pyattn.pipeline.documents import load_documents
+from pyattn.pipeline import run_attribution
+from pyattn.pipeline.store import ResultsStore
 
 ray = pytest.importorskip("ray")
-from pyattn.ray_engine import run_attribution_ray  # noqa: E402
+from pyattn.pipeline.ray_engine import run_attribution_ray  # noqa: E402
 
 KWARGS = {"n_steps": "auto", "device": "cpu"}
 COUNT = 16

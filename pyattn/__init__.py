@@ -43,11 +43,14 @@ One document
     (numbers, tables, HTML); its comparison stage, ``compose``, is shared by
     the dataset runner and the reports.
 A dataset
-    :mod:`pyattn.dataset` reads documents; :mod:`pyattn.runner` runs them
-    (the same stages as :func:`explain`), compares and reports;
-    :mod:`pyattn.store` the resumable results store both engines write
-    through; :mod:`pyattn.ray_engine` the same run on Ray; :mod:`pyattn.cli`
-    the ``pyattn`` command over all of it.
+    :mod:`pyattn.pipeline`: :mod:`~pyattn.pipeline.documents` reads
+    documents; :mod:`~pyattn.pipeline.loading` loads and checks the model;
+    :mod:`~pyattn.pipeline.run` runs them (the same stages as
+    :func:`explain`), one :class:`~pyattn.pipeline.records.Record` each;
+    :mod:`~pyattn.pipeline.store` the resumable results store both engines
+    write through; :mod:`~pyattn.pipeline.ray_engine` the same run on Ray;
+    :mod:`~pyattn.pipeline.analysis` compares and reports;
+    :mod:`pyattn.cli` the ``pyattn`` command over all of it.
 Reports
     :mod:`pyattn.report` HTML per document and an index;
     :mod:`pyattn.report.plots` and :mod:`pyattn.report.agreement_plots`
@@ -92,7 +95,7 @@ from pyattn.attribution.single_pass import SinglePass, single_pass, single_pass_
 from pyattn.compare.significance import document_significance, permutation_test
 from pyattn.compare.uncertainty import bootstrap_means, bootstrap_token_means, holm
 from pyattn.compare.agreement import head_agreement
-from pyattn.records import read_records
+from pyattn.pipeline.records import read_records
 
 __version__ = "0.1.0"
 

@@ -140,3 +140,70 @@ def first_line(error: BaseException, limit: int = 200) -> str:
     text = str(error).strip()
     line = text.splitlines()[0] if text else type(error).__name__
     return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def check_device(device):
+    """``device`` if it names a device this machine has, else an
+    :class:`pyattn.errors.InputError` naming the parameter ``device``. None
+    (the default device) passes. The one device validator: the pipeline, the
+    CLI (which names its flag itself) and attribution use it.
+
+    Parameters
+    ----------
+    device : str, torch.device or None
+        ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+
+    Returns
+    -------
+    str, torch.device or None
+        ``device`` unchanged.
+
+    Raises
+    ------
+    InputError
+        If it is not a device, or not one this machine has.
+
+    Examples
+    --------
+    >>> check_device("cpu"), check_device(None)
+    ('cpu', None)
+    >>> check_device("gpu")
+    Traceback (most recent call last):
+    ...
+    pyattn.errors.InputError: device='gpu' is not a device: use cpu, cuda, cuda:N or mps
+    """
+    if device is None:
+        return None
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"device={device!r} is not a device: use cpu, cuda, cuda:N or mps") from None
+    if parsed.type == "cpu":
+        return device
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"device={device!r} does not exist: no CUDA GPU is visible on this machine (use cpu)")
+        count = torch.cuda.device_count()
+        if parsed.index is not None and parsed.index >= count:
+            raise InputError(f"device={device!r} does not exist: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}")
+        return device
+    if parsed.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise InputError(f"device={device!r} does not exist: MPS is not available on this machine (use cpu)")
+        return device
+    raise InputError(f"device={device!r}: pyattn runs on cpu, cuda, cuda:N or mps")
+
+
+
+def resolve_device(device) -> torch.device:
+    """The ``torch.device`` to run on: ``device`` checked by
+    :func:`check_device`, or, for None, ``cuda`` when a GPU is visible and
+    ``cpu`` otherwise.
+
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    check_device(device)
+    return device if isinstance(device, torch.device) else torch.device(device)

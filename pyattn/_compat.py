@@ -41,6 +41,11 @@ MOVED: dict[str, str] = {
     "fast_attention": "models.fast_attention",
     "qk_capture": "models.qk_capture",
     "rollout": "model_attention.rollout",
+    "dataset": "pipeline.documents",
+    "store": "pipeline.store",
+    "records": "pipeline.records",
+    "ray_engine": "pipeline.ray_engine",
+    "runner": "pipeline",
 }
 
 

@@ -9,7 +9,7 @@ faithfulness, an HTML report per document and an index page (all through
 dense reference.
 
 ``pyattn attribute`` runs attribution over a dataset file into a resumable
-results store (:mod:`pyattn.store`).
+results store (:mod:`pyattn.pipeline.store`).
 """
 
 from __future__ import annotations
@@ -216,7 +216,7 @@ def _memory_budget(text: str) -> int:
 
 
 def _device(text: str) -> str:
-    from pyattn.runner import check_device
+    from pyattn.pipeline import check_device
 
     try:
         return check_device(text)
@@ -274,10 +274,10 @@ def _check_tokenizer_fits(model, tokenizer, documents, data: str) -> None:
 
 def attribute_command(args: argparse.Namespace) -> int:
     import pyattn
-    from pyattn.dataset import load_documents
+    from pyattn.pipeline.documents import load_documents
     from pyattn.errors import DataError, Interrupted, ModelError, StoreError
-    from pyattn.runner import label_names, load_model, plan_run, resolve_labels, run_attribution
-    from pyattn.store import ResultsStore
+    from pyattn.pipeline import label_names, load_model, plan_run, resolve_labels, run_attribution
+    from pyattn.pipeline.store import ResultsStore
 
     if args.engine != "ray":
         used = [flag for flag, value in (("--address", args.address), ("--num-workers", args.num_workers), ("--gpus-per-worker", args.gpus_per_worker)) if value is not None]
@@ -336,7 +336,7 @@ def attribute_command(args: argparse.Namespace) -> int:
         kwargs["attention_route"] = args.attention_route
     try:
         if args.engine == "ray":
-            from pyattn.ray_engine import RayRunError, RayUnavailable, run_attribution_ray
+            from pyattn.pipeline.ray_engine import RayRunError, RayUnavailable, run_attribution_ray
 
             try:
                 summary = run_attribution_ray(
@@ -403,7 +403,7 @@ def _special_tokens(tokenizer_name: str) -> list[str]:
 
     if tokenizer_name == "demo":
         return list(pyattn.load_demo()[1].all_special_tokens)
-    from pyattn.runner import quiet_transformers
+    from pyattn.pipeline import quiet_transformers
 
     quiet_transformers()
     from transformers import AutoTokenizer
@@ -422,8 +422,8 @@ def _special_tokens(tokenizer_name: str) -> list[str]:
 def _store_and_importance(args):
     """The store, its (layers, heads) and a checked head importance."""
     from pyattn.attribution.importance import load_head_importance
-    from pyattn.runner import store_shape
-    from pyattn.store import ResultsStore
+    from pyattn.pipeline import store_shape
+    from pyattn.pipeline.store import ResultsStore
 
     store = ResultsStore.open(args.results)
     shape = store_shape(store)
@@ -440,7 +440,7 @@ def _store_and_importance(args):
 
 def compare_command(args: argparse.Namespace) -> int:
     from pyattn.errors import DataError, StoreError
-    from pyattn.runner import compare_results, parse_layer_ranges
+    from pyattn.pipeline import compare_results, parse_layer_ranges
 
     try:
         store, shape, importance = _store_and_importance(args)
@@ -461,9 +461,9 @@ def compare_command(args: argparse.Namespace) -> int:
 
 def importance_command(args: argparse.Namespace) -> int:
     import pyattn
-    from pyattn.dataset import load_documents
+    from pyattn.pipeline.documents import load_documents
     from pyattn.errors import DataError, ModelError
-    from pyattn.runner import load_model, resolve_labels
+    from pyattn.pipeline import load_model, resolve_labels
 
     try:
         _check_new_file(args.out, args.force, (".pt", ".npy"))
@@ -491,7 +491,7 @@ def importance_command(args: argparse.Namespace) -> int:
 
 def report_command(args: argparse.Namespace) -> int:
     from pyattn.errors import DataError, StoreError
-    from pyattn.runner import check_report_dir, report_results
+    from pyattn.pipeline import check_report_dir, report_results
 
     try:
         if args.out:

@@ -20,9 +20,10 @@ code written as ``except ValueError`` or ``except RuntimeError`` keeps working:
 not catch both by accident. Messages name the Python parameter (``device='gpu'
 is not a device``); the ``pyattn`` command turns those names into its flags.
 
-The classes are also importable from the modules that raised them before 1.1
-(``pyattn.dataset.DataError``, ``pyattn.runner.ModelError``, ...): the same
-objects.
+The classes are also importable from the modules that raise them
+(``pyattn.pipeline.documents.DataError``, ``pyattn.pipeline.ModelError``, ...)
+and, through their forwarding modules, from those modules' homes before 1.1:
+the same objects.
 
 Examples
 --------
@@ -115,7 +116,7 @@ class RayRunError(PyattnError, RuntimeError):
 
 class Interrupted(KeyboardInterrupt):
     """A run stopped by Ctrl-C after writing every finished document;
-    ``summary`` (:class:`pyattn.runner.RunSummary`) says how far it got, and
+    ``summary`` (:class:`pyattn.pipeline.RunSummary`) says how far it got, and
     resuming the run (``resume=True``) continues it.
 
     Deliberately not a :class:`PyattnError`: it is a ``KeyboardInterrupt``, and

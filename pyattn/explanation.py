@@ -33,7 +33,7 @@ from pyattn.kernels.layers import parse_layer_range
 from pyattn._checks import head_importance_tensor
 from pyattn.models._state import preserving
 
-__all__ = ["Explanation", "explain", "compose", "attention_views", "label_names", "NotConvergedWarning"]
+__all__ = ["Explanation", "explain", "compose", "compare_document", "attention_views", "label_names", "NotConvergedWarning"]
 
 
 class NotConvergedWarning(UserWarning):
@@ -574,27 +574,18 @@ def compose(
     >>> compose(scores, received, masks=["all"]).similarity["attention"].tolist()
     ['final', 'all']
     """
-    from pyattn.compare.similarity import MASKS, compare
-
     special_tokens = list(special_tokens or [])
     per_head = torch.as_tensor(per_head).detach().cpu().double()
     n = len(attribution.tokens)
     if per_head.dim() != 3 or per_head.shape[-1] != n:
         raise InputError(f"per_head must be (L, H, N) with N = {n} tokens as in the attribution, got shape {tuple(per_head.shape)}")
-    views = attention_views(per_head, head_importance, layer_ranges)
-    for name, values in (extra_views or {}).items():
-        views[name] = np.asarray(values, dtype=np.float64)
+    views, table, p_values = compare_document(attribution.scores, attribution.tokens, per_head, head_importance=head_importance,
+                                              layer_ranges=layer_ranges, extra_views=extra_views, special_tokens=special_tokens,
+                                              masks=masks, attribution_as=attribution_as, significance=significance)
     if masks is None:
-        masks = list(MASKS) if special_tokens else ["all"]
-    table = compare(attribution.scores, views, attribution.tokens, special_tokens=special_tokens, masks=masks, attribution_as=attribution_as)
-    p_values = None
-    if significance:
-        from pyattn.compare.significance import document_significance
+        from pyattn.compare.similarity import MASKS
 
-        keep = np.array([t not in set(special_tokens) for t in attribution.tokens]) if special_tokens else np.ones(n, bool)
-        p_values = document_significance(attribution.scores[keep], {k: v[keep] for k, v in views.items()}, n_perm=significance,
-                                         attribution_as=attribution_as)
-        p_values.insert(1, "mask", "no_special" if special_tokens else "all")
+        masks = list(MASKS) if special_tokens else ["all"]
     importance = None if head_importance is None else torch.as_tensor(head_importance).double().cpu().numpy()
     return Explanation(
         text=text,
@@ -612,3 +603,93 @@ def compose(
         significance=p_values,
     )
 
+
+def compare_document(
+    scores,
+    tokens: Sequence[str],
+    per_head,
+    *,
+    special_tokens: Sequence[str] = (),
+    masks: Sequence[str] | None = None,
+    attribution_as: str = "magnitude",
+    significance: int = 0,
+    p_masks: Sequence[str] | None = None,
+    head_importance=None,
+    layer_ranges: Sequence[str | tuple[int, int]] = (),
+    extra_views: dict[str, np.ndarray] | None = None,
+):
+    """One document's comparison: its attention views, their similarity
+    metrics to the attribution and the metrics' permutation p-values. The one
+    place those numbers are computed: :func:`compose` (so :func:`explain`),
+    ``pyattn compare`` (:func:`pyattn.pipeline.compare_results`) and
+    ``pyattn report`` (:func:`pyattn.pipeline.report_results`) all call it.
+
+    Parameters
+    ----------
+    scores : array-like, shape (N,)
+        The token attributions.
+    tokens : sequence of str, length N
+    per_head : array-like, shape (L, H, N)
+        Attention received per layer and head.
+    special_tokens, masks, attribution_as
+        As for :func:`pyattn.compare.similarity.compare`; ``masks`` None: all of
+        :data:`pyattn.compare.similarity.MASKS` with special tokens, else ``["all"]``.
+    significance : int
+        Permutations per attention view and mask (circular-shift null, seed 0:
+        :func:`pyattn.compare.significance.document_significance`); 0: no p-values.
+    p_masks : sequence of str, optional
+        The masks that get p-values (default: ``no_special`` with special
+        tokens, else ``all``). A mask keeping fewer than 3 tokens gets none.
+    head_importance, layer_ranges
+        As for :func:`attention_views`.
+    extra_views : dict of str to array (N,), optional
+        More attention vectors by name (e.g. ``"rollout"``).
+
+    Returns
+    -------
+    views : dict of str to ndarray (N,)
+    similarity : pandas.DataFrame
+        :func:`pyattn.compare.similarity.compare`'s rows (attention view x mask).
+    p_values : pandas.DataFrame or None
+        :func:`pyattn.compare.significance.document_significance`'s rows with
+        ``mask`` second (attention view x mask x metric); None without
+        ``significance``.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> tokens = ["[CLS]"] + [f"w{i}" for i in range(8)] + ["[SEP]"]
+    >>> views, table, p = compare_document(rng.normal(size=10), tokens, rng.random((2, 3, 10)), special_tokens=["[CLS]", "[SEP]"],
+    ...                                    masks=["no_special"], significance=99)
+    >>> list(views), table[["attention", "mask", "tokens"]].values.tolist()
+    (['final', 'all'], [['final', 'no_special', 8], ['all', 'no_special', 8]])
+    >>> p.columns[:3].tolist(), int(p["n_perm"].iloc[0])  # 8 tokens: all 7 circular shifts
+    (['attention', 'mask', 'metric'], 7)
+    """
+    import pandas as pd
+
+    from pyattn.compare.similarity import MASKS, compare, token_masks
+
+    special_tokens = list(special_tokens or [])
+    scores = np.asarray(scores, dtype=np.float64)
+    views = attention_views(per_head, head_importance, layer_ranges)
+    for name, values in (extra_views or {}).items():
+        views[name] = np.asarray(values, dtype=np.float64)
+    if masks is None:
+        masks = list(MASKS) if special_tokens else ["all"]
+    table = compare(scores, views, tokens, special_tokens=special_tokens, masks=masks, attribution_as=attribution_as)
+    if not significance:
+        return views, table, None
+    from pyattn.compare.significance import document_significance
+
+    kept = token_masks(tokens, special_tokens)
+    tables = []
+    for mask in p_masks if p_masks is not None else ["no_special" if special_tokens else "all"]:
+        keep = kept[mask]
+        if keep.sum() < 3:
+            continue
+        found = document_significance(scores[keep], {k: v[keep] for k, v in views.items()}, n_perm=significance,
+                                      attribution_as=attribution_as)
+        found.insert(1, "mask", mask)
+        tables.append(found)
+    return views, table, (pd.concat(tables, ignore_index=True) if tables else None)

@@ -28,7 +28,7 @@ import torch
 
 from testing import sample_text, tiny_classifier, tiny_longformer, tiny_tokenizer
 from pyattn.cli import main
-from pyattn.store import ResultsStore
+from pyattn.pipeline.store import ResultsStore
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 N_DOCS = 3
@@ -149,7 +149,7 @@ def test_any_classifier_runs_from_the_cli(kind, models, data, tmp_path, capsys):
     assert "Traceback" not in err
     store = assert_store_once(out, [f"d{i}" for i in range(N_DOCS)])
     records = store.records()
-    from pyattn.runner import stored_attention
+    from pyattn.pipeline import stored_attention
 
     from transformers import AutoConfig
 
@@ -338,7 +338,7 @@ def test_compare_layer_ranges_from_zero_and_from_the_end(layers, names, store, t
     metrics = pd.read_parquet(copy / "metrics.parquet")
     assert set(names) <= set(metrics["attention"])
     # a range's attention is the sum of its layers' attention, from the store's own per-layer vectors
-    from pyattn.runner import stored_attention
+    from pyattn.pipeline import stored_attention
 
     record = ResultsStore.open(str(copy)).records().iloc[0]
     per_layer = stored_attention(record).sum(1)
@@ -683,7 +683,7 @@ def test_flush_by_elapsed_time(models, many, tmp_path, capsys):
 
 
 def test_shard_writer_flushes_by_count_and_by_time(tmp_path):
-    from pyattn.store import ShardWriter
+    from pyattn.pipeline.store import ShardWriter
 
     now = [0.0]
     store = ResultsStore.create(str(tmp_path / "s"), {"settings": {}})
@@ -877,7 +877,7 @@ def test_head_importance_that_makes_no_sense_is_refused_at_every_entry_point(ent
 
 @pytest.mark.parametrize("kind,message", [k for k in IMPORTANCE_KINDS if k[0] in ("nan", "negative", "meta")])
 def test_head_importance_from_python_to_compare_and_report_is_checked(kind, message, store, tmp_path):
-    from pyattn.runner import compare_results, report_results
+    from pyattn.pipeline import compare_results, report_results
 
     before = snapshot(store)
     for call in (lambda s: compare_results(s, head_importance=_importance(kind), progress=False),

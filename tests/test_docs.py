@@ -40,7 +40,7 @@ PUBLIC = [pair for module_name in MODULES for pair in _public(module_name)]
 
 def test_the_walk_finds_the_package():
     # a guard on the discovery itself: if it found nothing, every test below would pass vacuously
-    for expected in ("pyattn.runner", "pyattn.report", "pyattn.report.plots", "pyattn.demo.data", "pyattn.cli"):
+    for expected in ("pyattn.pipeline", "pyattn.report", "pyattn.report.plots", "pyattn.demo.data", "pyattn.cli"):
         assert expected in MODULES
     assert len(PUBLIC) > 150
 
@@ -63,7 +63,7 @@ def test_docstring_examples_run(name):
 
 # The only public examples allowed to be skipped, and why (a Ray cluster, or minutes of work).
 SKIPPED_EXAMPLES = {
-    "pyattn.ray_engine.run_attribution_ray": "starts a Ray cluster",
+    "pyattn.pipeline.ray_engine.run_attribution_ray": "starts a Ray cluster",
     "pyattn.demo.train.train": "retrains the demo model: 11-15 minutes",
     "pyattn.demo.train.main": "evaluates 200 documents, or retrains",
 }

@@ -82,14 +82,18 @@ def test_old_homes_give_the_same_class(module, name):
 
 # ---------------------------------------- raised for real, naming parameters
 def test_a_bad_device_names_the_parameter():
-    from pyattn.runner import check_device
+    from pyattn._checks import resolve_device
+    from pyattn.pipeline import check_device
 
+    assert check_device is pyattn._checks.check_device  # one device validator, in the base layer
+    with pytest.raises(errors.InputError, match=r"^device='gpu' is not a device"):
+        resolve_device("gpu")
     with pytest.raises(errors.InputError, match=r"^device='gpu' is not a device: use cpu, cuda, cuda:N or mps$"):
         check_device("gpu")
 
 
 def test_a_bad_layer_range_names_the_parameter():
-    from pyattn.runner import parse_layer_ranges
+    from pyattn.pipeline import parse_layer_ranges
 
     assert parse_layer_ranges("0,-1", 2) == [(0, 0), (1, 1)]
     with pytest.raises(errors.InputError, match=r"^layers='7-3': layer 7 does not exist; the model has 2 layers"):
@@ -97,14 +101,14 @@ def test_a_bad_layer_range_names_the_parameter():
 
 
 def test_a_folder_given_as_data_is_a_data_error_naming_path(tmp_path):
-    from pyattn.dataset import load_documents
+    from pyattn.pipeline.documents import load_documents
 
     with pytest.raises(errors.DataError, match=r"^path='.*' is a folder; give a .csv, .jsonl or .parquet file$"):
         load_documents(str(tmp_path))
 
 
 def test_a_file_given_as_store_is_a_store_error_naming_path(tmp_path):
-    from pyattn.store import ResultsStore
+    from pyattn.pipeline.store import ResultsStore
 
     target = tmp_path / "notes.txt"
     target.write_text("mine")
@@ -113,7 +117,7 @@ def test_a_file_given_as_store_is_a_store_error_naming_path(tmp_path):
 
 
 def test_a_missing_model_folder_is_a_model_error_not_a_data_error():
-    from pyattn.runner import load_model
+    from pyattn.pipeline import load_model
 
     with pytest.raises(errors.ModelError, match="model folder 'no/such-folder' does not exist") as caught:
         load_model("no/such-folder")

@@ -189,8 +189,8 @@ def test_cli(name, tmp_path):
     stored ids, scores sum to its own gap within the stored error, stored
     attention is the column sums of its eager attention; or one line; the
     README's CLI cells say the same."""
-    from pyattn.runner import stored_attention
-    from pyattn.store import ResultsStore
+    from pyattn.pipeline import stored_attention
+    from pyattn.pipeline.store import ResultsStore
 
     report = True  # attribute -> compare -> report for every architecture
     found, out = cli_outcome(name, tmp_path, report=report)

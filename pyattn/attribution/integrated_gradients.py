@@ -41,7 +41,8 @@ import torch
 from pyattn.models._state import preserving
 from pyattn._quiet import transformers_quiet
 from pyattn.attribution import quadrature
-from pyattn.attribution._checks import is_int, resolve_device
+from pyattn._checks import resolve_device
+from pyattn.attribution._checks import is_int
 from pyattn.attribution._common import token_frame
 from pyattn.attribution._path_integral import DocumentRun
 from pyattn.attribution._scheduler import memory_capacity, run_documents

@@ -19,7 +19,7 @@ import os
 import numpy as np
 import torch
 
-from pyattn.attribution._checks import resolve_device
+from pyattn._checks import resolve_device
 from pyattn.errors import InputError
 
 __all__ = [

@@ -161,9 +161,9 @@ def test_one_at_a_time_when_grouping_is_off():
 
 
 def test_runner_grouped_records_equal_one_at_a_time(tmp_path):
-    from pyattn.dataset import Document
-    from pyattn.runner import run_attribution
-    from pyattn.store import ResultsStore
+    from pyattn.pipeline.documents import Document
+    from pyattn.pipeline import run_attribution
+    from pyattn.pipeline.store import ResultsStore
 
     model, tokenizer = MODELS64["longformer"]
     documents = [Document(f"d{i}", i, text, None) for i, text in enumerate(_texts())]
@@ -189,7 +189,7 @@ def test_cli_attribute_with_a_memory_budget(tmp_path, capsys):
     import pandas as pd
 
     from pyattn.cli import main
-    from pyattn.store import ResultsStore
+    from pyattn.pipeline.store import ResultsStore
 
     data = tmp_path / "docs.csv"
     pd.DataFrame({"text": ["a compiler for a typed language", "neural network training data", "the parser and the runtime"]}).to_csv(data, index=False)

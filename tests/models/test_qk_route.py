@@ -237,8 +237,8 @@ def test_cli_attribute_stores_the_models_own_attention(name, tmp_path):
     from transformers import AutoModelForSequenceClassification
 
     from pyattn.cli import main
-    from pyattn.runner import stored_attention
-    from pyattn.store import ResultsStore
+    from pyattn.pipeline import stored_attention
+    from pyattn.pipeline.store import ResultsStore
     from testing import sample_text, tiny_tokenizer
 
     model, tokenizer = tiny_model(name, seed=5), tiny_tokenizer("bert")
@@ -250,7 +250,7 @@ def test_cli_attribute_stores_the_models_own_attention(name, tmp_path):
     out = tmp_path / "store"
     assert main(["attribute", "--model", str(folder), "--data", str(tmp_path / "data.csv"), "--out", str(out), "--steps", "4", "--quiet"]) == 0
     records = ResultsStore.open(str(out)).records().sort_values("index")
-    from pyattn.runner import load_model
+    from pyattn.pipeline import load_model
 
     assert load_model(str(folder))[0].config._attn_implementation == "sdpa"  # loaded as saved: the q/k route reads it
     eager = AutoModelForSequenceClassification.from_pretrained(folder, attn_implementation="eager").eval()

@@ -31,7 +31,7 @@ import pytest
 import torch
 
 import pyattn
-from pyattn.dataset import Document
+from pyattn.pipeline.documents import Document
 from pyattn.models.inputs import encode
 from testing import sample_text, tiny_classifier, tiny_longformer, tiny_tokenizer
 
@@ -173,8 +173,8 @@ _STORES = itertools.count()
 
 
 def _run_attribution(model, tokenizer, tmp):
-    from pyattn.runner import run_attribution
-    from pyattn.store import ResultsStore
+    from pyattn.pipeline import run_attribution
+    from pyattn.pipeline.store import ResultsStore
 
     documents = [Document("a", 0, TEXT, 1), Document("b", 1, sample_text(9, seed=2), 0)]
     with ResultsStore.create(os.path.join(tmp, f"store-{next(_STORES)}"), {"model": "user"}) as store:
@@ -200,8 +200,8 @@ ENTRY_POINTS = {
     "faithfulness": lambda m, t, tmp: __import__("pyattn.compare.faithfulness", fromlist=["x"]).faithfulness(
         m, t, TEXT, {"first": np.arange(encode(m, t, TEXT).input_ids.shape[1], dtype=float)}, random_rankings=1),
     "rollout": lambda m, t, tmp: _rollout(m, t),
-    "process_document": lambda m, t, tmp: __import__("pyattn.runner", fromlist=["x"]).process_document(m, t, Document("a", 0, TEXT, 1), dict(STEPS, device="cpu")),
-    "record_of": lambda m, t, tmp: __import__("pyattn.runner", fromlist=["x"]).record_of(m, t, Document("a", 0, TEXT, 1), _attribution(m, t), None),
+    "process_document": lambda m, t, tmp: __import__("pyattn.pipeline", fromlist=["x"]).process_document(m, t, Document("a", 0, TEXT, 1), dict(STEPS, device="cpu")),
+    "record_of": lambda m, t, tmp: __import__("pyattn.pipeline", fromlist=["x"]).record_of(m, t, Document("a", 0, TEXT, 1), _attribution(m, t), None),
     "run_attribution": _run_attribution,
 }
 

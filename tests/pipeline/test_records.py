@@ -16,7 +16,7 @@ from pyattn.kernels import reference
 from pyattn.cli import main
 from pyattn.demo import DOCS_CSV
 from pyattn.models.inputs import encode
-from pyattn.store import ResultsStore, StoreError
+from pyattn.pipeline.store import ResultsStore, StoreError
 
 
 @pytest.fixture(scope="module")
@@ -67,3 +67,52 @@ def test_metrics_are_dicts_that_scipy_agrees_with(store_dir):
 def test_not_a_store_is_refused(tmp_path):
     with pytest.raises(StoreError, match="not a pyattn results store"):
         pyattn.read_records(tmp_path)
+
+
+# ------------------------------------------------------------ one record
+def test_a_stored_row_is_a_records_row_form(store_dir):
+    from pyattn.pipeline import RECORD_COLUMNS, Record
+
+    raw = ResultsStore.open(store_dir).records()
+    for _, row in raw.iterrows():
+        record = Record.from_row(row)
+        assert record.attention.shape == tuple(row["attention_shape"])
+        again = record.to_row()
+        # every stored column is the record's row form, in the order the runner writes it
+        assert list(again) == list(raw.columns)
+        for column in raw.columns:
+            value = row[column]
+            if isinstance(value, np.ndarray):
+                np.testing.assert_array_equal(np.asarray(again[column]), value)
+            else:
+                assert again[column] == value, column
+    frame = pyattn.read_records(store_dir)
+    assert list(frame.columns) == list(RECORD_COLUMNS)
+
+
+def test_the_runner_builds_its_row_through_the_record():
+    from pyattn.pipeline import Document, Record, build_record, process_document
+
+    model, tokenizer = pyattn.load_demo()
+    document = Document("x", 3, "the borrow checker rejects the program", 1)
+    row = process_document(model, tokenizer, document, {"n_steps": 16})
+    attribution = pyattn.attribute(model, tokenizer, document.text, n_steps=16)
+    record = Record.from_row(row)
+    rebuilt = build_record(document, attribution, record.attention, tokenizer.all_special_tokens, pyattn.explanation.label_names(model))
+    assert rebuilt.to_row() == row
+    assert (record.doc_id, record.index, record.label_name) == ("x", 3, "programming languages")
+
+
+def test_rows_of_older_stores_are_read():
+    """pyattn 1.0 stores: attention as nested lists (L, H, N), F as `probabilities`, no `output` column."""
+    from pyattn.pipeline import Record, attribution_from_record
+
+    row = {"doc_id": "old", "index": 0, "tokens": ["<s>", "a", "</s>"], "input_ids": [0, 5, 2], "scores": [0.0, 0.4, 0.1],
+           "attention_per_head": [[np.array([1.0, 2.0, 3.0])], [np.array([0.5, 0.5, 0.5])]], "probabilities": [0.2, 0.8],
+           "predicted_label": 1, "target": 1, "delta": 0.01, "n_steps": 8, "model_evaluations": 9, "converged": True,
+           "truncated_tokens": 0, "metrics": None}
+    record = Record.from_row(row)
+    assert record.attention.shape == (2, 1, 3) and record.attention.dtype == np.float32
+    assert record.outputs.tolist() == [0.2, 0.8] and record.output == "softmax" and record.metrics == {}
+    attribution = attribution_from_record(row)
+    assert attribution.outputs.tolist() == [0.2, 0.8] and attribution.output_gap == pytest.approx(0.49)

@@ -22,10 +22,10 @@ from scipy import stats
 
 from pyattn.attribution import Attribution
 from pyattn.cli import main
-from pyattn.dataset import Document
-from pyattn.runner import _record, stored_attention
+from pyattn.pipeline.documents import Document
+from pyattn.pipeline import build_record, stored_attention
 from pyattn.compare.similarity import METRICS, similarity, token_masks
-from pyattn.store import ResultsStore
+from pyattn.pipeline.store import ResultsStore
 from pyattn.compare.uncertainty import bootstrap_mean_ci, dataset_statistics
 from testing import WORDS
 
@@ -45,8 +45,8 @@ def records_for(documents: int, seed: int, first: int = 0) -> list[dict]:
                                   model_evaluations=16, converged=True, truncated_tokens=0)
         per_head = rng.gamma(2.0, size=(2, 3, n))
         per_head[:, :, 0] *= 20  # the first token is global: it receives far more
-        records.append(_record(Document(f"d{i}", i, " ".join(tokens), int(rng.integers(0, 2))), attribution, per_head, SPECIAL,
-                               {0: "machine learning", 1: "programming languages"}))
+        records.append(build_record(Document(f"d{i}", i, " ".join(tokens), int(rng.integers(0, 2))), attribution, per_head, SPECIAL,
+                                    {0: "machine learning", 1: "programming languages"}).to_row())
     return records
 
 

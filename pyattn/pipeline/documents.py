@@ -2,8 +2,8 @@
 into :class:`Document` rows, with every id and label checked, never silently
 changed.
 
-Running documents into a results store, comparing and reporting live in
-:mod:`pyattn.runner`; the names it used to export here still resolve.
+Running documents into a results store, comparing and reporting live
+beside it in :mod:`pyattn.pipeline`.
 """
 
 from __future__ import annotations

@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 
 import pyattn
-from pyattn.dataset import load_documents
-from pyattn.runner import run_attribution
-from pyattn.store import ResultsStore
+from pyattn.pipeline.documents import load_documents
+from pyattn.pipeline import run_attribution
+from pyattn.pipeline.store import ResultsStore
 
 ray = pytest.importorskip("ray", reason="Ray is optional (pip install pyattn[ray]; the test extras install it)")
-from pyattn.ray_engine import run_attribution_ray  # noqa: E402
+from pyattn.pipeline.ray_engine import run_attribution_ray  # noqa: E402
 
 KWARGS = {"n_steps": "auto", "device": "cpu"}
 
@@ -83,7 +83,7 @@ def test_a_killed_worker_loses_nothing(cluster, documents, single_process, tmp_p
 def test_a_worker_error_is_one_line_and_finished_documents_are_kept(cluster, documents, tmp_path):
     """A worker's failure ends the run with that error in one line (no Ray
     traceback); what finished before is in the store."""
-    from pyattn.ray_engine import RayRunError
+    from pyattn.pipeline.ray_engine import RayRunError
 
     store = ResultsStore.create(str(tmp_path / "out"), {"model": "demo", "settings": {}})
     try:

@@ -16,8 +16,8 @@ import pytest
 
 import pyattn
 from pyattn.cli import main
-from pyattn.runner import stored_attention
-from pyattn.store import ResultsStore, StoreError
+from pyattn.pipeline import stored_attention
+from pyattn.pipeline.store import ResultsStore, StoreError
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +171,7 @@ def test_compare_importance_and_report_commands(uninterrupted, data_csv, tmp_pat
     with_p = pd.read_parquet(store_dir / "metrics.parquet")
     assert with_p["p_spearman_rho"].between(1 / 20, 1).all()
     from pyattn.cli import _special_tokens
-    from pyattn.runner import stored_attention
+    from pyattn.pipeline import stored_attention
     from pyattn.compare.significance import permutation_test
     from pyattn.compare.similarity import token_masks
 
@@ -195,7 +195,7 @@ def test_compare_importance_and_report_commands(uninterrupted, data_csv, tmp_pat
 
 
 def test_jsonl_and_parquet_inputs(tmp_path):
-    from pyattn.dataset import DataError, load_documents
+    from pyattn.pipeline.documents import DataError, load_documents
 
     frame = pd.DataFrame({"body": ["a text", "another"], "y": [1, 0], "key": ["k1", "k2"]})
     frame.to_json(tmp_path / "d.jsonl", orient="records", lines=True)
@@ -215,7 +215,7 @@ def test_progress_moves_within_a_document():
     """The token bar advances as a document's integration nodes are evaluated,
     never past the document before it is finished, and lands exactly on the
     total."""
-    from pyattn.runner import RunProgress
+    from pyattn.pipeline import RunProgress
 
     bar = RunProgress([100, 50], enabled=True)
     callback = bar.within(100)
@@ -237,7 +237,7 @@ def test_dataset_records_go_through_the_same_pipeline_as_explain(uninterrupted, 
     """A stored document, rebuilt into an Explanation (as `pyattn report`
     does), says what pyattn.explain says when run on its text directly."""
     from pyattn.explanation import compose
-    from pyattn.runner import attribution_from_record, stored_attention
+    from pyattn.pipeline import attribution_from_record, stored_attention
 
     model, tokenizer = pyattn.load_demo()
     record = uninterrupted.records().iloc[0]
@@ -256,7 +256,7 @@ def test_dataset_records_go_through_the_same_pipeline_as_explain(uninterrupted, 
 
 def test_shards_that_do_not_fit_together_are_one_line_store_error(tmp_path):
     # written directly through the Python API: one shard's label a class name, another's an index
-    from pyattn.store import ResultsStore, StoreError
+    from pyattn.pipeline.store import ResultsStore, StoreError
 
     with ResultsStore.create(str(tmp_path / "run"), {"model": "demo"}) as store:
         store.write_shard([{"doc_id": "a", "index": 0, "label": "programming languages"}])

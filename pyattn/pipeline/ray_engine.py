@@ -17,19 +17,12 @@ import time
 from typing import Sequence
 
 from pyattn._checks import first_line
-from pyattn.dataset import Document
+from pyattn.pipeline.documents import Document
 from pyattn.errors import DataError, Interrupted, ModelError, RayRunError, RayUnavailable  # the Ray errors importable here as before 1.1
-from pyattn.runner import (
-    RunProgress,
-    RunSummary,
-    finish_run,
-    label_names,
-    load_model,
-    plan_run,
-    resolve_labels,
-    runnable_with_sizes,
-)
-from pyattn.store import ResultsStore, ShardWriter
+from pyattn.explanation import label_names
+from pyattn.pipeline.loading import load_model, resolve_labels
+from pyattn.pipeline.run import RunProgress, RunSummary, finish_run, plan_run, runnable_with_sizes
+from pyattn.pipeline.store import ResultsStore, ShardWriter
 
 __all__ = ["run_attribution_ray", "RayUnavailable", "RayRunError"]
 
@@ -66,7 +59,7 @@ def _worker_class(ray, gpus_per_worker: float):
 
             import torch
 
-            from pyattn.runner import load_model
+            from pyattn.pipeline.loading import load_model
 
             torch.set_num_threads(threads)
             if device is None and gpus_per_worker > 0 and torch.cuda.is_available():
@@ -75,7 +68,7 @@ def _worker_class(ray, gpus_per_worker: float):
             self.pid = os.getpid()
 
         def process(self, document: Document, attribute_kwargs: dict) -> dict:
-            from pyattn.runner import process_document
+            from pyattn.pipeline.run import process_document
 
             return process_document(self.model, self.tokenizer, document, attribute_kwargs)
 
@@ -105,7 +98,7 @@ def run_attribution_ray(
     loaded=None,
     label_column: str | None = "label",
 ) -> RunSummary:
-    """:func:`pyattn.runner.run_attribution` on Ray, with the same plan, the
+    """:func:`pyattn.pipeline.run_attribution` on Ray, with the same plan, the
     same records and the same store writer (only the driver writes).
 
     ``model``/``tokenizer`` are names or paths (``"demo"`` for the shipped
@@ -118,7 +111,7 @@ def run_attribution_ray(
     Parameters
     ----------
     model : str
-        ``"demo"``, a folder or a hub name (see :func:`pyattn.runner.load_model`).
+        ``"demo"``, a folder or a hub name (see :func:`pyattn.pipeline.load_model`).
     documents : sequence of Document
     store : ResultsStore
         Created (holding its lock).
@@ -137,7 +130,7 @@ def run_attribution_ray(
     threads_per_worker : int
         torch threads per actor.
     shard_size, progress, flush_seconds, force, label_column
-        As for :func:`pyattn.runner.run_attribution`.
+        As for :func:`pyattn.pipeline.run_attribution`.
     on_workers : callable, optional
         Called with the actor handles once they are up (for tests and
         monitoring).
@@ -160,8 +153,8 @@ def run_attribution_ray(
 
     Examples
     --------
-    >>> from pyattn.dataset import load_documents
-    >>> from pyattn.store import ResultsStore
+    >>> from pyattn.pipeline.documents import load_documents
+    >>> from pyattn.pipeline.store import ResultsStore
     >>> documents = load_documents("reviews.csv")  # doctest: +SKIP
     >>> with ResultsStore.create("results", {"model": "demo"}) as store:  # doctest: +SKIP
     ...     summary = run_attribution_ray("demo", documents, store, {"n_steps": "auto"}, num_workers=4)
