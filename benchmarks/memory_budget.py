@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import nullcontext
 import subprocess
 import sys
 import time
@@ -45,6 +46,15 @@ BASE_POINTS = (
     + [("base", "transformers", "bfloat16", n, 1) for n in (512, 1024, 2048)]
     + [("base", "fast", "float32", 2048, 4)]
     + [("bert", "transformers", "float32", n, b) for n in (128, 512) for b in (1, 4)]
+)
+# ModernBERT-base shaped (sdpa attention, gated feed-forward blocks), and activation recomputation
+# (pyattn.models.recompute), which attribute turns on when not even one step fits the budget
+RECOMPUTE_POINTS = (
+    [("modernbert", "sdpa", "float32", n, 1) for n in (512, 1024, 2048, 4096)]
+    + [("modernbert", "sdpa", "float32", 1024, 2)]
+    + [("modernbert", "sdpa+recompute", "float32", n, 1) for n in (1024, 2048, 4096)]
+    + [("modernbert", "sdpa+recompute", "float32", 2048, 2)]
+    + [("base", "fast+recompute", "float32", n, 1) for n in (1024, 2048, 4096)]
 )
 # not measured: base at 4,096 tokens with batch 4 (fast) or transformers' attention: about 20 GB
 # and 12 GB predicted, more than this shared 24 GB machine can lend
@@ -69,6 +79,16 @@ def _rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def modernbert_base_shaped(tokens: int):
+    """A ModernBERT with ModernBERT-base's config (22 layers, hidden 768,
+    intermediate 1152 gated, 12 heads, local window 128, a global layer every
+    third), random seeded weights, sdpa attention (as ``pyattn attribute``
+    runs it): benchmarks/qk_models.py's model."""
+    from qk_models import build
+
+    return build("modernbert-base", max(tokens, 8192), tiny=False)
+
+
 def measure_point(model_name: str, attention: str, dtype: str, tokens: int, batch: int) -> dict:
     """Runs in its own process: one batch of `batch` nodes on a document of
     `tokens` tokens; returns the measurement as a dict."""
@@ -86,11 +106,16 @@ def measure_point(model_name: str, attention: str, dtype: str, tokens: int, batc
     from pyattn.models.fast_attention import fast_attention_context
     from pyattn.models.inputs import encode
 
+    from pyattn.models.recompute import recomputed_layers
+
     demo_model, tokenizer = load_demo()
+    attention, _, recompute = attention.partition("+")
     if model_name == "base":
         model = base_shaped_longformer(seed=0)
     elif model_name == "bert":
         model = bert_base_shaped()
+    elif model_name == "modernbert":
+        model = modernbert_base_shaped(tokens)
     else:
         model = demo_model
     if model_name != "demo":
@@ -100,7 +125,7 @@ def measure_point(model_name: str, attention: str, dtype: str, tokens: int, batc
     document = encode(model, tokenizer, text, max_length=tokens)
     autocast_dtype = None if dtype == "float32" else getattr(torch, dtype)
     device = torch.device("cpu")
-    with fast_attention_context(model, attention == "fast"):
+    with fast_attention_context(model, attention == "fast"), (recomputed_layers(model) if recompute else nullcontext()):
         integrand = PathIntegrand(model, document, None, autocast_dtype, device)
         integrand([1.0])  # the target, and anything allocated once per process (thread pools, kernels)
         maxrss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -115,7 +140,7 @@ def measure_point(model_name: str, attention: str, dtype: str, tokens: int, batc
     padded = integrand.difference.shape[1]
     return {
         "model": model_name,
-        "attention": attention,
+        "attention": attention + ("+recompute" if recompute else ""),
         "dtype": dtype,
         "tokens": tokens,
         "padded_tokens": int(padded),
@@ -123,7 +148,8 @@ def measure_point(model_name: str, attention: str, dtype: str, tokens: int, batc
         "held_bytes": held,
         "peak_bytes": peak_bytes,
         "step_bytes": peak_bytes - held,
-        "predicted_step_bytes": int(predicted_step_bytes(model, tokens, batch, fast_attention=attention == "fast", autocast=autocast_dtype is not None)),
+        "predicted_step_bytes": int(predicted_step_bytes(model, tokens, batch, fast_attention=attention == "fast", autocast=autocast_dtype is not None,
+                                                     recompute=bool(recompute))),
         "seconds": seconds,
         "parameters": int(sum(p.numel() for p in model.parameters())),
         "torch": torch.__version__,
@@ -175,7 +201,9 @@ def table(path: str) -> str:
         "`attribute(memory_budget=...)` uses to choose the batch. base = Longformer with longformer-base-4096's config "
         "(12 layers, hidden 768, intermediate 3072, 12 heads, window 512), demo = the shipped demo model "
         "(3 layers, hidden 64, intermediate 128, 4 heads, windows 32/64/128), bert = BERT with bert-base-uncased's config "
-        "(full attention, eager, as `pyattn attribute` runs it).",
+        "(full attention, eager), modernbert = ModernBERT with ModernBERT-base's config (22 layers, hidden 768, gated intermediate 1152, "
+        "12 heads, local window 128, sdpa attention as `pyattn attribute` runs it). `+recompute`: with activation recomputation "
+        "(`pyattn.models.recompute`), which `attribute` turns on when not even one plain step fits the budget.",
         "",
         memory_model_description(),
         "",
@@ -184,7 +212,9 @@ def table(path: str) -> str:
     ]
     worst = float("inf")
     for p in results["points"]:
-        predicted = predicted_step_bytes(models[p["model"]], p["tokens"], p["batch"], fast_attention=p["attention"] == "fast", autocast=p["dtype"] != "float32")
+        attention, _, recompute = p["attention"].partition("+")
+        predicted = predicted_step_bytes(models[p["model"]], p["tokens"], p["batch"], fast_attention=attention == "fast", autocast=p["dtype"] != "float32",
+                                         recompute=bool(recompute))
         ratio = predicted / p["step_bytes"] if p["step_bytes"] > 0 else float("inf")
         worst = min(worst, ratio)
         lines.append(
@@ -208,6 +238,8 @@ def _models(results) -> dict:
         models["base"] = base_shaped_longformer(seed=0)
     if "bert" in names:
         models["bert"] = bert_base_shaped()
+    if "modernbert" in names:
+        models["modernbert"] = modernbert_base_shaped(0)
     return models
 
 
@@ -221,16 +253,19 @@ def fit(path: str) -> dict:
     from scipy.optimize import linprog
 
     from pyattn.attribution import memory_features
+    from pyattn.attribution.memory import gated_mlp
 
     results = json.load(open(path))
     models = _models(results)
     configs = {name: model.config for name, model in models.items()}
     parameters = {name: sum(w.numel() for w in model.parameters()) for name, model in models.items()}
+    gated = {name: gated_mlp(model) for name, model in models.items()}
     points = results["points"]
     names = list(memory_features(configs["demo"], 512, True))
     rows, needed, measured = [], [], []
     for p in points:
-        f = memory_features(configs[p["model"]], p["tokens"], p["attention"] == "fast")
+        attention, _, recompute = p["attention"].partition("+")
+        f = memory_features(configs[p["model"]], p["tokens"], attention == "fast", bool(recompute), gated[p["model"]])
         rows.append([f[n] * p["batch"] for n in names] + [1.0])
         needed.append(p["step_bytes"] - (2.0 * parameters[p["model"]] if p["dtype"] != "float32" else 0.0))
         measured.append(p["step_bytes"])
@@ -251,7 +286,7 @@ if __name__ == "__main__":
         model_name, attention, dtype, tokens, batch = sys.argv[2:7]
         print(json.dumps(measure_point(model_name, attention, dtype, int(tokens), int(batch))))
     elif command == "measure":
-        measure(sys.argv[2], QUICK_POINTS if os.environ.get("PYATTN_BENCH_QUICK") else DEMO_POINTS + BASE_POINTS)
+        measure(sys.argv[2], QUICK_POINTS if os.environ.get("PYATTN_BENCH_QUICK") else DEMO_POINTS + BASE_POINTS + RECOMPUTE_POINTS)
     elif command == "fit":
         print("MEMORY_COEFFICIENTS = " + json.dumps(fit(sys.argv[2]), indent=4).replace("}", "}"))
     elif command == "table":

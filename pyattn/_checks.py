@@ -194,7 +194,6 @@ def check_device(device):
     raise InputError(f"device={device!r}: pyattn runs on cpu, cuda, cuda:N or mps")
 
 
-
 def resolve_device(device) -> torch.device:
     """The ``torch.device`` to run on: ``device`` checked by
     :func:`check_device`, or, for None, ``cuda`` when a GPU is visible and

@@ -29,7 +29,7 @@ LAYERS: dict[str, list[str]] = {
     "kernels": ["pyattn._C", "pyattn.kernels", "pyattn.kernels.ops", "pyattn.kernels.reference", "pyattn.kernels.layers"],
     # text -> model inputs, the Longformer fast path, q/k capture, the shipped demo model
     "models": ["pyattn.models", "pyattn.models._checks", "pyattn.models._state", "pyattn.models.inputs", "pyattn.models.fast_attention",
-               "pyattn.models.qk_capture", "pyattn.demo", "pyattn.demo.data", "pyattn.demo.train"],
+               "pyattn.models.qk_capture", "pyattn.models.recompute", "pyattn.demo", "pyattn.demo.data", "pyattn.demo.train"],
     # attention from a model, rollout; attribution and its quadrature, single pass, head importance
     "attention/attribution": ["pyattn.model_attention", "pyattn.model_attention.received", "pyattn.model_attention.rollout", "pyattn.attribution",
                               "pyattn.attribution._checks", "pyattn.attribution._common", "pyattn.attribution.memory",

@@ -12,12 +12,14 @@ when it is finished.
 from __future__ import annotations
 
 import warnings
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from pyattn.attribution._common import format_bytes
+from pyattn.models.recompute import recomputed_layers
 from pyattn.attribution.memory import MemoryBudgetWarning, batch_for_budget, default_memory_budget, held_bytes, predicted_step_bytes
 from pyattn.models.inputs import model_output
 
@@ -98,15 +100,17 @@ def evaluate_group(parts: Sequence[tuple[PathIntegrand, list[float]]]) -> list[n
     return projected
 
 
-
 def memory_capacity(model, device, internal_batch_size: int | None, budget: int | None, fast_attention: bool,
-                    autocast: bool) -> Callable[[int, Any], int]:
+                    autocast: bool, recompute: bool | None = None) -> Callable[[int, Any], int]:
     """``capacity(n_tokens, run)``: the nodes one batch of documents up to
     ``n_tokens`` tokens may hold: ``internal_batch_size`` when given, else the
     largest batch whose predicted step fits in ``budget`` (None: the default
     budget) less what the process holds now, at least 1. When not even one
     node fits, ``run`` (the document that asked) gets one
-    :class:`MemoryBudgetWarning`."""
+    :class:`MemoryBudgetWarning`. ``capacity.recomputed(n_tokens)`` says
+    whether such a batch runs with activation recomputation: ``recompute``
+    when given (or when ``internal_batch_size`` is), else exactly when not
+    even one plain node fits the budget."""
     allowance = None
     held = None
     if internal_batch_size is None:
@@ -114,21 +118,29 @@ def memory_capacity(model, device, internal_batch_size: int | None, budget: int 
         budget = default_memory_budget(device, held) if budget is None else budget
         allowance = budget - held
 
+    def recomputed(n_tokens: int) -> bool:
+        if recompute is not None or internal_batch_size is not None:
+            return bool(recompute)
+        return batch_for_budget(model, n_tokens, 1, allowance, fast_attention, autocast) == 0
+
     def capacity(n_tokens: int, run) -> int:
         if internal_batch_size is not None:
             return internal_batch_size
-        fit = batch_for_budget(model, n_tokens, 1 << 30, allowance, fast_attention, autocast)
+        again = recomputed(n_tokens)
+        fit = batch_for_budget(model, n_tokens, 1 << 30, allowance, fast_attention, autocast, recompute=again)
         if fit == 0 and not getattr(run, "warned", False):
             run.warned = True
-            predicted = predicted_step_bytes(model, run.n_tokens, 1, fast_attention, autocast)
+            predicted = predicted_step_bytes(model, run.n_tokens, 1, fast_attention, autocast, recompute=again)
             warnings.warn(
                 f"memory budget {format_bytes(budget)}: one integration step of a {run.n_tokens}-token document is predicted to need "
-                f"{format_bytes(predicted)} on top of the {format_bytes(held)} the process holds; running at batch 1 anyway",
+                f"{format_bytes(predicted)}{' (with activation recomputation)' if again else ''} on top of the {format_bytes(held)} "
+                "the process holds; running at batch 1 anyway",
                 MemoryBudgetWarning,
                 stacklevel=4,  # the frame the warning named when this loop was inline in attribute_stream
             )
         return max(1, fit)
 
+    capacity.recomputed = recomputed
     return capacity
 
 
@@ -176,7 +188,9 @@ def run_documents(count: int, start: Callable[[int], DocumentRun], capacity: Cal
                 return
             active = [(i, r) for i, r in active if not r.finished]
             continue
-        projected = evaluate_group([(run.integrand, run.pending[:take]) for run, take in parts])
+        recomputed = getattr(capacity, "recomputed", None)
+        with recomputed_layers(parts[0][0].integrand.model) if recomputed is not None and recomputed(longest) else nullcontext():
+            projected = evaluate_group([(run.integrand, run.pending[:take]) for run, take in parts])
         for (run, _), p in zip(parts, projected):
             run.add(p)
         still = []

@@ -46,6 +46,7 @@ from pyattn.attribution._checks import is_int
 from pyattn.attribution._common import token_frame
 from pyattn.attribution._path_integral import DocumentRun
 from pyattn.attribution._scheduler import memory_capacity, run_documents
+from pyattn.models.recompute import layer_stack
 from pyattn.attribution.memory import parse_memory_budget
 from pyattn.errors import InputError
 from pyattn.models.inputs import default_max_length, output_kind
@@ -290,7 +291,7 @@ def attribute_stream(model: torch.nn.Module, tokenizer, texts: Iterable[str], ta
                      n_steps: int | str = "auto", method: str = DEFAULT_METHOD, internal_batch_size: int | None = None,
                      max_length: int | None = None, device=None, tol: float = 0.01, max_steps: int = AUTO_MAX_STEPS,
                      autocast: bool | str = False, fast_attention: bool | None = None, memory_budget: int | str | None = None,
-                     group: bool = True, on_progress_for: Callable[[int], Callable[[int, int], None] | None] | None = None,
+                     recompute: bool | None = None, group: bool = True, on_progress_for: Callable[[int], Callable[[int, int], None] | None] | None = None,
                      on_progress: Callable[[int, int], None] | None = None) -> Iterable[tuple[int, Attribution]]:
     """Attributions of many texts, yielded as ``(index, Attribution)`` as each
     document finishes (not necessarily in order). Arguments as
@@ -316,7 +317,7 @@ def attribute_stream(model: torch.nn.Module, tokenizer, texts: Iterable[str], ta
     targets : sequence of int or None, optional
         One class per text (None in it, or no ``targets``: each document's
         predicted class).
-    n_steps, method, internal_batch_size, max_length, device, tol, max_steps, autocast, fast_attention, memory_budget
+    n_steps, method, internal_batch_size, max_length, device, tol, max_steps, autocast, fast_attention, memory_budget, recompute
         As for :func:`attribute`, the same for every document.
     group : bool
         Run the nodes of several documents in one batch (results unchanged).
@@ -369,14 +370,20 @@ def attribute_stream(model: torch.nn.Module, tokenizer, texts: Iterable[str], ta
             except ValueError as error:
                 raise InputError(f"targets[{index}]: {error}" if len(texts) > 1 else str(error)) from None
     budget = parse_memory_budget(memory_budget)
+    if recompute not in (None, True, False):
+        raise InputError(f"recompute must be True, False or None (when one step does not fit the memory budget), got {recompute!r}")
     autocast_dtype = _autocast_dtype(autocast, device)
     model = model.to(device).eval()
+    if recompute is not False and layer_stack(model) is None:
+        if recompute:
+            raise InputError(f"recompute=True needs a stack of config.num_hidden_layers layers; {type(model).__name__} has none")
+        recompute = False  # nothing to recompute by: steps that do not fit run at batch 1 with a warning
 
     from pyattn.models.fast_attention import fast_attention_context, longformer_self_attentions
 
     fast_active = bool(longformer_self_attentions(model)) if fast_attention is None else bool(fast_attention)
     with fast_attention_context(model, fast_attention):
-        capacity = memory_capacity(model, device, internal_batch_size, budget, fast_active, autocast_dtype is not None)
+        capacity = memory_capacity(model, device, internal_batch_size, budget, fast_active, autocast_dtype is not None, recompute)
 
         def start(index: int) -> DocumentRun:
             callback = on_progress_for(index) if on_progress_for is not None else on_progress
@@ -403,6 +410,7 @@ def attribute(
     autocast: bool | str = False,
     fast_attention: bool | None = None,
     memory_budget: int | str | None = None,
+    recompute: bool | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> Attribution:
     """Layer Integrated Gradients of one document on the model's embeddings.
@@ -466,9 +474,20 @@ def attribute(
         budget less what the process holds when the call starts. None: the
         default rule, :func:`default_memory_budget` (on a CPU
         ``min(6 GB, held + half the available memory)``). When not even one
-        node fits, a one-line :class:`MemoryBudgetWarning` names the
-        document's tokens, the predicted bytes and the budget, and the
-        document runs at batch 1.
+        node fits even with activation recomputation (``recompute``), a
+        one-line :class:`MemoryBudgetWarning` names the document's tokens,
+        the predicted bytes and the budget, and the document runs at batch 1.
+    recompute:
+        Activation recomputation (:func:`pyattn.models.recompute.recomputed_layers`):
+        each layer keeps only its inputs for the backward pass and runs again
+        when the backward pass reaches it. The same gradients (to float
+        rounding) for about one more forward pass per step, with the
+        activations of one layer held at a time instead of every layer's (a
+        ModernBERT-base shaped model at 4,096 tokens: 1.6 GB a step instead
+        of 7.4 GB; benchmarks/results/memory_budget.md). None (default): on
+        for the batches of which not even one node fits the memory budget
+        without it (never when ``internal_batch_size`` is given); True or
+        False: always or never.
     on_progress:
         Called as ``on_progress(nodes_done, nodes_planned)`` after each batch
         of nodes (``nodes_planned`` grows when a level is added).
@@ -504,7 +523,7 @@ def attribute(
     ((_, result),) = attribute_stream(
         model, tokenizer, [text], [target], n_steps=n_steps, method=method, internal_batch_size=internal_batch_size,
         max_length=max_length, device=device, tol=tol, max_steps=max_steps, autocast=autocast, fast_attention=fast_attention,
-        memory_budget=memory_budget, group=False, on_progress=on_progress,
+        memory_budget=memory_budget, recompute=recompute, group=False, on_progress=on_progress,
     )
     return result
 

@@ -51,12 +51,12 @@ def _available_bytes(device: torch.device) -> int:
 #: measurement, then 5% to spare) to the measurements in
 #: benchmarks/results/memory_budget.md.
 MEMORY_COEFFICIENTS = {
-    "hidden": 0.0,
-    "intermediate": 8.443,
+    "hidden": 5.636,
+    "intermediate": 7.049,
     "scores_band": 7.277,
     "scores_full": 1.05,
     "quadratic": 3.663,
-    "token": 2891.0,
+    "token": 2344.0,
     "step": 0.0,
 }
 
@@ -69,40 +69,74 @@ def _padded_tokens(config, n_tokens: int) -> int:
     return -(-n_tokens // largest) * largest
 
 
-def memory_features(config, n_tokens: int, fast_attention: bool) -> dict[str, float]:
+def gated_mlp(model: torch.nn.Module) -> bool:
+    """Whether the model's feed-forward blocks are gated (GLU: two
+    projections of ``intermediate_size`` per layer, as ModernBERT's ``Wi`` or
+    Llama/Qwen2/Mistral's ``gate_proj`` and ``up_proj``), which keep about
+    twice the activations of a plain one for the backward pass.
+
+    >>> import pyattn
+    >>> gated_mlp(pyattn.load_demo()[0])
+    False
+    """
+    intermediate = getattr(getattr(model, "config", None), "intermediate_size", None)
+    for name, module in model.named_modules():
+        if name.rsplit(".", 1)[-1] == "gate_proj":
+            return True
+        if isinstance(module, torch.nn.Linear) and intermediate and module.out_features == 2 * intermediate:
+            return True
+    return False
+
+
+def keeps_attention_scores(config) -> bool:
+    """Whether a full-attention model keeps its attention scores for the
+    backward pass: eager attention does (N x N per head and layer);
+    sdpa, flash and flex attention keep O(N) per head."""
+    return getattr(config, "_attn_implementation", "eager") in (None, "eager")
+
+
+def memory_features(config, n_tokens: int, fast_attention: bool, recompute: bool = False, gated: bool = False) -> dict[str, float]:
     """The per-example quantities the memory model weighs, for a document of
     ``n_tokens`` tokens (N, padded as the model pads it), as bytes of
-    float32 values: ``hidden`` = 4 N x layers x hidden, ``intermediate`` =
-    4 N x layers x intermediate (activations kept for the backward pass;
+    float32 values: ``hidden`` = 4 N x layers x hidden (the layers' inputs),
+    ``intermediate`` = 4 N x kept x intermediate (activations kept for the
+    backward pass, twice the intermediate size for a gated feed-forward block;
     pyattn's fast attention keeps its key and value blocks, about 6 x hidden
-    per token and layer, in these), ``scores_band`` = 4 N x sum over layers of
-    heads x (window + 2) (transformers' Longformer attention keeps its band
-    of scores), ``scores_full`` = 4 N x layers x heads x N (full attention),
-    ``quadratic`` = N^2 and ``token`` = 4 N (what grows with the length
-    alone: masks, index tensors, allocator slack)."""
+    per token and layer, in these), ``scores_band`` = 4 N x sum over kept
+    layers of heads x (window + 2) (transformers' Longformer attention keeps
+    its band of scores), ``scores_full`` = 4 N x kept x heads x N (eager full
+    attention; sdpa keeps no scores), ``quadratic`` = N^2 and ``token`` = 4 N
+    (what grows with the length alone: masks, index tensors, allocator
+    slack). ``kept`` is the number of layers whose activations are held at
+    once: all of them, or one with ``recompute`` (activation recomputation,
+    :func:`pyattn.models.recompute.recomputed_layers`, which keeps the layers'
+    inputs only and recomputes one layer at a time in the backward pass)."""
     layers = int(getattr(config, "num_hidden_layers", 12))
     hidden = int(getattr(config, "hidden_size", 768))
-    intermediate = int(getattr(config, "intermediate_size", 4 * hidden))
+    intermediate = int(getattr(config, "intermediate_size", 4 * hidden)) * (2 if gated else 1)
     heads = int(getattr(config, "num_attention_heads", 12))
     window = getattr(config, "attention_window", None)
     n = _padded_tokens(config, int(n_tokens))
+    kept = 1 if recompute else layers
     features = {
         "hidden": 4.0 * n * layers * hidden,
-        "intermediate": 4.0 * n * layers * intermediate,
+        "intermediate": 4.0 * n * kept * intermediate,
         "scores_band": 0.0,
         "scores_full": 0.0,
         "quadratic": float(n) * n,
         "token": 4.0 * n,
     }
     if window is None:
-        features["scores_full"] = 4.0 * n * layers * heads * n
+        if keeps_attention_scores(config):
+            features["scores_full"] = 4.0 * n * kept * heads * n
     elif not fast_attention:
-        windows = [int(window[l] if isinstance(window, (list, tuple)) else window) for l in range(layers)]
-        features["scores_band"] = 4.0 * n * sum(heads * (w + 2) for w in windows)
+        band = [heads * (int(window[l] if isinstance(window, (list, tuple)) else window) + 2) for l in range(layers)]
+        features["scores_band"] = 4.0 * n * (max(band) if recompute else sum(band))
     return features
 
 
-def predicted_step_bytes(model: torch.nn.Module, n_tokens: int, batch: int = 1, fast_attention: bool | None = None, autocast: bool = False) -> int:
+def predicted_step_bytes(model: torch.nn.Module, n_tokens: int, batch: int = 1, fast_attention: bool | None = None, autocast: bool = False,
+                         recompute: bool = False) -> int:
     """Predicted extra resident memory (bytes) of one forward + backward of
     ``batch`` interpolation nodes of an ``n_tokens``-token document:
     ``batch`` times the weighted :func:`memory_features` (activations kept
@@ -126,6 +160,10 @@ def predicted_step_bytes(model: torch.nn.Module, n_tokens: int, batch: int = 1, 
     autocast : bool
         Under bfloat16/float16 autocast (the float32 prediction, an upper
         bound, plus the half-precision copies of the weights).
+    recompute : bool
+        With activation recomputation (the layers' inputs kept, one layer's
+        activations at a time), as ``attribute`` runs a step that does not
+        fit otherwise.
 
     Returns
     -------
@@ -149,7 +187,7 @@ def predicted_step_bytes(model: torch.nn.Module, n_tokens: int, batch: int = 1, 
     config = model.config
     if fast_attention is None:
         fast_attention = getattr(config, "attention_window", None) is not None
-    features = memory_features(config, n_tokens, bool(fast_attention))
+    features = memory_features(config, n_tokens, bool(fast_attention), bool(recompute), gated_mlp(model))
     per_example = sum(MEMORY_COEFFICIENTS[name] * value for name, value in features.items())
     total = per_example * int(batch) + (MEMORY_COEFFICIENTS["step"] if batch else 0)
     if autocast:
@@ -254,7 +292,7 @@ def held_bytes(device=None) -> int:
     >>> held_bytes("nonsense")
     Traceback (most recent call last):
     ...
-    pyattn.errors.InputError: device must be a torch device such as 'cpu' or 'cuda:0', got 'nonsense'
+    pyattn.errors.InputError: device='nonsense' is not a device: use cpu, cuda, cuda:N or mps
     """
     device = resolve_device(device)
     if device.type == "cuda":
@@ -314,7 +352,8 @@ def default_memory_budget(device=None, held: int | None = None) -> int:
     return int(min(DEFAULT_MEMORY_CAP, held + DEFAULT_MEMORY_FRACTION * _available_bytes(device)))
 
 
-def batch_for_budget(model: torch.nn.Module, n_tokens: int, n_steps: int, allowance: int, fast_attention: bool | None = None, autocast: bool = False) -> int:
+def batch_for_budget(model: torch.nn.Module, n_tokens: int, n_steps: int, allowance: int, fast_attention: bool | None = None, autocast: bool = False,
+                     recompute: bool = False) -> int:
     """The largest batch (at most ``n_steps``) whose predicted step
     (:func:`predicted_step_bytes`) fits in ``allowance`` bytes; 0 when not
     even one step fits.
@@ -330,7 +369,7 @@ def batch_for_budget(model: torch.nn.Module, n_tokens: int, n_steps: int, allowa
     allowance : int
         Bytes a step may add to what the process holds (a budget minus
         :func:`held_bytes`).
-    fast_attention, autocast
+    fast_attention, autocast, recompute
         As for :func:`predicted_step_bytes`.
 
     Returns
@@ -352,7 +391,7 @@ def batch_for_budget(model: torch.nn.Module, n_tokens: int, n_steps: int, allowa
     0
     """
     def predicted(batch: int) -> int:
-        return predicted_step_bytes(model, n_tokens, batch, fast_attention, autocast)
+        return predicted_step_bytes(model, n_tokens, batch, fast_attention, autocast, recompute)
 
     fixed = predicted(0)  # 0 without autocast (the per-step constant counts from batch 1); the loops below settle rounding
     per_step = max(1, predicted(1) - fixed)

@@ -8,6 +8,9 @@ attention read from inside it.
   self-attention (used while attributing);
 - :mod:`pyattn.models.qk_capture`: the per-architecture table of where each
   attention module's queries and keys are read, and the capture itself;
+- :mod:`pyattn.models.recompute`: a model's stack of layers, run with
+  activation recomputation (attribution at lengths whose activations do not
+  fit the memory budget);
 - ``pyattn.models._state`` (private): a model's mutable settings put back as
   they were after a call; ``pyattn.models._checks`` (private): checks of the
   tensors a model is given.
