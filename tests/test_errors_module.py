@@ -69,10 +69,10 @@ def test_interrupted_is_a_ctrl_c_that_except_exception_does_not_swallow():
 
 
 @pytest.mark.parametrize("module,name", [
-    ("pyattn.dataset", "DataError"), ("pyattn.runner", "ModelError"), ("pyattn.runner", "Interrupted"),
-    ("pyattn.store", "StoreError"), ("pyattn.store", "StoreBusy"), ("pyattn.kernels.layers", "DenseTooLarge"),
+    ("pyattn.pipeline.documents", "DataError"), ("pyattn.pipeline", "ModelError"), ("pyattn.pipeline", "Interrupted"),
+    ("pyattn.pipeline.store", "StoreError"), ("pyattn.pipeline.store", "StoreBusy"), ("pyattn.kernels.layers", "DenseTooLarge"),
     ("pyattn.model_attention", "NotADistribution"), ("pyattn.compare.similarity", "MissingSpecialTokens"),
-    ("pyattn.ray_engine", "RayUnavailable"), ("pyattn.ray_engine", "RayRunError"), ("pyattn", "DenseTooLarge"),
+    ("pyattn.pipeline.ray_engine", "RayUnavailable"), ("pyattn.pipeline.ray_engine", "RayRunError"), ("pyattn", "DenseTooLarge"),
 ])
 def test_old_homes_give_the_same_class(module, name):
     import importlib
