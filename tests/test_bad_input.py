@@ -649,11 +649,17 @@ def test_kill_9_while_writing_then_resume(point, models, many, tmp_path):
     assert not [n for n in os.listdir(out) if n.endswith(".tmp")]
 
 
-def test_ctrl_c_keeps_finished_documents_and_says_how_to_resume(models, many, tmp_path):
+def test_ctrl_c_keeps_finished_documents_and_says_how_to_resume(models, tmp_path):
+    # 60 documents of 32 steps each, one per forward (--batch-size = --steps), so that a run stopped after
+    # its second shard still has most of its work left on a fast, idle machine (8 tiny documents of 4
+    # steps could all finish between the second shard and the signal)
+    docs = tmp_path / "docs.csv"
+    ids = [f"m{i}" for i in range(60)]
+    pd.DataFrame({"doc": ids, "text": [sample_text(40 + i % 7, seed=100 + i) for i in range(60)],
+                  "label": [i % 3 for i in range(60)]}).to_csv(docs, index=False)
     out = tmp_path / "out"
-    # --batch-size 4 (= --steps): one document per forward, so documents finish one by one (grouped,
-    # all 8 tiny documents would share one batch and finish before the signal)
-    argv = ["--model", models["bert"], "--data", many, "--out", out, "--id-column", "doc", "--shard-size", "1", "--batch-size", "4", *FAST]
+    argv = ["--model", models["bert"], "--data", str(docs), "--out", out, "--id-column", "doc", "--shard-size", "1",
+            "--steps", "32", "--batch-size", "32", "--device", "cpu", "--quiet"]
     process = subprocess.Popen(_cli(*argv), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     while not (out / "shards").is_dir() or len([n for n in os.listdir(out / "shards") if n.endswith(".parquet")]) < 2:
@@ -665,10 +671,10 @@ def test_ctrl_c_keeps_finished_documents_and_says_how_to_resume(models, many, tm
     assert process.returncode == 130
     assert_one_clear_line(err, "interrupted:", "documents are stored in", "--resume to continue")
     finished = ResultsStore.open(str(out)).done_ids()
-    assert 2 <= len(finished) <= 8
+    assert 2 <= len(finished) < 60
     result = subprocess.run(_cli(*argv, "--resume"), env=_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert_store_once(out, [f"m{i}" for i in range(8)])
+    assert_store_once(out, ids)
 
 
 def test_flush_by_elapsed_time(models, many, tmp_path, capsys):
