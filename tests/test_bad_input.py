@@ -660,7 +660,10 @@ def test_ctrl_c_keeps_finished_documents_and_says_how_to_resume(models, tmp_path
     out = tmp_path / "out"
     argv = ["--model", models["bert"], "--data", str(docs), "--out", out, "--id-column", "doc", "--shard-size", "1",
             "--steps", "32", "--batch-size", "32", "--device", "cpu", "--quiet"]
-    process = subprocess.Popen(_cli(*argv), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # the child starts with Ctrl-C's default handling even when an earlier test left SIGINT ignored in
+    # this process (an ignored signal is inherited, and Python then installs no KeyboardInterrupt handler)
+    process = subprocess.Popen(_cli(*argv), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 240
     while not (out / "shards").is_dir() or len([n for n in os.listdir(out / "shards") if n.endswith(".parquet")]) < 2:
         assert process.poll() is None, process.stderr.read()[-2000:]

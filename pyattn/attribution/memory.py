@@ -179,7 +179,7 @@ def predicted_step_bytes(model: torch.nn.Module, n_tokens: int, batch: int = 1, 
     >>> one, two = predicted_step_bytes(model, 512, batch=1), predicted_step_bytes(model, 512, batch=2)
     >>> one < two < predicted_step_bytes(model, 1024, batch=2)  # grows with the batch and the length
     True
-    >>> two - one == one - predicted_step_bytes(model, 512, batch=0)  # linear in the batch
+    >>> abs((two - one) - (one - predicted_step_bytes(model, 512, batch=0))) <= 1  # linear in the batch (to a rounded byte)
     True
     >>> predicted_step_bytes(model, 500) == one  # the demo pads to a multiple of its largest window, 128
     True
