@@ -668,8 +668,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(exit_.code or 0) if isinstance(exit_.code, int) else 2
     if args.command == "attribute":
         args.label_column = args.label_column or None
+    from pyattn._malloc import return_freed_memory
     from pyattn._quiet import transformers_quiet
 
+    return_freed_memory()  # this process is pyattn's: resident memory follows the tensors (pyattn/_malloc.py)
     try:
         with transformers_quiet():  # transformers' padding/loading messages are about pyattn's inputs, not the user's
             return args.run(args)

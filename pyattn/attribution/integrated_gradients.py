@@ -40,6 +40,7 @@ import torch
 
 from pyattn.models._state import preserving
 from pyattn._quiet import transformers_quiet
+from pyattn._malloc import return_freed_memory
 from pyattn.attribution import quadrature
 from pyattn._checks import resolve_device
 from pyattn.attribution._checks import is_int
@@ -373,6 +374,8 @@ def attribute_stream(model: torch.nn.Module, tokenizer, texts: Iterable[str], ta
     if recompute not in (None, True, False):
         raise InputError(f"recompute must be True, False or None (when one step does not fit the memory budget), got {recompute!r}")
     autocast_dtype = _autocast_dtype(autocast, device)
+    if device.type == "cpu":
+        return_freed_memory()  # resident memory follows the tensors (pyattn/_malloc.py): the budget means what it says
     model = model.to(device).eval()
     if recompute is not False and layer_stack(model) is None:
         if recompute:
