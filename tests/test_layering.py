@@ -24,7 +24,7 @@ PACKAGE = os.path.join(ROOT, "pyattn")
 
 # Lower numbers are lower layers; a module may import its own layer and below.
 LAYERS: dict[str, list[str]] = {
-    "base": ["pyattn.errors", "pyattn._compat", "pyattn._checks", "pyattn._quiet"],
+    "base": ["pyattn.errors", "pyattn._compat", "pyattn._checks", "pyattn._quiet", "pyattn._malloc"],
     # the compiled ops, their readable references, a model's attention outputs
     "kernels": ["pyattn._C", "pyattn.kernels", "pyattn.kernels.ops", "pyattn.kernels.reference", "pyattn.kernels.layers"],
     # text -> model inputs, the Longformer fast path, q/k capture, the shipped demo model
