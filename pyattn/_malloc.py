@@ -6,12 +6,14 @@ mmapped block freed (up to 32 MiB), so after the first forward pass most of
 torch's CPU activations (a 4,096 x 768 float32 tensor is 12 MiB) come from
 the heap, and freed heap memory stays resident wherever a live block sits
 above it. One recomputed integration batch of ModernBERT-base at 4,096 tokens
-(``pyattn.attribute(..., n_steps=2)``) then peaks at 7.6 GB resident for
-1.5 GB of live tensors; with the threshold fixed at 128 KiB it peaks at
-2.1 GB in the same time (116 s both, this machine, 2026-12-05). A memory
+(``pyattn.attribute(..., n_steps=2)``, 0.6 GB resident before) then peaks at
+7.6 GB resident; with the threshold fixed at 128 KiB it peaks at 2.1 GB in
+the same time (116 s both, this machine, 2026-12-05). A memory
 budget is only worth its name when resident memory follows the tensors, so
 :func:`return_freed_memory` fixes the threshold once per process, before the
-first CPU attribution and in the ``pyattn`` command.
+first CPU attribution and in the ``pyattn`` command. :func:`trim` hands
+memory already freed back at once (what :func:`pyattn.attribution.memory.held_bytes`
+measures is then what stays).
 
 It changes nothing where the user has chosen (``MALLOC_MMAP_THRESHOLD_`` set,
 or ``PYATTN_MALLOC=keep``), off Linux/glibc, or under another allocator
@@ -51,3 +53,12 @@ def return_freed_memory() -> bool:
     mallopt.restype = ctypes.c_int
     _state = mallopt(_M_MMAP_THRESHOLD, THRESHOLD) == 1
     return _state
+
+
+def trim() -> None:
+    """Hand the heap's free memory back to the OS (glibc's ``malloc_trim``;
+    nothing elsewhere)."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass

@@ -19,6 +19,7 @@ import os
 import numpy as np
 import torch
 
+from pyattn._malloc import trim
 from pyattn._checks import resolve_device
 from pyattn.errors import InputError
 
@@ -297,12 +298,7 @@ def held_bytes(device=None) -> int:
     device = resolve_device(device)
     if device.type == "cuda":
         return int(torch.cuda.memory_allocated(device))
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # pragma: no cover - not glibc
-        pass
+    trim()
     try:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
