@@ -97,6 +97,8 @@ def render() -> str:
             own = [n for n in getattr(module, "__all__", []) if _where(getattr(module, n), module_name) == module_name]
             members = "[" + ", ".join(own) + "]" if own else "false"
             lines += [f"::: {module_name}", "    options:", f"      members: {members}", ""]
+        elif not getattr(module, "__all__", True):  # a module whose interface is not Python (a CLI command): its docstring only
+            lines += [f"::: {module_name}", "    options:", "      members: false", ""]
         else:
             lines += [f"::: {module_name}", ""]
     return "\n".join(lines).rstrip() + "\n"

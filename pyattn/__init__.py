@@ -50,7 +50,8 @@ A dataset
     :mod:`~pyattn.pipeline.store` the resumable results store both engines
     write through; :mod:`~pyattn.pipeline.ray_engine` the same run on Ray;
     :mod:`~pyattn.pipeline.analysis` compares and reports;
-    :mod:`pyattn.cli` the ``pyattn`` command over all of it.
+    :mod:`pyattn.cli` the ``pyattn`` command over all of it, one module per
+    subcommand (``attribute``, ``compare``, ``importance``, ``report``, ``demo``).
 Reports
     :mod:`pyattn.report` HTML per document and an index;
     :mod:`pyattn.report.plots` and :mod:`pyattn.report.agreement_plots`

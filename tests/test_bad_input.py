@@ -345,9 +345,9 @@ def test_compare_layer_ranges_from_zero_and_from_the_end(layers, names, store, t
     first, last = (int(v) for v in names[0].split("-"))
     from pyattn.compare.similarity import compare
 
-    from pyattn.cli import _special_tokens
+    from pyattn.cli._checks import special_tokens
 
-    special = _special_tokens(ResultsStore.open(str(copy)).manifest()["tokenizer"])
+    special = special_tokens(ResultsStore.open(str(copy)).manifest()["tokenizer"])
     expected = compare(np.asarray(record["scores"]), {"r": per_layer[first : last + 1].sum(0)}, list(record["tokens"]),
                        special_tokens=special, masks=["alphabetic"])
     got = metrics[(metrics["document"] == record["doc_id"]) & (metrics["attention"] == names[0]) & (metrics["mask"] == "alphabetic")]

@@ -94,10 +94,11 @@ def test_every_public_name_is_documented(module_name, name):
 
 
 def test_a_tokenizer_that_cannot_load_stops_with_one_line(tmp_path):
-    from pyattn.cli import _Refused, _special_tokens
+    from pyattn.cli._checks import special_tokens
+    from pyattn.cli._flags import Refused
 
-    with pytest.raises(_Refused) as stop:
-        _special_tokens(str(tmp_path / "no-such-tokenizer"))
+    with pytest.raises(Refused) as stop:
+        special_tokens(str(tmp_path / "no-such-tokenizer"))
     message = str(stop.value)
     assert message.startswith("cannot load the tokenizer") and "special tokens cannot be told apart" in message
     assert "\n" not in message

@@ -49,7 +49,8 @@ LAYERS: dict[str, list[str]] = {
                  "pyattn.pipeline.run", "pyattn.pipeline.analysis", "pyattn.pipeline.ray_engine"],
     # the user API: re-exports from every layer below
     "api": ["pyattn"],
-    "cli": ["pyattn.cli"],
+    "cli": ["pyattn.cli", "pyattn.cli._flags", "pyattn.cli._checks", "pyattn.cli.attribute", "pyattn.cli.compare",
+            "pyattn.cli.importance", "pyattn.cli.report", "pyattn.cli.demo", "pyattn.cli.__main__"],
 }
 LEVEL = {module: level for level, modules in enumerate(LAYERS.values()) for module in modules}
 LAYER_NAME = {module: name for name, modules in LAYERS.items() for module in modules}

@@ -170,13 +170,13 @@ def test_compare_importance_and_report_commands(uninterrupted, data_csv, tmp_pat
     assert main(["compare", "--results", str(store_dir), "--significance", "19", "--quiet"]) == 0
     with_p = pd.read_parquet(store_dir / "metrics.parquet")
     assert with_p["p_spearman_rho"].between(1 / 20, 1).all()
-    from pyattn.cli import _special_tokens
+    from pyattn.cli._checks import special_tokens
     from pyattn.pipeline import stored_attention
     from pyattn.compare.significance import permutation_test
     from pyattn.compare.similarity import token_masks
 
     record = ResultsStore.open(str(store_dir)).records().iloc[0]
-    keep = token_masks(list(record["tokens"]), _special_tokens("demo"))["no_special"]
+    keep = token_masks(list(record["tokens"]), special_tokens("demo"))["no_special"]
     final = stored_attention(record)[-1].sum(0)
     direct = permutation_test(np.asarray(record["scores"])[keep], final[keep], n_perm=19).set_index("metric")["p_value"]
     row = with_p[(with_p.document == record["doc_id"]) & (with_p.attention == "final") & (with_p["mask"] == "no_special")].iloc[0]

@@ -1,0 +1,7 @@
+"""``python -m pyattn.cli``: the ``pyattn`` command."""
+
+import sys
+
+from pyattn.cli import main
+
+sys.exit(main())
