@@ -4,6 +4,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 
 #include <optional>
@@ -109,11 +110,18 @@ inline void check_mask_agrees(const at::Tensor& local_attn,
       "with");
 }
 
-inline Prepared prepare(const at::Tensor& local_attn,
-                        const std::optional<at::Tensor>& global_attn,
-                        const std::optional<at::Tensor>& global_attention_mask,
-                        const std::optional<at::Tensor>& head_weights,
-                        const std::optional<at::Tensor>& row_weights) {
+// attention_received's tensor arguments in its schema's order
+// (csrc/pyattn.cpp), as prepare and every backend's entry point (CPU, CUDA,
+// the host emulator) take them.
+#define PYATTN_BAND_PARAMS                                                   \
+  const at::Tensor &local_attn, const std::optional<at::Tensor> &global_attn, \
+      const std::optional<at::Tensor> &global_attention_mask,                 \
+      const std::optional<at::Tensor> &head_weights,                          \
+      const std::optional<at::Tensor> &row_weights
+#define PYATTN_BAND_ARGS \
+  local_attn, global_attn, global_attention_mask, head_weights, row_weights
+
+inline Prepared prepare(PYATTN_BAND_PARAMS) {
   Prepared p;
   // 1. dimensions
   PYATTN_CHECK_DIM(local_attn, "local_attn", 4, "(B, H, N, X + w + 1)");
@@ -292,6 +300,46 @@ inline at::Tensor received_accumulator(const Prepared& p) {
   const auto options = p.local.options().dtype(acc_type);
   if (p.head_weights.defined()) return at::zeros({p.B, p.N}, options);
   return at::zeros({p.B, p.H, p.N}, options);
+}
+
+// Every backend's entry point of attention_received: the arguments checked
+// and prepared, the accumulator made and, unless it is empty, launch(prep, p,
+// out) run with the band's parameters p for the input dtype
+// (BandParams<scalar_t, acc_t>) and the accumulator's data out (acc_t*, the
+// accumulation type); then the accumulator in the dtype the op returns.
+template <typename Launch>
+at::Tensor received_with(PYATTN_BAND_PARAMS, std::optional<at::ScalarType> out_dtype,
+                         Launch&& launch) {
+  const Prepared prep = prepare(PYATTN_BAND_ARGS);
+  at::Tensor acc = received_accumulator(prep);
+  if (acc.numel() != 0) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(
+        at::kHalf, at::kBFloat16, local_attn.scalar_type(), "attention_received", [&] {
+          using acc_t = at::opmath_type<scalar_t>;
+          launch(prep, band_params<scalar_t, acc_t>(prep), acc.mutable_data_ptr<acc_t>());
+        });
+  }
+  return acc.to(received_out_dtype(local_attn, out_dtype));
+}
+
+// Every backend's entry point of band_to_dense: the arguments checked and
+// prepared, the (B, H, N, N) output made and, unless it is empty,
+// launch(prep, p, out) run with p as in received_with and the output's data
+// out (scalar_t*, the input dtype).
+template <typename Launch>
+at::Tensor dense_with(const at::Tensor& local_attn, const std::optional<at::Tensor>& global_attn,
+                      const std::optional<at::Tensor>& global_attention_mask, Launch&& launch) {
+  const Prepared prep = prepare(local_attn, global_attn, global_attention_mask, std::nullopt,
+                                std::nullopt);
+  at::Tensor out = at::empty({prep.B, prep.H, prep.N, prep.N}, local_attn.options());
+  if (out.numel() != 0) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(
+        at::kHalf, at::kBFloat16, local_attn.scalar_type(), "band_to_dense", [&] {
+          using acc_t = at::opmath_type<scalar_t>;
+          launch(prep, band_params<scalar_t, acc_t>(prep), out.mutable_data_ptr<scalar_t>());
+        });
+  }
+  return out;
 }
 
 }  // namespace pyattn

@@ -311,16 +311,27 @@ PYATTN_QK_HD bool qk_tile_visible(const QKParams<scalar_t>& p, const QKShared& s
                           sh.col_glob[col] != 0.0f);
 }
 
-template <typename scalar_t>
-PYATTN_QK_HD void qk_store_scores(const QKParams<scalar_t>& p, const QKShared& sh,
-                                  int64_t rb, int64_t cb, int64_t t, const QKAcc& acc) {
+// Thread t's 4 x 4 scores of the tile (row block rb, column block cb) into
+// sh.s, each as value(r, visible, score): r the tile row, visible whether the
+// row sees the key.
+template <typename scalar_t, typename Value>
+PYATTN_QK_HD void qk_store_tile(const QKParams<scalar_t>& p, const QKShared& sh, int64_t rb,
+                                int64_t cb, int64_t t, const QKAcc& acc, const Value& value) {
   const int64_t tr = t / 16, tc = t % 16;
   for (int a = 0; a < 4; ++a)
     for (int c = 0; c < 4; ++c) {
       const int64_t r = tr + 16 * a, col = tc + 16 * c;
-      const bool vis = qk_tile_visible(p, sh, rb, cb, r, col);
-      sh.s[r * (kQKTile + 1) + col] = vis ? acc.v[a][c] * p.scale : -INFINITY;
+      sh.s[r * (kQKTile + 1) + col] =
+          value(r, qk_tile_visible(p, sh, rb, cb, r, col), acc.v[a][c]);
     }
+}
+
+template <typename scalar_t>
+PYATTN_QK_HD void qk_store_scores(const QKParams<scalar_t>& p, const QKShared& sh,
+                                  int64_t rb, int64_t cb, int64_t t, const QKAcc& acc) {
+  qk_store_tile(p, sh, rb, cb, t, acc, [&](int64_t, bool vis, float score) {
+    return vis ? score * p.scale : -INFINITY;
+  });
 }
 
 // Thread t: row t % T, columns [part * 16, +16) with part = t / T: that
@@ -394,15 +405,10 @@ PYATTN_QK_HD void qk_stage_rows(const QKParams<scalar_t>& p, const QKShared& sh,
 template <typename scalar_t>
 PYATTN_QK_HD void qk_store_probs(const QKParams<scalar_t>& p, const QKShared& sh,
                                  int64_t rb, int64_t cb, int64_t t, const QKAcc& acc) {
-  const int64_t tr = t / 16, tc = t % 16;
-  for (int a = 0; a < 4; ++a)
-    for (int c = 0; c < 4; ++c) {
-      const int64_t r = tr + 16 * a, col = tc + 16 * c;
-      const bool vis = qk_tile_visible(p, sh, rb, cb, r, col);
-      const float w = sh.coef[r];
-      sh.s[r * (kQKTile + 1) + col] =
-          (vis && w != 0.0f) ? w * qk_exp(acc.v[a][c] * p.scale - sh.lse[r]) : 0.0f;
-    }
+  qk_store_tile(p, sh, rb, cb, t, acc, [&](int64_t r, bool vis, float score) {
+    const float w = sh.coef[r];
+    return (vis && w != 0.0f) ? w * qk_exp(score * p.scale - sh.lse[r]) : 0.0f;
+  });
 }
 
 // Thread t: column t % T, rows [part * 16, +16) with part = t / T, summed.

@@ -32,12 +32,18 @@ inline bool qk_is_input_dtype(at::ScalarType t) {
   return t == at::kFloat || t == at::kHalf || t == at::kBFloat16;
 }
 
-inline QKPrepared qk_prepare(const at::Tensor& q, const at::Tensor& k, double scale,
-                             const std::optional<at::Tensor>& key_mask,
-                             int64_t window_left, int64_t window_right, bool causal,
-                             const std::optional<at::Tensor>& global_mask,
-                             const std::optional<at::Tensor>& head_weights,
-                             const std::optional<at::Tensor>& row_weights) {
+// The op's arguments in its schema's order (csrc/pyattn.cpp), as qk_prepare
+// and every backend's entry point (CPU, CUDA, the host emulator) take them.
+#define PYATTN_QK_PARAMS                                                              \
+  const at::Tensor &q, const at::Tensor &k, double scale,                             \
+      const std::optional<at::Tensor> &key_mask, int64_t window_left,                 \
+      int64_t window_right, bool causal, const std::optional<at::Tensor> &global_mask, \
+      const std::optional<at::Tensor> &head_weights,                                   \
+      const std::optional<at::Tensor> &row_weights
+#define PYATTN_QK_ARGS \
+  q, k, scale, key_mask, window_left, window_right, causal, global_mask, head_weights, row_weights
+
+inline QKPrepared qk_prepare(PYATTN_QK_PARAMS) {
   TORCH_CHECK(std::isfinite(scale), "scale must be a finite float, got ", scale);
   PYATTN_CHECK_DIM(q, "q", 4, "(B, H, N, d)");
   PYATTN_CHECK_DIM(k, "k", 4, "(B, Hkv, N, d)");
@@ -143,6 +149,17 @@ inline at::Tensor qk_output(const QKPrepared& prep) {
   const auto opts = prep.q.options().dtype(at::kFloat);
   return prep.head_weights.defined() ? at::zeros({prep.B, prep.N}, opts)
                                      : at::zeros({prep.B, prep.H, prep.N}, opts);
+}
+
+// Every backend's entry point: the arguments checked and prepared, the
+// float32 output made, and `launch(prep, out)` run unless there is nothing to
+// compute (an empty output, or no heads).
+template <typename Launch>
+at::Tensor qk_received(PYATTN_QK_PARAMS, Launch&& launch) {
+  const QKPrepared prep = qk_prepare(PYATTN_QK_ARGS);
+  at::Tensor out = qk_output(prep);
+  if (out.numel() != 0 && prep.H != 0) launch(prep, out);
+  return out;
 }
 
 }  // namespace pyattn

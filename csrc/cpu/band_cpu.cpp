@@ -147,23 +147,9 @@ void received_cpu_kernel(const BandParams<scalar_t, acc_t>& p, acc_t* out) {
   });
 }
 
-at::Tensor attention_received_cpu(const at::Tensor& local_attn,
-                                  const std::optional<at::Tensor>& global_attn,
-                                  const std::optional<at::Tensor>& global_attention_mask,
-                                  const std::optional<at::Tensor>& head_weights,
-                                  const std::optional<at::Tensor>& row_weights,
-    std::optional<at::ScalarType> out_dtype) {
-  const Prepared prep = prepare(local_attn, global_attn, global_attention_mask,
-                                head_weights, row_weights);
-  at::Tensor acc = received_accumulator(prep);
-  if (acc.numel() == 0) return acc.to(received_out_dtype(local_attn, out_dtype));
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, local_attn.scalar_type(), "attention_received_cpu", [&] {
-        using acc_t = at::opmath_type<scalar_t>;
-        received_cpu_kernel(band_params<scalar_t, acc_t>(prep),
-                            acc.mutable_data_ptr<acc_t>());
-      });
-  return acc.to(received_out_dtype(local_attn, out_dtype));
+at::Tensor attention_received_cpu(PYATTN_BAND_PARAMS, std::optional<at::ScalarType> out_dtype) {
+  return received_with(PYATTN_BAND_ARGS, out_dtype,
+                       [](const Prepared&, const auto& p, auto* out) { received_cpu_kernel(p, out); });
 }
 
 template <typename scalar_t, typename acc_t>
@@ -205,17 +191,8 @@ void dense_cpu_kernel(const BandParams<scalar_t, acc_t>& p, scalar_t* out) {
 at::Tensor band_to_dense_cpu(const at::Tensor& local_attn,
                              const std::optional<at::Tensor>& global_attn,
                              const std::optional<at::Tensor>& global_attention_mask) {
-  const Prepared prep = prepare(local_attn, global_attn, global_attention_mask,
-                                std::nullopt, std::nullopt);
-  at::Tensor out = at::empty({prep.B, prep.H, prep.N, prep.N}, local_attn.options());
-  if (out.numel() == 0) return out;
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, local_attn.scalar_type(), "band_to_dense_cpu", [&] {
-        using acc_t = at::opmath_type<scalar_t>;
-        dense_cpu_kernel(band_params<scalar_t, acc_t>(prep),
-                         out.mutable_data_ptr<scalar_t>());
-      });
-  return out;
+  return dense_with(local_attn, global_attn, global_attention_mask,
+                    [](const Prepared&, const auto& p, auto* out) { dense_cpu_kernel(p, out); });
 }
 
 }  // namespace

@@ -193,9 +193,9 @@ void mask_chunk(const QKCpu& c, int64_t b, int64_t i0, int64_t rows, int64_t j0,
 }
 
 // s (rows x cols, row-major) = q[b, h, i0 : i0 + rows] @ k[b, h / group, j0 : j0 + cols]^T
-// (q already scaled).
-void scores_chunk(const QKCpu& c, int64_t b, int64_t h, int64_t i0, int64_t rows, int64_t j0,
-                  int64_t cols, at::Tensor& s_buf) {
+// (q already scaled), masked (-inf where a row does not see a key); returns s.
+float* masked_scores(const QKCpu& c, int64_t b, int64_t h, int64_t i0, int64_t rows, int64_t j0,
+                     int64_t cols, at::Tensor& s_buf) {
   const QKParams<float>& p = c.p;
   const auto opts = c.q.options();
   const float* qp = c.q.const_data_ptr<float>() + ((b * p.H + h) * p.N + i0) * p.d;
@@ -204,6 +204,9 @@ void scores_chunk(const QKCpu& c, int64_t b, int64_t h, int64_t i0, int64_t rows
   const at::Tensor kt = at::from_blob(const_cast<float*>(kp), {cols, p.d}, {p.d, 1}, opts);
   at::Tensor out = at::from_blob(s_buf.mutable_data_ptr<float>(), {rows, cols}, {cols, 1}, opts);
   at::mm_out(out, qt, kt.t());
+  float* s = s_buf.mutable_data_ptr<float>();
+  mask_chunk(c, b, i0, rows, j0, cols, s);
+  return s;
 }
 
 // Runs of needed tiles: for the tile blocks `needed` (1 = some tile of the
@@ -256,9 +259,7 @@ void qk_cpu_kernel(const QKCpu& c, float* lse, float* out) {
       for (int64_t r = 0; r < rows; ++r) m[r] = -INFINITY, l[r] = 0.0f;
       for_each_run(needed, per_col, [&](int64_t cb, int64_t count) {
         const int64_t j0 = cb * T, cols = std::min((cb + count) * T, p.N) - j0;
-        scores_chunk(c, b, h, i0, rows, j0, cols, s_buf);
-        float* s = s_buf.mutable_data_ptr<float>();
-        mask_chunk(c, b, i0, rows, j0, cols, s);
+        float* s = masked_scores(c, b, h, i0, rows, j0, cols, s_buf);
         for (int64_t r = 0; r < rows; ++r) {
           float mt, lt;
           row_stats(s + r * cols, cols, &mt, &lt);
@@ -288,9 +289,7 @@ void qk_cpu_kernel(const QKCpu& c, float* lse, float* out) {
         const float* row_lse = lse + (b * p.H + h) * p.N;
         for_each_run(needed, per_row, [&](int64_t rb, int64_t count) {
           const int64_t i0 = rb * T, rows = std::min((rb + count) * T, p.N) - i0;
-          scores_chunk(c, b, h, i0, rows, j0, cols, s_buf);
-          float* s = s_buf.mutable_data_ptr<float>();
-          mask_chunk(c, b, i0, rows, j0, cols, s);
+          float* s = masked_scores(c, b, h, i0, rows, j0, cols, s_buf);
           for (int64_t r = 0; r < rows; ++r) {
             const float coef = qk_row_coefficient(p, b, h, i0 + r, row_lse[i0 + r]);
             if (coef == 0.0f) continue;
@@ -305,32 +304,24 @@ void qk_cpu_kernel(const QKCpu& c, float* lse, float* out) {
   });
 }
 
-at::Tensor attention_received_qk_cpu(const at::Tensor& q, const at::Tensor& k, double scale,
-                                     const std::optional<at::Tensor>& key_mask,
-                                     int64_t window_left, int64_t window_right, bool causal,
-                                     const std::optional<at::Tensor>& global_mask,
-                                     const std::optional<at::Tensor>& head_weights,
-                                     const std::optional<at::Tensor>& row_weights) {
-  const QKPrepared prep = qk_prepare(q, k, scale, key_mask, window_left, window_right,
-                                     causal, global_mask, head_weights, row_weights);
-  at::Tensor out = qk_output(prep);
-  if (out.numel() == 0 || prep.H == 0) return out;
-  QKCpu c;
-  // scale folded into the float32 copy of q (a new tensor: the caller's q is
-  // never written).
-  c.q = prep.q.to(at::kFloat).mul(static_cast<float>(prep.scale)).contiguous();
-  c.k = prep.k.to(at::kFloat).contiguous();
-  c.p = qk_params<float>(prep, c.q.const_data_ptr<float>(), c.k.const_data_ptr<float>());
-  c.p.scale = 1.0f;
-  const uint8_t* real = c.p.real;
-  c.real_sum.assign(prep.B * (prep.N + 1), 0);
-  for (int64_t b = 0; b < prep.B; ++b) {
-    int64_t* sum = c.real_sum.data() + b * (prep.N + 1);
-    for (int64_t i = 0; i < prep.N; ++i) sum[i + 1] = sum[i] + (real[b * prep.N + i] != 0);
-  }
-  at::Tensor lse = at::empty({prep.B, prep.H, prep.N}, c.q.options());
-  qk_cpu_kernel(c, lse.mutable_data_ptr<float>(), out.mutable_data_ptr<float>());
-  return out;
+at::Tensor attention_received_qk_cpu(PYATTN_QK_PARAMS) {
+  return qk_received(PYATTN_QK_ARGS, [](const QKPrepared& prep, at::Tensor& out) {
+    QKCpu c;
+    // scale folded into the float32 copy of q (a new tensor: the caller's q is
+    // never written).
+    c.q = prep.q.to(at::kFloat).mul(static_cast<float>(prep.scale)).contiguous();
+    c.k = prep.k.to(at::kFloat).contiguous();
+    c.p = qk_params<float>(prep, c.q.const_data_ptr<float>(), c.k.const_data_ptr<float>());
+    c.p.scale = 1.0f;
+    const uint8_t* real = c.p.real;
+    c.real_sum.assign(prep.B * (prep.N + 1), 0);
+    for (int64_t b = 0; b < prep.B; ++b) {
+      int64_t* sum = c.real_sum.data() + b * (prep.N + 1);
+      for (int64_t i = 0; i < prep.N; ++i) sum[i + 1] = sum[i] + (real[b * prep.N + i] != 0);
+    }
+    at::Tensor lse = at::empty({prep.B, prep.H, prep.N}, c.q.options());
+    qk_cpu_kernel(c, lse.mutable_data_ptr<float>(), out.mutable_data_ptr<float>());
+  });
 }
 
 }  // namespace

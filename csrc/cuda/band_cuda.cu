@@ -48,72 +48,53 @@ __global__ void dense_kernel(const BandParams<scalar_t, acc_t> p, scalar_t* out,
   }
 }
 
-at::Tensor attention_received_cuda(const at::Tensor& local_attn,
-                                   const std::optional<at::Tensor>& global_attn,
-                                   const std::optional<at::Tensor>& global_attention_mask,
-                                   const std::optional<at::Tensor>& head_weights,
-                                   const std::optional<at::Tensor>& row_weights,
-    std::optional<at::ScalarType> out_dtype) {
+at::Tensor attention_received_cuda(PYATTN_BAND_PARAMS, std::optional<at::ScalarType> out_dtype) {
   const c10::cuda::CUDAGuard guard(local_attn.device());
-  const Prepared prep = prepare(local_attn, global_attn, global_attention_mask,
-                                head_weights, row_weights);
-  at::Tensor acc = received_accumulator(prep);
-  if (acc.numel() == 0) return acc.to(received_out_dtype(local_attn, out_dtype));
-  const auto stream = c10::cuda::getCurrentCUDAStream();
-  const int64_t H_out = prep.head_weights.defined() ? 1 : prep.H;
-  const int64_t column_blocks = received_column_blocks(prep.N) * prep.B;
-  TORCH_CHECK(column_blocks <= 0x7fffffff && H_out <= 65535,
-              "attention_received on CUDA supports at most 65,535 heads and "
-              "2^31 - 1 column blocks of ", kReceivedBlock, " columns per launch; got H = ",
-              prep.H, ", B = ", prep.B, ", N = ", prep.N);
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, local_attn.scalar_type(), "attention_received_cuda", [&] {
-        using acc_t = at::opmath_type<scalar_t>;
-        const auto p = band_params<scalar_t, acc_t>(prep);
-        const size_t shared = received_shared_count(prep.w, prep.X) * sizeof(acc_t);
-        TORCH_CHECK(shared <= 48 * 1024, "attention_received on CUDA stages ",
-                    received_shared_count(prep.w, prep.X), " row weights in shared memory, "
-                    "over 48 KiB for window w = ", prep.w, " and X = ", prep.X,
-                    " global slots");
-        const dim3 grid(static_cast<unsigned>(column_blocks), static_cast<unsigned>(H_out));
-        received_columns_kernel<<<grid, kReceivedBlock, shared, stream>>>(
-            p, acc.mutable_data_ptr<acc_t>());
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
-        const int64_t partials = global_partial_threads(prep.B, prep.H, prep.X, prep.N);
-        if (partials > 0) {
-          at::Tensor partial = at::empty({partials}, acc.options());
-          received_global_partial_kernel<<<(partials + kGlobalColumnThreads - 1) / kGlobalColumnThreads,
-                                           kGlobalColumnThreads, 0, stream>>>(
-              p, partial.mutable_data_ptr<acc_t>(), partials);
-          C10_CUDA_KERNEL_LAUNCH_CHECK();
-          const int64_t finishers = global_finish_threads(prep.B, H_out, prep.X);
-          received_global_finish_kernel<<<(finishers + kGlobalColumnThreads - 1) / kGlobalColumnThreads,
-                                          kGlobalColumnThreads, 0, stream>>>(
-              p, partial.const_data_ptr<acc_t>(), acc.mutable_data_ptr<acc_t>(), finishers);
-          C10_CUDA_KERNEL_LAUNCH_CHECK();
-        }
-      });
-  return acc.to(received_out_dtype(local_attn, out_dtype));
+  return received_with(PYATTN_BAND_ARGS, out_dtype, [](const Prepared& prep, const auto& p, auto* out) {
+    using acc_t = std::remove_pointer_t<decltype(out)>;
+    const auto stream = c10::cuda::getCurrentCUDAStream();
+    const int64_t H_out = prep.head_weights.defined() ? 1 : prep.H;
+    const int64_t column_blocks = received_column_blocks(prep.N) * prep.B;
+    TORCH_CHECK(column_blocks <= 0x7fffffff && H_out <= 65535,
+                "attention_received on CUDA supports at most 65,535 heads and "
+                "2^31 - 1 column blocks of ", kReceivedBlock, " columns per launch; got H = ",
+                prep.H, ", B = ", prep.B, ", N = ", prep.N);
+    const size_t shared = received_shared_count(prep.w, prep.X) * sizeof(acc_t);
+    TORCH_CHECK(shared <= 48 * 1024, "attention_received on CUDA stages ",
+                received_shared_count(prep.w, prep.X), " row weights in shared memory, "
+                "over 48 KiB for window w = ", prep.w, " and X = ", prep.X,
+                " global slots");
+    const dim3 grid(static_cast<unsigned>(column_blocks), static_cast<unsigned>(H_out));
+    received_columns_kernel<<<grid, kReceivedBlock, shared, stream>>>(p, out);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    const int64_t partials = global_partial_threads(prep.B, prep.H, prep.X, prep.N);
+    if (partials > 0) {
+      at::Tensor partial = at::empty(
+          {partials}, prep.local.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
+      received_global_partial_kernel<<<(partials + kGlobalColumnThreads - 1) / kGlobalColumnThreads,
+                                       kGlobalColumnThreads, 0, stream>>>(
+          p, partial.mutable_data_ptr<acc_t>(), partials);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      const int64_t finishers = global_finish_threads(prep.B, H_out, prep.X);
+      received_global_finish_kernel<<<(finishers + kGlobalColumnThreads - 1) / kGlobalColumnThreads,
+                                      kGlobalColumnThreads, 0, stream>>>(
+          p, partial.const_data_ptr<acc_t>(), out, finishers);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+  });
 }
 
 at::Tensor band_to_dense_cuda(const at::Tensor& local_attn,
                               const std::optional<at::Tensor>& global_attn,
                               const std::optional<at::Tensor>& global_attention_mask) {
   const c10::cuda::CUDAGuard guard(local_attn.device());
-  const Prepared prep = prepare(local_attn, global_attn, global_attention_mask,
-                                std::nullopt, std::nullopt);
-  at::Tensor out = at::empty({prep.B, prep.H, prep.N, prep.N}, local_attn.options());
-  const int64_t total = out.numel();
-  if (total == 0) return out;
-  const auto stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, local_attn.scalar_type(), "band_to_dense_cuda", [&] {
-        using acc_t = at::opmath_type<scalar_t>;
-        dense_kernel<<<dense_blocks(total), kDenseThreads, 0, stream>>>(
-            band_params<scalar_t, acc_t>(prep), out.mutable_data_ptr<scalar_t>(), total);
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
-      });
-  return out;
+  return dense_with(local_attn, global_attn, global_attention_mask,
+                    [](const Prepared& prep, const auto& p, auto* out) {
+                      const int64_t total = prep.B * prep.H * prep.N * prep.N;
+                      dense_kernel<<<dense_blocks(total), kDenseThreads, 0,
+                                     c10::cuda::getCurrentCUDAStream()>>>(p, out, total);
+                      C10_CUDA_KERNEL_LAUNCH_CHECK();
+                    });
 }
 
 }  // namespace

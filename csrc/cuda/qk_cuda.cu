@@ -90,38 +90,30 @@ __global__ void __launch_bounds__(kQKThreads)
   qk_cols_finish(p, sh, out, blockIdx.x, t);
 }
 
-at::Tensor attention_received_qk_cuda(const at::Tensor& q, const at::Tensor& k, double scale,
-                                      const std::optional<at::Tensor>& key_mask,
-                                      int64_t window_left, int64_t window_right, bool causal,
-                                      const std::optional<at::Tensor>& global_mask,
-                                      const std::optional<at::Tensor>& head_weights,
-                                      const std::optional<at::Tensor>& row_weights) {
+at::Tensor attention_received_qk_cuda(PYATTN_QK_PARAMS) {
   const c10::cuda::CUDAGuard guard(q.device());
-  const QKPrepared prep = qk_prepare(q, k, scale, key_mask, window_left, window_right,
-                                     causal, global_mask, head_weights, row_weights);
-  at::Tensor out = qk_output(prep);
-  if (out.numel() == 0 || prep.H == 0) return out;
-  const int64_t H_out = prep.head_weights.defined() ? 1 : prep.H;
-  const int64_t row_grid = prep.blocks * prep.B * prep.H;
-  const int64_t col_grid = prep.blocks * prep.B * H_out;
-  TORCH_CHECK(row_grid <= 0x7fffffff,
-              "attention_received_qk on CUDA supports at most 2^31 - 1 blocks of ",
-              kQKTile, " rows per launch; got B = ", prep.B, ", H = ", prep.H, ", N = ", prep.N);
-  at::Tensor lse = at::empty({prep.B, prep.H, prep.N}, q.options().dtype(at::kFloat));
-  const size_t shared = qk_shared_floats() * sizeof(float);
-  const auto stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, prep.q.scalar_type(), "attention_received_qk_cuda", [&] {
-        const auto p = qk_params<scalar_t>(prep, prep.q.const_data_ptr<scalar_t>(),
-                                           prep.k.const_data_ptr<scalar_t>());
-        qk_rows_kernel<scalar_t><<<static_cast<unsigned>(row_grid), kQKThreads, shared, stream>>>(
-            p, lse.mutable_data_ptr<float>());
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
-        qk_columns_kernel<scalar_t><<<static_cast<unsigned>(col_grid), kQKThreads, shared, stream>>>(
-            p, lse.const_data_ptr<float>(), out.mutable_data_ptr<float>());
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
-      });
-  return out;
+  return qk_received(PYATTN_QK_ARGS, [](const QKPrepared& prep, at::Tensor& out) {
+    const int64_t H_out = prep.head_weights.defined() ? 1 : prep.H;
+    const int64_t row_grid = prep.blocks * prep.B * prep.H;
+    const int64_t col_grid = prep.blocks * prep.B * H_out;
+    TORCH_CHECK(row_grid <= 0x7fffffff,
+                "attention_received_qk on CUDA supports at most 2^31 - 1 blocks of ",
+                kQKTile, " rows per launch; got B = ", prep.B, ", H = ", prep.H, ", N = ", prep.N);
+    at::Tensor lse = at::empty({prep.B, prep.H, prep.N}, prep.q.options().dtype(at::kFloat));
+    const size_t shared = qk_shared_floats() * sizeof(float);
+    const auto stream = c10::cuda::getCurrentCUDAStream();
+    AT_DISPATCH_FLOATING_TYPES_AND2(
+        at::kHalf, at::kBFloat16, prep.q.scalar_type(), "attention_received_qk_cuda", [&] {
+          const auto p = qk_params<scalar_t>(prep, prep.q.const_data_ptr<scalar_t>(),
+                                             prep.k.const_data_ptr<scalar_t>());
+          qk_rows_kernel<scalar_t><<<static_cast<unsigned>(row_grid), kQKThreads, shared, stream>>>(
+              p, lse.mutable_data_ptr<float>());
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+          qk_columns_kernel<scalar_t><<<static_cast<unsigned>(col_grid), kQKThreads, shared, stream>>>(
+              p, lse.const_data_ptr<float>(), out.mutable_data_ptr<float>());
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+        });
+  });
 }
 
 }  // namespace

@@ -129,6 +129,8 @@ def dense_rollout(dense_layers: Sequence[torch.Tensor], head_weights: Sequence[t
     Returns
     -------
     torch.Tensor, shape (B, N), float32
+        Row ``start`` of the rolled-out attention: a distribution over the
+        ``N`` tokens (each row sums to 1 when every layer's rows do).
 
     Examples
     --------

@@ -16,24 +16,13 @@
 
 namespace pyattn {
 
-at::Tensor emulate_attention_received(const at::Tensor& local_attn,
-                                      const std::optional<at::Tensor>& global_attn,
-                                      const std::optional<at::Tensor>& global_attention_mask,
-                                      const std::optional<at::Tensor>& head_weights,
-                                      const std::optional<at::Tensor>& row_weights) {
-  const std::optional<at::ScalarType> out_dtype;  // the op's default
-  const Prepared prep = prepare(local_attn, global_attn, global_attention_mask,
-                                head_weights, row_weights);
-  at::Tensor acc = received_accumulator(prep);
-  if (acc.numel() == 0) return acc.to(received_out_dtype(local_attn, out_dtype));
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, local_attn.scalar_type(), "emulate_attention_received", [&] {
-        using acc_t = at::opmath_type<scalar_t>;
-        const auto p = band_params<scalar_t, acc_t>(prep);
-        acc_t* out = acc.mutable_data_ptr<acc_t>();
-        // The output starts as junk (NaN): every element must be written.
-        acc.fill_(std::numeric_limits<double>::quiet_NaN());
+at::Tensor emulate_attention_received(PYATTN_BAND_PARAMS) {
+  return received_with(PYATTN_BAND_ARGS, std::nullopt /* the op's default dtype */,
+      [](const Prepared& prep, const auto& p, auto* out) {
+        using acc_t = std::remove_pointer_t<decltype(out)>;
         const int64_t H_out = prep.head_weights.defined() ? 1 : prep.H;
+        // The output starts as junk (NaN): every element must be written.
+        std::fill(out, out + prep.B * H_out * prep.N, std::numeric_limits<acc_t>::quiet_NaN());
         // received_columns_kernel<<<(column blocks x B, H_out), kReceivedBlock,
         // shared>>>: per block, phase 1 (stage) for every thread, then, after
         // __syncthreads(), phase 2 for every thread.
@@ -67,24 +56,17 @@ at::Tensor emulate_attention_received(const at::Tensor& local_attn,
             }
         }
       });
-  return acc.to(received_out_dtype(local_attn, out_dtype));
 }
 
 at::Tensor emulate_band_to_dense(const at::Tensor& local_attn,
                                  const std::optional<at::Tensor>& global_attn,
                                  const std::optional<at::Tensor>& global_attention_mask) {
-  const Prepared prep = prepare(local_attn, global_attn, global_attention_mask,
-                                std::nullopt, std::nullopt);
-  // NaN-filled, so an element no thread writes shows up.
-  at::Tensor out = at::full({prep.B, prep.H, prep.N, prep.N},
-                            std::numeric_limits<double>::quiet_NaN(), local_attn.options());
-  const int64_t total = out.numel();
-  if (total == 0) return out;
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, local_attn.scalar_type(), "emulate_band_to_dense", [&] {
-        using acc_t = at::opmath_type<scalar_t>;
-        const auto p = band_params<scalar_t, acc_t>(prep);
-        scalar_t* o = out.mutable_data_ptr<scalar_t>();
+  return dense_with(local_attn, global_attn, global_attention_mask,
+      [](const Prepared& prep, const auto& p, auto* o) {
+        using scalar_t = std::remove_pointer_t<decltype(o)>;
+        // NaN-filled, so an element no thread writes shows up.
+        const int64_t total = prep.B * prep.H * prep.N * prep.N;
+        std::fill(o, o + total, std::numeric_limits<scalar_t>::quiet_NaN());
         // dense_kernel<<<dense_blocks(total), kDenseThreads>>>, grid-stride loop
         const int64_t blocks = dense_blocks(total);
         const int64_t stride = blocks * kDenseThreads;
@@ -93,7 +75,6 @@ at::Tensor emulate_band_to_dense(const at::Tensor& local_attn,
             for (int64_t e = block * kDenseThreads + t; e < total; e += stride)
               dense_thread(p, o, e);
       });
-  return out;
 }
 
 // attention_received_qk: qk_rows_kernel then qk_columns_kernel
@@ -101,19 +82,10 @@ at::Tensor emulate_band_to_dense(const at::Tensor& local_attn,
 // phase before any runs the next, as the __syncthreads() between them
 // require. Shared memory, lse and the output start as NaN; each thread's
 // registers (its 4 x 4 scores) live in `acc`.
-at::Tensor emulate_attention_received_qk(const at::Tensor& q, const at::Tensor& k, double scale,
-                                         const std::optional<at::Tensor>& key_mask,
-                                         int64_t window_left, int64_t window_right, bool causal,
-                                         const std::optional<at::Tensor>& global_mask,
-                                         const std::optional<at::Tensor>& head_weights,
-                                         const std::optional<at::Tensor>& row_weights) {
-  const QKPrepared prep = qk_prepare(q, k, scale, key_mask, window_left, window_right,
-                                     causal, global_mask, head_weights, row_weights);
-  at::Tensor out = qk_output(prep);
-  if (out.numel() == 0 || prep.H == 0) return out;
+void emulate_qk(const QKPrepared& prep, at::Tensor& out) {
   out.fill_(std::numeric_limits<double>::quiet_NaN());
   at::Tensor lse = at::full({prep.B, prep.H, prep.N}, std::numeric_limits<double>::quiet_NaN(),
-                            q.options().dtype(at::kFloat));
+                            prep.q.options().dtype(at::kFloat));
   const int64_t H_out = prep.head_weights.defined() ? 1 : prep.H;
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, prep.q.scalar_type(), "emulate_attention_received_qk", [&] {
@@ -171,7 +143,10 @@ at::Tensor emulate_attention_received_qk(const at::Tensor& q, const at::Tensor& 
           each([&](int64_t t) { qk_cols_finish(p, sh, out_p, x, t); });
         }
       });
-  return out;
+}
+
+at::Tensor emulate_attention_received_qk(PYATTN_QK_PARAMS) {
+  return qk_received(PYATTN_QK_ARGS, emulate_qk);
 }
 
 }  // namespace pyattn
