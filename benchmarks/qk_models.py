@@ -202,16 +202,16 @@ def paper_estimate(report: dict) -> list[str]:
     return out
 
 
-def update_readme(table: str) -> bool:
-    """Put the table between the README's long_context markers."""
+def update_readme(table: str, start: str = START, end: str = END) -> bool:
+    """Put the table between the README's markers (default long_context's)."""
     with open(README, encoding="utf-8") as handle:
         text = handle.read()
-    if START not in text or END not in text:
+    if start not in text or end not in text:
         return False
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
     with open(README, "w", encoding="utf-8") as handle:
-        handle.write(head + START + "\n" + table + END + tail)
+        handle.write(head + start + "\n" + table + end + tail)
     return True
 
 
