@@ -3,13 +3,16 @@ its peak RSS (``ru_maxrss``, model loading included) is its own.
 
     python benchmarks/cli_scale_child.py cli MODEL_DIR DATA.csv OUT_DIR RESULT.json
     python benchmarks/cli_scale_child.py doubling MODEL_DIR DATA.csv OUT_DIR RESULT.json
+    python benchmarks/cli_scale_child.py cli-malloc-kept MODEL_DIR DATA.csv OUT_DIR RESULT.json
 
 ``cli`` runs ``pyattn attribute`` (pyattn.cli.main, default settings:
 ``--steps auto``, tol 0.01, batch size fitted by pyattn) over every document;
 ``doubling`` runs the previous automatic loop (attribution_baselines.
 doubling_loop: Gauss-Legendre 8, 16, 32 ... steps, a fresh Captum call per
 try, transformers' attention, batch 1) over the same documents, the
-attribution part only. Writes wall seconds, peak RSS and per-document
+attribution part only; ``cli-malloc-kept`` is ``cli`` with
+``PYATTN_MALLOC=keep`` (glibc's malloc left as it comes: the A/B of
+pyattn/_malloc.py). Writes wall seconds, peak RSS and per-document
 evaluations to RESULT.json.
 """
 
@@ -29,7 +32,9 @@ def main(route: str, model_dir: str, data: str, out: str, result_path: str) -> N
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     start = time.perf_counter()
     documents = []
-    if route == "cli":
+    if route in ("cli", "cli-malloc-kept"):
+        if route == "cli-malloc-kept":  # glibc's malloc as it comes: pyattn/_malloc.py changes nothing
+            os.environ["PYATTN_MALLOC"] = "keep"
         from pyattn.cli import main as cli
 
         code = cli(["attribute", "--model", model_dir, "--data", data, "--out", out, "--device", "cpu", "--label-column", "", "--quiet"])
@@ -51,7 +56,7 @@ def main(route: str, model_dir: str, data: str, out: str, result_path: str) -> N
             documents.append({"tokens": len(scores), "evaluations": int(evaluations), "n_steps": int(steps),
                               "relative_error": float(error)})
     else:
-        raise SystemExit(f"route must be cli or doubling, got {route!r}")
+        raise SystemExit(f"route must be cli, cli-malloc-kept or doubling, got {route!r}")
     wall = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
     with open(result_path, "w") as f:

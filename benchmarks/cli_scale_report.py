@@ -28,13 +28,15 @@ def main(path: str, out: str = "benchmarks/results/cli_scale.md") -> None:
         "`cli` is the whole `pyattn attribute` command with its defaults (`--steps auto`, tol 0.01, batch size fitted "
         "by pyattn; model loading, attention streaming and storing included); `doubling` is the previous automatic "
         "loop (Gauss-Legendre 8, 16, ... steps, a fresh Captum call per try, transformers' attention, batch 1), "
-        "the attribution alone. Each route ran in its own process; peak RSS is that process's `ru_maxrss`.",
+        "the attribution alone; `cli-malloc-kept` is `cli` with `PYATTN_MALLOC=keep` (glibc's malloc as it comes, "
+        "without the mmap threshold pyattn fixes at 128 KiB). Each route ran in its own process; peak RSS is that "
+        "process's `ru_maxrss`.",
         "",
         "| route | wall (s) | x doubling | peak RSS (GB) | evaluations per document | final steps | completeness error | load avg before / after |",
         "|---|---:|---:|---:|---|---|---|---|",
     ]
     base = routes.get("doubling", {}).get("wall_seconds")
-    for route in ("doubling", "cli"):
+    for route in ("doubling", "cli", "cli-malloc-kept"):
         r = routes.get(route)
         if r is None:
             continue
@@ -45,6 +47,10 @@ def main(path: str, out: str = "benchmarks/results/cli_scale.md") -> None:
             f"{', '.join(str(d['evaluations']) for d in docs)} | {', '.join(str(d['n_steps']) for d in docs)} | "
             f"{', '.join(format(d['relative_error'], '.1e') for d in docs)} | {r['load_before']:.1f} / {r['load_after']:.1f} |"
         )
+    fixed, kept = routes.get("cli"), routes.get("cli-malloc-kept")
+    if fixed and kept:
+        lines += ["", f"pyattn's malloc setting (`cli` against `cli-malloc-kept`, same run): time x{fixed['wall_seconds'] / kept['wall_seconds']:.2f}, "
+                      f"peak RSS x{fixed['peak_rss_bytes'] / kept['peak_rss_bytes']:.2f}."]
     tokens = [d["tokens"] for d in routes.get("cli", routes.get("doubling", {"documents": []}))["documents"]]
     lines += ["", f"Document lengths (tokens, <s> and </s> included): {', '.join(map(str, tokens))}.", ""]
     with open(out, "w") as f:

@@ -8,7 +8,10 @@ the previous automatic loop over the same documents, in one run:
   whole command: model loading, attention streaming, storing;
 - ``doubling``: the previous ``--steps auto`` (Gauss-Legendre 8, 16, ...
   steps, a fresh Captum call per try, transformers' attention, batch 1),
-  the attribution alone, so the ratio is conservative.
+  the attribution alone, so the ratio is conservative;
+- ``cli-malloc-kept``: ``cli`` with ``PYATTN_MALLOC=keep``, glibc's malloc as
+  it comes (the A/B of pyattn/_malloc.py's fixed mmap threshold: time and
+  peak RSS).
 
 Each route runs in its own process (benchmarks/cli_scale_child.py), so its
 peak RSS (``ru_maxrss``, model loading included) is its own. Wall time: run
@@ -77,7 +80,7 @@ def _run(route: str) -> dict:
         return json.load(f)
 
 
-@pytest.mark.parametrize("route", ["doubling", "cli"])
+@pytest.mark.parametrize("route", ["doubling", "cli", "cli-malloc-kept"])
 def test_cli_scale(benchmark, route):
     benchmark.group = "cli-4-documents"
     load = os.getloadavg()[0]
