@@ -21,8 +21,9 @@ Full run (the lead, on a quiet machine):
     OMP_NUM_THREADS=2 python benchmarks/long_context_cli.py
 Check at tiny size (seconds; a temporary folder, not results/):
     OMP_NUM_THREADS=1 python benchmarks/long_context_cli.py --tiny
-Tables (results/long_context_cli.md, and the README's between its
-long_context_cli markers) again from a run's JSON, e.g. one run into --out:
+Tables (results/long_context_cli.json/.md, and the README's between its
+long_context_cli markers; with --out only that folder) again from a run's
+JSON, e.g. one run into --out:
     python benchmarks/long_context_cli.py --render build/run/long_context_cli.json
 """
 
@@ -111,7 +112,7 @@ def main() -> None:
     if args.render:
         with open(args.render) as handle:
             report = json.load(handle)
-        write(report, args.out or RESULTS, readme=not report["tiny"])
+        write(report, args.out or RESULTS, readme=not report["tiny"] and args.out is None)
         return
     n = args.tokens or (256 if args.tiny else 8192)
     out = args.out or (tempfile.mkdtemp(prefix="long_context_cli-") if args.tiny else RESULTS)
