@@ -212,6 +212,7 @@ CONTEXTS = {
 }
 
 
+@pytest.mark.filterwarnings("ignore::pyattn.explanation.NotConvergedWarning")  # n_steps fixed small for speed; convergence is tested elsewhere
 @pytest.mark.parametrize("context", [*CONTEXTS, "set_grad_enabled(False)"])
 @pytest.mark.parametrize("entry", list(ENTRY_POINTS))
 def test_every_entry_point_leaves_the_model_and_torch_as_found(entry, context, setup, tmp_path):
@@ -239,6 +240,7 @@ class UserStop(Exception):
     pass
 
 
+@pytest.mark.filterwarnings("ignore::pyattn.explanation.NotConvergedWarning")  # n_steps fixed small for speed; convergence is tested elsewhere
 @pytest.mark.parametrize("error", [UserStop, KeyboardInterrupt], ids=["exception", "ctrl-c"])
 @pytest.mark.parametrize("when", ["first-forward", "last-forward"])
 @pytest.mark.parametrize("entry", list(ENTRY_POINTS))
@@ -324,6 +326,7 @@ def test_taylor_importance_on_a_frozen_model_equals_the_models_own_gradients():
 
 
 # ------------------------------------------------------------------ threads
+@pytest.mark.filterwarnings("ignore::pyattn.explanation.NotConvergedWarning")  # n_steps fixed small for speed; convergence is tested elsewhere
 @pytest.mark.parametrize("kind", ["bert", "longformer"])
 def test_two_threads_on_one_model_get_what_each_gets_alone(kind):
     model, tokenizer, _ = user_model(kind)
