@@ -1,7 +1,12 @@
-"""Every exception pyattn raises on purpose, in one family.
+"""Every refusal pyattn raises on purpose, in one family.
 
-``except pyattn.errors.PyattnError`` catches all of them but
+``except pyattn.errors.PyattnError`` catches each refusal of a value, a model,
+a data file, a results store, a dense matrix too large or the Ray engine; not
 :class:`Interrupted` (a Ctrl-C, which no ``except Exception`` should swallow).
+As Python's own functions do, an argument of the wrong *type* raises
+``TypeError``, a layer or position out of range ``IndexError``, an unknown
+attention view ``KeyError`` and a missing file ``FileNotFoundError``; a
+``RuntimeError`` from pyattn is an internal invariant or a kernel's own check.
 Each subclass also subclasses the builtin it stood for before pyattn 1.1, so
 code written as ``except ValueError`` or ``except RuntimeError`` keeps working:
 

@@ -189,11 +189,12 @@ def test_the_cli_names_the_flag_for_a_library_refusal(capsys, tmp_path):
     assert capsys.readouterr().err == f"pyattn: --data {str(tmp_path)!r} is a folder; give a .csv, .jsonl or .parquet file\n"
 
 
-def test_bare_value_errors_do_not_grow():
-    """A ratchet: argument checks raise InputError (a ValueError); the bare
-    ``raise ValueError`` left in the library may only shrink."""
+def test_no_bare_value_errors():
+    """Every value refusal is in the family (pyattn.errors' promise):
+    argument checks raise InputError, model refusals ModelError (both still
+    ValueErrors); no bare ``raise ValueError`` is left in the library."""
     count = sum(open(path, encoding="utf-8").read().count("raise ValueError(") for _, path in _library_files())
-    assert count <= 76, f"{count} bare `raise ValueError(` in pyattn: raise a pyattn.errors class (InputError for an argument)"
+    assert count == 0, f"{count} bare `raise ValueError(` in pyattn: raise a pyattn.errors class (InputError for an argument)"
 
 
 # ----------------------------------------------- modules moved in 1.1

@@ -23,6 +23,7 @@ import torch
 from pyattn.attribution import quadrature
 from pyattn.attribution._scheduler import evaluate_group
 from pyattn.models.inputs import embedding_layer, encode, model_output, output_kind
+from pyattn.errors import ModelError
 
 
 class _Stop(Exception):
@@ -72,7 +73,7 @@ class PathIntegrand:
         finally:
             handle.remove()
         if not captured or not isinstance(captured[0], torch.Tensor):
-            raise ValueError(f"the embedding layer of {type(self.model).__name__} did not return one tensor")
+            raise ModelError(f"the embedding layer of {type(self.model).__name__} did not return one tensor")
         output = captured[0].detach().float()
         return output[:1], output[1:]
 

@@ -32,6 +32,7 @@ from pyattn.models.fast_attention import fast_attention_context
 from pyattn.models.inputs import encode
 from pyattn._checks import whole_label
 from pyattn.models._state import preserving
+from pyattn.errors import InputError, ModelError
 
 __all__ = [
     "taylor_importance",
@@ -47,7 +48,7 @@ def _attention_layers(model) -> list:
         for layer in layers:
             layer.attention.self.query, layer.attention.output.dense  # noqa: B018
     except AttributeError as error:
-        raise ValueError(
+        raise ModelError(
             f"{type(model).__name__} does not have the BERT/RoBERTa/Longformer layout "
             "(base_model.encoder.layer[l].attention.self.query / .attention.output.dense) "
             "that head importance reads"
@@ -60,9 +61,9 @@ def _documents(model, tokenizer, texts: Iterable[str], labels: Sequence[int], ma
     if isinstance(labels, (str, bytes)) or not hasattr(labels, "__len__"):
         raise TypeError(f"labels must be a sequence of class indices, one per text, got {type(labels).__name__}")
     if len(texts) != len(labels):
-        raise ValueError(f"got {len(texts)} texts but {len(labels)} labels")
+        raise InputError(f"got {len(texts)} texts but {len(labels)} labels")
     if not texts:
-        raise ValueError("head importance needs at least one labelled document")
+        raise InputError("head importance needs at least one labelled document")
     num_classes = getattr(getattr(model, "config", None), "num_labels", None)
     labels = [whole_label(label, index, num_classes) for index, label in enumerate(labels)]  # all checked before any work
     for text, label in zip(texts, labels):
@@ -106,7 +107,7 @@ def taylor_importance(
     device = next(model.parameters()).device
     projections = ["query", "key", "value"] + (["query_global", "key_global", "value_global"] if include_global else [])
     if include_global and not hasattr(layers[0].attention.self, "query_global"):
-        raise ValueError(f"include_global=True needs Longformer's *_global projections; {type(model).__name__} has none")
+        raise ModelError(f"include_global=True needs Longformer's *_global projections; {type(model).__name__} has none")
     scores = torch.zeros(len(layers), heads, dtype=torch.float64)
     model.eval()
     documents = list(_documents(model, tokenizer, texts, labels, max_length))
@@ -238,7 +239,7 @@ def _check_table(importance: torch.Tensor, refusals: dict[str, str], path: str |
                else "non_finite" if not finite.all() else "negative" if (importance < 0).any() else None)
     if problem is not None:
         minimum = float(importance.min()) if problem == "negative" else None
-        raise ValueError(refusals[problem].format(shape=tuple(importance.shape), non_finite=int((~finite).sum()), minimum=minimum, path=path))
+        raise InputError(refusals[problem].format(shape=tuple(importance.shape), non_finite=int((~finite).sum()), minimum=minimum, path=path))
 
 
 def save_head_importance(importance: torch.Tensor, path: str | os.PathLike) -> None:
@@ -253,8 +254,8 @@ def save_head_importance(importance: torch.Tensor, path: str | os.PathLike) -> N
 
     Raises
     ------
-    ValueError
-        For another shape, an empty, non-finite or negative importance (which
+    pyattn.errors.InputError
+        A ``ValueError``. For another shape, an empty, non-finite or negative importance (which
         could not be loaded back), or another file type.
 
     Examples
@@ -268,21 +269,21 @@ def save_head_importance(importance: torch.Tensor, path: str | os.PathLike) -> N
     >>> save_head_importance(torch.tensor([[0.5, -1.0]]), "importance.pt")
     Traceback (most recent call last):
     ...
-    ValueError: head importance must be >= 0, got a minimum of -1: it could not be loaded back
+    pyattn.errors.InputError: head importance must be >= 0, got a minimum of -1: it could not be loaded back
     """
     path = os.fspath(path)
     if not path.endswith((".npy", ".pt")):
-        raise ValueError(f"unknown head-importance file type for {path!r}: use .pt or .npy")
+        raise InputError(f"unknown head-importance file type for {path!r}: use .pt or .npy")
     name = os.path.basename(path)
     if name in (".pt", ".npy"):
-        raise ValueError(f"head-importance file {path!r} has no name before {name!r}: give a name such as importance{name}")
+        raise InputError(f"head-importance file {path!r} has no name before {name!r}: give a name such as importance{name}")
     folder = os.path.dirname(path)
     if folder and not os.path.isdir(folder):
-        raise ValueError(f"head-importance file {path!r}: folder {folder!r} does not exist")
+        raise InputError(f"head-importance file {path!r}: folder {folder!r} does not exist")
     if os.path.isdir(path):
-        raise ValueError(f"head-importance file {path!r} is a folder; give a file name")
+        raise InputError(f"head-importance file {path!r} is a folder; give a file name")
     if isinstance(importance, torch.Tensor) and importance.is_meta:
-        raise ValueError("head importance is a meta tensor (shape only, no values): there is nothing to save")
+        raise InputError("head importance is a meta tensor (shape only, no values): there is nothing to save")
     importance = torch.as_tensor(importance).detach().cpu()
     _check_table(importance, _SAVE_REFUSALS)
     if path.endswith(".npy"):
@@ -290,7 +291,7 @@ def save_head_importance(importance: torch.Tensor, path: str | os.PathLike) -> N
     elif path.endswith(".pt"):
         torch.save(importance, path)
     else:
-        raise ValueError(f"unknown head-importance file type for {path!r}: use .pt or .npy")
+        raise InputError(f"unknown head-importance file type for {path!r}: use .pt or .npy")
 
 
 def load_head_importance(path: str | os.PathLike, model=None) -> torch.Tensor:
@@ -317,8 +318,8 @@ def load_head_importance(path: str | os.PathLike, model=None) -> torch.Tensor:
 
     Raises
     ------
-    ValueError
-        For a file that is not such an array, a shape that does not fit the
+    pyattn.errors.InputError
+        A ``ValueError``. For a file that is not such an array, a shape that does not fit the
         model, or values that are not all finite and non-negative.
 
     Examples
@@ -334,7 +335,7 @@ def load_head_importance(path: str | os.PathLike, model=None) -> torch.Tensor:
     >>> load_head_importance(path, model=model)
     Traceback (most recent call last):
     ...
-    ValueError: '...importance.pt' holds head importance of shape (2, 4) but the model has 3 layers x 4 heads
+    pyattn.errors.InputError: '...importance.pt' holds head importance of shape (2, 4) but the model has 3 layers x 4 heads
     >>> folder.cleanup()
     """
     import pickle
@@ -344,7 +345,7 @@ def load_head_importance(path: str | os.PathLike, model=None) -> torch.Tensor:
     if not os.path.exists(path):
         raise FileNotFoundError(f"head-importance file {path!r} does not exist")
     if os.path.isdir(path):
-        raise ValueError(f"head-importance file {path!r} is a folder")
+        raise InputError(f"head-importance file {path!r} is a folder")
     try:
         if path.endswith(".npy"):
             importance = torch.from_numpy(np.array(np.load(path, allow_pickle=False), dtype=np.float64))
@@ -355,13 +356,13 @@ def load_head_importance(path: str | os.PathLike, model=None) -> torch.Tensor:
             else:
                 importance = torch.from_numpy(np.array(loaded, dtype=np.float64))
         else:
-            raise ValueError(f"unknown head-importance file type for {path!r}: use .pt or .npy")
+            raise InputError(f"unknown head-importance file type for {path!r}: use .pt or .npy")
     except ValueError as error:
         if "unknown head-importance" in str(error):
             raise
-        raise ValueError(f"{path!r} is not a head-importance array: it does not hold an (L, H) array of numbers") from None
+        raise InputError(f"{path!r} is not a head-importance array: it does not hold an (L, H) array of numbers") from None
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, zipfile.BadZipFile, TypeError, AttributeError, KeyError, IndexError):
-        raise ValueError(
+        raise InputError(
             f"{path!r} is not a head-importance array: not a tensor file pyattn can read safely "
             "(garbage, truncated, or a pickle with unsupported contents; pyattn never runs pickled code)"
         ) from None
@@ -370,7 +371,7 @@ def load_head_importance(path: str | os.PathLike, model=None) -> torch.Tensor:
     if model is not None:
         expected = (model.config.num_hidden_layers, model.config.num_attention_heads)
         if tuple(importance.shape) != expected:
-            raise ValueError(
+            raise InputError(
                 f"{path!r} holds head importance of shape {tuple(importance.shape)} but the model has "
                 f"{expected[0]} layers x {expected[1]} heads"
             )

@@ -157,7 +157,7 @@ class Attribution:
         """``outputs`` when they are probabilities (``output`` softmax or
         sigmoid); a regression head's raw outputs are refused (ValueError)."""
         if self.output == "raw":
-            raise ValueError("this model has a regression head: its outputs are raw values, not probabilities (read .outputs)")
+            raise InputError("this model has a regression head: its outputs are raw values, not probabilities (read .outputs)")
         return self.outputs
 
     @property
@@ -337,8 +337,8 @@ def attribute_stream(model: torch.nn.Module, tokenizer, texts: Iterable[str], ta
 
     Raises
     ------
-    ValueError
-        When ``targets`` and ``texts`` differ in length, or any argument (or
+    pyattn.errors.InputError
+        A ``ValueError``. When ``targets`` and ``texts`` differ in length, or any argument (or
         ``targets[i]``, named so) is invalid: raised at the first ``next()``,
         before any document runs.
 

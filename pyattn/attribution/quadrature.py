@@ -18,6 +18,8 @@ import math
 
 import numpy as np
 
+from pyattn.errors import InputError
+
 __all__ = ["NESTED_METHODS", "METHODS", "rule", "nested_level", "level_of"]
 
 NESTED_METHODS = ("clenshaw-curtis", "trapezoid")
@@ -75,9 +77,9 @@ def rule(method: str, n_nodes: int) -> tuple[np.ndarray, np.ndarray]:
     0.2
     """
     if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+        raise InputError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
     if n_nodes < 1:
-        raise ValueError(f"a quadrature rule needs at least 1 node, got {n_nodes}")
+        raise InputError(f"a quadrature rule needs at least 1 node, got {n_nodes}")
     if method in NESTED_METHODS:
         if n_nodes == 1:
             return np.array([0.5]), np.array([1.0])
@@ -133,8 +135,8 @@ def nested_level(method: str, level: int) -> tuple[np.ndarray, np.ndarray, np.nd
 
     Raises
     ------
-    ValueError
-        If ``method`` is not nested.
+    pyattn.errors.InputError
+        A ``ValueError``. If ``method`` is not nested.
 
     Examples
     --------
@@ -143,7 +145,7 @@ def nested_level(method: str, level: int) -> tuple[np.ndarray, np.ndarray, np.nd
     ([0.0, 0.25, 0.5, 0.75, 1.0], [0.125, 0.25, 0.25, 0.25, 0.125], [1, 3, 2, 4, 0])
     """
     if method not in NESTED_METHODS:
-        raise ValueError(f"{method!r} is not nested; nested rules: {', '.join(NESTED_METHODS)}")
+        raise InputError(f"{method!r} is not nested; nested rules: {', '.join(NESTED_METHODS)}")
     n = 2**level
     alphas, weights = rule(method, n + 1)
     index = np.empty(n + 1, dtype=np.int64)

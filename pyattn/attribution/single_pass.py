@@ -56,7 +56,7 @@ import numpy as np
 import torch
 
 from pyattn.attribution._common import token_frame
-from pyattn.errors import InputError
+from pyattn.errors import InputError, ModelError
 from pyattn.models.inputs import embedding_layer, encode, is_longformer
 from pyattn.kernels.ops import attention_received
 from pyattn.models._state import preserving
@@ -391,7 +391,7 @@ def single_pass_from_inputs(
     check_model_inputs(model, input_ids, attention_mask, global_attention_mask)
     kind = output_kind(model)
     if kind == "raw":
-        raise ValueError(f"{type(model).__name__} has a regression head (a raw output, not class probabilities): single_pass explains a class; use pyattn.attribute")
+        raise ModelError(f"{type(model).__name__} has a regression head (a raw output, not class probabilities): single_pass explains a class; use pyattn.attribute")
     model.eval()
     if not is_longformer(model):
         use_eager_attention(model)  # sdpa returns no attention probabilities (put back on the way out)
@@ -408,7 +408,7 @@ def single_pass_from_inputs(
               for key, value in kwargs.items()}
     longformer = is_longformer(model)
     if not longformer and global_attention_mask is not None:
-        raise ValueError(f"global_attention_mask is for Longformer models; {type(model).__name__} has full attention")
+        raise InputError(f"global_attention_mask is for Longformer models; {type(model).__name__} has full attention")
     if longformer:
         if global_attention_mask is None:
             global_attention_mask = default_global_attention_mask(model, input_ids)
@@ -446,7 +446,7 @@ def single_pass_from_inputs(
             else:
                 result = model(**kwargs)
                 if result.attentions is None or any(a is None for a in result.attentions):
-                    raise ValueError(f"{type(model).__name__} returned no attention probabilities: load it with attn_implementation=\"eager\"")
+                    raise ModelError(f"{type(model).__name__} returned no attention probabilities: load it with attn_implementation=\"eager\"")
                 targets = _check_targets(target, result.logits.detach())
                 explained = _explained(result.logits, targets, output, kind)
                 *grads, embedded["grad"] = torch.autograd.grad(explained, [*result.attentions, embedded["value"]])

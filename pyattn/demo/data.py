@@ -19,6 +19,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from pyattn.errors import InputError
+
 __all__ = ["LABELS", "LABEL_WORDS", "SHARED_WORDS", "DemoDocument", "demo_documents", "generate_document"]
 
 LABELS = ("machine learning", "programming languages")
@@ -175,7 +177,7 @@ def demo_documents(split: str = "test", n: int | None = None, min_words: int = 1
     (200, ['machine learning', 'programming languages'])
     """
     if split not in _SPLITS:
-        raise ValueError(f"split must be one of {sorted(_SPLITS)}, got {split!r}")
+        raise InputError(f"split must be one of {sorted(_SPLITS)}, got {split!r}")
     seed, size = _SPLITS[split]
     size = size if n is None else int(n)
     rng = random.Random(1000 + seed)

@@ -30,7 +30,7 @@ from typing import Any, Sequence
 
 import torch
 
-from pyattn.errors import DenseTooLarge  # defined in pyattn.errors; importable here as before 1.1
+from pyattn.errors import DenseTooLarge, InputError  # defined in pyattn.errors; importable here as before 1.1
 from pyattn.kernels.ops import attention_received_layers, band_to_dense
 from pyattn._checks import head_importance_tensor, require_tensor_sequence
 
@@ -74,8 +74,8 @@ def layers_of(attentions: Any, global_attentions: Any) -> tuple[list[torch.Tenso
 
     Raises
     ------
-    ValueError
-        If there are no attentions, or the two have different layer counts.
+    pyattn.errors.InputError
+        A ``ValueError``. If there are no attentions, or the two have different layer counts.
 
     Examples
     --------
@@ -90,7 +90,7 @@ def layers_of(attentions: Any, global_attentions: Any) -> tuple[list[torch.Tenso
         if global_attentions is None:
             global_attentions = getattr(output, "global_attentions", None)
     if attentions is None:
-        raise ValueError(
+        raise InputError(
             "no attentions were given: run the model with output_attentions=True "
             "and pass output.attentions (and output.global_attentions)"
         )
@@ -98,7 +98,7 @@ def layers_of(attentions: Any, global_attentions: Any) -> tuple[list[torch.Tenso
         require_tensor_sequence("attentions", attentions, "(B, H, N, K)")
     local = list(attentions.unbind(0)) if isinstance(attentions, torch.Tensor) else list(attentions)
     if not local:
-        raise ValueError("attentions is empty: expected one (B, H, N, X + w + 1) tensor per layer")
+        raise InputError("attentions is empty: expected one (B, H, N, X + w + 1) tensor per layer")
     if global_attentions is None:
         glob: list[torch.Tensor | None] = [None] * len(local)
     else:
@@ -106,7 +106,7 @@ def layers_of(attentions: Any, global_attentions: Any) -> tuple[list[torch.Tenso
             require_tensor_sequence("global_attentions", global_attentions, "(B, H, N_pad, X)", allow_none=True)
         glob = list(global_attentions.unbind(0)) if isinstance(global_attentions, torch.Tensor) else list(global_attentions)
         if len(glob) != len(local):
-            raise ValueError(
+            raise InputError(
                 f"attentions has {len(local)} layers but global_attentions has {len(glob)}; "
                 "pass both tuples from the same model output"
             )
@@ -166,8 +166,8 @@ def check_head_importance(head_importance: torch.Tensor | None, num_layers: int,
 
     Raises
     ------
-    ValueError
-        If the shape is not ``(num_layers, num_heads)``, a value is NaN,
+    pyattn.errors.InputError
+        A ``ValueError``. If the shape is not ``(num_layers, num_heads)``, a value is NaN,
         infinite or negative, or the tensor is meta or requires grad.
     TypeError
         If it is not an array of numbers.
@@ -179,14 +179,14 @@ def check_head_importance(head_importance: torch.Tensor | None, num_layers: int,
     >>> check_head_importance([[0.5, 1.0]], 1, 3)
     Traceback (most recent call last):
     ...
-    ValueError: head_importance must have shape (L, H) = (1, 3) to match the model's layers and heads, got (1, 2)
+    pyattn.errors.InputError: head_importance must have shape (L, H) = (1, 3) to match the model's layers and heads, got (1, 2)
     """
     if head_importance is None:
         return None
     head_importance_tensor(head_importance)  # numbers, finite, >= 0, real values outside autograd
     head_importance = torch.as_tensor(head_importance)
     if tuple(head_importance.shape) != (num_layers, num_heads):
-        raise ValueError(
+        raise InputError(
             f"head_importance must have shape (L, H) = ({num_layers}, {num_heads}) "
             f"to match the model's layers and heads, got {tuple(head_importance.shape)}"
         )
@@ -210,12 +210,12 @@ def parse_layer_range(text: str, num_layers: int) -> tuple[int, int]:
         else:
             raise ValueError
     except ValueError:
-        raise ValueError(f"layer range {text!r} is not understood: expected FIRST-LAST or one layer, numbered from 0 (e.g. 0-5)") from None
+        raise InputError(f"layer range {text!r} is not understood: expected FIRST-LAST or one layer, numbered from 0 (e.g. 0-5)") from None
     for value in (first, last):
         if not 0 <= value < num_layers:
-            raise ValueError(f"layer range {text!r}: layer {value} does not exist; layers are numbered 0..{num_layers - 1}")
+            raise InputError(f"layer range {text!r}: layer {value} does not exist; layers are numbered 0..{num_layers - 1}")
     if first > last:
-        raise ValueError(f"layer range {text!r} is empty: first must not come after last")
+        raise InputError(f"layer range {text!r} is empty: first must not come after last")
     return first, last
 
 
@@ -279,7 +279,7 @@ class AttentionReceived:
         (``(0, 5)`` is the lower half of a 12-layer model)."""
         lo, hi = layer_index(first, self.num_layers), layer_index(last, self.num_layers)
         if lo > hi:
-            raise ValueError(f"layer range {first}-{last} is empty: first must not come after last")
+            raise InputError(f"layer range {first}-{last} is empty: first must not come after last")
         return self.per_layer[lo : hi + 1].sum(0)
 
     def select(self, layers: str | int | tuple[int, int]) -> torch.Tensor:
@@ -418,7 +418,7 @@ def layer_to_dense(
     index = layer_index(layer, len(local))
     band, global_attn = local[index], glob[index]
     if band.dim() != 4:
-        raise ValueError(f"layer {index}: attentions must be 4-D (B, H, N, X + w + 1), got shape {tuple(band.shape)}")
+        raise InputError(f"layer {index}: attentions must be 4-D (B, H, N, X + w + 1), got shape {tuple(band.shape)}")
     B, H, N, _ = band.shape
     if heads is not None:
         heads = [heads] if isinstance(heads, int) else list(heads)

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import torch
 
+from pyattn.errors import InputError
+
 __all__ = ["band_to_dense", "attention_received", "attention_received_banded", "global_positions", "attention_received_qk", "qk_visible"]
 
 
@@ -27,7 +29,7 @@ def _layout(local_attn: torch.Tensor, global_attn: torch.Tensor | None) -> tuple
     X = 0 if global_attn is None else global_attn.shape[-1]
     w = local_attn.shape[-1] - X - 1
     if w < 2 or w % 2:
-        raise ValueError(f"local_attn's last dimension {local_attn.shape[-1]} is not X + w + 1 with X = {X} and an even w >= 2")
+        raise InputError(f"local_attn's last dimension {local_attn.shape[-1]} is not X + w + 1 with X = {X} and an even w >= 2")
     return X, w
 
 
@@ -81,8 +83,8 @@ def band_to_dense(
 
     Raises
     ------
-    ValueError
-        If the last dimension is not ``X + w + 1`` with an even ``w >= 2``, or
+    pyattn.errors.InputError
+        A ``ValueError``. If the last dimension is not ``X + w + 1`` with an even ``w >= 2``, or
         an item has more global tokens than X.
 
     Examples
@@ -112,7 +114,7 @@ def band_to_dense(
     rows = torch.arange(N, device=local_attn.device)
     for b, positions in enumerate(global_positions(global_attention_mask, B, N)):
         if len(positions) > X:
-            raise ValueError(f"item {b} has {len(positions)} global tokens but X = {X}")
+            raise InputError(f"item {b} has {len(positions)} global tokens but X = {X}")
         band = local_attn[b, :, :, X:].double()  # (H, N, w + 1)
         # Window: A[i, i + k - half] = band[i, k], for columns inside [0, N).
         for k in range(w + 1):

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import torch
 
-from pyattn.errors import InputError, NotADistribution  # NotADistribution defined in pyattn.errors; importable here as before 1.1
+from pyattn.errors import InputError, ModelError, NotADistribution  # NotADistribution defined in pyattn.errors; importable here as before 1.1
 from pyattn.models.inputs import encode, is_longformer
 from pyattn.kernels.layers import (
     DEFAULT_DENSE_LIMIT_BYTES,
@@ -233,7 +233,7 @@ class ModelAttention:
         from pyattn.models.inputs import model_output
 
         if self.output is None:
-            raise ValueError("this model's head is not one pyattn can name (see pyattn.models.inputs.output_kind): read .logits")
+            raise InputError("this model's head is not one pyattn can name (see pyattn.models.inputs.output_kind): read .logits")
         return model_output(self.logits, self.output)
 
     @property
@@ -241,16 +241,16 @@ class ModelAttention:
         """``outputs`` when they are probabilities (``output`` softmax or
         sigmoid), ``(B, C)``; a regression head's raw outputs are refused."""
         if self.output == "raw":
-            raise ValueError("this model has a regression head: its outputs are raw values, not probabilities (read .outputs)")
+            raise InputError("this model has a regression head: its outputs are raw values, not probabilities (read .outputs)")
         return self.outputs
 
     def dense(self, layer: int = -1, heads: Sequence[int] | int | None = None, max_bytes: int | None = DEFAULT_DENSE_LIMIT_BYTES) -> torch.Tensor:
         """Dense attention ``(B, heads, N, N)`` of one layer (from 0; -1 the last)
         and some heads (from 0; all when None)."""
         if self.attentions is None and self.route == "qk":
-            raise ValueError("this attention was read from queries and keys (route='qk'), which keeps no probabilities: run again with route='eager' to get dense matrices")
+            raise InputError("this attention was read from queries and keys (route='qk'), which keeps no probabilities: run again with route='eager' to get dense matrices")
         if self.attentions is None:
-            raise ValueError("this attention was streamed (stream=True), so no layer's attention was kept: run again with stream=False to get dense matrices")
+            raise InputError("this attention was streamed (stream=True), so no layer's attention was kept: run again with stream=False to get dense matrices")
         if self.windows is not None:
             return layer_to_dense(self.attentions, self.global_attentions, self.global_attention_mask, layer, heads, max_bytes)
         full = self.attentions[layer_index(layer, len(self.attentions))]
@@ -344,13 +344,13 @@ def attention_route(model, route: str = "auto") -> str:
         raise InputError(f"route must be one of {', '.join(map(repr, ROUTES))}, got {route!r}")
     if is_longformer(model):
         if route == "qk":
-            raise ValueError(qk_refusal(model))
+            raise ModelError(qk_refusal(model))
         return "band"
     if route == "eager":
         return "eager"
     why = qk_refusal(model)
     if route == "qk" and why is not None:
-        raise ValueError(why)
+        raise ModelError(why)
     return "qk" if why is None else "eager"
 
 
@@ -478,7 +478,7 @@ def attention_from_inputs(
     try:
         if chosen == "qk":
             if stream:
-                raise ValueError(f"stream=True needs Longformer's banded attention; {type(model).__name__} takes the q/k route, which keeps no layer's attention anyway")
+                raise InputError(f"stream=True needs Longformer's banded attention; {type(model).__name__} takes the q/k route, which keeps no layer's attention anyway")
             with torch.no_grad():
                 result = _qk_attention(model, input_ids, attention_mask, head_importance, per_head, rollout, model_kwargs)
             result.output = kind
@@ -488,7 +488,7 @@ def attention_from_inputs(
         result.output = kind
         if rollout:
             if result.attentions is None:
-                raise ValueError("rollout=True needs the layers' attention: drop stream=True")
+                raise InputError("rollout=True needs the layers' attention: drop stream=True")
             with torch.no_grad():
                 result.rollout = _eager_rollout(model, result, attention_mask)
         return result
@@ -519,7 +519,7 @@ def _probabilities_attention(model, input_ids, attention_mask, global_attention_
 
     if stream:
         if windows is None:
-            raise ValueError(f"stream=True needs Longformer's banded attention; {type(model).__name__} has full attention")
+            raise InputError(f"stream=True needs Longformer's banded attention; {type(model).__name__} has full attention")
         with _StreamingHooks(model, input_ids.shape[1], global_attention_mask, weights, per_head) as hooks:
             hooks.attention_mask = kwargs.get("attention_mask")
             output = model(**kwargs)
@@ -528,7 +528,7 @@ def _probabilities_attention(model, input_ids, attention_mask, global_attention_
 
     output = model(**kwargs)
     if output.attentions is None:
-        raise ValueError(f"{type(model).__name__} returned no attentions with output_attentions=True")
+        raise ModelError(f"{type(model).__name__} returned no attentions with output_attentions=True")
     if windows is not None:
         for layer, band in enumerate(output.attentions):
             global_attn = output.global_attentions[layer] if output.global_attentions is not None else None

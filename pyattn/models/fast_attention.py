@@ -37,6 +37,8 @@ from contextlib import contextmanager, nullcontext
 import torch
 import torch.nn.functional as F
 
+from pyattn.errors import InputError, ModelError
+
 __all__ = ["banded_self_attention", "fast_longformer_attention", "fast_attention_context", "longformer_self_attentions"]
 
 
@@ -125,7 +127,7 @@ def banded_self_attention(
     d = module.head_dim
     w = module.one_sided_attn_window_size
     if N % w:
-        raise ValueError(f"sequence length {N} is not a multiple of the half window {w}: Longformer pads inputs first")
+        raise InputError(f"sequence length {N} is not a multiple of the half window {w}: Longformer pads inputs first")
     c = _query_block(w)  # queries per block; c divides 2w, and N is a multiple of 2w
     nb = N // c
     device = hidden_states.device
@@ -334,10 +336,10 @@ def fast_attention_context(model: torch.nn.Module, enabled: bool | None):
     >>> fast_attention_context(torch.nn.Linear(2, 2), True)
     Traceback (most recent call last):
     ...
-    ValueError: fast_attention=True needs a Longformer model; Linear has no LongformerSelfAttention
+    pyattn.errors.ModelError: fast_attention=True needs a Longformer model; Linear has no LongformerSelfAttention
     """
     if enabled is None:
         enabled = bool(longformer_self_attentions(model))
     if enabled and not longformer_self_attentions(model):
-        raise ValueError(f"fast_attention=True needs a Longformer model; {type(model).__name__} has no LongformerSelfAttention")
+        raise ModelError(f"fast_attention=True needs a Longformer model; {type(model).__name__} has no LongformerSelfAttention")
     return fast_longformer_attention(model) if enabled else nullcontext()

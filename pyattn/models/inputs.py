@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from pyattn.errors import InputError, ModelError
+
 __all__ = [
     "EncodedDocument",
     "encode",
@@ -106,9 +108,9 @@ def output_kind(model: torch.nn.Module) -> str:
     if problem == "regression" or (problem is None and labels == 1):
         return "raw"
     if problem not in (None, "single_label_classification"):
-        raise ValueError(f"{name} has config.problem_type {problem!r}: expected single_label_classification, multi_label_classification or regression")
+        raise ModelError(f"{name} has config.problem_type {problem!r}: expected single_label_classification, multi_label_classification or regression")
     if labels < 2:
-        raise ValueError(
+        raise ModelError(
             f"{name} is a single-label classifier of {labels} class: its softmax is always 1, so there is nothing to explain "
             "(a one-output regression head needs problem_type='regression')"
         )
@@ -130,7 +132,7 @@ def model_output(logits: torch.Tensor, kind: str) -> torch.Tensor:
         return logits.sigmoid()
     if kind == "raw":
         return logits
-    raise ValueError(f"output kind must be one of {', '.join(OUTPUT_KINDS)}, got {kind!r}")
+    raise InputError(f"output kind must be one of {', '.join(OUTPUT_KINDS)}, got {kind!r}")
 
 
 def pools_last_non_pad(model: torch.nn.Module) -> bool:
@@ -194,7 +196,7 @@ def embedding_layer(model: torch.nn.Module) -> torch.nn.Module:
         module = None
     if isinstance(module, torch.nn.Module):
         return module
-    raise ValueError(
+    raise ModelError(
         f"cannot find the embedding layer of {type(model).__name__}: expected a Hugging Face model "
         "with `base_model.embeddings` or `get_input_embeddings()`"
     )
@@ -307,7 +309,7 @@ def _special_ids(tokenizer) -> tuple[int, int, int]:
     pad_id = tokenizer.pad_token_id
     missing = [name for name, value in (("cls/bos", cls_id), ("sep/eos", sep_id), ("pad", pad_id)) if value is None]
     if missing:
-        raise ValueError(f"the tokenizer has no {', '.join(missing)} token: pyattn builds [CLS] text [SEP] inputs and [PAD] baselines")
+        raise InputError(f"the tokenizer has no {', '.join(missing)} token: pyattn builds [CLS] text [SEP] inputs and [PAD] baselines")
     return cls_id, sep_id, pad_id
 
 
@@ -355,14 +357,14 @@ def pooling_fill(model, tokenizer) -> int:
     name = type(model).__name__
     pad = getattr(model.config, "pad_token_id", None)
     if pad is None:
-        raise ValueError(
+        raise ModelError(
             f"{name} has no config.pad_token_id: it then pools at the last position and refuses batches of more than one; "
             "set model.config.pad_token_id to the tokenizer's pad token id"
         )
     candidates = (tokenizer.unk_token_id, tokenizer.mask_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.cls_token_id, tokenizer.sep_token_id)
     fill = next((c for c in candidates if c is not None and c != pad), None)
     if fill is None:
-        raise ValueError(
+        raise ModelError(
             f"{name} pools at the last token that is not its pad token (id {pad}), and every special token of the tokenizer is that "
             "pad token: a [PAD] baseline would be read at another position; give the tokenizer an unk or pad token of its own"
         )
@@ -401,13 +403,13 @@ def check_tokenizer_fits(model: torch.nn.Module, tokenizer, ids: Sequence[int], 
     >>> check_tokenizer_fits(model, tokenizer, [0, 10**6, 2])
     Traceback (most recent call last):
     ...
-    ValueError: the tokenizer gives id 1000000 for the text but the model's vocabulary has ids 0..1051 only: the tokenizer does not belong to the model
+    pyattn.errors.InputError: the tokenizer gives id 1000000 for the text but the model's vocabulary has ids 0..1051 only: the tokenizer does not belong to the model
     """
     ids = [int(i) for i in ids]
     vocab = int(getattr(getattr(model, "config", None), "vocab_size", 0) or 0)
     if vocab and ids and (max(ids) >= vocab or min(ids) < 0):
         bad = max(ids) if max(ids) >= vocab else min(ids)
-        raise ValueError(f"the tokenizer gives id {bad} for {where} but the model's vocabulary has ids 0..{vocab - 1} only: "
+        raise InputError(f"the tokenizer gives id {bad} for {where} but the model's vocabulary has ids 0..{vocab - 1} only: "
                          "the tokenizer does not belong to the model")
     unknown_id = getattr(tokenizer, "unk_token_id", None)
     specials = set(getattr(tokenizer, "all_special_ids", None) or ()) - {unknown_id}
@@ -418,7 +420,7 @@ def check_tokenizer_fits(model: torch.nn.Module, tokenizer, ids: Sequence[int], 
     # every token unknown: nothing to explain at any length; mostly unknown:
     # from UNKNOWN_MIN_TOKENS tokens on (a short text may hold one rare word)
     if unknown == len(words) or (len(words) >= UNKNOWN_MIN_TOKENS and unknown > UNKNOWN_SHARE_LIMIT * len(words)):
-        raise ValueError(f"{unknown} of the {len(words)} tokens of {where} are unknown to the tokenizer "
+        raise InputError(f"{unknown} of the {len(words)} tokens of {where} are unknown to the tokenizer "
                          f"({tokenizer.unk_token}): the tokenizer does not fit this text or model (pass the model's own tokenizer)")
 
 
@@ -477,7 +479,7 @@ def encode(model: torch.nn.Module, tokenizer, text: str, max_length: int | None 
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
     if not text.strip():
-        raise ValueError("text is empty: there is nothing to attribute")
+        raise InputError("text is empty: there is nothing to attribute")
     if max_length is None:
         limit = default_max_length(model, tokenizer)
     else:
@@ -485,10 +487,10 @@ def encode(model: torch.nn.Module, tokenizer, text: str, max_length: int | None 
             raise TypeError(f"max_length must be None or an int >= 3, got {max_length!r}")
         limit = int(max_length)
         if limit < 3:
-            raise ValueError(f"max_length must be at least 3 ([CLS] + one token + [SEP]), got {limit}")
+            raise InputError(f"max_length must be at least 3 ([CLS] + one token + [SEP]), got {limit}")
         positions = default_max_length(model)
         if limit > positions:
-            raise ValueError(f"max_length {limit} is over the model's limit of {positions} tokens (its position embeddings); "
+            raise InputError(f"max_length {limit} is over the model's limit of {positions} tokens (its position embeddings); "
                              f"use max_length <= {positions} or None")
     cls_id, sep_id, pad_id = _special_ids(tokenizer)
     text_ids = tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -39,6 +39,7 @@ import torch
 
 from pyattn.kernels.layers import check_head_importance
 from pyattn.kernels.ops import attention_received_qk
+from pyattn.errors import InputError, ModelError
 
 __all__ = ["LayerMask", "QKArchitecture", "QK_ARCHITECTURES", "QKCapture", "qk_refusal", "qk_layer_masks", "qk_rollout", "takes_qk_route"]
 
@@ -216,7 +217,7 @@ def qk_layer_masks(model) -> list[LayerMask]:
     """
     why = qk_refusal(model)
     if why is not None:
-        raise ValueError(why)
+        raise ModelError(why)
     spec = QK_ARCHITECTURES[model.config.model_type]
     return [spec.layer_mask(model.config, index) for index in range(len(_attention_modules(model)))]
 
@@ -269,7 +270,7 @@ class QKCapture:
                  row_weights: torch.Tensor | None = None, keep_qk: bool = False):
         why = qk_refusal(model)
         if why is not None:
-            raise ValueError(why)
+            raise ModelError(why)
         self.model = model
         self.spec = QK_ARCHITECTURES[model.config.model_type]
         self.modules = _attention_modules(model)
@@ -335,7 +336,7 @@ class QKCapture:
             if layer is not None:
                 for extra in ("position_bias", "softcap", "s_aux"):
                     if kwargs.get(extra) is not None:
-                        raise ValueError(f"{type(capture.model).__name__}: layer {layer} adds {extra} to q . k, so its attention is not softmax(q . k * scale); use route='eager'")
+                        raise ModelError(f"{type(capture.model).__name__}: layer {layer} adds {extra} to q . k, so its attention is not softmax(q . k * scale); use route='eager'")
                 scaling = kwargs.get("scaling")
                 capture._reduce(layer, query, key, query.shape[-1] ** -0.5 if scaling is None else float(scaling))
             return output
@@ -357,7 +358,7 @@ class QKCapture:
                 heads, size = attention.num_attention_heads, attention.attention_head_size
                 q, k = (slot.pop(name) for name in ("query", "key"))
                 if q.shape[:2] != k.shape[:2]:
-                    raise ValueError(f"{type(self.model).__name__}: layer {layer} attends to other states (cross-attention); the q/k route reads self-attention only")
+                    raise ModelError(f"{type(self.model).__name__}: layer {layer} attends to other states (cross-attention); the q/k route reads self-attention only")
                 split = lambda x: x.view(*x.shape[:2], heads, size).transpose(1, 2)  # noqa: E731
                 self._reduce(layer, split(q), split(k), size ** -0.5)
 
@@ -376,7 +377,7 @@ class QKCapture:
             if key_mask is not None:
                 key_mask = key_mask.to(q.device)
                 if tuple(key_mask.shape) != (B, N):
-                    raise ValueError(f"key_mask has shape {tuple(key_mask.shape)} but layer {layer} attends over (B, N) = ({B}, {N}) tokens")
+                    raise InputError(f"key_mask has shape {tuple(key_mask.shape)} but layer {layer} attends over (B, N) = ({B}, {N}) tokens")
             mask = self.masks[layer]
             weights = None if self.weights is None else self.weights[layer].to(device=q.device, dtype=torch.float32)
             rows = None if self.row_weights is None else self.row_weights.to(device=q.device, dtype=torch.float32)

@@ -18,7 +18,7 @@ from typing import Sequence
 
 from pyattn._checks import first_line
 from pyattn.pipeline.documents import Document
-from pyattn.errors import DataError, Interrupted, ModelError, RayRunError, RayUnavailable  # the Ray errors importable here as before 1.1
+from pyattn.errors import DataError, InputError, Interrupted, ModelError, RayRunError, RayUnavailable  # the Ray errors importable here as before 1.1
 from pyattn.explanation import label_names
 from pyattn.pipeline.loading import load_model, resolve_labels
 from pyattn.pipeline.run import RunProgress, RunSummary, finish_run, plan_run, runnable_with_sizes
@@ -163,7 +163,7 @@ def run_attribution_ray(
     """
     ray = _ray()
     if num_workers < 1:
-        raise ValueError(f"num_workers must be at least 1, got {num_workers}")
+        raise InputError(f"num_workers must be at least 1, got {num_workers}")
     driver_model, driver_tokenizer = loaded if loaded is not None else load_model(model, tokenizer, trust_remote_code, "cpu")
     attribute_kwargs = dict(attribute_kwargs or {})
     attribute_kwargs.setdefault("device", device)

@@ -34,7 +34,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from pyattn.errors import StoreBusy, StoreError  # defined in pyattn.errors; importable here as before 1.1
+from pyattn.errors import InputError, StoreBusy, StoreError  # defined in pyattn.errors; importable here as before 1.1
 
 __all__ = ["ResultsStore", "StoreError", "StoreBusy", "ShardWriter", "MANIFEST"]
 
@@ -362,7 +362,7 @@ class ResultsStore:
         import pyarrow.parquet as pq
 
         if not records:
-            raise ValueError("a shard needs at least one record")
+            raise InputError("a shard needs at least one record")
         table = pa.Table.from_pylist(records)
         if "attention_per_head" in table.column_names and table.schema.field("attention_per_head").type == pa.list_(pa.float64()):
             column = table.column("attention_per_head").cast(pa.list_(pa.float32()))

@@ -18,6 +18,7 @@ import numpy as np
 from pyattn.report.plots import head_importance_png, per_head_png, per_layer_png, scatter_png
 from pyattn.report._format import display_tokens, number
 from pyattn.compare.similarity import display_token
+from pyattn.errors import InputError
 
 __all__ = ["document_report", "render_document", "index_report", "bertviz_head_view_data", "attribution_scale", "attention_scale",
            "similarity_grid", "GRID_METRICS"]
@@ -199,7 +200,7 @@ def _extra_tables(entries) -> list:
     shown = []
     for entry in entries:
         if not 2 <= len(entry) <= 4:
-            raise ValueError(f"extra_tables entries are (heading, DataFrame[, note[, table id]]), got {len(entry)} items")
+            raise InputError(f"extra_tables entries are (heading, DataFrame[, note[, table id]]), got {len(entry)} items")
         heading, frame, note, table_id = (tuple(entry) + (None, None))[:4]
         table = _table_html(frame, 4, table_id)
         if len(frame) > LONG_TABLE:  # the heading and note stay in view; the rows a click away
@@ -316,9 +317,9 @@ def render_document(
 
     scores = array(attribution)
     if len(scores) != len(tokens):
-        raise ValueError(f"got {len(tokens)} tokens but {len(scores)} attribution scores")
+        raise InputError(f"got {len(tokens)} tokens but {len(scores)} attribution scores")
     if not attentions:
-        raise ValueError("attentions is empty: give at least one attention-received vector")
+        raise InputError("attentions is empty: give at least one attention-received vector")
     named = {name: array(values) for name, values in attentions.items()}
     first_name, first = next(iter(named.items()))
     shown = display_tokens(tokens)
@@ -455,8 +456,8 @@ def bertviz_head_view_data(dense_layers: Sequence[object], tokens: Sequence[str]
 
     Raises
     ------
-    ValueError
-        If a layer is not ``(1, H, N, N)``.
+    pyattn.errors.InputError
+        A ``ValueError``. If a layer is not ``(1, H, N, N)``.
 
     Examples
     --------
@@ -473,7 +474,7 @@ def bertviz_head_view_data(dense_layers: Sequence[object], tokens: Sequence[str]
         if tensor.dim() == 3:
             tensor = tensor[None]
         if tensor.dim() != 4 or tensor.shape[0] != 1 or tensor.shape[-1] != tensor.shape[-2] or tensor.shape[-1] != len(tokens):
-            raise ValueError(f"layer {index}: expected a (1, H, {len(tokens)}, {len(tokens)}) dense attention, got {tuple(tensor.shape)}")
+            raise InputError(f"layer {index}: expected a (1, H, {len(tokens)}, {len(tokens)}) dense attention, got {tuple(tensor.shape)}")
         layers.append(tensor.float().cpu())
     return {"attention": tuple(layers), "tokens": [display_token(t) for t in tokens]}
 
@@ -506,7 +507,7 @@ def _check_link(link, number: int, column: str, folder: str) -> None:
     import urllib.parse
 
     def refuse(why: str):
-        raise ValueError(f"table row {number}: link {link!r} in column {column!r} {why}: "
+        raise InputError(f"table row {number}: link {link!r} in column {column!r} {why}: "
                          "index_report links only to files written in the report folder")
 
     if not isinstance(link, str) or not link.strip():
@@ -567,7 +568,7 @@ def index_report(path: str | os.PathLike, table, link_column: str = "report", ti
     >>> index_report("index.html", pd.DataFrame({"document": ["a"], "report": ["javascript:alert(1)"]}))
     Traceback (most recent call last):
     ...
-    ValueError: table row 0: link 'javascript:alert(1)' in column 'report' is not a plain relative path: index_report links only to files written in the report folder
+    pyattn.errors.InputError: table row 0: link 'javascript:alert(1)' in column 'report' is not a plain relative path: index_report links only to files written in the report folder
     """
     import jinja2
 

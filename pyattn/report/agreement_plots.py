@@ -8,6 +8,8 @@ import io
 
 import numpy as np
 
+from pyattn.errors import InputError
+
 __all__ = ["head_agreement_grid", "head_agreement_figure", "head_agreement_png"]
 
 
@@ -34,7 +36,7 @@ def head_agreement_grid(table, value: str = "mean") -> np.ndarray:
     """
     for column in ("layer", "head", value):
         if column not in table.columns:
-            raise ValueError(f"table has no {column!r} column (expected a head_agreement table); columns: {list(table.columns)}")
+            raise InputError(f"table has no {column!r} column (expected a head_agreement table); columns: {list(table.columns)}")
     layers, heads = int(table["layer"].max()) + 1, int(table["head"].max()) + 1
     grid = np.full((layers, heads), np.nan)
     grid[table["layer"].to_numpy(int), table["head"].to_numpy(int)] = table[value].to_numpy(dtype=np.float64)
@@ -87,7 +89,7 @@ def head_agreement_figure(table, *, head_importance=None, value: str = "mean", a
 
         importance = as_array(head_importance)
         if importance.shape != grid.shape:
-            raise ValueError(f"head_importance must have shape {grid.shape} (layers, heads) like the agreement table, got {importance.shape}")
+            raise InputError(f"head_importance must have shape {grid.shape} (layers, heads) like the agreement table, got {importance.shape}")
     panels = 2 if importance is not None else 1
     fig, axes = plt.subplots(1, panels, figsize=(4.2 * panels + 1.0, 0.32 * L + 1.8), dpi=110, squeeze=False)
     ax = axes[0, 0]

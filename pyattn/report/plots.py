@@ -10,6 +10,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from pyattn.errors import InputError
+
 __all__ = ["scatter_png", "per_layer_png", "head_importance_png", "per_head_png", "metric_distributions_png", "FORMATS"]
 
 
@@ -50,7 +52,7 @@ def _png(fig, format: str = "png") -> bytes:
 
     if format not in FORMATS:
         plt.close(fig)
-        raise ValueError(f"format must be one of {list(FORMATS)}, got {format!r}")
+        raise InputError(f"format must be one of {list(FORMATS)}, got {format!r}")
     buffer = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buffer, format=format)

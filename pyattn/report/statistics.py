@@ -15,6 +15,7 @@ import math
 import numpy as np
 
 from pyattn.report._format import decimals
+from pyattn.errors import InputError
 
 __all__ = ["document_statistics", "summary_statistics", "display_document_statistics", "display_summary_statistics", "statistics_note",
            "display_token_intervals"]
@@ -393,8 +394,8 @@ def display_token_intervals(table, k: int = 15, end: str = "top"):
 
     Raises
     ------
-    ValueError
-        When ``end`` is neither ``"top"`` nor ``"bottom"``.
+    pyattn.errors.InputError
+        A ``ValueError``. When ``end`` is neither ``"top"`` nor ``"bottom"``.
 
     Examples
     --------
@@ -408,12 +409,12 @@ def display_token_intervals(table, k: int = 15, end: str = "top"):
     >>> display_token_intervals(table, end="middle")
     Traceback (most recent call last):
     ...
-    ValueError: end must be "top" or "bottom", got 'middle'
+    pyattn.errors.InputError: end must be "top" or "bottom", got 'middle'
     """
     import pandas as pd
 
     if end not in ("top", "bottom"):
-        raise ValueError(f'end must be "top" or "bottom", got {end!r}')
+        raise InputError(f'end must be "top" or "bottom", got {end!r}')
     rows = table.head(k) if end == "top" else table.iloc[::-1].head(k)
     return pd.DataFrame({
         TOKEN_COLUMNS["token"]: rows["token"].astype(str),
