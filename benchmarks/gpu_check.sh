@@ -67,10 +67,13 @@ if [[ $REHEARSAL == 1 ]]; then
   stage prepare 300 $PY benchmarks/gpu_job.py prepare "$DIR/job" --documents 2 --tokens 300 --tiny --json "$DIR/prepare.json"
   stage build 600 $PY setup.py build_ext --inplace
   stage tests 300 $PY -m pytest tests/kernels/test_cuda.py -q -rs
+  # the kernel benchmark needs CUDA events and an L2: here it is only imported, with its report
+  stage kernels-import 60 $PY -c "import sys; sys.path.insert(0, 'benchmarks'); import gpu_speed, gpu_report; print('gpu_speed imports')"
   stage job-float32 300 $PY benchmarks/gpu_job.py cli "$DIR/job" --device cpu --json "$DIR/job-float32.json"
   stage job-bfloat16 300 $PY benchmarks/gpu_job.py cli "$DIR/job" --device cpu --autocast bfloat16 --json "$DIR/job-bfloat16.json"
   stage notebook 300 $PY benchmarks/gpu_job.py notebook "$DIR/job" --device cpu --documents 1 --json "$DIR/notebook.json"
   stage profile-bfloat16 300 $PY benchmarks/gpu_job.py profile "$DIR/job" --device cpu --autocast bfloat16 --json "$DIR/profile-bfloat16.json"
+  stage qk 300 $PY benchmarks/gpu_qk.py --device cpu --sizes 256,512 --json "$DIR/qk.json"
 else
   # The model and documents are made on the CPU while the extension builds.
   ( timeout 240 $PY benchmarks/gpu_job.py prepare "$DIR/job" --documents 16 --tokens 4096 --json "$DIR/prepare.json" > "$DIR/prepare.log" 2>&1;

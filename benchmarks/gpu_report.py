@@ -130,11 +130,12 @@ def markdown(data: dict) -> str:
     if qk:
         rows = qk.get("rows", qk) if isinstance(qk, dict) else qk
         if isinstance(rows, list) and rows:
-            keys = list(rows[0].keys())
+            keys = list(dict.fromkeys(key for row in rows for key in row))  # rows differ: sdpa for full and causal only
             out += ["", "## The query-key op (attention received from q and k, issue 18) against a dense reference", "",
                     "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
             for row in rows:
-                out.append("| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()) + " |")
+                cells = (row.get(key, "-") for key in keys)
+                out.append("| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in cells) + " |")
     if data.get("stages"):
         out += ["", "## Stages of the run", "", "| stage | status | seconds | last line of its log |", "|---|---|---:|---|"]
         for s in data["stages"]:
