@@ -32,6 +32,7 @@ are refused with one line (:func:`qk_refusal`).
 from __future__ import annotations
 
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -177,6 +178,9 @@ def qk_refusal(model) -> str | None:
     if model_type == "big_bird" and getattr(config, "attention_type", None) != "original_full":
         why = (f"its attention_type {config.attention_type!r} attends over random and global blocks, not softmax(q . k * scale) over a mask "
                "(model.set_attention_type('original_full') makes it so)")
+    if model_type == "longformer":
+        return (f"{name}: its sliding-window and global attention use separate projections, so the q/k route cannot read it; "
+                "route='auto' reads its band directly (route='eager' its probabilities)")
     if why is not None:
         return f"{name}: {why}, so it is not softmax(q . k * scale); use route='eager'"
     if model_type not in QK_ARCHITECTURES:
@@ -223,6 +227,82 @@ def qk_layer_masks(model) -> list[LayerMask]:
 
 
 _MISSING = object()
+
+# One wrapper per attention implementation for the whole process, however many
+# captures are open: transformers' ALL_ATTENTION_FUNCTIONS is global, so
+# captures that each swapped it and put back what they found would undo one
+# another when two threads (two models, or one) exit out of order. The wrapper
+# hands each call to the capture that the calling thread opened on that
+# attention module (the innermost, when nested), or to no capture at all; the
+# last capture out puts the mapping back as it was.
+_LOCK = threading.Lock()
+_INSTALLED: dict[str, tuple[object, int]] = {}  # implementation -> (what the mapping held before, captures using it)
+_ACTIVE: dict[tuple[int, int], list] = {}  # (thread, id(attention module)) -> open captures, innermost last
+
+
+def _dispatch(original):
+    def attention_then_received(module, query, key, value, attention_mask, *args, **kwargs):
+        function = original if original is not None else sys.modules[type(module).__module__].eager_attention_forward
+        output = function(module, query, key, value, attention_mask, *args, **kwargs)
+        captures = _ACTIVE.get((threading.get_ident(), id(module)))
+        if captures:
+            capture = captures[-1]
+            layer = capture.index[id(module)]
+            for extra in ("position_bias", "softcap", "s_aux"):
+                if kwargs.get(extra) is not None:
+                    raise ModelError(f"{type(capture.model).__name__}: layer {layer} adds {extra} to q . k, so its attention is not softmax(q . k * scale); use route='eager'")
+            scaling = kwargs.get("scaling")
+            capture._reduce(layer, query, key, query.shape[-1] ** -0.5 if scaling is None else float(scaling))
+        return output
+
+    attention_then_received.pyattn_qk_dispatch = True
+    return attention_then_received
+
+
+def _claim(capture, implementations: list[str]) -> None:
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    thread = threading.get_ident()
+    with _LOCK:
+        for implementation in implementations:
+            if implementation in _INSTALLED:
+                previous, users = _INSTALLED[implementation]
+                _INSTALLED[implementation] = (previous, users + 1)
+            else:
+                previous = ALL_ATTENTION_FUNCTIONS._local_mapping.get(implementation, _MISSING)
+                original = ALL_ATTENTION_FUNCTIONS.get(implementation)  # None for "eager": the module file's own
+                ALL_ATTENTION_FUNCTIONS[implementation] = _dispatch(original)
+                _INSTALLED[implementation] = (previous, 1)
+            capture._claimed.append(implementation)
+        for module in capture.modules:
+            _ACTIVE.setdefault((thread, id(module)), []).append(capture)
+        capture._thread = thread
+
+
+def _release(capture) -> None:
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    with _LOCK:
+        if capture._thread is not None:
+            for module in capture.modules:
+                key = (capture._thread, id(module))
+                captures = _ACTIVE.get(key, [])
+                if capture in captures:
+                    captures.remove(capture)
+                if not captures:
+                    _ACTIVE.pop(key, None)
+            capture._thread = None
+        while capture._claimed:
+            implementation = capture._claimed.pop()
+            previous, users = _INSTALLED[implementation]
+            if users > 1:
+                _INSTALLED[implementation] = (previous, users - 1)
+                continue
+            del _INSTALLED[implementation]
+            if previous is _MISSING:
+                ALL_ATTENTION_FUNCTIONS._local_mapping.pop(implementation, None)
+            else:
+                ALL_ATTENTION_FUNCTIONS._local_mapping[implementation] = previous
 
 
 class QKCapture:
@@ -284,7 +364,8 @@ class QKCapture:
         self.index = {id(module): i for i, module in enumerate(self.modules)}
         self.per_layer: list[torch.Tensor | None] = [None] * len(self.modules)
         self.layers: list[tuple[torch.Tensor, torch.Tensor, float, LayerMask] | None] = [None] * len(self.modules)
-        self._restore: list[tuple[str, object]] = []
+        self._claimed: list[str] = []  # attention implementations this capture holds the shared wrapper of
+        self._thread: int | None = None
         self._handles: list = []
         self._pending: dict[int, dict[str, torch.Tensor]] = {}
 
@@ -304,56 +385,30 @@ class QKCapture:
         self._undo()
 
     def _undo(self) -> None:
-        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-
-        while self._restore:
-            key, previous = self._restore.pop()
-            if previous is _MISSING:
-                ALL_ATTENTION_FUNCTIONS._local_mapping.pop(key, None)
-            else:
-                ALL_ATTENTION_FUNCTIONS._local_mapping[key] = previous
+        _release(self)
         while self._handles:
             self._handles.pop().remove()
         self._pending.clear()
 
     def _wrap_interface(self) -> None:
-        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-
         implementations = {getattr(m, "config", self.model.config)._attn_implementation or "eager" for m in self.modules}
-        for implementation in sorted(implementations):
-            previous = ALL_ATTENTION_FUNCTIONS._local_mapping.get(implementation, _MISSING)
-            original = ALL_ATTENTION_FUNCTIONS.get(implementation)  # None for "eager": the module file's own
-            self._restore.append((implementation, previous))
-            ALL_ATTENTION_FUNCTIONS[implementation] = self._wrapper(original)
-
-    def _wrapper(self, original):
-        capture = self
-
-        def attention_then_received(module, query, key, value, attention_mask, *args, **kwargs):
-            function = original if original is not None else sys.modules[type(module).__module__].eager_attention_forward
-            output = function(module, query, key, value, attention_mask, *args, **kwargs)
-            layer = capture.index.get(id(module))
-            if layer is not None:
-                for extra in ("position_bias", "softcap", "s_aux"):
-                    if kwargs.get(extra) is not None:
-                        raise ModelError(f"{type(capture.model).__name__}: layer {layer} adds {extra} to q . k, so its attention is not softmax(q . k * scale); use route='eager'")
-                scaling = kwargs.get("scaling")
-                capture._reduce(layer, query, key, query.shape[-1] ** -0.5 if scaling is None else float(scaling))
-            return output
-
-        return attention_then_received
+        _claim(self, sorted(implementations))
 
     def _hook_projections(self) -> None:
+        thread = threading.get_ident()  # another thread's forward through the same model is not this capture's
         for module in self.modules:
             slot = self._pending.setdefault(id(module), {})
 
             def keep(name, slot=slot):
                 def hook(_linear, _args, output):
-                    slot[name] = output
+                    if threading.get_ident() == thread:
+                        slot[name] = output
 
                 return hook
 
             def reduce(attention, _args, _output, slot=slot):
+                if threading.get_ident() != thread:
+                    return
                 layer = self.index[id(attention)]
                 heads, size = attention.num_attention_heads, attention.attention_head_size
                 q, k = (slot.pop(name) for name in ("query", "key"))
@@ -398,7 +453,7 @@ class QKCapture:
         """``(L, B, N)`` or ``(L, B, H, N)``, float32."""
         missing = [i for i, r in enumerate(self.per_layer) if r is None]
         if missing:
-            raise RuntimeError(f"{type(self.model).__name__}: the forward pass never reached the attention of layers {missing}, so their queries and keys were not read")
+            raise ModelError(f"{type(self.model).__name__}: the forward pass never reached the attention of layers {missing}, so their queries and keys were not read")
         return torch.stack(self.per_layer)
 
 

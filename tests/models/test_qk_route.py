@@ -266,3 +266,49 @@ def test_cli_attribute_stores_the_models_own_attention(name, tmp_path):
     for (_, fast), (_, reference) in zip(records.iterrows(), by_eager.iterrows()):
         np_fast, np_ref = stored_attention(fast), stored_attention(reference)
         torch.testing.assert_close(torch.as_tensor(np_fast), torch.as_tensor(np_ref), atol=1e-5, rtol=1e-5)
+
+
+# ------------------------------------------------------------------ threads
+def _slowed(model, layer_index: int, seconds: float):
+    layers = [m for m in model.modules() if type(m).__name__.endswith(("Layer", "DecoderLayer", "TransformerBlock", "EncoderLayer"))]
+    return layers[layer_index].register_forward_pre_hook(lambda *_: __import__("time").sleep(seconds))
+
+
+@pytest.mark.parametrize("pair", [("bert", "llama"), ("bert", "bert"), ("big_bird", "big_bird")], ids=["two-models", "one-model", "one-model-hooks"])
+def test_threads_get_what_each_gets_alone_and_the_mapping_comes_back(pair):
+    """Two threads at once, their captures left out of order (the first thread
+    to enter leaves first while the other is mid-forward): each gets what it
+    gets alone, and transformers' global attention mapping ends as it began."""
+    import threading
+
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    first = tiny_model(pair[0])
+    second = first if pair[0] == pair[1] else tiny_model(pair[1])
+    ids_a, _ = batch(first, [9])
+    ids_b, _ = batch(second, [13], seed=1)
+    alone = [attention_from_inputs(first, ids_a).received.per_layer, attention_from_inputs(second, ids_b).received.per_layer]
+    before = dict(ALL_ATTENTION_FUNCTIONS._local_mapping)
+    handles = [_slowed(first, -1, 0.4), _slowed(second, 0, 0.8)]
+    got: dict[int, object] = {}
+
+    def run(index, model, ids, delay):
+        __import__("time").sleep(delay)
+        try:
+            got[index] = attention_from_inputs(model, ids).received.per_layer
+        except Exception as error:  # reported by the assertion below
+            got[index] = error
+
+    threads = [threading.Thread(target=run, args=(0, first, ids_a, 0.0)), threading.Thread(target=run, args=(1, second, ids_b, 0.1))]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        for handle in handles:
+            handle.remove()
+    for index in (0, 1):
+        assert isinstance(got[index], torch.Tensor), got[index]
+        assert torch.equal(got[index], alone[index])
+    assert dict(ALL_ATTENTION_FUNCTIONS._local_mapping) == before
