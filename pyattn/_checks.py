@@ -73,6 +73,10 @@ def require_mask(name: str, value: Any, shape: tuple[int, ...]) -> None:
         raise TypeError(f"{name} must be an integer or bool tensor (1 = attend / global), got dtype {value.dtype}")
     if tuple(value.shape) != tuple(shape) and not (value.dim() == 1 and (1,) + tuple(value.shape) == tuple(shape)):
         raise InputError(f"{name} must have the shape of input_ids {tuple(shape)}, got {tuple(value.shape)}")
+    if value.numel() and not bool(((value == 0) | (value == 1)).all()):
+        others = sorted({int(v) for v in value[(value != 0) & (value != 1)].flatten()[:1000].tolist()})[:5]
+        raise InputError(f"{name} must hold only 0 and 1, got {', '.join(map(str, others))}: a model reads other values differently "
+                         "(some as 1, some as a weight)")
 
 
 def head_importance_tensor(value: Any, name: str = "head_importance") -> torch.Tensor:

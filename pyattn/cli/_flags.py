@@ -33,6 +33,8 @@ PARAMETER_FLAGS: dict[str, str | dict[str, str]] = {
     "label_column": "--label-column",
     "id_column": "--id-column",
     "memory_budget": "--memory-budget",
+    "route": "--attention-route",
+    "attention_route": "--attention-route",
 }
 
 

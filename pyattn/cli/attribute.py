@@ -60,6 +60,10 @@ def attribute_command(args: argparse.Namespace) -> int:
             raise Refused(f"{args.data} holds no documents")
         model, tokenizer = load_model(args.model, args.tokenizer, args.trust_remote_code, args.device if args.engine == "local" else "cpu")
         _check_model_limits(args, model, tokenizer)
+        if args.attention_route:  # a route the model cannot take is refused before the store is made
+            from pyattn.model_attention import attention_route
+
+            attention_route(model, args.attention_route)
         check_tokenizer_fits(model, tokenizer, documents, args.data)
         resolve_labels(documents, model, args.label_column)
         config = model.config

@@ -122,7 +122,7 @@ def check_full_rows(model, layer: int, probabilities: torch.Tensor, n_tokens: in
 
 
 def _check_sums(model, layer: int, sums: torch.Tensor, used: torch.Tensor, tolerance: float) -> None:
-    error = (sums - 1).abs().masked_fill(~used, 0)
+    error = (sums - 1).abs().nan_to_num(nan=float("inf")).masked_fill(~used, 0)  # a NaN row is no distribution either
     if error.numel() and float(error.max()) > tolerance:
         b, h, i = (int(k) for k in torch.unravel_index(error.argmax(), error.shape))
         _refuse_rows(model, layer, f"head {h}: the row of token {i} sums to {float(sums[b, h, i]):.4f}, not 1")
@@ -372,9 +372,10 @@ def ready_for_attention(model, route: str = "auto") -> str:
 def _rollout_starts(model, attention_mask: torch.Tensor | None, B: int, N: int, device) -> torch.Tensor:
     """Where rollout starts, per item: the token the classifier reads (the
     first; a causal decoder's last real token)."""
-    from pyattn.models.qk_capture import QK_ARCHITECTURES, qk_layer_masks
+    from pyattn.models.qk_capture import QK_ARCHITECTURES, qk_layer_masks, takes_qk_route
 
-    causal = getattr(model.config, "model_type", None) in QK_ARCHITECTURES and any(m.causal for m in qk_layer_masks(model))
+    causal = (getattr(model.config, "model_type", None) in QK_ARCHITECTURES and takes_qk_route(model)
+              and any(m.causal for m in qk_layer_masks(model)))
     if not causal:
         return torch.zeros(B, dtype=torch.long, device=device)
     if attention_mask is None:
@@ -393,7 +394,7 @@ def _forward_kwargs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
         input_ids = input_ids[None]
     kwargs = dict(model_kwargs, input_ids=input_ids, **extra)
     if attention_mask is not None:
-        kwargs["attention_mask"] = attention_mask.to(device)
+        kwargs["attention_mask"] = attention_mask.to(device).reshape(input_ids.shape)
     return kwargs
 
 
@@ -422,12 +423,30 @@ def _eager_rollout(model, result: ModelAttention, attention_mask: torch.Tensor |
         return attention_rollout(result.attentions, result.global_attentions, result.global_attention_mask)
     first = result.attentions[0]
     B, N = first.shape[0], first.shape[-1]
-    starts = _rollout_starts(model, attention_mask, B, N, first.device)
+    mask = None if attention_mask is None else attention_mask.reshape(B, N).to(first.device)
+    starts = _rollout_starts(model, mask, B, N, first.device)
     out = torch.zeros(B, N, device=first.device)
     for b in range(B):
-        n = N if attention_mask is None else int(attention_mask[b].sum())  # right padding
-        out[b, :n] = dense_rollout([a[b : b + 1, :, :n, :n].float() for a in result.attentions], start=int(starts[b]))[0]
+        real = torch.arange(N, device=first.device) if mask is None else mask[b].nonzero().flatten()  # any padding side
+        start = int((real == starts[b]).nonzero()[0, 0])  # the start is a real token (checked before the run)
+        rows = [a[b : b + 1][:, :, real][:, :, :, real].float() for a in result.attentions]
+        out[b, real] = dense_rollout(rows, start=start)[0]
     return out
+
+
+def _check_rollout_starts(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
+    """Refuse a rollout that would start at a padding token: the token the
+    classifier reads (the first; a causal decoder's last real token) must be
+    one ``attention_mask`` marks 1."""
+    if attention_mask is None:
+        return
+    B, N = (1, input_ids.shape[0]) if input_ids.dim() == 1 else tuple(input_ids.shape)
+    mask = attention_mask.reshape(B, N)
+    starts = _rollout_starts(model, mask, B, N, mask.device)
+    for b in range(B):
+        if not bool(mask[b, starts[b]]):
+            raise InputError(f"rollout=True starts at token {int(starts[b])}, the one {type(model).__name__} classifies from, "
+                             f"but attention_mask[{b}] marks it as padding: pad on the right for this model")
 
 
 @preserving()
@@ -470,6 +489,8 @@ def attention_from_inputs(
 
     chosen = attention_route(model, route)
     check_model_inputs(model, input_ids, attention_mask, global_attention_mask)
+    if rollout:
+        _check_rollout_starts(model, input_ids, attention_mask)
     try:
         kind = output_kind(model)
     except ValueError:  # a head attribution refuses: its attention can still be read

@@ -35,3 +35,15 @@ def test_console_script_help():
     assert result.returncode == 0 and "--documents" in result.stdout
     bad = subprocess.run([sys.executable, "-m", "pyattn.cli", "demo", "--documents", "0"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--documents must be at least 1" in bad.stderr
+
+
+def test_a_route_the_model_cannot_take_is_refused_before_the_store(capsys, tmp_path):
+    """--attention-route qk on Longformer (the demo model): one line naming
+    the flag and the route that works, exit 2, no results store made."""
+    data = tmp_path / "docs.jsonl"
+    data.write_text('{"text": "gradient descent on a neural network", "label": 0}\n')
+    out = tmp_path / "store"
+    assert main(["attribute", "--model", "demo", "--data", str(data), "--out", str(out), "--attention-route", "qk", "--steps", "4", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the q/k route cannot read it" in err and "--attention-route 'auto'" in err
+    assert not out.exists()
