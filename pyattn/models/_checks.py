@@ -17,6 +17,12 @@ def check_model_inputs(model, input_ids, attention_mask=None, global_attention_m
         empty = (attention_mask.reshape(shape).sum(-1) == 0).nonzero().flatten().tolist()
         if empty:
             raise InputError(f"attention_mask[{empty[0]}] is all 0: item {empty[0]} has no real token to explain")
+    if len(shape) == 2 and shape[0] > 1 and getattr(getattr(model, "config", None), "pad_token_id", 0) is None:
+        from pyattn.models.inputs import pools_last_non_pad
+
+        if pools_last_non_pad(model):
+            raise InputError(f"input_ids holds {shape[0]} items but {type(model).__name__} has no config.pad_token_id, so it cannot find "
+                             "each item's last token: pass one item at a time, or set model.config.pad_token_id")
     limit = _position_limit(model)
     if limit is not None and shape[-1] > limit:
         raise InputError(f"input_ids has {shape[-1]} tokens but {type(model).__name__} has position embeddings for {limit}: "

@@ -89,3 +89,15 @@ def test_rows_of_nan_are_not_a_distribution():
     rows = torch.full((1, 1, 3, 3), float("nan"))
     with pytest.raises(NotADistribution, match="sums to nan"):
         check_full_rows(model, 0, rows, 3, None)
+
+
+def test_a_batch_for_a_decoder_without_a_pad_token_is_refused():
+    """transformers' decoder classifiers find each item's last token from the
+    pad id: with none, a batch of two is refused in pyattn's words, one item is read."""
+    model = tiny_model("llama")
+    model.config.pad_token_id = None
+    ids = torch.randint(5, 64, (2, 8))
+    for route in ("qk", "eager"):
+        with pytest.raises(InputError, match=r"input_ids holds 2 items but LlamaForSequenceClassification has no config.pad_token_id"):
+            attention_from_inputs(model, ids, route=route)
+    assert attention_from_inputs(model, ids[:1]).received.per_layer.shape == (3, 1, 8)
