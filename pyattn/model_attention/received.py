@@ -371,12 +371,11 @@ def ready_for_attention(model, route: str = "auto") -> str:
 
 def _rollout_starts(model, attention_mask: torch.Tensor | None, B: int, N: int, device) -> torch.Tensor:
     """Where rollout starts, per item: the token the classifier reads (the
-    first; a causal decoder's last real token)."""
-    from pyattn.models.qk_capture import QK_ARCHITECTURES, qk_layer_masks, takes_qk_route
+    first; the last real token for a classifier that pools there, as
+    transformers' decoder classifiers do)."""
+    from pyattn.models.inputs import pools_last_non_pad
 
-    causal = (getattr(model.config, "model_type", None) in QK_ARCHITECTURES and takes_qk_route(model)
-              and any(m.causal for m in qk_layer_masks(model)))
-    if not causal:
+    if not pools_last_non_pad(model):
         return torch.zeros(B, dtype=torch.long, device=device)
     if attention_mask is None:
         return torch.full((B,), N - 1, dtype=torch.long, device=device)

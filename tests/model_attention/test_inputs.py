@@ -101,3 +101,22 @@ def test_a_batch_for_a_decoder_without_a_pad_token_is_refused():
         with pytest.raises(InputError, match=r"input_ids holds 2 items but LlamaForSequenceClassification has no config.pad_token_id"):
             attention_from_inputs(model, ids, route=route)
     assert attention_from_inputs(model, ids[:1]).received.per_layer.shape == (3, 1, 8)
+
+
+def test_rollout_starts_where_the_classifier_reads():
+    """A BERT built as a decoder (causal attention) still classifies from its
+    first token, so rollout starts there: equal to the dense rollout of its own
+    probabilities from token 0."""
+    import copy
+
+    model = tiny_model("bert")
+    model.config.is_decoder = True
+    for layer in model.bert.encoder.layer:
+        layer.attention.self.is_causal = True
+    ids = torch.randint(5, 64, (1, 10))
+    probabilities = eager_attentions(copy.deepcopy(model), ids, torch.ones_like(ids))
+    causal = torch.tril(torch.ones(10, 10, dtype=torch.bool))
+    assert all(bool((a[0, :, ~causal] == 0).all()) for a in probabilities)  # the model attends causally
+    own = dense_rollout([a.float() for a in probabilities], start=0)[0]
+    for route in ("qk", "eager"):
+        torch.testing.assert_close(attention_from_inputs(model, ids, route=route, rollout=True).rollout[0], own, atol=1e-5, rtol=1e-5)
