@@ -328,9 +328,11 @@ def attention_route(model, route: str = "auto") -> str:
 
     Raises
     ------
-    ValueError
-        For an unknown route, or ``"qk"`` for a model it cannot read (the
-        reason in one line).
+    pyattn.errors.InputError
+        For an unknown route.
+    pyattn.errors.ModelError
+        For ``"qk"`` and a model it cannot read (the reason in one line).
+        Both are ``ValueError``.
 
     Examples
     --------
