@@ -111,6 +111,9 @@ def head_importance_tensor(value: Any, name: str = "head_importance") -> torch.T
         raise InputError(f"{name} holds {int((~finite).sum())} non-finite value(s) (NaN or inf); it must be finite and non-negative (it scales attention)")
     if tensor.numel() and float(tensor.min()) < 0:
         raise InputError(f"{name} holds negative value(s) (min {float(tensor.min()):g}); it must be finite and non-negative (it scales attention)")
+    if tensor.numel() and not bool((tensor != 0).any()):
+        raise InputError(f"{name} is 0 for every head: attention scaled by it would be 0 everywhere, with nothing to rank or "
+                         "compare; pass the importance the heads have (or none)")
     return tensor
 
 

@@ -225,6 +225,12 @@ class ResultsStore:
         if os.path.exists(path) and not os.path.isdir(path):
             raise StoreError(f"path={path!r} is a file, not a directory")
         is_store = os.path.isfile(os.path.join(path, MANIFEST))
+        shards = os.path.join(path, SHARDS)
+        if not is_store and os.path.isdir(shards) and any(name.endswith(".parquet") for name in os.listdir(shards)):
+            raise StoreError(  # not even with force: they would count as done under settings nobody knows
+                f"{path} holds result shards but no {MANIFEST}: the settings they were made with are unknown, so they cannot be "
+                f"resumed or added to; restore {MANIFEST}, or move {shards} out and start again"
+            )
         if os.path.isdir(path) and not is_store and not _own_entries_only(path) and not force:
             raise StoreError(
                 f"{path} exists and is not a pyattn results store (no {MANIFEST}); "
@@ -232,9 +238,11 @@ class ResultsStore:
             )
         if is_store and not resume:
             raise StoreError(f"{path} already holds pyattn results: pass resume=True to continue that run, or choose a new `path`")
-        parent = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(path) and not os.access(parent if os.path.isdir(parent) else os.path.dirname(parent) or ".", os.W_OK):
-            raise StoreError(f"cannot create path={path!r}: its parent folder is not writable")
+        existing = os.path.dirname(os.path.abspath(path))
+        while not os.path.isdir(existing) and os.path.dirname(existing) != existing:
+            existing = os.path.dirname(existing)  # the folders below it are created
+        if not os.path.isdir(path) and not os.access(existing, os.W_OK):
+            raise StoreError(f"cannot create path={path!r}: folder {existing} is not writable")
 
     @classmethod
     def create(cls, path: str, manifest: dict, resume: bool = False, force: bool = False) -> "ResultsStore":

@@ -285,3 +285,33 @@ def test_autocast_is_recorded_with_both_completeness_errors(data_csv, tmp_path):
         assert record["float32_relative_error"] == pytest.approx(abs(np.sum(record["scores"]) - gap) / abs(gap), abs=1e-5)
     assert ResultsStore.open(half).manifest()["settings"]["autocast"] == "bfloat16"
     assert "autocast" not in ResultsStore.open(full).manifest()["settings"]
+
+
+def test_shards_without_a_manifest_are_not_taken_over_even_with_force(data_csv, uninterrupted, tmp_path, capsys):
+    """A store whose manifest.json is gone: its shards' settings are unknown,
+    so --resume --force must not count them as done under new settings."""
+    import shutil
+
+    orphan = tmp_path / "orphan"
+    shutil.copytree(uninterrupted.path, orphan)
+    os.remove(orphan / "manifest.json")
+    shards = sorted(os.listdir(orphan / "shards"))
+    assert main(["attribute", "--model", "demo", "--data", data_csv, "--out", str(orphan), "--id-column", "doc",
+                 "--steps", "8", "--resume", "--force", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds result shards but no manifest.json" in err
+    assert sorted(os.listdir(orphan / "shards")) == shards and not (orphan / "manifest.json").exists()
+
+
+def test_an_out_folder_several_levels_down_is_created(data_csv, tmp_path):
+    out = tmp_path / "missing" / "deep" / "store"
+    run_ok("--data", data_csv, "--out", str(out), "--id-column", "doc", "--limit", "1", "--steps", "4")
+    assert (out / "manifest.json").is_file()
+
+
+def test_an_all_zero_head_importance_is_refused(uninterrupted, tmp_path, capsys):
+    """Attention scaled by zeros is zero everywhere: no ranking, no metric."""
+    zeros = tmp_path / "zeros.npy"
+    np.save(zeros, np.zeros((3, 4)))
+    assert main(["compare", "--results", uninterrupted.path, "--head-importance", str(zeros)]) == 2
+    assert "is 0 for every head" in capsys.readouterr().err
