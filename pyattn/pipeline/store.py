@@ -344,6 +344,12 @@ class ResultsStore:
             raise StoreError(f"cannot read {self.manifest_path}: {error}") from error
         if not isinstance(manifest, dict) or manifest.get("pyattn_results") != FORMAT:
             raise StoreError(f"{self.manifest_path} is not a pyattn results manifest of format {FORMAT}")
+        expected = {"settings": (dict, "an object"), "id2label": (dict, "an object"), "model": (str, "a string"),
+                    "tokenizer": (str, "a string"), "num_layers": (int, "a whole number >= 1"), "num_heads": (int, "a whole number >= 1")}
+        for key, (kind, what) in expected.items():
+            value = manifest.get(key)
+            if key in manifest and (not isinstance(value, kind) or isinstance(value, bool) or (kind is int and value < 1)):
+                raise StoreError(f"{self.manifest_path}: {key!r} must be {what}, got {value!r} (was the file edited by hand?)")
         return manifest
 
     def _remove_own_temporaries(self) -> None:

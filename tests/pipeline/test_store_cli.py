@@ -315,3 +315,19 @@ def test_an_all_zero_head_importance_is_refused(uninterrupted, tmp_path, capsys)
     np.save(zeros, np.zeros((3, 4)))
     assert main(["compare", "--results", uninterrupted.path, "--head-importance", str(zeros)]) == 2
     assert "is 0 for every head" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("key, value", [("settings", [1, 2]), ("settings", None), ("num_layers", "three"), ("num_heads", 0), ("model", 5)])
+def test_a_hand_edited_manifest_is_named_before_any_work(data_csv, uninterrupted, tmp_path, capsys, key, value):
+    import shutil
+
+    copy = tmp_path / "edited"
+    shutil.copytree(uninterrupted.path, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest[key] = value
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    assert main(["attribute", "--model", "demo", "--data", data_csv, "--out", str(copy), "--id-column", "doc", "--resume", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"manifest.json: {key!r} must be" in err
+    assert main(["compare", "--results", str(copy)]) == 2
+    assert f"manifest.json: {key!r} must be" in capsys.readouterr().err
