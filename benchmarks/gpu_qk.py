@@ -54,23 +54,23 @@ def dense_received(q, k, scale, window, causal, dtype):
 
 
 def time_ms(fn, device: str, repeats: int = 10) -> float:
+    """Median of ``repeats`` calls after a warm-up: CUDA events on a GPU, the wall clock on a CPU."""
     fn()
-    if device != "cuda":
-        times = []
-        for _ in range(repeats):
+    if device == "cuda":
+        torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        if device == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
             start = time.perf_counter()
             fn()
             times.append((time.perf_counter() - start) * 1000)
-        return statistics.median(times)
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
     return statistics.median(times)
 
 

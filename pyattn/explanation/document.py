@@ -178,10 +178,9 @@ def explain(
         unknown = [m for m in ([masks] if isinstance(masks, str) else masks) if m not in MASKS]
         if unknown:
             raise InputError(f"unknown masks {unknown}: choose from {list(MASKS)}")
-    from pyattn.model_attention.received import ROUTES
+    from pyattn.model_attention.received import check_route
 
-    if not isinstance(attention_route, str) or attention_route not in ROUTES:
-        raise InputError(f"attention_route must be one of {', '.join(map(repr, ROUTES))}, got {attention_route!r}")
+    check_route(attention_route, "attention_route")  # before the attribution, not after it
     import warnings
 
     from pyattn._quiet import transformers_quiet

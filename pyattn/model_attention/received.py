@@ -315,6 +315,12 @@ class _StreamingHooks:
 ROUTES = ("auto", "qk", "eager")
 
 
+def check_route(route: Any, name: str = "route") -> None:
+    """Refuse (:class:`InputError`, naming ``name``) a route that is not one of :data:`ROUTES`."""
+    if not isinstance(route, str) or route not in ROUTES:
+        raise InputError(f"{name} must be one of {', '.join(map(repr, ROUTES))}, got {route!r}")
+
+
 def attention_route(model, route: str = "auto") -> str:
     """The route :func:`attention_from_inputs` takes for ``model``.
 
@@ -328,11 +334,8 @@ def attention_route(model, route: str = "auto") -> str:
 
     Raises
     ------
-    pyattn.errors.InputError
-        For an unknown route.
-    pyattn.errors.ModelError
-        For ``"qk"`` and a model it cannot read (the reason in one line).
-        Both are ``ValueError``.
+    pyattn.errors.InputError, pyattn.errors.ModelError
+        An unknown route; ``"qk"`` for a model it cannot read (the reason in one line).
 
     Examples
     --------
@@ -342,8 +345,7 @@ def attention_route(model, route: str = "auto") -> str:
     """
     from pyattn.models.qk_capture import qk_refusal
 
-    if route not in ROUTES:
-        raise InputError(f"route must be one of {', '.join(map(repr, ROUTES))}, got {route!r}")
+    check_route(route)
     if is_longformer(model):
         if route == "qk":
             raise ModelError(qk_refusal(model))
@@ -436,9 +438,7 @@ def _eager_rollout(model, result: ModelAttention, attention_mask: torch.Tensor |
 
 
 def _check_rollout_starts(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
-    """Refuse a rollout that would start at a padding token: the token the
-    classifier reads (the first; a causal decoder's last real token) must be
-    one ``attention_mask`` marks 1."""
+    """Refuse a rollout that would start where ``attention_mask`` marks padding (:func:`_rollout_starts`)."""
     if attention_mask is None:
         return
     B, N = (1, input_ids.shape[0]) if input_ids.dim() == 1 else tuple(input_ids.shape)

@@ -39,8 +39,4 @@ def _position_limit(model) -> int | None:
     embeddings = getattr(getattr(model, "base_model", model), "embeddings", None) if hasattr(model, "config") else None
     if not isinstance(getattr(embeddings, "position_embeddings", None), torch.nn.Embedding):
         return None
-    limit = embeddings.position_embeddings.num_embeddings
-    padding_idx = getattr(embeddings, "padding_idx", None)
-    if padding_idx is not None:  # RoBERTa-style positions start after the pad's
-        limit -= padding_idx + 1
-    return limit if not hasattr(model.config, "attention_window") else default_max_length(model)
+    return default_max_length(model)

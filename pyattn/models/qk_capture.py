@@ -255,7 +255,6 @@ def _dispatch(original):
             capture._reduce(layer, query, key, query.shape[-1] ** -0.5 if scaling is None else float(scaling))
         return output
 
-    attention_then_received.pyattn_qk_dispatch = True
     return attention_then_received
 
 
